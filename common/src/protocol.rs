@@ -1,0 +1,183 @@
+//! The wire types: what a request and a response hold. No logic beyond naming error codes.
+//!
+//! Each type is encoded with postcard (PROTOCOL.md §5 spells out the bytes). Variants and
+//! fields are only ever appended in a new protocol version, never reordered.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::ident::Ident;
+
+/// The protocol version this build speaks; the first byte of every frame's payload.
+pub const VERSION: u8 = 1;
+
+/// A command ID: 128 random bits chosen by the client, unique per command.
+pub type CommandId = [u8; 16];
+
+/// What the admin granted a client, signed by the key-use tag (see `tag`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Grant {
+    pub role: Ident,
+    pub epoch: u64,
+    /// Unix seconds after which the grant is void; `None`: never expires.
+    pub expires: Option<u64>,
+    /// Server IDs the client may command; empty: any server.
+    pub servers: Vec<Ident>,
+}
+
+/// One command, as the client sends it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Request {
+    /// 1 for a connection's first request, then +1 for each.
+    pub counter: u64,
+    pub id: CommandId,
+    /// Unix seconds when the client issued the command.
+    pub issued_at: u64,
+    /// The server ID this command is meant for.
+    pub target: Ident,
+    pub grant: Grant,
+    pub tag: [u8; 32],
+    pub command: String,
+    pub args: Vec<String>,
+}
+
+/// The server's answer to one request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Response {
+    /// The counter of the request answered; 0 when the request could not be read.
+    pub counter: u64,
+    /// The ID of the request answered; all zero when the request could not be read.
+    pub id: CommandId,
+    pub body: Body,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Body {
+    Ok(Reply),
+    Err(Failure),
+}
+
+/// A refusal or failure: a stable code for programs and a message for people.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Failure {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+/// What a built-in command returns.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Reply {
+    Pong,
+    Whoami(Whoami),
+    Echo(Vec<String>),
+    Commands(Vec<CommandInfo>),
+}
+
+/// The client as the server authenticated it: name from the handshake, grant from the tag.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Whoami {
+    pub name: Ident,
+    pub grant: Grant,
+    pub server: Ident,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommandInfo {
+    pub name: String,
+    pub description: String,
+}
+
+/// The stable list of error codes; the number is what travels.
+///
+/// An unknown number (from a newer server) decodes as [`ErrorCode::Other`] rather than
+/// failing, so an old client still shows the message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(from = "u16", into = "u16")]
+pub enum ErrorCode {
+    Malformed,
+    UnsupportedVersion,
+    TooLarge,
+    BadCounter,
+    BadTag,
+    Revoked,
+    Expired,
+    WrongServer,
+    Stale,
+    Replay,
+    UnknownCommand,
+    Forbidden,
+    BadArguments,
+    Internal,
+    ShuttingDown,
+    Other(u16),
+}
+
+/// Code numbers and names, in one table; PROTOCOL.md §6 lists the same.
+const CODES: [(ErrorCode, u16, &str); 15] = [
+    (ErrorCode::Malformed, 1, "malformed"),
+    (ErrorCode::UnsupportedVersion, 2, "unsupported version"),
+    (ErrorCode::TooLarge, 3, "too large"),
+    (ErrorCode::BadCounter, 10, "bad counter"),
+    (ErrorCode::BadTag, 11, "bad tag"),
+    (ErrorCode::Revoked, 12, "revoked"),
+    (ErrorCode::Expired, 13, "expired"),
+    (ErrorCode::WrongServer, 14, "wrong server"),
+    (ErrorCode::Stale, 15, "stale"),
+    (ErrorCode::Replay, 16, "replay"),
+    (ErrorCode::UnknownCommand, 20, "unknown command"),
+    (ErrorCode::Forbidden, 21, "forbidden"),
+    (ErrorCode::BadArguments, 22, "bad arguments"),
+    (ErrorCode::Internal, 30, "internal"),
+    (ErrorCode::ShuttingDown, 31, "shutting down"),
+];
+
+impl ErrorCode {
+    pub fn number(self) -> u16 {
+        match self {
+            ErrorCode::Other(n) => n,
+            code => CODES.iter().find(|c| c.0 == code).map_or(0, |c| c.1),
+        }
+    }
+
+    /// The code's stable name, as printed by the client and written to the audit log.
+    pub fn name(self) -> &'static str {
+        CODES.iter().find(|c| c.0 == self).map_or("unknown", |c| c.2)
+    }
+}
+
+impl From<u16> for ErrorCode {
+    fn from(n: u16) -> Self {
+        CODES.iter().find(|c| c.1 == n).map_or(ErrorCode::Other(n), |c| c.0)
+    }
+}
+
+impl From<ErrorCode> for u16 {
+    fn from(code: ErrorCode) -> u16 {
+        code.number()
+    }
+}
+
+impl fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ErrorCode::Other(n) => write!(f, "error {n}"),
+            code => f.write_str(code.name()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_code_round_trips_through_its_number() {
+        for (code, n, _) in CODES {
+            assert_eq!(ErrorCode::from(n), code);
+            assert_eq!(code.number(), n);
+        }
+        assert_eq!(ErrorCode::from(999), ErrorCode::Other(999));
+        assert_eq!(ErrorCode::Other(999).number(), 999);
+    }
+}

@@ -1,0 +1,57 @@
+#!/usr/bin/env python3
+"""Independent reference for PROTOCOL.md's key derivations and tag, using only Python's
+standard library. Prints the test vectors; the Rust unit tests check the same values, so
+two implementations written apart must agree."""
+import hashlib
+import hmac
+import struct
+
+def b(x: bytes) -> bytes:           # bytes(x) = u32be(len) || x
+    return struct.pack(">I", len(x)) + x
+
+def u64(n: int) -> bytes:           # u64(n) = 8 bytes big-endian
+    return struct.pack(">Q", n)
+
+def opt(n) -> bytes:                # opt(None) = 00, opt(n) = 01 || u64(n)
+    return b"\x00" if n is None else b"\x01" + u64(n)
+
+def lst(xs) -> bytes:               # list(xs) = u32be(count) || bytes(x)...
+    return struct.pack(">I", len(xs)) + b"".join(b(x.encode()) for x in xs)
+
+def hkdf_extract(salt: bytes, ikm: bytes) -> bytes:
+    return hmac.new(salt, ikm, hashlib.sha256).digest()
+
+def hkdf_expand(prk: bytes, info: bytes, length: int = 32) -> bytes:
+    out, t, i = b"", b"", 1
+    while len(out) < length:
+        t = hmac.new(prk, t + info + bytes([i]), hashlib.sha256).digest()
+        out, i = out + t, i + 1
+    return out[:length]
+
+def psk(master: bytes, name: str, epoch: int) -> bytes:
+    prk = hkdf_extract(b"cmdchan/v1", master)
+    return hkdf_expand(prk, b(b"cmdchan/v1/psk") + b(name.encode()) + u64(epoch))
+
+def tag_key(master: bytes) -> bytes:
+    return hkdf_expand(hkdf_extract(b"cmdchan/v1", master), b(b"cmdchan/v1/tag-key"))
+
+def grant_bytes(name, role, epoch, expires, servers) -> bytes:
+    return (b(b"cmdchan/v1/grant") + b(name.encode()) + b(role.encode()) + u64(epoch)
+            + opt(expires) + lst(servers))
+
+def tag(master, name, role, epoch, expires, servers) -> bytes:
+    msg = grant_bytes(name, role, epoch, expires, servers)
+    return hmac.new(tag_key(master), msg, hashlib.sha256).digest()
+
+if __name__ == "__main__":
+    master = bytes(range(32))
+    print("master          ", master.hex())
+    print("psk(alice, 0)   ", psk(master, "alice", 0).hex())
+    print("psk(alice, 7)   ", psk(master, "alice", 7).hex())
+    print("tag key         ", tag_key(master).hex())
+    g = ("alice", "operator", 7, 1893456000, ["db1", "db2"])
+    print("grant bytes     ", grant_bytes(*g).hex())
+    print("tag             ", tag(master, *g).hex())
+    g0 = ("alice", "operator", 0, None, [])
+    print("grant bytes (2) ", grant_bytes(*g0).hex())
+    print("tag (2)         ", tag(master, *g0).hex())
