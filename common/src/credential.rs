@@ -138,7 +138,7 @@ mod tests {
     fn parse_errors_and_debug_never_show_the_key() {
         let secret = "11".repeat(32);
         let text = cred_text_with_psk_line(&format!("psk = \"{secret}\" oops"));
-        let err = Credential::from_toml(&text).err().expect("bad toml");
+        let err = Credential::from_toml(&text).expect_err("bad toml");
         assert!(!err.contains(&secret), "{err}");
         assert!(!format!("{:?}", sample()).contains(&secret));
     }

@@ -109,7 +109,7 @@ pub enum ErrorCode {
     Forbidden,
     BadArguments,
     Internal,
-    ShuttingDown,
+    StoreUnavailable,
     Other(u16),
 }
 
@@ -129,7 +129,7 @@ const CODES: [(ErrorCode, u16, &str); 15] = [
     (ErrorCode::Forbidden, 21, "forbidden"),
     (ErrorCode::BadArguments, 22, "bad arguments"),
     (ErrorCode::Internal, 30, "internal"),
-    (ErrorCode::ShuttingDown, 31, "shutting down"),
+    (ErrorCode::StoreUnavailable, 31, "store unavailable"),
 ];
 
 impl ErrorCode {

@@ -1,0 +1,199 @@
+//! The cmdchan client library: connect with a credential, send commands, read replies.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use cmdchan::{Client, Credential, Options};
+//! let cred = Credential::load("alice.cred".as_ref())?;
+//! let mut client = Client::connect(cred, Some("db1.example:7433"), Options::default()).await?;
+//! let reply = client.call("whoami", &[]).await?;
+//! println!("{reply:?}");
+//! client.close().await;
+//! # Ok(()) }
+//! ```
+//!
+//! A [`Client`] owns one TLS connection and its request counter; every request gets a
+//! fresh random command ID and the current time. Errors are [`Error`] values: a refusal
+//! from the server is [`Error::Refused`] with the server's stable code.
+
+use std::io;
+use std::pin::Pin;
+use std::time::Duration;
+
+use futures::{SinkExt, StreamExt};
+use openssl::error::ErrorStack;
+use openssl::ssl::Ssl;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio::time::timeout;
+use tokio_openssl::SslStream;
+use tokio_util::codec::Framed;
+
+pub use cmdchan_common::credential::Credential;
+pub use cmdchan_common::ident::Ident;
+pub use cmdchan_common::protocol::{Body, CommandInfo, ErrorCode, Failure, Reply, Request, Response, Whoami};
+
+use cmdchan_common::frame::{FrameError, MsgCodec, DEFAULT_MAX_FRAME};
+use cmdchan_common::{time, tls};
+
+/// How to reach the server.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// The server ID to address. Default: the grant's only server if it names exactly
+    /// one, else the host part of the server address.
+    pub target: Option<Ident>,
+    /// Limit for connecting plus handshake, and for each response.
+    pub timeout: Duration,
+    pub max_frame: usize,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self { target: None, timeout: Duration::from_secs(10), max_frame: DEFAULT_MAX_FRAME }
+    }
+}
+
+/// Why a call failed. Each variant is one thing the user can act on.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("no server address: pass --server HOST:PORT or provision the credential with --address")]
+    NoAddress,
+    #[error("cannot tell which server ID {0:?} is: pass --server-id ID")]
+    NoTarget(String),
+    #[error("cannot connect to {addr}: {source}")]
+    Connect { addr: String, source: io::Error },
+    #[error("TLS handshake with {addr} failed: {detail}. The server refused this credential's key (the name is unknown to it, the key or master key differs, or the epoch is wrong), or it offers no TLS 1.2 (EC)DHE-PSK suite; the server's log says which")]
+    Handshake { addr: String, detail: String },
+    #[error("no answer from the server within {0:?}")]
+    Timeout(Duration),
+    #[error("the server closed the connection without answering")]
+    Closed,
+    #[error("protocol error: {0}")]
+    Protocol(String),
+    #[error("{}: {}", .0.code, .0.message)]
+    Refused(Failure),
+    #[error("cannot set up TLS: {0}")]
+    Tls(#[from] ErrorStack),
+}
+
+type Channel = Framed<SslStream<TcpStream>, MsgCodec<Response, Request>>;
+
+/// One authenticated connection to a cmdchan server.
+#[derive(Debug)]
+pub struct Client {
+    channel: Channel,
+    cred: Credential,
+    target: Ident,
+    next_counter: u64,
+    timeout: Duration,
+}
+
+impl Client {
+    /// Connects to `addr` (or the credential's address) and completes the TLS-PSK handshake.
+    pub async fn connect(cred: Credential, addr: Option<&str>, opts: Options) -> Result<Self, Error> {
+        let addr = addr.or(cred.address.as_deref()).ok_or(Error::NoAddress)?.to_owned();
+        let target = target(&cred, &addr, opts.target)?;
+        let ctx = tls::client_context(&cred.identity(), &cred.psk)?;
+        let stream = timeout(opts.timeout, handshake(&ctx, &addr))
+            .await
+            .map_err(|_| Error::Timeout(opts.timeout))??;
+        let channel = Framed::new(stream, MsgCodec::new(opts.max_frame));
+        Ok(Self { channel, cred, target, next_counter: 1, timeout: opts.timeout })
+    }
+
+    /// Sends `command` with `args` and returns the reply, or the server's refusal as
+    /// [`Error::Refused`].
+    pub async fn call(&mut self, command: &str, args: &[String]) -> Result<Reply, Error> {
+        let request = self.request(command, args)?;
+        match self.exchange(&request).await?.body {
+            Body::Ok(reply) => Ok(reply),
+            Body::Err(failure) => Err(Error::Refused(failure)),
+        }
+    }
+
+    /// Builds the next request: next counter, fresh random ID, current time, this
+    /// credential's grant and tag. Use with [`Client::exchange`] to send it as is.
+    pub fn request(&mut self, command: &str, args: &[String]) -> Result<Request, Error> {
+        let mut id = [0u8; 16];
+        openssl::rand::rand_bytes(&mut id)?;
+        let counter = self.next_counter;
+        self.next_counter += 1;
+        Ok(Request {
+            counter,
+            id,
+            issued_at: time::now(),
+            target: self.target.clone(),
+            grant: self.cred.grant.clone(),
+            tag: self.cred.tag,
+            command: command.to_owned(),
+            args: args.to_vec(),
+        })
+    }
+
+    /// Sends `request` exactly as given and waits for the response that names it (or a
+    /// connection-level error, which names counter 0).
+    pub async fn exchange(&mut self, request: &Request) -> Result<Response, Error> {
+        self.channel.send(request).await.map_err(frame_error)?;
+        let next = timeout(self.timeout, self.channel.next()).await.map_err(|_| Error::Timeout(self.timeout))?;
+        let response = next.ok_or(Error::Closed)?.map_err(frame_error)?;
+        let names_it = response.counter == request.counter && response.id == request.id;
+        if names_it || response.counter == 0 {
+            return Ok(response);
+        }
+        Err(Error::Protocol(format!(
+            "the server answered request {} while request {} was waiting",
+            response.counter, request.counter
+        )))
+    }
+
+    /// The server ID this client addresses.
+    pub fn target(&self) -> &Ident {
+        &self.target
+    }
+
+    /// Ends the connection cleanly (TLS close_notify).
+    pub async fn close(self) {
+        let _ = self.channel.into_inner().shutdown().await;
+    }
+}
+
+async fn handshake(ctx: &openssl::ssl::SslContext, addr: &str) -> Result<SslStream<TcpStream>, Error> {
+    let tcp = TcpStream::connect(addr)
+        .await
+        .map_err(|source| Error::Connect { addr: addr.to_owned(), source })?;
+    let _ = tcp.set_nodelay(true);
+    let mut stream = SslStream::new(Ssl::new(ctx)?, tcp)?;
+    Pin::new(&mut stream).connect().await.map_err(|e| Error::Handshake {
+        addr: addr.to_owned(),
+        detail: e.ssl_error().map_or_else(|| e.to_string(), alert_reason),
+    })?;
+    Ok(stream)
+}
+
+/// OpenSSL's reason for the failure ("sslv3 alert bad record mac"), without the noise.
+fn alert_reason(stack: &ErrorStack) -> String {
+    let reasons: Vec<_> = stack.errors().iter().filter_map(|e| e.reason()).collect();
+    match reasons.is_empty() {
+        true => stack.to_string(),
+        false => reasons.join("; "),
+    }
+}
+
+fn frame_error(e: FrameError) -> Error {
+    match e {
+        FrameError::Io(e) if e.kind() == io::ErrorKind::UnexpectedEof => Error::Closed,
+        FrameError::Truncated => Error::Closed,
+        other => Error::Protocol(other.to_string()),
+    }
+}
+
+/// Picks the server ID to address (see [`Options::target`]).
+fn target(cred: &Credential, addr: &str, explicit: Option<Ident>) -> Result<Ident, Error> {
+    if let Some(id) = explicit {
+        return Ok(id);
+    }
+    if let [only] = cred.grant.servers.as_slice() {
+        return Ok(only.clone());
+    }
+    let host = addr.rsplit_once(':').map_or(addr, |(host, _port)| host);
+    Ident::new(host).map_err(|_| Error::NoTarget(host.to_owned()))
+}

@@ -1,0 +1,81 @@
+//! `cmdchan`: send one command to a cmdchan server and print the result.
+
+mod exit;
+mod output;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+
+use cmdchan::{Client, Credential, Ident, Options};
+
+use crate::exit::Exit;
+
+/// Send a command to a cmdchan server over TLS-PSK.
+///
+/// Exit status: 0 ok; 1 the command failed; 64 usage; 69 cannot connect or handshake
+/// refused; 70 server error; 75 temporary (retry later); 76 protocol error; 77 refused:
+/// authentication (bad tag, revoked, expired, wrong server); 78 credential file problem;
+/// 79 refused: replay or stale; 80 refused: policy (forbidden, unknown command, bad arguments).
+#[derive(Debug, Parser)]
+#[command(name = "cmdchan", version)]
+struct Opts {
+    /// Credential file (from `cmdchan-server admin provision`).
+    #[arg(long, env = "CMDCHAN_CRED")]
+    cred: PathBuf,
+    /// Server address HOST:PORT [default: the credential's address].
+    #[arg(long)]
+    server: Option<String>,
+    /// Server ID to address [default: the grant's only server, else the host of --server].
+    #[arg(long)]
+    server_id: Option<Ident>,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    json: bool,
+    /// Limit for connecting, and for each answer.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    timeout: Duration,
+    /// The command to run (try `commands`).
+    command: String,
+    /// Its arguments.
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    args: Vec<String>,
+}
+
+fn main() -> ExitCode {
+    let opts = match Opts::try_parse() {
+        Ok(opts) => opts,
+        Err(e) => {
+            let _ = e.print();
+            return match e.use_stderr() {
+                true => Exit::Usage.into(),
+                false => ExitCode::SUCCESS,
+            };
+        }
+    };
+    let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
+        eprintln!("cmdchan: cannot start the async runtime");
+        return Exit::Software.into();
+    };
+    runtime.block_on(run(opts)).into()
+}
+
+async fn run(opts: Opts) -> Exit {
+    let cred = match Credential::load(&opts.cred) {
+        Ok(cred) => cred,
+        Err(e) => return output::local_error(opts.json, &e.to_string(), Exit::Config),
+    };
+    let options = Options { target: opts.server_id, timeout: opts.timeout, ..Options::default() };
+    let mut client = match Client::connect(cred, opts.server.as_deref(), options).await {
+        Ok(client) => client,
+        Err(e) => return output::error(opts.json, &e),
+    };
+    let result = client.call(&opts.command, &opts.args).await;
+    client.close().await;
+    match result {
+        Ok(reply) => output::reply(opts.json, &reply),
+        Err(e) => output::error(opts.json, &e),
+    }
+}

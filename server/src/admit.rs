@@ -1,0 +1,218 @@
+//! Admission: the checks a request must pass, in a fixed order, before anything runs.
+//!
+//! Order (PROTOCOL.md §7): counter → tag → revocation → expiry → audience → freshness →
+//! command, arguments and policy → command ID. Cheap local checks come first; the one
+//! with a side effect (remembering the ID) comes last, so an ID is recorded exactly when
+//! its command is about to run. [`check`] is pure: time and the session are arguments.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use cmdchan_common::ident::{Ident, PskIdentity};
+use cmdchan_common::keys::TagKey;
+use cmdchan_common::protocol::{ErrorCode, Grant, Request};
+
+use crate::cmd::Builtin;
+use crate::policy::Policy;
+use crate::replay::{MemoryStore, StoreError};
+
+/// What admission needs to know about this server.
+#[derive(Debug)]
+pub struct Rules<'a> {
+    pub tag_key: &'a TagKey,
+    pub server_id: &'a Ident,
+    /// Freshness window in seconds: `|issued_at - now| <= window` passes.
+    pub window: u64,
+    pub min_epoch: &'a BTreeMap<Ident, u64>,
+    pub policy: &'a Policy,
+}
+
+/// Why a request was refused. [`Refusal::code`] is the one mapping to the wire.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    BadCounter { expected: u64, got: u64 },
+    EpochMismatch { grant: u64, key: u64 },
+    BadTag,
+    Revoked { epoch: u64, min: u64 },
+    Expired { at: u64 },
+    NotGranted { server: Ident },
+    WrongTarget { target: Ident, server: Ident },
+    Stale { issued_at: u64, now: u64, window: u64 },
+    UnknownCommand(String),
+    BadArguments(String),
+    Forbidden { role: Ident, command: &'static str },
+    Replay,
+    StoreUnavailable(String),
+}
+
+/// A request that passed every check but the command ID.
+#[derive(Debug)]
+pub struct Checked<'a> {
+    admitted: Admitted<'a>,
+}
+
+/// A request that passed every check and whose ID is now recorded: the only thing a
+/// command handler accepts. It borrows the request; nothing is copied.
+#[derive(Debug)]
+pub struct Admitted<'a> {
+    request: &'a Request,
+    client: &'a Ident,
+    server: &'a Ident,
+    command: Builtin,
+    /// Unix second after which this request could no longer pass freshness.
+    fresh_until: u64,
+}
+
+/// Runs every check in order, then records the ID.
+pub fn admit<'a>(
+    request: &'a Request,
+    expected_counter: u64,
+    key: &'a PskIdentity,
+    rules: &Rules<'a>,
+    store: &MemoryStore,
+    now: u64,
+) -> Result<Admitted<'a>, Refusal> {
+    check(request, expected_counter, key, rules, now)?.record(store, now)
+}
+
+/// The pure checks, in order; the first failure wins.
+pub fn check<'a>(
+    req: &'a Request,
+    expected_counter: u64,
+    key: &'a PskIdentity,
+    rules: &Rules<'a>,
+    now: u64,
+) -> Result<Checked<'a>, Refusal> {
+    if req.counter != expected_counter {
+        return Err(Refusal::BadCounter { expected: expected_counter, got: req.counter });
+    }
+    let grant = &req.grant;
+    if grant.epoch != key.epoch {
+        return Err(Refusal::EpochMismatch { grant: grant.epoch, key: key.epoch });
+    }
+    // The name is the one the TLS handshake proved, never one from the message.
+    if !rules.tag_key.verify(&key.name, grant, &req.tag) {
+        return Err(Refusal::BadTag);
+    }
+    let min = rules.min_epoch.get(&key.name).copied().unwrap_or(0);
+    if grant.epoch < min {
+        return Err(Refusal::Revoked { epoch: grant.epoch, min });
+    }
+    if let Some(at) = grant.expires.filter(|&at| now >= at) {
+        return Err(Refusal::Expired { at });
+    }
+    audience(grant, &req.target, rules.server_id)?;
+    // fresh  ⇔  |issued_at − now| ≤ window
+    if req.issued_at.abs_diff(now) > rules.window {
+        return Err(Refusal::Stale { issued_at: req.issued_at, now, window: rules.window });
+    }
+    let command = authorize(req, &grant.role, rules.policy)?;
+    let fresh_until = req.issued_at.saturating_add(rules.window);
+    let admitted = Admitted { request: req, client: &key.name, server: rules.server_id, command, fresh_until };
+    Ok(Checked { admitted })
+}
+
+fn audience(grant: &Grant, target: &Ident, server: &Ident) -> Result<(), Refusal> {
+    if !grant.servers.is_empty() && !grant.servers.contains(server) {
+        return Err(Refusal::NotGranted { server: server.clone() });
+    }
+    if target != server {
+        return Err(Refusal::WrongTarget { target: target.clone(), server: server.clone() });
+    }
+    Ok(())
+}
+
+fn authorize(req: &Request, role: &Ident, policy: &Policy) -> Result<Builtin, Refusal> {
+    let command = Builtin::parse(&req.command).ok_or_else(|| Refusal::UnknownCommand(req.command.clone()))?;
+    if !policy.allows(role, command) {
+        return Err(Refusal::Forbidden { role: role.clone(), command: command.name() });
+    }
+    command.check_args(&req.args).map_err(Refusal::BadArguments)?;
+    Ok(command)
+}
+
+impl<'a> Checked<'a> {
+    /// Remembers the command ID until the request could no longer pass freshness; a
+    /// second use of the ID inside that time is a replay.
+    pub fn record(self, store: &MemoryStore, now: u64) -> Result<Admitted<'a>, Refusal> {
+        let a = self.admitted;
+        match store.insert(a.request.id, a.fresh_until, now) {
+            Ok(()) => Ok(a),
+            Err(StoreError::Duplicate) => Err(Refusal::Replay),
+            Err(e @ StoreError::Full { .. }) => Err(Refusal::StoreUnavailable(e.to_string())),
+        }
+    }
+}
+
+impl Admitted<'_> {
+    pub fn command(&self) -> Builtin {
+        self.command
+    }
+    pub fn client(&self) -> &Ident {
+        self.client
+    }
+    pub fn server(&self) -> &Ident {
+        self.server
+    }
+    pub fn grant(&self) -> &Grant {
+        &self.request.grant
+    }
+    pub fn args(&self) -> &[String] {
+        &self.request.args
+    }
+}
+
+impl Refusal {
+    /// The wire code for this refusal; the only place refusals meet the protocol.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            Refusal::BadCounter { .. } => ErrorCode::BadCounter,
+            Refusal::EpochMismatch { .. } | Refusal::BadTag => ErrorCode::BadTag,
+            Refusal::Revoked { .. } => ErrorCode::Revoked,
+            Refusal::Expired { .. } => ErrorCode::Expired,
+            Refusal::NotGranted { .. } | Refusal::WrongTarget { .. } => ErrorCode::WrongServer,
+            Refusal::Stale { .. } => ErrorCode::Stale,
+            Refusal::UnknownCommand(_) => ErrorCode::UnknownCommand,
+            Refusal::BadArguments(_) => ErrorCode::BadArguments,
+            Refusal::Forbidden { .. } => ErrorCode::Forbidden,
+            Refusal::Replay => ErrorCode::Replay,
+            Refusal::StoreUnavailable(_) => ErrorCode::StoreUnavailable,
+        }
+    }
+
+    /// A broken counter means the stream cannot be trusted: the connection ends.
+    pub fn closes_connection(&self) -> bool {
+        matches!(self, Refusal::BadCounter { .. })
+    }
+
+    /// Whether this is something an operator should look at (logged at WARN).
+    pub fn is_security_event(&self) -> bool {
+        !matches!(self, Refusal::UnknownCommand(_) | Refusal::BadArguments(_))
+    }
+}
+
+impl fmt::Display for Refusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Refusal::BadCounter { expected, got } => write!(f, "request counter {got}, expected {expected}; closing the connection"),
+            Refusal::EpochMismatch { grant, key } => write!(f, "the grant is for key epoch {grant} but the connection used epoch {key}"),
+            Refusal::BadTag => f.write_str("the key-use tag does not match this client's name and grant"),
+            Refusal::Revoked { epoch, min } => write!(f, "key epoch {epoch} is revoked (this server accepts epoch {min} and later); ask for a new credential"),
+            Refusal::Expired { at } => write!(f, "the grant expired at {}", cmdchan_common::time::rfc3339(*at)),
+            Refusal::NotGranted { server } => write!(f, "the grant does not cover server {server}"),
+            Refusal::WrongTarget { target, server } => write!(f, "the request is for server {target}, but this is {server}"),
+            Refusal::Stale { issued_at, now, window } => {
+                let skew = i128::from(*issued_at) - i128::from(*now);
+                write!(f, "issue time is {skew:+} s from the server's clock (allowed ±{window} s); check both clocks")
+            }
+            Refusal::UnknownCommand(name) => write!(f, "no command named {:?}", name.escape_default().to_string()),
+            Refusal::BadArguments(why) => f.write_str(why),
+            Refusal::Forbidden { role, command } => write!(f, "role {role} may not run {command}"),
+            Refusal::Replay => f.write_str("this command ID was already used"),
+            Refusal::StoreUnavailable(why) => write!(f, "the replay store cannot take the command ID ({why}); try again later"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,65 @@
+//! The audit trail: one line per request (admitted or refused) under the `cmdchan::audit`
+//! log target, with client, role, peer, command, command ID, outcome and duration.
+//!
+//! Strings a peer chose (command names) are logged escaped and cut, so a client cannot
+//! forge log lines or flood the log.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use tracing::{info, warn};
+
+use cmdchan_common::ident::PskIdentity;
+use cmdchan_common::protocol::Request;
+
+use crate::admit::{Admitted, Refusal};
+
+const TARGET: &str = "cmdchan::audit";
+
+pub fn admitted(cmd: &Admitted<'_>, key: &PskIdentity, id: &[u8; 16], peer: SocketAddr, took: Duration) {
+    info!(
+        target: TARGET,
+        client = %key,
+        role = %cmd.grant().role,
+        %peer,
+        command = cmd.command().name(),
+        id = %hex(id),
+        outcome = "ok",
+        duration_us = took.as_micros() as u64,
+        "admitted"
+    );
+}
+
+pub fn refused(key: &PskIdentity, peer: SocketAddr, req: &Request, refusal: &Refusal, took: Duration) {
+    macro_rules! event {
+        ($level:ident) => {
+            $level!(
+                target: TARGET,
+                client = %key,
+                role = %req.grant.role,
+                %peer,
+                command = ?shorten(&req.command),
+                id = %hex(&req.id),
+                outcome = refusal.code().name(),
+                duration_us = took.as_micros() as u64,
+                reason = %refusal,
+                "refused"
+            )
+        };
+    }
+    match refusal.is_security_event() {
+        true => event!(warn),
+        false => event!(info),
+    }
+}
+
+fn hex(id: &[u8; 16]) -> String {
+    id.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn shorten(s: &str) -> &str {
+    match s.char_indices().nth(64) {
+        Some((cut, _)) => &s[..cut],
+        None => s,
+    }
+}

@@ -1,0 +1,141 @@
+//! What the operator types: the `cmdchan-server` command line, as clap definitions.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use cmdchan_common::ident::Ident;
+
+#[derive(Debug, Parser)]
+#[command(name = "cmdchan-server", version, about = "The cmdchan daemon and its admin tool")]
+pub struct Opts {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the daemon.
+    Serve(ServeOpts),
+    /// Make and inspect keys and client credentials.
+    #[command(subcommand)]
+    Admin(AdminCommand),
+    /// Run a development server: makes a master key and a demo credential in DIR if
+    /// missing, prints the client command to try, and serves on loopback.
+    Dev(DevOpts),
+}
+
+/// `serve` flags; each can also come from the config file (flags win).
+#[derive(Debug, Args, Default)]
+pub struct ServeOpts {
+    /// Config file (TOML); its keys are the long flag names with `_` for `-`.
+    #[arg(long, short = 'c', env = "CMDCHAN_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Master key file (hex, mode 0600).
+    #[arg(long)]
+    pub master: Option<PathBuf>,
+    /// Address to listen on [default: 127.0.0.1:7433].
+    #[arg(long)]
+    pub listen: Option<SocketAddr>,
+    /// Policy file (TOML) mapping roles to commands [default: built-in policy].
+    #[arg(long)]
+    pub policy: Option<PathBuf>,
+    /// This server's ID, matched against requests' target and grants' servers [default: host name].
+    #[arg(long)]
+    pub server_id: Option<Ident>,
+    /// Log format [default: text].
+    #[arg(long, value_enum)]
+    pub log_format: Option<LogFormat>,
+    /// How far a request's issue time may be from the server's clock [default: 60s].
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub freshness_window: Option<Duration>,
+    /// Largest frame accepted, in bytes [default: 1048576].
+    #[arg(long)]
+    pub max_frame: Option<usize>,
+    /// Time a client has to finish the TLS handshake [default: 10s].
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub handshake_timeout: Option<Duration>,
+    /// Time a connection may sit without a request [default: 5m].
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub idle_timeout: Option<Duration>,
+    /// Most connections open at once [default: 1024].
+    #[arg(long)]
+    pub max_connections: Option<usize>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AdminCommand {
+    /// Write a new random master key (32 bytes from OpenSSL's CSPRNG, hex, mode 0600).
+    Init {
+        #[arg(long)]
+        master: PathBuf,
+        /// Replace an existing key file (every credential made with the old key stops working).
+        #[arg(long)]
+        force: bool,
+    },
+    /// Write a client's credential file (TOML, mode 0600).
+    Provision(ProvisionOpts),
+    /// Print a client's PSK as hex, for openssl s_client, stunnel and other TLS-PSK tools.
+    Psk {
+        #[arg(long)]
+        master: PathBuf,
+        #[arg(long)]
+        name: Ident,
+        #[arg(long, default_value_t = 0)]
+        epoch: u64,
+    },
+    /// Show a credential without its secrets; with --master, check its tag.
+    Inspect {
+        credential: PathBuf,
+        #[arg(long)]
+        master: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct ProvisionOpts {
+    #[arg(long)]
+    pub master: PathBuf,
+    /// Client name (1–128 bytes: ASCII letters, digits, . _ - @; a letter or digit first).
+    #[arg(long)]
+    pub name: Ident,
+    #[arg(long)]
+    pub role: Ident,
+    /// Where to write the credential.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Key epoch; raise it to re-key a client, and revoke older epochs in the server config.
+    #[arg(long, default_value_t = 0)]
+    pub epoch: u64,
+    /// When the grant ends: a duration (90d, 12h) or an RFC 3339 time, or "never".
+    #[arg(long, default_value = "never")]
+    pub expires: String,
+    /// A server the client may command (repeat for several; none: any server).
+    #[arg(long = "server")]
+    pub servers: Vec<Ident>,
+    /// Default server address (HOST:PORT) recorded in the credential.
+    #[arg(long)]
+    pub address: Option<String>,
+    /// Replace an existing credential file.
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DevOpts {
+    /// Where the development key and demo credential live.
+    #[arg(long, default_value = "certs")]
+    pub dir: PathBuf,
+    #[arg(long, default_value = "127.0.0.1:7433")]
+    pub listen: SocketAddr,
+}

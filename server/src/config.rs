@@ -1,0 +1,140 @@
+//! The server's settings: flags merged over the config file over defaults, checked once.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use serde::Deserialize;
+
+use cmdchan_common::frame::DEFAULT_MAX_FRAME;
+use cmdchan_common::ident::Ident;
+
+use crate::cli::{LogFormat, ServeOpts};
+
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:7433";
+
+/// Everything `serve` needs, validated.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub master: PathBuf,
+    pub listen: SocketAddr,
+    pub policy: Option<PathBuf>,
+    pub server_id: Ident,
+    pub log_format: LogFormat,
+    pub limits: Limits,
+    /// Lowest key epoch still accepted, per client name; names not listed: 0.
+    pub min_epoch: BTreeMap<Ident, u64>,
+}
+
+/// Time and size limits for connections and requests.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub freshness_window: Duration,
+    pub max_frame: usize,
+    pub handshake_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub max_connections: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            freshness_window: Duration::from_secs(60),
+            max_frame: DEFAULT_MAX_FRAME,
+            handshake_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(300),
+            max_connections: 1024,
+        }
+    }
+}
+
+/// The config file's shape; durations are written like `60s` or `5m`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    master: Option<PathBuf>,
+    listen: Option<SocketAddr>,
+    policy: Option<PathBuf>,
+    server_id: Option<Ident>,
+    log_format: Option<LogFormat>,
+    freshness_window: Option<String>,
+    max_frame: Option<usize>,
+    handshake_timeout: Option<String>,
+    idle_timeout: Option<String>,
+    max_connections: Option<usize>,
+    #[serde(default)]
+    min_epoch: BTreeMap<Ident, u64>,
+}
+
+impl Config {
+    /// Merges `opts` over the config file they name (if any) over the defaults.
+    pub fn load(opts: ServeOpts) -> anyhow::Result<Self> {
+        let file = match &opts.config {
+            Some(path) => read_file(path)?,
+            None => FileConfig::default(),
+        };
+        let base = Limits::default();
+        let limits = Limits {
+            freshness_window: pick(opts.freshness_window, &file.freshness_window, base.freshness_window)?,
+            max_frame: opts.max_frame.or(file.max_frame).unwrap_or(base.max_frame),
+            handshake_timeout: pick(opts.handshake_timeout, &file.handshake_timeout, base.handshake_timeout)?,
+            idle_timeout: pick(opts.idle_timeout, &file.idle_timeout, base.idle_timeout)?,
+            max_connections: opts.max_connections.or(file.max_connections).unwrap_or(base.max_connections),
+        };
+        check_limits(&limits)?;
+        let Some(master) = opts.master.or(file.master) else {
+            bail!("no master key given: pass --master PATH or set `master` in the config file")
+        };
+        let server_id = match opts.server_id.or(file.server_id) {
+            Some(id) => id,
+            None => host_name()?,
+        };
+        Ok(Self {
+            master,
+            listen: opts.listen.or(file.listen).unwrap_or_else(default_listen),
+            policy: opts.policy.or(file.policy),
+            server_id,
+            log_format: opts.log_format.or(file.log_format).unwrap_or_default(),
+            limits,
+            min_epoch: file.min_epoch,
+        })
+    }
+}
+
+pub fn default_listen() -> SocketAddr {
+    DEFAULT_LISTEN.parse().unwrap_or_else(|_| unreachable!("constant address"))
+}
+
+fn read_file(path: &Path) -> anyhow::Result<FileConfig> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("config file {}", path.display()))?;
+    toml::from_str(&text).with_context(|| format!("config file {} is not valid", path.display()))
+}
+
+fn pick(flag: Option<Duration>, file: &Option<String>, default: Duration) -> anyhow::Result<Duration> {
+    match (flag, file) {
+        (Some(d), _) => Ok(d),
+        (None, Some(text)) => humantime::parse_duration(text).with_context(|| format!("duration {text:?} in the config file")),
+        (None, None) => Ok(default),
+    }
+}
+
+fn check_limits(l: &Limits) -> anyhow::Result<()> {
+    if l.max_frame < 256 || l.max_frame > u32::MAX as usize {
+        bail!("max_frame must be between 256 bytes and 4 GiB, not {}", l.max_frame);
+    }
+    if l.max_connections == 0 {
+        bail!("max_connections must be at least 1");
+    }
+    if l.freshness_window.is_zero() || l.handshake_timeout.is_zero() || l.idle_timeout.is_zero() {
+        bail!("freshness_window, handshake_timeout and idle_timeout must be above zero");
+    }
+    Ok(())
+}
+
+/// The kernel's host name, as the default server ID.
+fn host_name() -> anyhow::Result<Ident> {
+    let name = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    Ident::new(name.trim()).map_err(|e| anyhow::anyhow!("the host name {:?} cannot be a server ID ({e}); pass --server-id", name.trim()))
+}

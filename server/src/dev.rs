@@ -1,0 +1,60 @@
+//! `cmdchan-server dev`: a development server on loopback, with a key and a demo
+//! credential made on first run, so a new user can try the channel with two commands.
+
+use std::net::SocketAddr;
+use std::os::unix::fs::DirBuilderExt;
+use std::path::Path;
+
+use anyhow::Context;
+
+use cmdchan_common::ident::Ident;
+
+use crate::admin;
+use crate::cli::{DevOpts, LogFormat, ProvisionOpts};
+use crate::config::{Config, Limits};
+
+/// The server ID of the development server; the demo credential addresses it by name.
+const DEV_SERVER_ID: &str = "localhost";
+
+/// Prepares the key and credential, and returns the config to serve with.
+pub fn prepare(opts: &DevOpts) -> anyhow::Result<Config> {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&opts.dir)
+        .with_context(|| format!("creating {}", opts.dir.display()))?;
+    let master = opts.dir.join("dev-master.key");
+    let cred = opts.dir.join("demo.cred");
+    if !master.exists() {
+        admin::init(&master, false)?;
+    }
+    if !cred.exists() {
+        admin::provision(&demo(&master, &cred, opts.listen)?)?;
+    }
+    let id = Ident::new(DEV_SERVER_ID)?;
+    println!("development server {id} on {}; in another shell try:", opts.listen);
+    println!("  cargo run -p cmdchan -- --cred {} whoami", cred.display());
+    Ok(Config {
+        master,
+        listen: opts.listen,
+        policy: None,
+        server_id: id,
+        log_format: LogFormat::Text,
+        limits: Limits::default(),
+        min_epoch: Default::default(),
+    })
+}
+
+fn demo(master: &Path, out: &Path, listen: SocketAddr) -> anyhow::Result<ProvisionOpts> {
+    Ok(ProvisionOpts {
+        master: master.into(),
+        name: Ident::new("demo")?,
+        role: Ident::new("operator")?,
+        out: out.into(),
+        epoch: 0,
+        expires: "never".into(),
+        servers: vec![],
+        address: Some(format!("{DEV_SERVER_ID}:{}", listen.port())),
+        force: false,
+    })
+}

@@ -1,0 +1,47 @@
+//! `cmdchan-server`: parses the command line and hands over; the work is in the library.
+
+use std::io::IsTerminal;
+use std::process::ExitCode;
+
+use clap::Parser;
+use tracing_subscriber::EnvFilter;
+
+use cmdchan_server::cli::{Command, LogFormat, Opts};
+use cmdchan_server::config::Config;
+use cmdchan_server::{admin, dev};
+
+fn main() -> ExitCode {
+    let opts = Opts::parse();
+    match run(opts) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("cmdchan-server: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(opts: Opts) -> anyhow::Result<ExitCode> {
+    let config = match opts.command {
+        Command::Admin(cmd) => return admin::run(cmd),
+        Command::Serve(serve) => Config::load(serve)?,
+        Command::Dev(d) => dev::prepare(&d)?,
+    };
+    init_logging(config.log_format);
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(cmdchan_server::serve(config))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Logs go to stderr; `RUST_LOG` refines the level (default `info`).
+fn init_logging(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}

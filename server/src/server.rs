@@ -1,0 +1,119 @@
+//! The daemon: shared state built once, the accept loop with its connection limit, and
+//! the graceful drain on shutdown.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use openssl::ssl::SslContext;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{info, warn};
+
+use cmdchan_common::ident::Ident;
+use cmdchan_common::keyfile;
+use cmdchan_common::keys::{MasterKey, TagKey};
+use cmdchan_common::tls;
+
+use crate::admit::Rules;
+use crate::config::{Config, Limits};
+use crate::connection;
+use crate::policy::Policy;
+use crate::replay::MemoryStore;
+
+/// How long shutdown waits for open connections to finish their request.
+const DRAIN: Duration = Duration::from_secs(30);
+
+/// Most command IDs remembered at once (about 100 bytes each).
+const MAX_REMEMBERED_IDS: usize = 1_000_000;
+
+/// What every connection reads: built once at start-up, never locked but for the store.
+#[derive(Debug)]
+pub struct Shared {
+    pub tls: SslContext,
+    pub tag_key: TagKey,
+    pub server_id: Ident,
+    pub limits: Limits,
+    pub min_epoch: BTreeMap<Ident, u64>,
+    pub policy: Policy,
+    pub replay: MemoryStore,
+}
+
+impl Shared {
+    /// Reads the master key and policy named by `config` and builds the TLS context.
+    pub fn load(config: &Config) -> anyhow::Result<Self> {
+        let text = keyfile::read_private("master key", &config.master)?;
+        let master = MasterKey::from_hex(&text)
+            .map_err(|e| anyhow::anyhow!("master key file {} {e}", config.master.display()))?;
+        let policy = match &config.policy {
+            Some(path) => Policy::load(path)?,
+            None => Policy::default(),
+        };
+        let tag_key = master.tag_key();
+        let tls = tls::server_context(master, tls::FFDHE3072_PEM).context("building the TLS context")?;
+        Ok(Self {
+            tls,
+            tag_key,
+            server_id: config.server_id.clone(),
+            limits: config.limits,
+            min_epoch: config.min_epoch.clone(),
+            policy,
+            replay: MemoryStore::new(MAX_REMEMBERED_IDS),
+        })
+    }
+
+    pub fn rules(&self) -> Rules<'_> {
+        Rules {
+            tag_key: &self.tag_key,
+            server_id: &self.server_id,
+            window: self.limits.freshness_window.as_secs(),
+            min_epoch: &self.min_epoch,
+            policy: &self.policy,
+        }
+    }
+}
+
+/// Accepts connections until `shutdown` completes, then stops accepting, lets open
+/// connections finish the request they are on, and returns.
+pub async fn run(listener: TcpListener, shared: Arc<Shared>, shutdown: impl Future<Output = ()>) {
+    let tracker = TaskTracker::new();
+    let cancel = CancellationToken::new();
+    let permits = Arc::new(Semaphore::new(shared.limits.max_connections));
+    tokio::pin!(shutdown);
+    loop {
+        // Take a permit before accepting, so over the cap new clients wait in the backlog.
+        let permit = tokio::select! {
+            () = &mut shutdown => break,
+            permit = permits.clone().acquire_owned() => permit,
+        };
+        let Ok(permit) = permit else { break };
+        let (tcp, peer) = tokio::select! {
+            () = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // Usually out of file descriptors: back off instead of spinning.
+                    warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let (shared, cancel) = (shared.clone(), cancel.clone());
+        tracker.spawn(async move {
+            connection::serve(tcp, peer, shared, cancel).await;
+            drop(permit);
+        });
+    }
+    info!(open = tracker.len(), "shutting down: accepting no more connections");
+    cancel.cancel();
+    tracker.close();
+    if tokio::time::timeout(DRAIN, tracker.wait()).await.is_err() {
+        warn!("connections still open after {DRAIN:?}; exiting anyway");
+    }
+    info!("stopped");
+}
