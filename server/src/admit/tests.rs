@@ -1,1 +1,191 @@
+//! Admission checks, each refusal and the order they run in, with time as an input.
 
+use std::collections::BTreeMap;
+
+use cmdchan_common::ident::{Ident, PskIdentity};
+use cmdchan_common::keys::{MasterKey, TagKey};
+use cmdchan_common::protocol::{Grant, Request};
+
+use super::*;
+use crate::policy::Policy;
+use crate::replay::MemoryStore;
+
+const NOW: u64 = 1_800_000_000;
+
+fn ident(s: &str) -> Ident {
+    Ident::new(s).expect("valid")
+}
+
+struct Fixture {
+    tag_key: TagKey,
+    server: Ident,
+    min_epoch: BTreeMap<Ident, u64>,
+    policy: Policy,
+    key: PskIdentity,
+}
+
+impl Fixture {
+    fn new() -> Self {
+        let master = MasterKey::from_hex(&"42".repeat(32)).expect("key");
+        let policy = Policy::parse("[roles.operator]\ncommands = [\"ping\", \"echo\"]\n").expect("policy");
+        Self {
+            tag_key: master.tag_key(),
+            server: ident("db1"),
+            min_epoch: BTreeMap::new(),
+            policy,
+            key: PskIdentity { name: ident("alice"), epoch: 0 },
+        }
+    }
+
+    fn rules(&self) -> Rules<'_> {
+        Rules { tag_key: &self.tag_key, server_id: &self.server, window: 60, min_epoch: &self.min_epoch, policy: &self.policy }
+    }
+
+    /// A request that passes every check, signed for `alice`.
+    fn request(&self) -> Request {
+        let grant = Grant { role: ident("operator"), epoch: 0, expires: Some(NOW + 3600), servers: vec![ident("db1")] };
+        self.signed(grant)
+    }
+
+    fn signed(&self, grant: Grant) -> Request {
+        let tag = self.tag_key.sign(&self.key.name, &grant);
+        let (counter, id, issued_at, target) = (1, [5; 16], NOW, ident("db1"));
+        Request { counter, id, issued_at, target, grant, tag, command: "ping".into(), args: vec![] }
+    }
+
+    fn check(&self, req: &Request) -> Result<(), Refusal> {
+        check(req, 1, &self.key, &self.rules(), NOW).map(|_| ())
+    }
+}
+
+#[test]
+fn a_good_request_is_admitted_once() {
+    let f = Fixture::new();
+    let store = MemoryStore::new(100);
+    let req = f.request();
+    let admitted = admit(&req, 1, &f.key, &f.rules(), &store, NOW).expect("admitted");
+    assert_eq!((admitted.client().as_str(), admitted.command()), ("alice", Builtin::Ping));
+    assert_eq!(admit(&req, 1, &f.key, &f.rules(), &store, NOW).err(), Some(Refusal::Replay));
+}
+
+#[test]
+fn wrong_counter_is_refused_and_closes() {
+    let f = Fixture::new();
+    let mut req = f.request();
+    req.counter = 2;
+    let refusal = f.check(&req).expect_err("refused");
+    assert_eq!(refusal, Refusal::BadCounter { expected: 1, got: 2 });
+    assert!(refusal.closes_connection());
+}
+
+#[test]
+fn an_edited_role_breaks_the_tag() {
+    let f = Fixture::new();
+    let mut req = f.request();
+    req.grant.role = ident("admin");
+    assert_eq!(f.check(&req), Err(Refusal::BadTag));
+}
+
+#[test]
+fn another_clients_tag_does_not_verify_for_this_name() {
+    let f = Fixture::new();
+    let mut req = f.request();
+    req.tag = f.tag_key.sign(&ident("bob"), &req.grant);
+    assert_eq!(f.check(&req), Err(Refusal::BadTag));
+}
+
+#[test]
+fn a_grant_for_another_epoch_than_the_key_is_refused() {
+    let f = Fixture::new();
+    let mut grant = f.request().grant;
+    grant.epoch = 1;
+    assert_eq!(f.check(&f.signed(grant)), Err(Refusal::EpochMismatch { grant: 1, key: 0 }));
+}
+
+#[test]
+fn epochs_below_the_minimum_are_revoked() {
+    let mut f = Fixture::new();
+    f.min_epoch.insert(ident("alice"), 1);
+    assert_eq!(f.check(&f.request()), Err(Refusal::Revoked { epoch: 0, min: 1 }));
+}
+
+#[test]
+fn expiry_is_refused_from_the_expiry_second_on() {
+    let f = Fixture::new();
+    let mut grant = f.request().grant;
+    grant.expires = Some(NOW + 1);
+    assert!(f.check(&f.signed(grant.clone())).is_ok());
+    grant.expires = Some(NOW);
+    assert_eq!(f.check(&f.signed(grant)), Err(Refusal::Expired { at: NOW }));
+}
+
+#[test]
+fn audience_is_bound_by_grant_and_target() {
+    let f = Fixture::new();
+    let mut grant = f.request().grant;
+    grant.servers = vec![ident("db2")];
+    assert_eq!(f.check(&f.signed(grant)), Err(Refusal::NotGranted { server: ident("db1") }));
+    let mut req = f.request();
+    req.target = ident("db2");
+    assert_eq!(f.check(&req), Err(Refusal::WrongTarget { target: ident("db2"), server: ident("db1") }));
+    let mut anywhere = f.request().grant;
+    anywhere.servers.clear();
+    assert!(f.check(&f.signed(anywhere)).is_ok());
+}
+
+#[test]
+fn freshness_window_is_inclusive_on_both_sides() {
+    let f = Fixture::new();
+    for (issued_at, ok) in [(NOW - 60, true), (NOW + 60, true), (NOW - 61, false), (NOW + 61, false)] {
+        let mut req = f.request();
+        req.issued_at = issued_at;
+        assert_eq!(f.check(&req).is_ok(), ok, "issued at now{:+}", i128::from(issued_at) - i128::from(NOW));
+    }
+}
+
+#[test]
+fn commands_are_checked_by_name_policy_and_arguments() {
+    let f = Fixture::new();
+    let mut req = f.request();
+    req.command = "rm".into();
+    assert_eq!(f.check(&req), Err(Refusal::UnknownCommand("rm".into())));
+    req.command = "whoami".into();
+    assert_eq!(f.check(&req), Err(Refusal::Forbidden { role: ident("operator"), command: "whoami" }));
+    req.command = "ping".into();
+    req.args = vec!["x".into()];
+    assert!(matches!(f.check(&req), Err(Refusal::BadArguments(_))));
+}
+
+#[test]
+fn the_first_failing_check_wins() {
+    let f = Fixture::new();
+    // Expired, stale and for another target at once: expiry comes first.
+    let mut grant = f.request().grant;
+    grant.expires = Some(NOW - 10);
+    let mut req = f.signed(grant);
+    req.issued_at = NOW - 1000;
+    req.target = ident("elsewhere");
+    assert_eq!(f.check(&req), Err(Refusal::Expired { at: NOW - 10 }));
+}
+
+#[test]
+fn a_refused_request_does_not_use_up_its_id() {
+    let f = Fixture::new();
+    let store = MemoryStore::new(100);
+    let mut req = f.request();
+    req.command = "whoami".into();
+    assert!(admit(&req, 1, &f.key, &f.rules(), &store, NOW).is_err());
+    assert!(store.is_empty());
+}
+
+#[test]
+fn an_id_is_forgotten_only_once_its_request_is_stale() {
+    let f = Fixture::new();
+    let store = MemoryStore::new(100);
+    let req = f.request();
+    admit(&req, 1, &f.key, &f.rules(), &store, NOW).expect("first");
+    // At the last second the request is fresh, the ID is still remembered.
+    assert_eq!(admit(&req, 1, &f.key, &f.rules(), &store, NOW + 60).err(), Some(Refusal::Replay));
+    // One second later the request is stale, so forgetting the ID is safe.
+    assert!(matches!(admit(&req, 1, &f.key, &f.rules(), &store, NOW + 61), Err(Refusal::Stale { .. })));
+}

@@ -1,0 +1,245 @@
+//! The test harness: a temporary directory with a master key, the real `cmdchan-server`
+//! and `cmdchan` binaries, servers started on `127.0.0.1:0` with their logs captured, and
+//! raw TLS connections for tests that must misbehave.
+//!
+//! The binaries are the ones cargo builds beside this crate's test executables (the
+//! `server` and `client` packages have integration tests, so `cargo test --workspace`
+//! builds them first). A missing binary or system tool fails the test loudly.
+
+#![allow(clippy::unwrap_used, clippy::missing_panics_doc, reason = "test harness: a panic is a test failure")]
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use cmdchan::{Client, Credential, Options};
+use cmdchan_common::ident::PskIdentity;
+use cmdchan_common::keys::Psk;
+use cmdchan_common::tls;
+use openssl::ssl::Ssl;
+use tempfile::TempDir;
+use tokio::net::TcpStream;
+use tokio_openssl::SslStream;
+
+/// The server ID every test server uses.
+pub const SERVER_ID: &str = "test-server";
+
+/// A scratch directory with a master key, for one test.
+#[derive(Debug)]
+pub struct TestEnv {
+    pub dir: TempDir,
+    pub master: PathBuf,
+}
+
+impl Default for TestEnv {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl TestEnv {
+    pub fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let master = dir.path().join("master.key");
+        let env = Self { dir, master };
+        env.admin_ok(&["init", "--master", env.master.to_str().unwrap()]);
+        env
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// Runs `cmdchan-server admin ARGS`.
+    pub fn admin(&self, args: &[&str]) -> Output {
+        run(Command::new(bin("cmdchan-server")).arg("admin").args(args))
+    }
+
+    pub fn admin_ok(&self, args: &[&str]) -> String {
+        let out = self.admin(args);
+        assert!(out.status.success(), "admin {args:?} failed: {}", text(&out.stderr));
+        text(&out.stdout)
+    }
+
+    /// Provisions `name` with `role` (plus `extra` flags) into `NAME.cred`.
+    pub fn provision(&self, name: &str, role: &str, extra: &[&str]) -> PathBuf {
+        let out = self.path(&format!("{name}.cred"));
+        let master = self.master.to_str().unwrap();
+        let mut args = vec!["provision", "--master", master, "--name", name, "--role", role];
+        args.extend(["--out", out.to_str().unwrap(), "--force"]);
+        args.extend(extra);
+        self.admin_ok(&args);
+        out
+    }
+
+    /// The PSK of `name` at epoch 0, as hex, from `admin psk`.
+    pub fn psk_hex(&self, name: &str) -> String {
+        self.admin_ok(&["psk", "--master", self.master.to_str().unwrap(), "--name", name]).trim().to_owned()
+    }
+
+    /// Starts `cmdchan-server serve` on a free loopback port with `extra` flags.
+    pub fn start(&self, extra: &[&str]) -> Server {
+        let mut cmd = Command::new(bin("cmdchan-server"));
+        cmd.args(["serve", "--master", self.master.to_str().unwrap(), "--listen", "127.0.0.1:0"]);
+        cmd.args(["--server-id", SERVER_ID]).args(extra);
+        Server::spawn(cmd)
+    }
+
+    /// Runs the `cmdchan` binary against `server` with credential `cred`.
+    pub fn cmdchan(&self, server: &Server, cred: &Path, args: &[&str]) -> Output {
+        let addr = server.addr.to_string();
+        let mut cmd = Command::new(bin("cmdchan"));
+        cmd.args(["--cred", cred.to_str().unwrap(), "--server", &addr, "--server-id", SERVER_ID]);
+        run(cmd.args(args))
+    }
+}
+
+/// A running server; killed when dropped.
+#[derive(Debug)]
+pub struct Server {
+    child: Child,
+    pub addr: SocketAddr,
+    log: Arc<Mutex<String>>,
+}
+
+impl Server {
+    /// Spawns `cmd`, waits (at most 20 s) for its "listening on ADDR" line.
+    pub fn spawn(mut cmd: Command) -> Server {
+        cmd.env("RUST_LOG", "info").stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
+        let mut child = cmd.spawn().unwrap();
+        let log = Arc::new(Mutex::new(String::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let stderr = child.stderr.take().unwrap();
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(addr) = line.split("listening on ").nth(1) {
+                    let _ = tx.send(addr.split_whitespace().next().unwrap_or("").to_owned());
+                }
+                let mut log = sink.lock().unwrap();
+                log.push_str(&line);
+                log.push('\n');
+            }
+        });
+        let Ok(addr) = rx.recv_timeout(Duration::from_secs(20)) else {
+            let _ = child.kill();
+            panic!("server did not start; its log:\n{}", log.lock().unwrap());
+        };
+        Server { child, addr: addr.parse().unwrap(), log }
+    }
+
+    /// Everything the server logged so far.
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// Waits up to 10 s for `needle` to appear in the log.
+    pub fn wait_for_log(&self, needle: &str) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if self.log().contains(needle) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+
+    /// Log lines that mention `needle`.
+    pub fn log_lines(&self, needle: &str) -> Vec<String> {
+        self.log().lines().filter(|l| l.contains(needle)).map(str::to_owned).collect()
+    }
+
+    /// Sends SIGTERM and waits (at most 20 s) for the exit status.
+    pub fn terminate(mut self) -> ExitStatus {
+        let pid = self.child.id().to_string();
+        run(Command::new("kill").args(["-TERM", &pid]));
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("server did not exit within 20 s of SIGTERM");
+    }
+
+    /// A library client for `cred`, addressing this server.
+    pub async fn client(&self, cred: &Path) -> Client {
+        let cred = Credential::load(cred).unwrap();
+        let opts = Options { target: Some(SERVER_ID.parse().unwrap()), ..Options::default() };
+        Client::connect(cred, Some(&self.addr.to_string()), opts).await.unwrap()
+    }
+
+    /// A TLS connection that speaks raw bytes, authenticated as `cred`.
+    pub async fn raw(&self, cred: &Path) -> SslStream<TcpStream> {
+        let cred = Credential::load(cred).unwrap();
+        raw_tls(self.addr, &cred.identity(), &cred.psk).await.unwrap()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Opens a TLS-PSK connection to `addr` with any identity and key.
+pub async fn raw_tls(addr: SocketAddr, identity: &PskIdentity, psk: &Psk) -> Result<SslStream<TcpStream>, openssl::ssl::Error> {
+    let ctx = tls::client_context(identity, psk).unwrap();
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let mut stream = SslStream::new(Ssl::new(&ctx).unwrap(), tcp).unwrap();
+    std::pin::Pin::new(&mut stream).connect().await?;
+    Ok(stream)
+}
+
+/// Path of a workspace binary built beside this test executable.
+pub fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().and_then(Path::parent).unwrap();
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: build the workspace first (`cargo build --workspace`, or the README's test command)",
+        path.display()
+    );
+    path
+}
+
+/// Runs a system program the tests need; fails loudly if it is not installed.
+pub fn system(program: &str) -> Command {
+    let found = std::env::var_os("PATH")
+        .map(|paths| std::env::split_paths(&paths).any(|dir| dir.join(program).is_file()))
+        .unwrap_or(false);
+    assert!(found, "{program} is not installed: run the README's test command (scripts/test), which installs it");
+    Command::new(program)
+}
+
+pub fn run(cmd: &mut Command) -> Output {
+    cmd.stdin(Stdio::null()).output().unwrap()
+}
+
+pub fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// Rewrites one `key = value` line of a credential file (keeping mode 0600).
+pub fn edit_credential(path: &Path, key: &str, value: &str) {
+    let body = std::fs::read_to_string(path).unwrap();
+    let edited: Vec<String> = body
+        .lines()
+        .map(|l| if l.starts_with(&format!("{key} =")) { format!("{key} = {value}") } else { l.to_owned() })
+        .collect();
+    std::fs::write(path, edited.join("\n") + "\n").unwrap();
+}
+
+/// A credential's value for `key`, as written in the file.
+pub fn credential_field(path: &Path, key: &str) -> String {
+    let body = std::fs::read_to_string(path).unwrap();
+    let line = body.lines().find(|l| l.starts_with(&format!("{key} ="))).unwrap();
+    line.split_once(" = ").unwrap().1.to_owned()
+}
