@@ -43,7 +43,7 @@ def tag(master, name, role, epoch, expires, servers) -> bytes:
     msg = grant_bytes(name, role, epoch, expires, servers)
     return hmac.new(tag_key(master), msg, hashlib.sha256).digest()
 
-if __name__ == "__main__":
+def print_key_vectors():
     master = bytes(range(32))
     print("master          ", master.hex())
     print("psk(alice, 0)   ", psk(master, "alice", 0).hex())
@@ -55,3 +55,51 @@ if __name__ == "__main__":
     g0 = ("alice", "operator", 0, None, [])
     print("grant bytes (2) ", grant_bytes(*g0).hex())
     print("tag (2)         ", tag(master, *g0).hex())
+
+
+# ---- Wire format (PROTOCOL.md §4–5): a hand-written postcard encoder ----
+
+def varint(n: int) -> bytes:        # unsigned LEB128, as postcard writes u16/u32/u64/lengths
+    out = bytearray()
+    while True:
+        byte, n = n & 0x7F, n >> 7
+        out.append(byte | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+def pstr(s: str) -> bytes:
+    raw = s.encode()
+    return varint(len(raw)) + raw
+
+def popt_u64(n) -> bytes:
+    return b"\x00" if n is None else b"\x01" + varint(n)
+
+def pvec_str(xs) -> bytes:
+    return varint(len(xs)) + b"".join(pstr(x) for x in xs)
+
+def frame(body: bytes) -> bytes:   # u32be(len) || version 1 || postcard body
+    payload = b"\x01" + body
+    return struct.pack(">I", len(payload)) + payload
+
+def request(counter, cid, issued_at, target, role, epoch, expires, servers, tag_, command, args) -> bytes:
+    grant = pstr(role) + varint(epoch) + popt_u64(expires) + pvec_str(servers)
+    return (varint(counter) + cid + varint(issued_at) + pstr(target) + grant + tag_
+            + pstr(command) + pvec_str(args))
+
+def print_wire_vectors():
+    master = bytes(range(32))
+    g = ("alice", "operator", 7, 1893456000, ["db1", "db2"])
+    cid = bytes(range(16))
+    req = request(1, cid, 1893455990, "db1", "operator", 7, 1893456000, ["db1", "db2"],
+                  tag(master, *g), "echo", ["hi", "ü"])
+    print("request frame   ", frame(req).hex())
+    # Response: counter, id, Body::Ok(0) Reply::Echo(2) [args]
+    ok = varint(1) + cid + varint(0) + varint(2) + pvec_str(["hi", "ü"])
+    print("response frame  ", frame(ok).hex())
+    # Response: Body::Err(1) Failure { code: 16 (replay), message }
+    err = varint(1) + cid + varint(1) + varint(16) + pstr("this command ID was already used")
+    print("error frame     ", frame(err).hex())
+
+if __name__ == "__main__":
+    print_key_vectors()
+    print_wire_vectors()

@@ -24,7 +24,9 @@ impl Exit {
     pub fn of(error: &Error) -> Exit {
         match error {
             Error::NoAddress | Error::NoTarget(_) => Exit::Usage,
-            Error::Connect { .. } | Error::Handshake { .. } | Error::Timeout(_) | Error::Closed => Exit::Unavailable,
+            Error::Connect { .. } | Error::Handshake { .. } | Error::Timeout(_) | Error::Closed => {
+                Exit::Unavailable
+            }
             Error::Protocol(_) => Exit::Protocol,
             Error::Tls(_) => Exit::Software,
             Error::Refused(failure) => Exit::of_code(failure.code),
@@ -33,10 +35,17 @@ impl Exit {
 
     fn of_code(code: ErrorCode) -> Exit {
         match code {
-            ErrorCode::BadTag | ErrorCode::Revoked | ErrorCode::Expired | ErrorCode::WrongServer => Exit::Auth,
-            ErrorCode::Forbidden | ErrorCode::UnknownCommand | ErrorCode::BadArguments => Exit::Policy,
+            ErrorCode::BadTag
+            | ErrorCode::Revoked
+            | ErrorCode::Expired
+            | ErrorCode::WrongServer => Exit::Auth,
+            ErrorCode::Forbidden | ErrorCode::UnknownCommand | ErrorCode::BadArguments => {
+                Exit::Policy
+            }
             ErrorCode::Replay | ErrorCode::Stale | ErrorCode::BadCounter => Exit::Replay,
-            ErrorCode::Malformed | ErrorCode::UnsupportedVersion | ErrorCode::TooLarge => Exit::Protocol,
+            ErrorCode::Malformed | ErrorCode::UnsupportedVersion | ErrorCode::TooLarge => {
+                Exit::Protocol
+            }
             ErrorCode::StoreUnavailable => Exit::TempFail,
             ErrorCode::Internal | ErrorCode::Other(_) => Exit::Software,
         }

@@ -30,7 +30,9 @@ use tokio_util::codec::Framed;
 
 pub use cmdchan_common::credential::Credential;
 pub use cmdchan_common::ident::Ident;
-pub use cmdchan_common::protocol::{Body, CommandInfo, ErrorCode, Failure, Reply, Request, Response, Whoami};
+pub use cmdchan_common::protocol::{
+    Body, CommandInfo, ErrorCode, Failure, Reply, Request, Response, Whoami,
+};
 
 use cmdchan_common::frame::{FrameError, MsgCodec, DEFAULT_MAX_FRAME};
 use cmdchan_common::{time, tls};
@@ -48,14 +50,20 @@ pub struct Options {
 
 impl Default for Options {
     fn default() -> Self {
-        Self { target: None, timeout: Duration::from_secs(10), max_frame: DEFAULT_MAX_FRAME }
+        Self {
+            target: None,
+            timeout: Duration::from_secs(10),
+            max_frame: DEFAULT_MAX_FRAME,
+        }
     }
 }
 
 /// Why a call failed. Each variant is one thing the user can act on.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("no server address: pass --server HOST:PORT or provision the credential with --address")]
+    #[error(
+        "no server address: pass --server HOST:PORT or provision the credential with --address"
+    )]
     NoAddress,
     #[error("cannot tell which server ID {0:?} is: pass --server-id ID")]
     NoTarget(String),
@@ -89,15 +97,28 @@ pub struct Client {
 
 impl Client {
     /// Connects to `addr` (or the credential's address) and completes the TLS-PSK handshake.
-    pub async fn connect(cred: Credential, addr: Option<&str>, opts: Options) -> Result<Self, Error> {
-        let addr = addr.or(cred.address.as_deref()).ok_or(Error::NoAddress)?.to_owned();
+    pub async fn connect(
+        cred: Credential,
+        addr: Option<&str>,
+        opts: Options,
+    ) -> Result<Self, Error> {
+        let addr = addr
+            .or(cred.address.as_deref())
+            .ok_or(Error::NoAddress)?
+            .to_owned();
         let target = target(&cred, &addr, opts.target)?;
         let ctx = tls::client_context(&cred.identity(), &cred.psk)?;
         let stream = timeout(opts.timeout, handshake(&ctx, &addr))
             .await
             .map_err(|_| Error::Timeout(opts.timeout))??;
         let channel = Framed::new(stream, MsgCodec::new(opts.max_frame));
-        Ok(Self { channel, cred, target, next_counter: 1, timeout: opts.timeout })
+        Ok(Self {
+            channel,
+            cred,
+            target,
+            next_counter: 1,
+            timeout: opts.timeout,
+        })
     }
 
     /// Sends `command` with `args` and returns the reply, or the server's refusal as
@@ -133,7 +154,9 @@ impl Client {
     /// connection-level error, which names counter 0).
     pub async fn exchange(&mut self, request: &Request) -> Result<Response, Error> {
         self.channel.send(request).await.map_err(frame_error)?;
-        let next = timeout(self.timeout, self.channel.next()).await.map_err(|_| Error::Timeout(self.timeout))?;
+        let next = timeout(self.timeout, self.channel.next())
+            .await
+            .map_err(|_| Error::Timeout(self.timeout))?;
         let response = next.ok_or(Error::Closed)?.map_err(frame_error)?;
         let names_it = response.counter == request.counter && response.id == request.id;
         if names_it || response.counter == 0 {
@@ -156,16 +179,25 @@ impl Client {
     }
 }
 
-async fn handshake(ctx: &openssl::ssl::SslContext, addr: &str) -> Result<SslStream<TcpStream>, Error> {
+async fn handshake(
+    ctx: &openssl::ssl::SslContext,
+    addr: &str,
+) -> Result<SslStream<TcpStream>, Error> {
     let tcp = TcpStream::connect(addr)
         .await
-        .map_err(|source| Error::Connect { addr: addr.to_owned(), source })?;
+        .map_err(|source| Error::Connect {
+            addr: addr.to_owned(),
+            source,
+        })?;
     let _ = tcp.set_nodelay(true);
     let mut stream = SslStream::new(Ssl::new(ctx)?, tcp)?;
-    Pin::new(&mut stream).connect().await.map_err(|e| Error::Handshake {
-        addr: addr.to_owned(),
-        detail: e.ssl_error().map_or_else(|| e.to_string(), alert_reason),
-    })?;
+    Pin::new(&mut stream)
+        .connect()
+        .await
+        .map_err(|e| Error::Handshake {
+            addr: addr.to_owned(),
+            detail: e.ssl_error().map_or_else(|| e.to_string(), alert_reason),
+        })?;
     Ok(stream)
 }
 

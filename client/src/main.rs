@@ -55,7 +55,10 @@ fn main() -> ExitCode {
             };
         }
     };
-    let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
+    let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    else {
         eprintln!("cmdchan: cannot start the async runtime");
         return Exit::Software.into();
     };
@@ -67,7 +70,11 @@ async fn run(opts: Opts) -> Exit {
         Ok(cred) => cred,
         Err(e) => return output::local_error(opts.json, &e.to_string(), Exit::Config),
     };
-    let options = Options { target: opts.server_id, timeout: opts.timeout, ..Options::default() };
+    let options = Options {
+        target: opts.server_id,
+        timeout: opts.timeout,
+        ..Options::default()
+    };
     let mut client = match Client::connect(cred, opts.server.as_deref(), options).await {
         Ok(client) => client,
         Err(e) => return output::error(opts.json, &e),

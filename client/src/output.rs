@@ -19,10 +19,14 @@ pub fn error(as_json: bool, err: &Error) -> Exit {
     let exit = Exit::of(err);
     match (as_json, err) {
         (true, Error::Refused(f)) => {
-            let e = json!({ "code": f.code.name(), "number": f.code.number(), "message": f.message });
+            let e =
+                json!({ "code": f.code.name(), "number": f.code.number(), "message": f.message });
             println!("{}", json!({ "ok": false, "exit": exit as u8, "error": e }));
         }
-        (true, other) => println!("{}", json!({ "ok": false, "exit": exit as u8, "error": { "message": other.to_string() } })),
+        (true, other) => println!(
+            "{}",
+            json!({ "ok": false, "exit": exit as u8, "error": { "message": other.to_string() } })
+        ),
         (false, Error::Refused(f)) => eprintln!("cmdchan: refused ({}): {}", f.code, f.message),
         (false, other) => eprintln!("cmdchan: {other}"),
     }
@@ -31,7 +35,10 @@ pub fn error(as_json: bool, err: &Error) -> Exit {
 
 pub fn local_error(as_json: bool, message: &str, exit: Exit) -> Exit {
     match as_json {
-        true => println!("{}", json!({ "ok": false, "exit": exit as u8, "error": { "message": message } })),
+        true => println!(
+            "{}",
+            json!({ "ok": false, "exit": exit as u8, "error": { "message": message } })
+        ),
         false => eprintln!("cmdchan: {message}"),
     }
     exit
@@ -49,13 +56,19 @@ fn reply_text(reply: &Reply) -> String {
                 w.grant.role,
                 w.grant.epoch,
                 w.grant.expires.map_or("never".into(), time::rfc3339),
-                if servers.is_empty() { "any".into() } else { servers.join(", ") },
+                if servers.is_empty() {
+                    "any".into()
+                } else {
+                    servers.join(", ")
+                },
                 w.server
             )
         }
         Reply::Commands(list) => {
             let width = list.iter().map(|c| c.name.len()).max().unwrap_or(0);
-            list.iter().map(|c| format!("{:width$}  {}\n", c.name, c.description)).collect()
+            list.iter()
+                .map(|c| format!("{:width$}  {}\n", c.name, c.description))
+                .collect()
         }
     }
 }
@@ -73,7 +86,10 @@ fn reply_json(reply: &Reply) -> Value {
             "server": w.server.as_str(),
         }),
         Reply::Commands(list) => {
-            json!(list.iter().map(|c| json!({ "name": c.name, "description": c.description })).collect::<Vec<_>>())
+            json!(list
+                .iter()
+                .map(|c| json!({ "name": c.name, "description": c.description }))
+                .collect::<Vec<_>>())
         }
     }
 }

@@ -52,13 +52,20 @@ impl Drop for CredentialToml {
 impl Credential {
     /// The TLS-PSK identity this credential's key belongs to.
     pub fn identity(&self) -> PskIdentity {
-        PskIdentity { name: self.name.clone(), epoch: self.grant.epoch }
+        PskIdentity {
+            name: self.name.clone(),
+            epoch: self.grant.epoch,
+        }
     }
 
     /// Reads and checks a credential file (mode, syntax, every field).
     pub fn load(path: &Path) -> Result<Self, KeyFileError> {
         let text = keyfile::read_private(WHAT, path)?;
-        Self::from_toml(&text).map_err(|reason| KeyFileError::Invalid { what: WHAT, path: path.into(), reason })
+        Self::from_toml(&text).map_err(|reason| KeyFileError::Invalid {
+            what: WHAT,
+            path: path.into(),
+            reason,
+        })
     }
 
     /// Writes the credential with mode 0600 (see [`keyfile::write_private`]).
@@ -69,18 +76,35 @@ impl Credential {
     /// Parses the TOML text; the error never quotes the text, which holds the key.
     pub fn from_toml(text: &str) -> Result<Self, String> {
         let file: CredentialToml = toml::from_str(text).map_err(|e| {
-            let line = e.span().map_or(0, |s| text[..s.start.min(text.len())].lines().count().max(1));
+            let line = e.span().map_or(0, |s| {
+                text[..s.start.min(text.len())].lines().count().max(1)
+            });
             format!("is not a valid credential (line {line}): {}", e.message())
         })?;
         let expires = match &file.expires {
             None => None,
-            Some(t) => Some(time::parse_rfc3339(t).ok_or_else(|| format!("has an unreadable expiry {t:?}"))?),
+            Some(t) => Some(
+                time::parse_rfc3339(t).ok_or_else(|| format!("has an unreadable expiry {t:?}"))?,
+            ),
         };
         let psk = Psk::from_hex(&file.psk).map_err(|e| format!("has a bad psk: it {e}"))?;
-        let tag = hex::decode(&file.tag).ok().and_then(|t| <[u8; 32]>::try_from(t).ok());
+        let tag = hex::decode(&file.tag)
+            .ok()
+            .and_then(|t| <[u8; 32]>::try_from(t).ok());
         let tag = tag.ok_or("has a bad tag: 64 hex digits expected")?;
-        let grant = Grant { role: file.role.clone(), epoch: file.epoch, expires, servers: file.servers.clone() };
-        Ok(Self { name: file.name.clone(), grant, tag, psk, address: file.address.clone() })
+        let grant = Grant {
+            role: file.role.clone(),
+            epoch: file.epoch,
+            expires,
+            servers: file.servers.clone(),
+        };
+        Ok(Self {
+            name: file.name.clone(),
+            grant,
+            tag,
+            psk,
+            address: file.address.clone(),
+        })
     }
 
     pub fn to_toml(&self) -> Zeroizing<String> {
@@ -95,7 +119,9 @@ impl Credential {
             psk: self.psk.to_hex().to_string(),
         };
         let body = toml::to_string(&file).unwrap_or_default();
-        Zeroizing::new(format!("# cmdchan client credential: keep it secret (mode 0600)\n{body}"))
+        Zeroizing::new(format!(
+            "# cmdchan client credential: keep it secret (mode 0600)\n{body}"
+        ))
     }
 }
 
@@ -122,14 +148,23 @@ mod tests {
         };
         let psk = Psk::from_hex(&"11".repeat(32)).expect("psk");
         let name = Ident::new("alice").expect("valid");
-        Credential { name, grant, tag: [9; 32], psk, address: Some("127.0.0.1:7433".into()) }
+        Credential {
+            name,
+            grant,
+            tag: [9; 32],
+            psk,
+            address: Some("127.0.0.1:7433".into()),
+        }
     }
 
     #[test]
     fn round_trips_through_toml() {
         let cred = sample();
         let back = Credential::from_toml(&cred.to_toml()).expect("parse");
-        assert_eq!((back.name, back.grant, back.tag), (cred.name, cred.grant, cred.tag));
+        assert_eq!(
+            (back.name, back.grant, back.tag),
+            (cred.name, cred.grant, cred.tag)
+        );
         assert_eq!(back.psk, cred.psk);
         assert_eq!(back.address, cred.address);
     }

@@ -44,7 +44,9 @@ impl Canonical {
     pub fn list<S: AsRef<str>>(mut self, items: &[S]) -> Self {
         let count = u32::try_from(items.len()).unwrap_or(u32::MAX);
         self.0.extend_from_slice(&count.to_be_bytes());
-        items.iter().fold(self, |acc, s| acc.bytes(s.as_ref().as_bytes()))
+        items
+            .iter()
+            .fold(self, |acc, s| acc.bytes(s.as_ref().as_bytes()))
     }
 
     pub fn finish(self) -> Vec<u8> {

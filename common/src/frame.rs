@@ -50,7 +50,11 @@ impl<D, E> MsgCodec<D, E> {
             .length_field_length(4)
             .max_frame_length(max)
             .new_codec();
-        Self { inner, max, _types: PhantomData }
+        Self {
+            inner,
+            max,
+            _types: PhantomData,
+        }
     }
 }
 
@@ -92,14 +96,17 @@ impl<D, E: Serialize> Encoder<&E> for MsgCodec<D, E> {
         dst.reserve(4 + payload.len());
         // The length fits in u32: it is at most `max`, itself a `usize` we were given,
         // and frames over 4 GiB are refused above by any sane `max`.
-        dst.put_u32(u32::try_from(payload.len()).map_err(|_| FrameError::TooLarge { max: self.max })?);
+        dst.put_u32(
+            u32::try_from(payload.len()).map_err(|_| FrameError::TooLarge { max: self.max })?,
+        );
         dst.extend_from_slice(&payload);
         Ok(())
     }
 }
 
 fn is_too_large(e: &io::Error) -> bool {
-    e.get_ref().is_some_and(|inner| inner.is::<LengthDelimitedCodecError>())
+    e.get_ref()
+        .is_some_and(|inner| inner.is::<LengthDelimitedCodecError>())
 }
 
 #[cfg(test)]
@@ -110,8 +117,15 @@ mod tests {
     type Codec = MsgCodec<Response, Response>;
 
     fn sample() -> Response {
-        let failure = Failure { code: ErrorCode::Replay, message: "seen".into() };
-        Response { counter: 3, id: [7; 16], body: Body::Err(failure) }
+        let failure = Failure {
+            code: ErrorCode::Replay,
+            message: "seen".into(),
+        };
+        Response {
+            counter: 3,
+            id: [7; 16],
+            body: Body::Err(failure),
+        }
     }
 
     #[test]
@@ -130,15 +144,24 @@ mod tests {
         codec.encode(&sample(), &mut full).expect("encode");
         let mut part = BytesMut::from(&full[..full.len() - 1]);
         assert!(codec.decode(&mut part).expect("waits").is_none());
-        assert!(matches!(codec.decode_eof(&mut part), Err(FrameError::Truncated)));
-        assert!(codec.decode_eof(&mut BytesMut::new()).expect("clean").is_none());
+        assert!(matches!(
+            codec.decode_eof(&mut part),
+            Err(FrameError::Truncated)
+        ));
+        assert!(codec
+            .decode_eof(&mut BytesMut::new())
+            .expect("clean")
+            .is_none());
     }
 
     #[test]
     fn an_oversized_length_is_refused_before_its_body_arrives() {
         let mut codec = Codec::new(16);
         let mut buf = BytesMut::from(&[0u8, 0, 0, 17][..]);
-        assert!(matches!(codec.decode(&mut buf), Err(FrameError::TooLarge { max: 16 })));
+        assert!(matches!(
+            codec.decode(&mut buf),
+            Err(FrameError::TooLarge { max: 16 })
+        ));
     }
 
     #[test]
@@ -149,13 +172,89 @@ mod tests {
         let mut empty = BytesMut::from(&[0u8, 0, 0, 0][..]);
         assert!(matches!(codec.decode(&mut empty), Err(FrameError::Empty)));
         let mut junk = BytesMut::from(&[0u8, 0, 0, 3, 1, 0xff, 0xff][..]);
-        assert!(matches!(codec.decode(&mut junk), Err(FrameError::Malformed(_))));
+        assert!(matches!(
+            codec.decode(&mut junk),
+            Err(FrameError::Malformed(_))
+        ));
+    }
+
+    /// PROTOCOL.md §8's wire vectors, also produced by scripts/vectors.py.
+    #[test]
+    fn frames_match_protocol_md_vectors() {
+        use crate::ident::Ident;
+        use crate::protocol::{Grant, Reply, Request};
+        let ident = |s: &str| Ident::new(s).expect("valid");
+        let grant = Grant {
+            role: ident("operator"),
+            epoch: 7,
+            expires: Some(1_893_456_000),
+            servers: vec![ident("db1"), ident("db2")],
+        };
+        let id: [u8; 16] = std::array::from_fn(|i| i as u8);
+        let tag = crate::keys::tests::vector_master()
+            .tag_key()
+            .sign(&ident("alice"), &grant);
+        let (target, command, args) = (
+            ident("db1"),
+            "echo".to_owned(),
+            vec!["hi".to_owned(), "ü".to_owned()],
+        );
+        let request = Request {
+            counter: 1,
+            id,
+            issued_at: 1_893_455_990,
+            target,
+            grant,
+            tag,
+            command,
+            args: args.clone(),
+        };
+        let mut buf = BytesMut::new();
+        MsgCodec::<Request, Request>::new(DEFAULT_MAX_FRAME)
+            .encode(&request, &mut buf)
+            .expect("encode");
+        assert_eq!(
+            hex::encode(&buf),
+            "000000600101000102030405060708090a0b0c0d0e0ff6b0ef860703646231086f70657261746f72070180b1ef86070203646231\
+             03646232bd469c35ddff8b644ac39ce955696ad6b10973031880fb1cd4e7928fdc595c53046563686f0202686902c3bc"
+        );
+        let mut codec = Codec::new(DEFAULT_MAX_FRAME);
+        let ok = Response {
+            counter: 1,
+            id,
+            body: Body::Ok(Reply::Echo(args)),
+        };
+        let mut buf = BytesMut::new();
+        codec.encode(&ok, &mut buf).expect("encode");
+        assert_eq!(
+            hex::encode(&buf),
+            "0000001b0101000102030405060708090a0b0c0d0e0f00020202686902c3bc"
+        );
+        let message = "this command ID was already used".to_owned();
+        let err = Response {
+            counter: 1,
+            id,
+            body: Body::Err(Failure {
+                code: ErrorCode::Replay,
+                message,
+            }),
+        };
+        let mut buf = BytesMut::new();
+        codec.encode(&err, &mut buf).expect("encode");
+        assert_eq!(
+            hex::encode(&buf),
+            "000000350101000102030405060708090a0b0c0d0e0f0110207468697320636f6d6d616e642049442077617320616c72656164792075736564"
+        );
+        assert_eq!(codec.decode(&mut buf).expect("decode"), Some(err));
     }
 
     #[test]
     fn the_sender_refuses_to_write_an_oversized_frame() {
         let mut codec = Codec::new(8);
         let mut buf = BytesMut::new();
-        assert!(matches!(codec.encode(&sample(), &mut buf), Err(FrameError::TooLarge { max: 8 })));
+        assert!(matches!(
+            codec.encode(&sample(), &mut buf),
+            Err(FrameError::TooLarge { max: 8 })
+        ));
     }
 }

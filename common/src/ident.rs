@@ -52,7 +52,10 @@ fn check(s: &str) -> Result<(), IdentError> {
     if !first.is_ascii_alphanumeric() {
         return Err(IdentError::BadStart);
     }
-    match s.chars().find(|c| !(c.is_ascii_alphanumeric() || ".-_@".contains(*c))) {
+    match s
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || ".-_@".contains(*c)))
+    {
         Some(c) => Err(IdentError::BadChar(c)),
         None => Ok(()),
     }
@@ -187,7 +190,15 @@ mod tests {
 
     #[test]
     fn identity_refuses_non_canonical_and_garbage() {
-        for bad in [&b"alice#0"[..], b"alice#01", b"alice#", b"alice#x", b"#3", b"a#1#2", b"\xff"] {
+        for bad in [
+            &b"alice#0"[..],
+            b"alice#01",
+            b"alice#",
+            b"alice#x",
+            b"#3",
+            b"a#1#2",
+            b"\xff",
+        ] {
             assert!(PskIdentity::parse(bad).is_err(), "{bad:?}");
         }
         assert!(PskIdentity::parse(b"alice#18446744073709551616").is_err());

@@ -18,15 +18,27 @@ pub enum KeyFileError {
     #[error("{what} file {} does not exist{}", path.display(), hint(what))]
     Missing { what: &'static str, path: PathBuf },
     #[error("{what} file {} is readable by group or others (mode {mode:04o}); run: chmod 600 {}", path.display(), path.display())]
-    Exposed { what: &'static str, path: PathBuf, mode: u32 },
+    Exposed {
+        what: &'static str,
+        path: PathBuf,
+        mode: u32,
+    },
     #[error("{what} file {} is not a regular file", path.display())]
     NotAFile { what: &'static str, path: PathBuf },
     #[error("{what} file {} already exists; pass --force to replace it", path.display())]
     Exists { what: &'static str, path: PathBuf },
     #[error("{what} file {}: {source}", path.display())]
-    Io { what: &'static str, path: PathBuf, source: io::Error },
+    Io {
+        what: &'static str,
+        path: PathBuf,
+        source: io::Error,
+    },
     #[error("{what} file {} {reason}", path.display())]
-    Invalid { what: &'static str, path: PathBuf, reason: String },
+    Invalid {
+        what: &'static str,
+        path: PathBuf,
+        reason: String,
+    },
 }
 
 fn hint(what: &str) -> &'static str {
@@ -40,32 +52,62 @@ fn hint(what: &str) -> &'static str {
 /// Reads a private text file; `what` names it in errors ("master key", "credential").
 pub fn read_private(what: &'static str, path: &Path) -> Result<Zeroizing<String>, KeyFileError> {
     let io_err = |source: io::Error| match source.kind() {
-        io::ErrorKind::NotFound => KeyFileError::Missing { what, path: path.into() },
-        _ => KeyFileError::Io { what, path: path.into(), source },
+        io::ErrorKind::NotFound => KeyFileError::Missing {
+            what,
+            path: path.into(),
+        },
+        _ => KeyFileError::Io {
+            what,
+            path: path.into(),
+            source,
+        },
     };
     let meta = fs::metadata(path).map_err(io_err)?;
     if !meta.is_file() {
-        return Err(KeyFileError::NotAFile { what, path: path.into() });
+        return Err(KeyFileError::NotAFile {
+            what,
+            path: path.into(),
+        });
     }
     let mode = meta.mode() & 0o7777;
     if mode & 0o077 != 0 {
-        return Err(KeyFileError::Exposed { what, path: path.into(), mode });
+        return Err(KeyFileError::Exposed {
+            what,
+            path: path.into(),
+            mode,
+        });
     }
     let text = fs::read(path).map_err(io_err)?;
     let text = Zeroizing::new(text);
     match std::str::from_utf8(&text) {
         Ok(s) => Ok(Zeroizing::new(s.to_owned())),
-        Err(_) => Err(KeyFileError::Invalid { what, path: path.into(), reason: "is not UTF-8 text".into() }),
+        Err(_) => Err(KeyFileError::Invalid {
+            what,
+            path: path.into(),
+            reason: "is not UTF-8 text".into(),
+        }),
     }
 }
 
 /// Writes `contents` to `path` with mode 0600, all or nothing: a crash or a full disk leaves
 /// either the old file or the new one, never a torn one. Without `replace` an existing
 /// file is kept and the call fails.
-pub fn write_private(what: &'static str, path: &Path, contents: &[u8], replace: bool) -> Result<(), KeyFileError> {
-    let io_err = |source| KeyFileError::Io { what, path: path.into(), source };
+pub fn write_private(
+    what: &'static str,
+    path: &Path,
+    contents: &[u8],
+    replace: bool,
+) -> Result<(), KeyFileError> {
+    let io_err = |source| KeyFileError::Io {
+        what,
+        path: path.into(),
+        source,
+    };
     if !replace && path.exists() {
-        return Err(KeyFileError::Exists { what, path: path.into() });
+        return Err(KeyFileError::Exists {
+            what,
+            path: path.into(),
+        });
     }
     let tmp = temp_path(path);
     let written = write_new(&tmp, contents).and_then(|()| match replace {
@@ -75,14 +117,21 @@ pub fn write_private(what: &'static str, path: &Path, contents: &[u8], replace: 
     });
     let _ = fs::remove_file(&tmp);
     match written {
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Err(KeyFileError::Exists { what, path: path.into() }),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Err(KeyFileError::Exists {
+            what,
+            path: path.into(),
+        }),
         other => other.map_err(io_err),
     }
 }
 
 fn write_new(tmp: &Path, contents: &[u8]) -> io::Result<()> {
     let _ = fs::remove_file(tmp);
-    let mut file = OpenOptions::new().write(true).create_new(true).mode(0o600).open(tmp)?;
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(tmp)?;
     file.write_all(contents)?;
     file.sync_all()
 }
@@ -104,7 +153,10 @@ mod tests {
         let path = dir.path().join("k");
         write_private("master key", &path, b"abc", false).expect("write");
         assert_eq!(fs::metadata(&path).expect("meta").mode() & 0o777, 0o600);
-        assert_eq!(read_private("master key", &path).expect("read").as_str(), "abc");
+        assert_eq!(
+            read_private("master key", &path).expect("read").as_str(),
+            "abc"
+        );
     }
 
     #[test]
@@ -115,8 +167,15 @@ mod tests {
         let err = write_private("master key", &path, b"new", false).expect_err("exists");
         assert!(matches!(err, KeyFileError::Exists { .. }));
         write_private("master key", &path, b"new", true).expect("replace");
-        assert_eq!(read_private("master key", &path).expect("read").as_str(), "new");
-        assert_eq!(fs::read_dir(dir.path()).expect("dir").count(), 1, "no temp file left");
+        assert_eq!(
+            read_private("master key", &path).expect("read").as_str(),
+            "new"
+        );
+        assert_eq!(
+            fs::read_dir(dir.path()).expect("dir").count(),
+            1,
+            "no temp file left"
+        );
     }
 
     #[test]
@@ -125,8 +184,13 @@ mod tests {
         let path = dir.path().join("k");
         write_private("credential", &path, b"x", false).expect("write");
         fs::set_permissions(&path, fs::Permissions::from_mode(0o640)).expect("chmod");
-        let err = read_private("credential", &path).expect_err("exposed").to_string();
-        assert!(err.contains("mode 0640") && err.contains("chmod 600"), "{err}");
+        let err = read_private("credential", &path)
+            .expect_err("exposed")
+            .to_string();
+        assert!(
+            err.contains("mode 0640") && err.contains("chmod 600"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -159,7 +159,10 @@ pub(crate) mod tests {
     }
 
     fn identity(name: &str, epoch: u64) -> PskIdentity {
-        PskIdentity { name: Ident::new(name).expect("valid"), epoch }
+        PskIdentity {
+            name: Ident::new(name).expect("valid"),
+            epoch,
+        }
     }
 
     #[test]
@@ -194,7 +197,10 @@ pub(crate) mod tests {
 
     #[test]
     fn short_or_malformed_master_keys_are_refused() {
-        assert_eq!(MasterKey::from_hex(&"ab".repeat(31)).err(), Some(KeyError::TooShort(31)));
+        assert_eq!(
+            MasterKey::from_hex(&"ab".repeat(31)).err(),
+            Some(KeyError::TooShort(31))
+        );
         assert_eq!(MasterKey::from_hex("zz").err(), Some(KeyError::NotHex));
         assert!(MasterKey::from_hex(&format!("{}\n", "ab".repeat(32))).is_ok());
     }

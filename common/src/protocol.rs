@@ -142,13 +142,19 @@ impl ErrorCode {
 
     /// The code's stable name, as printed by the client and written to the audit log.
     pub fn name(self) -> &'static str {
-        CODES.iter().find(|c| c.0 == self).map_or("unknown", |c| c.2)
+        CODES
+            .iter()
+            .find(|c| c.0 == self)
+            .map_or("unknown", |c| c.2)
     }
 }
 
 impl From<u16> for ErrorCode {
     fn from(n: u16) -> Self {
-        CODES.iter().find(|c| c.1 == n).map_or(ErrorCode::Other(n), |c| c.0)
+        CODES
+            .iter()
+            .find(|c| c.1 == n)
+            .map_or(ErrorCode::Other(n), |c| c.0)
     }
 }
 

@@ -81,7 +81,12 @@ mod tests {
             hex::encode(key.sign(&alice, &vector_grant())),
             "bd469c35ddff8b644ac39ce955696ad6b10973031880fb1cd4e7928fdc595c53"
         );
-        let plain = Grant { role: ident("operator"), epoch: 0, expires: None, servers: vec![] };
+        let plain = Grant {
+            role: ident("operator"),
+            epoch: 0,
+            expires: None,
+            servers: vec![],
+        };
         assert_eq!(
             hex::encode(key.sign(&alice, &plain)),
             "b206f8e7ea3606e42f75da8376d38d14ff9b0ebe31bffe60814b5a476588f6cd"

@@ -48,7 +48,10 @@ mod tests {
     fn expiry_forms() {
         assert_eq!(parse_expiry("never", 100), Ok(None));
         assert_eq!(parse_expiry("1h", 100), Ok(Some(3700)));
-        assert_eq!(parse_expiry("2030-01-01T00:00:00Z", 0), Ok(Some(1_893_456_000)));
+        assert_eq!(
+            parse_expiry("2030-01-01T00:00:00Z", 0),
+            Ok(Some(1_893_456_000))
+        );
         assert!(parse_expiry("soon", 0).is_err());
         assert_eq!(rfc3339(1_893_456_000), "2030-01-01T00:00:00Z");
     }

@@ -11,8 +11,8 @@ use openssl::dh::Dh;
 use openssl::error::ErrorStack;
 use openssl::ex_data::Index;
 use openssl::ssl::{
-    Ssl, SslContext, SslContextBuilder, SslMethod, SslMode, SslOptions, SslRef, SslSessionCacheMode,
-    SslVersion,
+    Ssl, SslContext, SslContextBuilder, SslMethod, SslMode, SslOptions, SslRef,
+    SslSessionCacheMode, SslVersion,
 };
 use sha2::Sha256;
 use zeroize::Zeroizing;
@@ -58,7 +58,13 @@ pub fn server_context(master: MasterKey, dh_pem: &[u8]) -> Result<SslContext, Er
             let offered = identity.unwrap_or_default();
             let (key, verdict) = match PskIdentity::parse(offered) {
                 Ok(id) => (master.psk(&id), Offered::Identity(id)),
-                Err(why) => (decoy.psk(offered), Offered::Invalid { shown: shown(offered), why }),
+                Err(why) => (
+                    decoy.psk(offered),
+                    Offered::Invalid {
+                        shown: shown(offered),
+                        why,
+                    },
+                ),
             };
             ssl.set_ex_data(index, verdict);
             write_key(&key, psk_out)
@@ -76,7 +82,9 @@ pub fn client_context(identity: &PskIdentity, psk: &Psk) -> Result<SslContext, E
     name.push(0);
     let psk = psk.clone();
     b.set_psk_client_callback(move |_ssl, _hint, identity_out, psk_out| {
-        let Some(out) = identity_out.get_mut(..name.len()) else { return Ok(0) };
+        let Some(out) = identity_out.get_mut(..name.len()) else {
+            return Ok(0);
+        };
         out.copy_from_slice(&name);
         write_key(&psk, psk_out)
     });
@@ -146,5 +154,8 @@ impl Decoy {
 }
 
 fn shown(identity: &[u8]) -> String {
-    String::from_utf8_lossy(identity).escape_default().take(64).collect()
+    String::from_utf8_lossy(identity)
+        .escape_default()
+        .take(64)
+        .collect()
 }

@@ -18,7 +18,11 @@ pub fn run(cmd: AdminCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         AdminCommand::Init { master, force } => init(&master, force),
         AdminCommand::Provision(opts) => provision(&opts),
-        AdminCommand::Psk { master, name, epoch } => {
+        AdminCommand::Psk {
+            master,
+            name,
+            epoch,
+        } => {
             let key = load_master(&master)?.psk(&PskIdentity { name, epoch });
             println!("{}", key.to_hex().as_str());
             Ok(ExitCode::SUCCESS)
@@ -30,7 +34,8 @@ pub fn run(cmd: AdminCommand) -> anyhow::Result<ExitCode> {
 /// Reads a master key file, refusing exposed, short or malformed keys.
 pub fn load_master(path: &Path) -> anyhow::Result<MasterKey> {
     let text = keyfile::read_private("master key", path)?;
-    MasterKey::from_hex(&text).map_err(|e| anyhow::anyhow!("master key file {} {e}", path.display()))
+    MasterKey::from_hex(&text)
+        .map_err(|e| anyhow::anyhow!("master key file {} {e}", path.display()))
 }
 
 pub fn init(path: &Path, force: bool) -> anyhow::Result<ExitCode> {
@@ -45,8 +50,16 @@ pub fn init(path: &Path, force: bool) -> anyhow::Result<ExitCode> {
 pub fn provision(opts: &ProvisionOpts) -> anyhow::Result<ExitCode> {
     let master = load_master(&opts.master)?;
     let expires = time::parse_expiry(&opts.expires, time::now())?;
-    let grant = Grant { role: opts.role.clone(), epoch: opts.epoch, expires, servers: opts.servers.clone() };
-    let identity = PskIdentity { name: opts.name.clone(), epoch: opts.epoch };
+    let grant = Grant {
+        role: opts.role.clone(),
+        epoch: opts.epoch,
+        expires,
+        servers: opts.servers.clone(),
+    };
+    let identity = PskIdentity {
+        name: opts.name.clone(),
+        epoch: opts.epoch,
+    };
     let cred = Credential {
         tag: master.tag_key().sign(&opts.name, &grant),
         psk: master.psk(&identity),
@@ -55,7 +68,11 @@ pub fn provision(opts: &ProvisionOpts) -> anyhow::Result<ExitCode> {
         address: opts.address.clone(),
     };
     cred.save(&opts.out, opts.force)?;
-    eprintln!("wrote credential for {identity} (role {}) to {} (mode 0600)", opts.role, opts.out.display());
+    eprintln!(
+        "wrote credential for {identity} (role {}) to {} (mode 0600)",
+        opts.role,
+        opts.out.display()
+    );
     Ok(ExitCode::SUCCESS)
 }
 
@@ -70,7 +87,10 @@ pub fn inspect(path: &Path, master: Option<&Path>) -> anyhow::Result<ExitCode> {
     println!("epoch:        {}", g.epoch);
     println!("expires:      {}", expiry(g.expires));
     println!("servers:      {}", servers(g));
-    println!("address:      {}", cred.address.as_deref().unwrap_or("(none)"));
+    println!(
+        "address:      {}",
+        cred.address.as_deref().unwrap_or("(none)")
+    );
     let Some(master) = master else {
         println!("tag:          not checked (pass --master to check it)");
         return Ok(ExitCode::SUCCESS);
@@ -78,9 +98,27 @@ pub fn inspect(path: &Path, master: Option<&Path>) -> anyhow::Result<ExitCode> {
     let master = load_master(master)?;
     let key_ok = master.psk(&cred.identity()) == cred.psk;
     let tag_ok = master.tag_key().verify(&cred.name, g, &cred.tag);
-    println!("psk:          {}", if key_ok { "matches this master key" } else { "DOES NOT match this master key" });
-    println!("tag:          {}", if tag_ok { "valid" } else { "INVALID (edited grant, or another master key)" });
-    Ok(if key_ok && tag_ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    println!(
+        "psk:          {}",
+        if key_ok {
+            "matches this master key"
+        } else {
+            "DOES NOT match this master key"
+        }
+    );
+    println!(
+        "tag:          {}",
+        if tag_ok {
+            "valid"
+        } else {
+            "INVALID (edited grant, or another master key)"
+        }
+    );
+    Ok(if key_ok && tag_ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 fn expiry(at: Option<u64>) -> String {
@@ -94,6 +132,11 @@ fn expiry(at: Option<u64>) -> String {
 fn servers(g: &Grant) -> String {
     match g.servers.is_empty() {
         true => "any".into(),
-        false => g.servers.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", "),
+        false => g
+            .servers
+            .iter()
+            .map(|s| s.as_str())
+            .collect::<Vec<_>>()
+            .join(", "),
     }
 }

@@ -30,17 +30,40 @@ pub struct Rules<'a> {
 /// Why a request was refused. [`Refusal::code`] is the one mapping to the wire.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Refusal {
-    BadCounter { expected: u64, got: u64 },
-    EpochMismatch { grant: u64, key: u64 },
+    BadCounter {
+        expected: u64,
+        got: u64,
+    },
+    EpochMismatch {
+        grant: u64,
+        key: u64,
+    },
     BadTag,
-    Revoked { epoch: u64, min: u64 },
-    Expired { at: u64 },
-    NotGranted { server: Ident },
-    WrongTarget { target: Ident, server: Ident },
-    Stale { issued_at: u64, now: u64, window: u64 },
+    Revoked {
+        epoch: u64,
+        min: u64,
+    },
+    Expired {
+        at: u64,
+    },
+    NotGranted {
+        server: Ident,
+    },
+    WrongTarget {
+        target: Ident,
+        server: Ident,
+    },
+    Stale {
+        issued_at: u64,
+        now: u64,
+        window: u64,
+    },
     UnknownCommand(String),
     BadArguments(String),
-    Forbidden { role: Ident, command: &'static str },
+    Forbidden {
+        role: Ident,
+        command: &'static str,
+    },
     Replay,
     StoreUnavailable(String),
 }
@@ -84,11 +107,17 @@ pub fn check<'a>(
     now: u64,
 ) -> Result<Checked<'a>, Refusal> {
     if req.counter != expected_counter {
-        return Err(Refusal::BadCounter { expected: expected_counter, got: req.counter });
+        return Err(Refusal::BadCounter {
+            expected: expected_counter,
+            got: req.counter,
+        });
     }
     let grant = &req.grant;
     if grant.epoch != key.epoch {
-        return Err(Refusal::EpochMismatch { grant: grant.epoch, key: key.epoch });
+        return Err(Refusal::EpochMismatch {
+            grant: grant.epoch,
+            key: key.epoch,
+        });
     }
     // The name is the one the TLS handshake proved, never one from the message.
     if !rules.tag_key.verify(&key.name, grant, &req.tag) {
@@ -96,7 +125,10 @@ pub fn check<'a>(
     }
     let min = rules.min_epoch.get(&key.name).copied().unwrap_or(0);
     if grant.epoch < min {
-        return Err(Refusal::Revoked { epoch: grant.epoch, min });
+        return Err(Refusal::Revoked {
+            epoch: grant.epoch,
+            min,
+        });
     }
     if let Some(at) = grant.expires.filter(|&at| now >= at) {
         return Err(Refusal::Expired { at });
@@ -104,30 +136,51 @@ pub fn check<'a>(
     audience(grant, &req.target, rules.server_id)?;
     // fresh  ⇔  |issued_at − now| ≤ window
     if req.issued_at.abs_diff(now) > rules.window {
-        return Err(Refusal::Stale { issued_at: req.issued_at, now, window: rules.window });
+        return Err(Refusal::Stale {
+            issued_at: req.issued_at,
+            now,
+            window: rules.window,
+        });
     }
     let command = authorize(req, &grant.role, rules.policy)?;
     let fresh_until = req.issued_at.saturating_add(rules.window);
-    let admitted = Admitted { request: req, client: &key.name, server: rules.server_id, command, fresh_until };
+    let admitted = Admitted {
+        request: req,
+        client: &key.name,
+        server: rules.server_id,
+        command,
+        fresh_until,
+    };
     Ok(Checked { admitted })
 }
 
 fn audience(grant: &Grant, target: &Ident, server: &Ident) -> Result<(), Refusal> {
     if !grant.servers.is_empty() && !grant.servers.contains(server) {
-        return Err(Refusal::NotGranted { server: server.clone() });
+        return Err(Refusal::NotGranted {
+            server: server.clone(),
+        });
     }
     if target != server {
-        return Err(Refusal::WrongTarget { target: target.clone(), server: server.clone() });
+        return Err(Refusal::WrongTarget {
+            target: target.clone(),
+            server: server.clone(),
+        });
     }
     Ok(())
 }
 
 fn authorize(req: &Request, role: &Ident, policy: &Policy) -> Result<Builtin, Refusal> {
-    let command = Builtin::parse(&req.command).ok_or_else(|| Refusal::UnknownCommand(req.command.clone()))?;
+    let command =
+        Builtin::parse(&req.command).ok_or_else(|| Refusal::UnknownCommand(req.command.clone()))?;
     if !policy.allows(role, command) {
-        return Err(Refusal::Forbidden { role: role.clone(), command: command.name() });
+        return Err(Refusal::Forbidden {
+            role: role.clone(),
+            command: command.name(),
+        });
     }
-    command.check_args(&req.args).map_err(Refusal::BadArguments)?;
+    command
+        .check_args(&req.args)
+        .map_err(Refusal::BadArguments)?;
     Ok(command)
 }
 

@@ -16,7 +16,13 @@ use crate::admit::{Admitted, Refusal};
 
 const TARGET: &str = "cmdchan::audit";
 
-pub fn admitted(cmd: &Admitted<'_>, key: &PskIdentity, id: &[u8; 16], peer: SocketAddr, took: Duration) {
+pub fn admitted(
+    cmd: &Admitted<'_>,
+    key: &PskIdentity,
+    id: &[u8; 16],
+    peer: SocketAddr,
+    took: Duration,
+) {
     info!(
         target: TARGET,
         client = %key,
@@ -30,7 +36,13 @@ pub fn admitted(cmd: &Admitted<'_>, key: &PskIdentity, id: &[u8; 16], peer: Sock
     );
 }
 
-pub fn refused(key: &PskIdentity, peer: SocketAddr, req: &Request, refusal: &Refusal, took: Duration) {
+pub fn refused(
+    key: &PskIdentity,
+    peer: SocketAddr,
+    req: &Request,
+    refusal: &Refusal,
+    took: Duration,
+) {
     macro_rules! event {
         ($level:ident) => {
             $level!(

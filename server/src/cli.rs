@@ -9,7 +9,11 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use cmdchan_common::ident::Ident;
 
 #[derive(Debug, Parser)]
-#[command(name = "cmdchan-server", version, about = "The cmdchan daemon and its admin tool")]
+#[command(
+    name = "cmdchan-server",
+    version,
+    about = "The cmdchan daemon and its admin tool"
+)]
 pub struct Opts {
     #[command(subcommand)]
     pub command: Command,

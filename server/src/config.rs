@@ -77,11 +77,22 @@ impl Config {
         };
         let base = Limits::default();
         let limits = Limits {
-            freshness_window: pick(opts.freshness_window, &file.freshness_window, base.freshness_window)?,
+            freshness_window: pick(
+                opts.freshness_window,
+                &file.freshness_window,
+                base.freshness_window,
+            )?,
             max_frame: opts.max_frame.or(file.max_frame).unwrap_or(base.max_frame),
-            handshake_timeout: pick(opts.handshake_timeout, &file.handshake_timeout, base.handshake_timeout)?,
+            handshake_timeout: pick(
+                opts.handshake_timeout,
+                &file.handshake_timeout,
+                base.handshake_timeout,
+            )?,
             idle_timeout: pick(opts.idle_timeout, &file.idle_timeout, base.idle_timeout)?,
-            max_connections: opts.max_connections.or(file.max_connections).unwrap_or(base.max_connections),
+            max_connections: opts
+                .max_connections
+                .or(file.max_connections)
+                .unwrap_or(base.max_connections),
         };
         check_limits(&limits)?;
         let Some(master) = opts.master.or(file.master) else {
@@ -104,25 +115,36 @@ impl Config {
 }
 
 pub fn default_listen() -> SocketAddr {
-    DEFAULT_LISTEN.parse().unwrap_or_else(|_| unreachable!("constant address"))
+    DEFAULT_LISTEN
+        .parse()
+        .unwrap_or_else(|_| unreachable!("constant address"))
 }
 
 fn read_file(path: &Path) -> anyhow::Result<FileConfig> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("config file {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("config file {}", path.display()))?;
     toml::from_str(&text).with_context(|| format!("config file {} is not valid", path.display()))
 }
 
-fn pick(flag: Option<Duration>, file: &Option<String>, default: Duration) -> anyhow::Result<Duration> {
+fn pick(
+    flag: Option<Duration>,
+    file: &Option<String>,
+    default: Duration,
+) -> anyhow::Result<Duration> {
     match (flag, file) {
         (Some(d), _) => Ok(d),
-        (None, Some(text)) => humantime::parse_duration(text).with_context(|| format!("duration {text:?} in the config file")),
+        (None, Some(text)) => humantime::parse_duration(text)
+            .with_context(|| format!("duration {text:?} in the config file")),
         (None, None) => Ok(default),
     }
 }
 
 fn check_limits(l: &Limits) -> anyhow::Result<()> {
     if l.max_frame < 256 || l.max_frame > u32::MAX as usize {
-        bail!("max_frame must be between 256 bytes and 4 GiB, not {}", l.max_frame);
+        bail!(
+            "max_frame must be between 256 bytes and 4 GiB, not {}",
+            l.max_frame
+        );
     }
     if l.max_connections == 0 {
         bail!("max_connections must be at least 1");
@@ -136,5 +158,10 @@ fn check_limits(l: &Limits) -> anyhow::Result<()> {
 /// The kernel's host name, as the default server ID.
 fn host_name() -> anyhow::Result<Ident> {
     let name = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
-    Ident::new(name.trim()).map_err(|e| anyhow::anyhow!("the host name {:?} cannot be a server ID ({e}); pass --server-id", name.trim()))
+    Ident::new(name.trim()).map_err(|e| {
+        anyhow::anyhow!(
+            "the host name {:?} cannot be a server ID ({e}); pass --server-id",
+            name.trim()
+        )
+    })
 }

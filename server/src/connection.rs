@@ -30,19 +30,37 @@ use crate::server::Shared;
 type Channel = Framed<SslStream<TcpStream>, MsgCodec<Request, Response>>;
 
 /// Serves one accepted TCP connection to its end. Never panics on peer input.
-pub async fn serve(tcp: TcpStream, peer: SocketAddr, shared: Arc<Shared>, cancel: CancellationToken) {
+pub async fn serve(
+    tcp: TcpStream,
+    peer: SocketAddr,
+    shared: Arc<Shared>,
+    cancel: CancellationToken,
+) {
     // Without NODELAY a response can sit ~40 ms behind Nagle and delayed ACK.
     let _ = tcp.set_nodelay(true);
-    let Some((stream, key)) = handshake(tcp, peer, &shared).await else { return };
+    let Some((stream, key)) = handshake(tcp, peer, &shared).await else {
+        return;
+    };
     let codec = MsgCodec::new(shared.limits.max_frame);
-    let mut conn = Connection { channel: Framed::new(stream, codec), key, peer, next_counter: 1 };
+    let mut conn = Connection {
+        channel: Framed::new(stream, codec),
+        key,
+        peer,
+        next_counter: 1,
+    };
     conn.run(&shared, &cancel).await;
     // close_notify, so the client sees a clean end rather than "unexpected eof".
     let _ = conn.channel.into_inner().shutdown().await;
 }
 
-async fn handshake(tcp: TcpStream, peer: SocketAddr, shared: &Shared) -> Option<(SslStream<TcpStream>, PskIdentity)> {
-    let ssl = Ssl::new(&shared.tls).inspect_err(|e| warn!(%peer, error = %e, "cannot set up TLS")).ok()?;
+async fn handshake(
+    tcp: TcpStream,
+    peer: SocketAddr,
+    shared: &Shared,
+) -> Option<(SslStream<TcpStream>, PskIdentity)> {
+    let ssl = Ssl::new(&shared.tls)
+        .inspect_err(|e| warn!(%peer, error = %e, "cannot set up TLS"))
+        .ok()?;
     let mut stream = SslStream::new(ssl, tcp).ok()?;
     let limit = shared.limits.handshake_timeout;
     match timeout(limit, Pin::new(&mut stream).accept()).await {
@@ -76,7 +94,9 @@ fn handshake_failed(ssl: &SslRef, peer: SocketAddr, err: &openssl::ssl::Error) {
         Some(Offered::Invalid { shown, why }) => {
             warn!(%peer, identity = %shown, "handshake failed: unknown identity ({why})")
         }
-        None => warn!(%peer, "handshake failed before any key was chosen (no shared TLS version or cipher suite, or not TLS at all): {err}"),
+        None => {
+            warn!(%peer, "handshake failed before any key was chosen (no shared TLS version or cipher suite, or not TLS at all): {err}")
+        }
     }
 }
 
@@ -96,7 +116,9 @@ impl Connection {
                 next = timeout(shared.limits.idle_timeout, self.channel.next()) => next,
             };
             let request = match next {
-                Err(_) => return info!(client = %self.key, peer = %self.peer, "idle timeout; closing"),
+                Err(_) => {
+                    return info!(client = %self.key, peer = %self.peer, "idle timeout; closing")
+                }
                 Ok(None) => return,
                 Ok(Some(Err(e))) => return self.unreadable(e).await,
                 Ok(Some(Ok(request))) => request,
@@ -112,7 +134,14 @@ impl Connection {
         let started = Instant::now();
         let expected = self.next_counter;
         self.next_counter += 1;
-        let verdict = admit::admit(&req, expected, &self.key, &shared.rules(), &shared.replay, time::now());
+        let verdict = admit::admit(
+            &req,
+            expected,
+            &self.key,
+            &shared.rules(),
+            &shared.replay,
+            time::now(),
+        );
         let (body, keep_going) = match verdict {
             Ok(cmd) => {
                 let reply = cmd::run(&cmd, &shared.policy);
@@ -121,11 +150,18 @@ impl Connection {
             }
             Err(refusal) => {
                 audit::refused(&self.key, self.peer, &req, &refusal, started.elapsed());
-                let failure = Failure { code: refusal.code(), message: refusal.to_string() };
+                let failure = Failure {
+                    code: refusal.code(),
+                    message: refusal.to_string(),
+                };
                 (Body::Err(failure), !refusal.closes_connection())
             }
         };
-        let response = Response { counter: req.counter, id: req.id, body };
+        let response = Response {
+            counter: req.counter,
+            id: req.id,
+            body,
+        };
         match self.channel.send(&response).await {
             Ok(()) => keep_going,
             Err(e) => {
@@ -146,8 +182,15 @@ impl Connection {
             }
         };
         warn!(client = %self.key, peer = %self.peer, outcome = code.name(), "unreadable frame: {err}; closing");
-        let failure = Failure { code, message: err.to_string() };
-        let response = Response { counter: 0, id: [0; 16], body: Body::Err(failure) };
+        let failure = Failure {
+            code,
+            message: err.to_string(),
+        };
+        let response = Response {
+            counter: 0,
+            id: [0; 16],
+            body: Body::Err(failure),
+        };
         let _ = self.channel.send(&response).await;
     }
 }

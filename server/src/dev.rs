@@ -32,7 +32,10 @@ pub fn prepare(opts: &DevOpts) -> anyhow::Result<Config> {
         admin::provision(&demo(&master, &cred, opts.listen)?)?;
     }
     let id = Ident::new(DEV_SERVER_ID)?;
-    println!("development server {id} on {}; in another shell try:", opts.listen);
+    println!(
+        "development server {id} on {}; in another shell try:",
+        opts.listen
+    );
     println!("  cargo run -p cmdchan -- --cred {} whoami", cred.display());
     Ok(Config {
         master,

@@ -24,7 +24,9 @@ use crate::server::Shared;
 /// Loads everything `config` names, binds, and serves until SIGINT or SIGTERM.
 pub async fn serve(config: Config) -> anyhow::Result<()> {
     let shared = Arc::new(Shared::load(&config)?);
-    let listener = TcpListener::bind(config.listen).await.with_context(|| format!("listening on {}", config.listen))?;
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("listening on {}", config.listen))?;
     let addr = listener.local_addr()?;
     info!(server_id = %config.server_id, "listening on {addr}");
     server::run(listener, shared, shutdown_signal()).await;

@@ -42,7 +42,10 @@ struct RoleEntry {
 
 impl Default for Policy {
     fn default() -> Self {
-        Self { default: Builtin::ALL.into_iter().collect(), roles: BTreeMap::new() }
+        Self {
+            default: Builtin::ALL.into_iter().collect(),
+            roles: BTreeMap::new(),
+        }
     }
 }
 
@@ -50,7 +53,8 @@ impl Policy {
     /// Reads a policy file; a command name it does not know is an error, not a no-op,
     /// so a typo cannot silently grant or withhold anything.
     pub fn load(path: &Path) -> anyhow::Result<Self> {
-        let text = std::fs::read_to_string(path).with_context(|| format!("policy file {}", path.display()))?;
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("policy file {}", path.display()))?;
         Self::parse(&text).with_context(|| format!("policy file {}", path.display()))
     }
 
@@ -74,7 +78,10 @@ impl Policy {
 
     /// Every command `role` may run, in a stable order.
     pub fn commands_for(&self, role: &Ident) -> Vec<Builtin> {
-        Builtin::ALL.into_iter().filter(|&b| self.allows(role, b)).collect()
+        Builtin::ALL
+            .into_iter()
+            .filter(|&b| self.allows(role, b))
+            .collect()
     }
 }
 
@@ -105,8 +112,12 @@ mod tests {
 
     #[test]
     fn roles_get_the_default_plus_their_own() {
-        let p = Policy::parse("[default]\ncommands=[\"ping\"]\n[roles.ops]\ncommands=[\"echo\"]\n").expect("parse");
-        assert_eq!(p.commands_for(&role("ops")), vec![Builtin::Ping, Builtin::Echo]);
+        let p = Policy::parse("[default]\ncommands=[\"ping\"]\n[roles.ops]\ncommands=[\"echo\"]\n")
+            .expect("parse");
+        assert_eq!(
+            p.commands_for(&role("ops")),
+            vec![Builtin::Ping, Builtin::Echo]
+        );
         assert_eq!(p.commands_for(&role("other")), vec![Builtin::Ping]);
         assert!(!p.allows(&role("other"), Builtin::Echo));
     }

@@ -32,7 +32,10 @@ struct Inner {
 impl MemoryStore {
     /// A store that refuses new IDs (fails closed) once `max_ids` live IDs are held.
     pub fn new(max_ids: usize) -> Self {
-        Self { inner: Mutex::default(), max_ids }
+        Self {
+            inner: Mutex::default(),
+            max_ids,
+        }
     }
 
     /// Inserts `id` if absent, to be kept while `now <= until`.
@@ -46,7 +49,9 @@ impl MemoryStore {
         }
         match inner.seen.get(&id) {
             Some(&keep_until) if keep_until >= now => return Err(StoreError::Duplicate),
-            _ if inner.seen.len() >= self.max_ids => return Err(StoreError::Full { max: self.max_ids }),
+            _ if inner.seen.len() >= self.max_ids => {
+                return Err(StoreError::Full { max: self.max_ids })
+            }
             _ => {}
         }
         inner.seen.insert(id, until);
@@ -55,7 +60,11 @@ impl MemoryStore {
 
     /// How many IDs are held (live or waiting to be pruned).
     pub fn len(&self) -> usize {
-        self.inner.lock().unwrap_or_else(|p| p.into_inner()).seen.len()
+        self.inner
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .seen
+            .len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -81,7 +90,10 @@ mod tests {
         for i in 0..10u8 {
             assert_eq!(store.insert([i; 16], 50, 0), Ok(()));
         }
-        assert_eq!(store.insert([99; 16], 50, 0), Err(StoreError::Full { max: 10 }));
+        assert_eq!(
+            store.insert([99; 16], 50, 0),
+            Err(StoreError::Full { max: 10 })
+        );
         assert_eq!(store.insert([99; 16], 150, 51), Ok(()));
         assert_eq!(store.len(), 1);
     }

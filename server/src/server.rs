@@ -54,7 +54,8 @@ impl Shared {
             None => Policy::default(),
         };
         let tag_key = master.tag_key();
-        let tls = tls::server_context(master, tls::FFDHE3072_PEM).context("building the TLS context")?;
+        let tls =
+            tls::server_context(master, tls::FFDHE3072_PEM).context("building the TLS context")?;
         Ok(Self {
             tls,
             tag_key,
@@ -109,7 +110,10 @@ pub async fn run(listener: TcpListener, shared: Arc<Shared>, shutdown: impl Futu
             drop(permit);
         });
     }
-    info!(open = tracker.len(), "shutting down: accepting no more connections");
+    info!(
+        open = tracker.len(),
+        "shutting down: accepting no more connections"
+    );
     cancel.cancel();
     tracker.close();
     if tokio::time::timeout(DRAIN, tracker.wait()).await.is_err() {

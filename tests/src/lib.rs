@@ -6,7 +6,11 @@
 //! `server` and `client` packages have integration tests, so `cargo test --workspace`
 //! builds them first). A missing binary or system tool fails the test loudly.
 
-#![allow(clippy::unwrap_used, clippy::missing_panics_doc, reason = "test harness: a panic is a test failure")]
+#![allow(
+    clippy::unwrap_used,
+    clippy::missing_panics_doc,
+    reason = "test harness: a panic is a test failure"
+)]
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -60,7 +64,11 @@ impl TestEnv {
 
     pub fn admin_ok(&self, args: &[&str]) -> String {
         let out = self.admin(args);
-        assert!(out.status.success(), "admin {args:?} failed: {}", text(&out.stderr));
+        assert!(
+            out.status.success(),
+            "admin {args:?} failed: {}",
+            text(&out.stderr)
+        );
         text(&out.stdout)
     }
 
@@ -68,7 +76,15 @@ impl TestEnv {
     pub fn provision(&self, name: &str, role: &str, extra: &[&str]) -> PathBuf {
         let out = self.path(&format!("{name}.cred"));
         let master = self.master.to_str().unwrap();
-        let mut args = vec!["provision", "--master", master, "--name", name, "--role", role];
+        let mut args = vec![
+            "provision",
+            "--master",
+            master,
+            "--name",
+            name,
+            "--role",
+            role,
+        ];
         args.extend(["--out", out.to_str().unwrap(), "--force"]);
         args.extend(extra);
         self.admin_ok(&args);
@@ -77,13 +93,27 @@ impl TestEnv {
 
     /// The PSK of `name` at epoch 0, as hex, from `admin psk`.
     pub fn psk_hex(&self, name: &str) -> String {
-        self.admin_ok(&["psk", "--master", self.master.to_str().unwrap(), "--name", name]).trim().to_owned()
+        self.admin_ok(&[
+            "psk",
+            "--master",
+            self.master.to_str().unwrap(),
+            "--name",
+            name,
+        ])
+        .trim()
+        .to_owned()
     }
 
     /// Starts `cmdchan-server serve` on a free loopback port with `extra` flags.
     pub fn start(&self, extra: &[&str]) -> Server {
         let mut cmd = Command::new(bin("cmdchan-server"));
-        cmd.args(["serve", "--master", self.master.to_str().unwrap(), "--listen", "127.0.0.1:0"]);
+        cmd.args([
+            "serve",
+            "--master",
+            self.master.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+        ]);
         cmd.args(["--server-id", SERVER_ID]).args(extra);
         Server::spawn(cmd)
     }
@@ -92,7 +122,14 @@ impl TestEnv {
     pub fn cmdchan(&self, server: &Server, cred: &Path, args: &[&str]) -> Output {
         let addr = server.addr.to_string();
         let mut cmd = Command::new(bin("cmdchan"));
-        cmd.args(["--cred", cred.to_str().unwrap(), "--server", &addr, "--server-id", SERVER_ID]);
+        cmd.args([
+            "--cred",
+            cred.to_str().unwrap(),
+            "--server",
+            &addr,
+            "--server-id",
+            SERVER_ID,
+        ]);
         run(cmd.args(args))
     }
 }
@@ -108,7 +145,10 @@ pub struct Server {
 impl Server {
     /// Spawns `cmd`, waits (at most 20 s) for its "listening on ADDR" line.
     pub fn spawn(mut cmd: Command) -> Server {
-        cmd.env("RUST_LOG", "info").stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
+        cmd.env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
         let mut child = cmd.spawn().unwrap();
         let log = Arc::new(Mutex::new(String::new()));
         let (tx, rx) = std::sync::mpsc::channel();
@@ -128,7 +168,11 @@ impl Server {
             let _ = child.kill();
             panic!("server did not start; its log:\n{}", log.lock().unwrap());
         };
-        Server { child, addr: addr.parse().unwrap(), log }
+        Server {
+            child,
+            addr: addr.parse().unwrap(),
+            log,
+        }
     }
 
     /// Everything the server logged so far.
@@ -150,7 +194,11 @@ impl Server {
 
     /// Log lines that mention `needle`.
     pub fn log_lines(&self, needle: &str) -> Vec<String> {
-        self.log().lines().filter(|l| l.contains(needle)).map(str::to_owned).collect()
+        self.log()
+            .lines()
+            .filter(|l| l.contains(needle))
+            .map(str::to_owned)
+            .collect()
     }
 
     /// Sends SIGTERM and waits (at most 20 s) for the exit status.
@@ -170,14 +218,21 @@ impl Server {
     /// A library client for `cred`, addressing this server.
     pub async fn client(&self, cred: &Path) -> Client {
         let cred = Credential::load(cred).unwrap();
-        let opts = Options { target: Some(SERVER_ID.parse().unwrap()), ..Options::default() };
-        Client::connect(cred, Some(&self.addr.to_string()), opts).await.unwrap()
+        let opts = Options {
+            target: Some(SERVER_ID.parse().unwrap()),
+            ..Options::default()
+        };
+        Client::connect(cred, Some(&self.addr.to_string()), opts)
+            .await
+            .unwrap()
     }
 
     /// A TLS connection that speaks raw bytes, authenticated as `cred`.
     pub async fn raw(&self, cred: &Path) -> SslStream<TcpStream> {
         let cred = Credential::load(cred).unwrap();
-        raw_tls(self.addr, &cred.identity(), &cred.psk).await.unwrap()
+        raw_tls(self.addr, &cred.identity(), &cred.psk)
+            .await
+            .unwrap()
     }
 }
 
@@ -189,7 +244,11 @@ impl Drop for Server {
 }
 
 /// Opens a TLS-PSK connection to `addr` with any identity and key.
-pub async fn raw_tls(addr: SocketAddr, identity: &PskIdentity, psk: &Psk) -> Result<SslStream<TcpStream>, openssl::ssl::Error> {
+pub async fn raw_tls(
+    addr: SocketAddr,
+    identity: &PskIdentity,
+    psk: &Psk,
+) -> Result<SslStream<TcpStream>, openssl::ssl::Error> {
     let ctx = tls::client_context(identity, psk).unwrap();
     let tcp = TcpStream::connect(addr).await.unwrap();
     let mut stream = SslStream::new(Ssl::new(&ctx).unwrap(), tcp).unwrap();
@@ -232,7 +291,13 @@ pub fn edit_credential(path: &Path, key: &str, value: &str) {
     let body = std::fs::read_to_string(path).unwrap();
     let edited: Vec<String> = body
         .lines()
-        .map(|l| if l.starts_with(&format!("{key} =")) { format!("{key} = {value}") } else { l.to_owned() })
+        .map(|l| {
+            if l.starts_with(&format!("{key} =")) {
+                format!("{key} = {value}")
+            } else {
+                l.to_owned()
+            }
+        })
         .collect();
     std::fs::write(path, edited.join("\n") + "\n").unwrap();
 }
@@ -240,6 +305,9 @@ pub fn edit_credential(path: &Path, key: &str, value: &str) {
 /// A credential's value for `key`, as written in the file.
 pub fn credential_field(path: &Path, key: &str) -> String {
     let body = std::fs::read_to_string(path).unwrap();
-    let line = body.lines().find(|l| l.starts_with(&format!("{key} ="))).unwrap();
+    let line = body
+        .lines()
+        .find(|l| l.starts_with(&format!("{key} =")))
+        .unwrap();
     line.split_once(" = ").unwrap().1.to_owned()
 }

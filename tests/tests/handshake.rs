@@ -16,7 +16,15 @@ fn s_client(addr: &str, args: &[&str]) -> String {
 }
 
 fn psk_args<'a>(identity: &'a str, psk: &'a str, cipher: &'a str) -> Vec<&'a str> {
-    vec!["-tls1_2", "-psk_identity", identity, "-psk", psk, "-cipher", cipher]
+    vec![
+        "-tls1_2",
+        "-psk_identity",
+        identity,
+        "-psk",
+        psk,
+        "-cipher",
+        cipher,
+    ]
 }
 
 #[test]
@@ -25,8 +33,14 @@ fn openssl_s_client_completes_with_the_psk_from_admin_psk() {
     let psk = env.psk_hex("alice");
     let server = env.start(&[]);
     let addr = server.addr.to_string();
-    let out = s_client(&addr, &psk_args("alice", &psk, "ECDHE-PSK-CHACHA20-POLY1305"));
-    assert!(out.contains("Cipher is ECDHE-PSK-CHACHA20-POLY1305"), "{out}");
+    let out = s_client(
+        &addr,
+        &psk_args("alice", &psk, "ECDHE-PSK-CHACHA20-POLY1305"),
+    );
+    assert!(
+        out.contains("Cipher is ECDHE-PSK-CHACHA20-POLY1305"),
+        "{out}"
+    );
     assert!(out.contains("Server Temp Key: X25519"), "{out}");
     // The DHE suites use the RFC 7919 ffdhe3072 group.
     let out = s_client(&addr, &psk_args("alice", &psk, "DHE-PSK-AES256-GCM-SHA384"));
@@ -41,7 +55,10 @@ fn server_prefers_ecdhe_psk_chacha20_when_a_client_offers_all_four() {
     let server = env.start(&[]);
     let all = "DHE-PSK-AES128-GCM-SHA256:DHE-PSK-AES256-GCM-SHA384:ECDHE-PSK-CHACHA20-POLY1305";
     let out = s_client(&server.addr.to_string(), &psk_args("alice", &psk, all));
-    assert!(out.contains("Cipher is ECDHE-PSK-CHACHA20-POLY1305"), "{out}");
+    assert!(
+        out.contains("Cipher is ECDHE-PSK-CHACHA20-POLY1305"),
+        "{out}"
+    );
 }
 
 #[tokio::test]
@@ -50,19 +67,45 @@ async fn cmdchan_client_completes_a_handshake_with_openssl_s_server() {
     let cred_path = env.provision("alice", "operator", &[]);
     let psk = env.psk_hex("alice");
     let mut cmd = system("openssl");
-    cmd.args(["s_server", "-accept", "127.0.0.1:0", "-nocert", "-tls1_2", "-naccept", "1"]);
-    cmd.args(["-psk_identity", "alice", "-psk", &psk, "-cipher", "ECDHE-PSK-CHACHA20-POLY1305"]);
+    cmd.args([
+        "s_server",
+        "-accept",
+        "127.0.0.1:0",
+        "-nocert",
+        "-tls1_2",
+        "-naccept",
+        "1",
+    ]);
+    cmd.args([
+        "-psk_identity",
+        "alice",
+        "-psk",
+        &psk,
+        "-cipher",
+        "ECDHE-PSK-CHACHA20-POLY1305",
+    ]);
     // s_server ends the session when its stdin closes, so keep a pipe open.
-    let mut child = cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
     let mut stdout = BufReader::new(child.stdout.take().unwrap());
     let mut line = String::new();
     while !line.starts_with("ACCEPT") {
         line.clear();
-        assert!(stdout.read_line(&mut line).unwrap() > 0, "s_server exited before accepting");
+        assert!(
+            stdout.read_line(&mut line).unwrap() > 0,
+            "s_server exited before accepting"
+        );
     }
     let addr = line.trim().trim_start_matches("ACCEPT ").to_owned();
     let cred = Credential::load(&cred_path).unwrap();
-    let opts = Options { target: Some("anything".parse().unwrap()), ..Options::default() };
+    let opts = Options {
+        target: Some("anything".parse().unwrap()),
+        ..Options::default()
+    };
     let client = Client::connect(cred, Some(&addr), opts).await;
     assert!(client.is_ok(), "{:?}", client.err());
     client.unwrap().close().await;
@@ -79,7 +122,12 @@ fn plain_psk_rsa_psk_and_cbc_suites_are_refused() {
     let psk = env.psk_hex("alice");
     let server = env.start(&[]);
     let addr = server.addr.to_string();
-    for suite in ["PSK-AES128-GCM-SHA256", "RSA-PSK-AES128-GCM-SHA256", "ECDHE-PSK-AES128-CBC-SHA256", "DHE-PSK-AES128-CBC-SHA256"] {
+    for suite in [
+        "PSK-AES128-GCM-SHA256",
+        "RSA-PSK-AES128-GCM-SHA256",
+        "ECDHE-PSK-AES128-CBC-SHA256",
+        "DHE-PSK-AES128-CBC-SHA256",
+    ] {
         let out = s_client(&addr, &psk_args("alice", &psk, suite));
         assert!(out.contains("Cipher is (NONE)"), "{suite}: {out}");
         assert!(out.contains("SSL alert number 40"), "{suite}: {out}");
@@ -93,10 +141,24 @@ fn tls_1_1_and_tls_1_3_are_refused() {
     let psk = env.psk_hex("alice");
     let server = env.start(&[]);
     let addr = server.addr.to_string();
-    let v11 = s_client(&addr, &["-tls1_1", "-psk_identity", "alice", "-psk", &psk, "-cipher", "PSK:@SECLEVEL=0"]);
+    let v11 = s_client(
+        &addr,
+        &[
+            "-tls1_1",
+            "-psk_identity",
+            "alice",
+            "-psk",
+            &psk,
+            "-cipher",
+            "PSK:@SECLEVEL=0",
+        ],
+    );
     let v13 = s_client(&addr, &["-tls1_3", "-psk_identity", "alice", "-psk", &psk]);
     for out in [v11, v13] {
-        assert!(out.contains("Cipher is (NONE)") && out.contains("SSL alert number 70"), "{out}");
+        assert!(
+            out.contains("Cipher is (NONE)") && out.contains("SSL alert number 70"),
+            "{out}"
+        );
     }
     assert!(server.wait_for_log("unsupported protocol"));
 }
@@ -111,12 +173,23 @@ fn wrong_key_and_unknown_identity_look_the_same_to_the_client_but_not_in_the_log
     let suite = "ECDHE-PSK-CHACHA20-POLY1305";
     let wrong_key = s_client(&addr, &psk_args("alice", &wrong, suite));
     let unknown = s_client(&addr, &psk_args("not a name!", &psk, suite));
-    let alert = |out: &str| out.lines().find(|l| l.contains("SSL alert number")).map(|l| l.split(':').nth(5).unwrap_or("").to_owned());
-    assert_eq!(alert(&wrong_key), Some("sslv3 alert bad record mac".to_owned()), "{wrong_key}");
+    let alert = |out: &str| {
+        out.lines()
+            .find(|l| l.contains("SSL alert number"))
+            .map(|l| l.split(':').nth(5).unwrap_or("").to_owned())
+    };
+    assert_eq!(
+        alert(&wrong_key),
+        Some("sslv3 alert bad record mac".to_owned()),
+        "{wrong_key}"
+    );
     assert_eq!(alert(&unknown), alert(&wrong_key), "{unknown}");
     assert!(server.wait_for_log("key mismatch"));
     assert!(server.wait_for_log("unknown identity"));
-    assert_eq!(server.log_lines("key mismatch")[0].contains("client=alice"), true);
+    assert_eq!(
+        server.log_lines("key mismatch")[0].contains("client=alice"),
+        true
+    );
     assert!(server.log_lines("unknown identity")[0].contains("peer=127.0.0.1:"));
 }
 
@@ -130,9 +203,17 @@ fn cmdchan_with_a_key_from_another_master_fails_the_handshake_with_exit_69() {
     let a = env.cmdchan(&server, &foreign, &["ping"]);
     let b = env.cmdchan(&server, &unknown_to_server, &["ping"]);
     assert_eq!((a.status.code(), b.status.code()), (Some(69), Some(69)));
-    let msg = |o: &std::process::Output| text(&o.stderr).replace("mallory", "NAME").replace("alice", "NAME");
+    let msg = |o: &std::process::Output| {
+        text(&o.stderr)
+            .replace("mallory", "NAME")
+            .replace("alice", "NAME")
+    };
     assert_eq!(msg(&a), msg(&b), "the two failures must read the same");
-    assert!(text(&a.stderr).contains("TLS handshake"), "{}", text(&a.stderr));
+    assert!(
+        text(&a.stderr).contains("TLS handshake"),
+        "{}",
+        text(&a.stderr)
+    );
 }
 
 #[test]
@@ -142,6 +223,10 @@ fn a_client_that_never_finishes_the_handshake_is_dropped_after_the_timeout() {
     let mut tcp = std::net::TcpStream::connect(server.addr).unwrap();
     tcp.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
     let mut buf = [0u8; 16];
-    assert_eq!(tcp.read(&mut buf).unwrap(), 0, "server should close the connection");
+    assert_eq!(
+        tcp.read(&mut buf).unwrap(),
+        0,
+        "server should close the connection"
+    );
     assert!(server.wait_for_log("timed out after 1s"));
 }

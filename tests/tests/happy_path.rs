@@ -6,11 +6,18 @@ use serde_json::Value;
 #[test]
 fn provisioned_client_runs_every_builtin_through_the_cli() {
     let env = TestEnv::new();
-    let cred = env.provision("alice", "operator", &["--server", "test-server", "--expires", "30d"]);
+    let cred = env.provision(
+        "alice",
+        "operator",
+        &["--server", "test-server", "--expires", "30d"],
+    );
     let server = env.start(&[]);
 
     let ping = env.cmdchan(&server, &cred, &["ping"]);
-    assert_eq!((ping.status.code(), text(&ping.stdout)), (Some(0), "pong\n".into()));
+    assert_eq!(
+        (ping.status.code(), text(&ping.stdout)),
+        (Some(0), "pong\n".into())
+    );
 
     let who = env.cmdchan(&server, &cred, &["--json", "whoami"]);
     assert_eq!(who.status.code(), Some(0), "{}", text(&who.stderr));
@@ -27,7 +34,12 @@ fn provisioned_client_runs_every_builtin_through_the_cli() {
 
     let cmds = env.cmdchan(&server, &cred, &["--json", "commands"]);
     let cmds: Value = serde_json::from_slice(&cmds.stdout).unwrap();
-    let names: Vec<&str> = cmds["reply"].as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap()).collect();
+    let names: Vec<&str> = cmds["reply"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
     assert_eq!(names, ["ping", "whoami", "echo", "commands"]);
 }
 
@@ -36,7 +48,14 @@ fn echo_arguments_round_trip_exactly() {
     let env = TestEnv::new();
     let cred = env.provision("alice", "operator", &[]);
     let server = env.start(&[]);
-    let args = ["-n", "with space", "quote\"s and 'single'", "ünïcødé ✓", "--flag=x", ""];
+    let args = [
+        "-n",
+        "with space",
+        "quote\"s and 'single'",
+        "ünïcødé ✓",
+        "--flag=x",
+        "",
+    ];
     let mut cli = vec!["--json", "echo"];
     cli.extend(args);
     let out = env.cmdchan(&server, &cred, &cli);
@@ -52,11 +71,20 @@ fn each_request_leaves_one_audit_line_with_client_role_peer_and_id() {
     let server = env.start(&[]);
     env.cmdchan(&server, &cred, &["ping"]);
     env.cmdchan(&server, &cred, &["nope"]);
-    assert!(server.wait_for_log("outcome=\"unknown command\"") || server.wait_for_log("outcome=unknown command"));
+    assert!(
+        server.wait_for_log("outcome=\"unknown command\"")
+            || server.wait_for_log("outcome=unknown command")
+    );
     let audit = server.log_lines("cmdchan::audit");
     assert_eq!(audit.len(), 2, "{audit:#?}");
     for line in &audit {
-        for field in ["client=alice", "role=operator", "peer=127.0.0.1:", "id=", "duration_us="] {
+        for field in [
+            "client=alice",
+            "role=operator",
+            "peer=127.0.0.1:",
+            "id=",
+            "duration_us=",
+        ] {
             assert!(line.contains(field), "{field} missing in {line}");
         }
     }
@@ -77,12 +105,26 @@ fn dev_mode_makes_key_and_credential_and_serves_them() {
     let env = TestEnv::new();
     let dir = env.path("devcerts");
     let mut cmd = std::process::Command::new(cmdchan_tests::bin("cmdchan-server"));
-    cmd.args(["dev", "--dir", dir.to_str().unwrap(), "--listen", "127.0.0.1:0"]);
+    cmd.args([
+        "dev",
+        "--dir",
+        dir.to_str().unwrap(),
+        "--listen",
+        "127.0.0.1:0",
+    ]);
     let server = cmdchan_tests::Server::spawn(cmd);
     let cred = dir.join("demo.cred");
     let mut cli = std::process::Command::new(cmdchan_tests::bin("cmdchan"));
     // The demo credential names the dev server by ID "localhost"; the port is ours.
-    cli.args(["--cred", cred.to_str().unwrap(), "--server", &server.addr.to_string(), "--server-id", "localhost", "whoami"]);
+    cli.args([
+        "--cred",
+        cred.to_str().unwrap(),
+        "--server",
+        &server.addr.to_string(),
+        "--server-id",
+        "localhost",
+        "whoami",
+    ]);
     let out = cmdchan_tests::run(&mut cli);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     assert!(text(&out.stdout).contains("role:    operator"));

@@ -27,30 +27,54 @@ struct Fixture {
 impl Fixture {
     fn new() -> Self {
         let master = MasterKey::from_hex(&"42".repeat(32)).expect("key");
-        let policy = Policy::parse("[roles.operator]\ncommands = [\"ping\", \"echo\"]\n").expect("policy");
+        let policy =
+            Policy::parse("[roles.operator]\ncommands = [\"ping\", \"echo\"]\n").expect("policy");
         Self {
             tag_key: master.tag_key(),
             server: ident("db1"),
             min_epoch: BTreeMap::new(),
             policy,
-            key: PskIdentity { name: ident("alice"), epoch: 0 },
+            key: PskIdentity {
+                name: ident("alice"),
+                epoch: 0,
+            },
         }
     }
 
     fn rules(&self) -> Rules<'_> {
-        Rules { tag_key: &self.tag_key, server_id: &self.server, window: 60, min_epoch: &self.min_epoch, policy: &self.policy }
+        Rules {
+            tag_key: &self.tag_key,
+            server_id: &self.server,
+            window: 60,
+            min_epoch: &self.min_epoch,
+            policy: &self.policy,
+        }
     }
 
     /// A request that passes every check, signed for `alice`.
     fn request(&self) -> Request {
-        let grant = Grant { role: ident("operator"), epoch: 0, expires: Some(NOW + 3600), servers: vec![ident("db1")] };
+        let grant = Grant {
+            role: ident("operator"),
+            epoch: 0,
+            expires: Some(NOW + 3600),
+            servers: vec![ident("db1")],
+        };
         self.signed(grant)
     }
 
     fn signed(&self, grant: Grant) -> Request {
         let tag = self.tag_key.sign(&self.key.name, &grant);
         let (counter, id, issued_at, target) = (1, [5; 16], NOW, ident("db1"));
-        Request { counter, id, issued_at, target, grant, tag, command: "ping".into(), args: vec![] }
+        Request {
+            counter,
+            id,
+            issued_at,
+            target,
+            grant,
+            tag,
+            command: "ping".into(),
+            args: vec![],
+        }
     }
 
     fn check(&self, req: &Request) -> Result<(), Refusal> {
@@ -64,8 +88,14 @@ fn a_good_request_is_admitted_once() {
     let store = MemoryStore::new(100);
     let req = f.request();
     let admitted = admit(&req, 1, &f.key, &f.rules(), &store, NOW).expect("admitted");
-    assert_eq!((admitted.client().as_str(), admitted.command()), ("alice", Builtin::Ping));
-    assert_eq!(admit(&req, 1, &f.key, &f.rules(), &store, NOW).err(), Some(Refusal::Replay));
+    assert_eq!(
+        (admitted.client().as_str(), admitted.command()),
+        ("alice", Builtin::Ping)
+    );
+    assert_eq!(
+        admit(&req, 1, &f.key, &f.rules(), &store, NOW).err(),
+        Some(Refusal::Replay)
+    );
 }
 
 #[test]
@@ -74,7 +104,13 @@ fn wrong_counter_is_refused_and_closes() {
     let mut req = f.request();
     req.counter = 2;
     let refusal = f.check(&req).expect_err("refused");
-    assert_eq!(refusal, Refusal::BadCounter { expected: 1, got: 2 });
+    assert_eq!(
+        refusal,
+        Refusal::BadCounter {
+            expected: 1,
+            got: 2
+        }
+    );
     assert!(refusal.closes_connection());
 }
 
@@ -99,14 +135,20 @@ fn a_grant_for_another_epoch_than_the_key_is_refused() {
     let f = Fixture::new();
     let mut grant = f.request().grant;
     grant.epoch = 1;
-    assert_eq!(f.check(&f.signed(grant)), Err(Refusal::EpochMismatch { grant: 1, key: 0 }));
+    assert_eq!(
+        f.check(&f.signed(grant)),
+        Err(Refusal::EpochMismatch { grant: 1, key: 0 })
+    );
 }
 
 #[test]
 fn epochs_below_the_minimum_are_revoked() {
     let mut f = Fixture::new();
     f.min_epoch.insert(ident("alice"), 1);
-    assert_eq!(f.check(&f.request()), Err(Refusal::Revoked { epoch: 0, min: 1 }));
+    assert_eq!(
+        f.check(&f.request()),
+        Err(Refusal::Revoked { epoch: 0, min: 1 })
+    );
 }
 
 #[test]
@@ -124,10 +166,21 @@ fn audience_is_bound_by_grant_and_target() {
     let f = Fixture::new();
     let mut grant = f.request().grant;
     grant.servers = vec![ident("db2")];
-    assert_eq!(f.check(&f.signed(grant)), Err(Refusal::NotGranted { server: ident("db1") }));
+    assert_eq!(
+        f.check(&f.signed(grant)),
+        Err(Refusal::NotGranted {
+            server: ident("db1")
+        })
+    );
     let mut req = f.request();
     req.target = ident("db2");
-    assert_eq!(f.check(&req), Err(Refusal::WrongTarget { target: ident("db2"), server: ident("db1") }));
+    assert_eq!(
+        f.check(&req),
+        Err(Refusal::WrongTarget {
+            target: ident("db2"),
+            server: ident("db1")
+        })
+    );
     let mut anywhere = f.request().grant;
     anywhere.servers.clear();
     assert!(f.check(&f.signed(anywhere)).is_ok());
@@ -136,10 +189,20 @@ fn audience_is_bound_by_grant_and_target() {
 #[test]
 fn freshness_window_is_inclusive_on_both_sides() {
     let f = Fixture::new();
-    for (issued_at, ok) in [(NOW - 60, true), (NOW + 60, true), (NOW - 61, false), (NOW + 61, false)] {
+    for (issued_at, ok) in [
+        (NOW - 60, true),
+        (NOW + 60, true),
+        (NOW - 61, false),
+        (NOW + 61, false),
+    ] {
         let mut req = f.request();
         req.issued_at = issued_at;
-        assert_eq!(f.check(&req).is_ok(), ok, "issued at now{:+}", i128::from(issued_at) - i128::from(NOW));
+        assert_eq!(
+            f.check(&req).is_ok(),
+            ok,
+            "issued at now{:+}",
+            i128::from(issued_at) - i128::from(NOW)
+        );
     }
 }
 
@@ -150,7 +213,13 @@ fn commands_are_checked_by_name_policy_and_arguments() {
     req.command = "rm".into();
     assert_eq!(f.check(&req), Err(Refusal::UnknownCommand("rm".into())));
     req.command = "whoami".into();
-    assert_eq!(f.check(&req), Err(Refusal::Forbidden { role: ident("operator"), command: "whoami" }));
+    assert_eq!(
+        f.check(&req),
+        Err(Refusal::Forbidden {
+            role: ident("operator"),
+            command: "whoami"
+        })
+    );
     req.command = "ping".into();
     req.args = vec!["x".into()];
     assert!(matches!(f.check(&req), Err(Refusal::BadArguments(_))));
@@ -185,7 +254,13 @@ fn an_id_is_forgotten_only_once_its_request_is_stale() {
     let req = f.request();
     admit(&req, 1, &f.key, &f.rules(), &store, NOW).expect("first");
     // At the last second the request is fresh, the ID is still remembered.
-    assert_eq!(admit(&req, 1, &f.key, &f.rules(), &store, NOW + 60).err(), Some(Refusal::Replay));
+    assert_eq!(
+        admit(&req, 1, &f.key, &f.rules(), &store, NOW + 60).err(),
+        Some(Refusal::Replay)
+    );
     // One second later the request is stale, so forgetting the ID is safe.
-    assert!(matches!(admit(&req, 1, &f.key, &f.rules(), &store, NOW + 61), Err(Refusal::Stale { .. })));
+    assert!(matches!(
+        admit(&req, 1, &f.key, &f.rules(), &store, NOW + 61),
+        Err(Refusal::Stale { .. })
+    ));
 }

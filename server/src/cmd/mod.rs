@@ -20,7 +20,12 @@ pub enum Builtin {
 }
 
 impl Builtin {
-    pub const ALL: [Builtin; 4] = [Builtin::Ping, Builtin::Whoami, Builtin::Echo, Builtin::Commands];
+    pub const ALL: [Builtin; 4] = [
+        Builtin::Ping,
+        Builtin::Whoami,
+        Builtin::Echo,
+        Builtin::Commands,
+    ];
 
     pub fn parse(name: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|b| b.name() == name)
@@ -38,7 +43,9 @@ impl Builtin {
     pub fn description(self) -> &'static str {
         match self {
             Builtin::Ping => "answer pong: checks the channel end to end",
-            Builtin::Whoami => "show the name, role, epoch, expiry and servers the server authenticated",
+            Builtin::Whoami => {
+                "show the name, role, epoch, expiry and servers the server authenticated"
+            }
             Builtin::Echo => "return the arguments unchanged",
             Builtin::Commands => "list the commands this role may run",
         }
@@ -49,7 +56,11 @@ impl Builtin {
         match self {
             Builtin::Echo => Ok(()),
             _ if args.is_empty() => Ok(()),
-            other => Err(format!("{} takes no arguments, got {}", other.name(), args.len())),
+            other => Err(format!(
+                "{} takes no arguments, got {}",
+                other.name(),
+                args.len()
+            )),
         }
     }
 }

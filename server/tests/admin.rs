@@ -1,0 +1,275 @@
+//! `cmdchan-server admin` and the key-file checks of `serve`, through the real binary.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+fn server(args: &[&str]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_cmdchan-server"));
+    cmd.args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run cmdchan-server")
+}
+
+fn ok(args: &[&str]) -> String {
+    let out = server(args);
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn mode(path: &Path) -> u32 {
+    std::fs::metadata(path)
+        .expect("metadata")
+        .permissions()
+        .mode()
+        & 0o777
+}
+
+struct Dir(tempfile::TempDir);
+
+impl Dir {
+    fn new() -> Self {
+        Self(tempfile::tempdir().expect("tempdir"))
+    }
+    fn path(&self, name: &str) -> String {
+        self.0
+            .path()
+            .join(name)
+            .to_str()
+            .expect("utf-8 path")
+            .to_owned()
+    }
+    fn master(&self) -> String {
+        let path = self.path("master.key");
+        ok(&["admin", "init", "--master", &path]);
+        path
+    }
+}
+
+#[test]
+fn init_writes_a_private_256_bit_key_and_never_overwrites_silently() {
+    let dir = Dir::new();
+    let master = dir.master();
+    let key = std::fs::read_to_string(&master).expect("read");
+    assert_eq!((key.trim().len(), mode(master.as_ref())), (64, 0o600));
+    assert!(key.trim().bytes().all(|b| b.is_ascii_hexdigit()));
+    let again = server(&["admin", "init", "--master", &master]);
+    assert_eq!(again.status.code(), Some(1));
+    assert!(
+        stderr(&again).contains("already exists; pass --force"),
+        "{}",
+        stderr(&again)
+    );
+    assert_eq!(
+        std::fs::read_to_string(&master).expect("read"),
+        key,
+        "the old key is kept"
+    );
+    ok(&["admin", "init", "--master", &master, "--force"]);
+    assert_ne!(std::fs::read_to_string(&master).expect("read"), key);
+}
+
+#[test]
+fn provision_writes_a_private_credential_that_inspect_validates() {
+    let dir = Dir::new();
+    let master = dir.master();
+    let cred = dir.path("alice.cred");
+    let args = [
+        "--name", "alice", "--role", "operator", "--server", "db1", "--server", "db2",
+    ];
+    ok(&[
+        &[
+            "admin",
+            "provision",
+            "--master",
+            &master,
+            "--out",
+            &cred,
+            "--expires",
+            "2030-01-01T00:00:00Z",
+            "--address",
+            "db1:7433",
+        ][..],
+        &args,
+    ]
+    .concat());
+    assert_eq!(mode(cred.as_ref()), 0o600);
+    let body = std::fs::read_to_string(&cred).expect("read");
+    for line in [
+        "name = \"alice\"",
+        "role = \"operator\"",
+        "epoch = 0",
+        "expires = \"2030-01-01T00:00:00Z\"",
+        "servers = [\"db1\", \"db2\"]",
+        "address = \"db1:7433\"",
+    ] {
+        assert!(body.contains(line), "{line} missing in\n{body}");
+    }
+    let psk = ok(&["admin", "psk", "--master", &master, "--name", "alice"]);
+    assert!(
+        body.contains(&format!("psk = \"{}\"", psk.trim())),
+        "admin psk prints the credential's key"
+    );
+
+    let shown = ok(&["admin", "inspect", &cred, "--master", &master]);
+    assert!(
+        shown.contains("tag:          valid") && shown.contains("servers:      db1, db2"),
+        "{shown}"
+    );
+    assert!(
+        !shown.contains(psk.trim()),
+        "inspect must not print the key"
+    );
+}
+
+#[test]
+fn inspect_detects_an_edited_grant() {
+    let dir = Dir::new();
+    let master = dir.master();
+    let cred = dir.path("alice.cred");
+    ok(&[
+        "admin",
+        "provision",
+        "--master",
+        &master,
+        "--name",
+        "alice",
+        "--role",
+        "monitor",
+        "--out",
+        &cred,
+    ]);
+    let body = std::fs::read_to_string(&cred)
+        .expect("read")
+        .replace("\"monitor\"", "\"admin\"");
+    std::fs::write(&cred, body).expect("write");
+    let out = server(&["admin", "inspect", &cred, "--master", &master]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("tag:          INVALID"));
+}
+
+#[test]
+fn psk_depends_on_name_and_epoch() {
+    let dir = Dir::new();
+    let master = dir.master();
+    let a0 = ok(&["admin", "psk", "--master", &master, "--name", "alice"]);
+    let a1 = ok(&[
+        "admin", "psk", "--master", &master, "--name", "alice", "--epoch", "1",
+    ]);
+    let b0 = ok(&["admin", "psk", "--master", &master, "--name", "bob"]);
+    assert_eq!(a0.trim().len(), 64);
+    assert!(a0 != a1 && a0 != b0 && a1 != b0);
+}
+
+#[test]
+fn invalid_names_are_refused_before_anything_is_written() {
+    let dir = Dir::new();
+    let master = dir.master();
+    let long = "x".repeat(129);
+    for bad in ["al ice", "-rf", "a#1", "", long.as_str()] {
+        let cred = dir.path("bad.cred");
+        let out = server(&[
+            "admin",
+            "provision",
+            "--master",
+            &master,
+            "--name",
+            bad,
+            "--role",
+            "r",
+            "--out",
+            &cred,
+        ]);
+        assert_eq!(out.status.code(), Some(2), "{bad:?} accepted");
+        assert!(!Path::new(&cred).exists());
+    }
+}
+
+#[test]
+fn serve_refuses_a_group_readable_master_key_and_says_how_to_fix_it() {
+    let dir = Dir::new();
+    let master = dir.master();
+    std::fs::set_permissions(&master, std::fs::Permissions::from_mode(0o640)).expect("chmod");
+    let out = server(&[
+        "serve",
+        "--master",
+        &master,
+        "--listen",
+        "127.0.0.1:0",
+        "--server-id",
+        "t",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.contains(&master)
+            && err.contains("mode 0640")
+            && err.contains(&format!("chmod 600 {master}")),
+        "{err}"
+    );
+    assert!(!err.contains("listening"), "nothing may start");
+}
+
+#[test]
+fn serve_refuses_a_short_or_missing_master_key() {
+    let dir = Dir::new();
+    let short = dir.path("short.key");
+    std::fs::write(&short, "ab".repeat(31)).expect("write");
+    std::fs::set_permissions(&short, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    let out = server(&[
+        "serve",
+        "--master",
+        &short,
+        "--listen",
+        "127.0.0.1:0",
+        "--server-id",
+        "t",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("holds 31 bytes; at least 32 (256 bits) are required"),
+        "{}",
+        stderr(&out)
+    );
+
+    let missing = dir.path("missing.key");
+    let out = server(&[
+        "serve",
+        "--master",
+        &missing,
+        "--listen",
+        "127.0.0.1:0",
+        "--server-id",
+        "t",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("does not exist; create one with: cmdchan-server admin init"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn a_config_file_with_an_unknown_key_is_refused() {
+    let dir = Dir::new();
+    let master = dir.master();
+    let config = dir.path("server.toml");
+    std::fs::write(
+        &config,
+        format!("master = \"{master}\"\nlisten_addr = \"127.0.0.1:0\"\n"),
+    )
+    .expect("write");
+    let out = server(&["serve", "--config", &config]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("listen_addr"), "{}", stderr(&out));
+}
