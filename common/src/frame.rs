@@ -29,6 +29,8 @@ pub enum FrameError {
     Empty,
     #[error("frame speaks protocol version {0}; this build speaks version {VERSION}")]
     Version(u8),
+    #[error("frame has {0} bytes after its message")]
+    Trailing(usize),
     #[error("frame does not decode: {0}")]
     Malformed(#[from] postcard::Error),
     #[error(transparent)]
@@ -73,7 +75,11 @@ impl<D: DeserializeOwned, E> Decoder for MsgCodec<D, E> {
         if version != VERSION {
             return Err(FrameError::Version(version));
         }
-        Ok(Some(postcard::from_bytes(body)?))
+        // One message, one encoding: bytes after the value are an error, not ignored.
+        match postcard::take_from_bytes(body)? {
+            (item, []) => Ok(Some(item)),
+            (_, rest) => Err(FrameError::Trailing(rest.len())),
+        }
     }
 
     fn decode_eof(&mut self, src: &mut BytesMut) -> Result<Option<D>, FrameError> {
@@ -246,6 +252,17 @@ mod tests {
             "000000350101000102030405060708090a0b0c0d0e0f0110207468697320636f6d6d616e642049442077617320616c72656164792075736564"
         );
         assert_eq!(codec.decode(&mut buf).expect("decode"), Some(err));
+    }
+
+    #[test]
+    fn bytes_after_the_message_are_refused() {
+        let mut codec = Codec::new(DEFAULT_MAX_FRAME);
+        let mut buf = BytesMut::new();
+        codec.encode(&sample(), &mut buf).expect("encode");
+        buf.extend_from_slice(&[0]);
+        let len = u32::try_from(buf.len() - 4).expect("small");
+        buf[..4].copy_from_slice(&len.to_be_bytes());
+        assert!(matches!(codec.decode(&mut buf), Err(FrameError::Trailing(1))));
     }
 
     #[test]
