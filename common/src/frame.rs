@@ -262,7 +262,10 @@ mod tests {
         buf.extend_from_slice(&[0]);
         let len = u32::try_from(buf.len() - 4).expect("small");
         buf[..4].copy_from_slice(&len.to_be_bytes());
-        assert!(matches!(codec.decode(&mut buf), Err(FrameError::Trailing(1))));
+        assert!(matches!(
+            codec.decode(&mut buf),
+            Err(FrameError::Trailing(1))
+        ));
     }
 
     #[test]

@@ -99,6 +99,14 @@ impl fmt::Debug for Ident {
     }
 }
 
+/// Bytes a peer chose, made safe to log or echo: escaped and cut to 64 characters.
+pub fn printable(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes)
+        .escape_default()
+        .take(64)
+        .collect()
+}
+
 /// The TLS-PSK identity: the client name, and the key epoch when it is not 0.
 ///
 /// Written `NAME` for epoch 0 and `NAME#EPOCH` otherwise, so standard tools can use the
@@ -177,6 +185,12 @@ mod tests {
         assert_eq!(Ident::new("a#1"), Err(IdentError::BadChar('#')));
         assert_eq!(Ident::new("a\0"), Err(IdentError::BadChar('\0')));
         assert_eq!(Ident::new("é"), Err(IdentError::BadStart));
+    }
+
+    #[test]
+    fn printable_escapes_and_cuts() {
+        assert_eq!(printable(b"a\nb\x1b"), "a\\nb\\u{1b}");
+        assert_eq!(printable(&[b'x'; 1000]).len(), 64);
     }
 
     #[test]

@@ -17,7 +17,7 @@ use openssl::ssl::{
 use sha2::Sha256;
 use zeroize::Zeroizing;
 
-use crate::ident::{IdentityError, PskIdentity};
+use crate::ident::{printable, IdentityError, PskIdentity};
 use crate::keys::{MasterKey, Psk, KEY_LEN};
 
 /// The only suites either side offers or accepts, server's preference first.

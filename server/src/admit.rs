@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use cmdchan_common::ident::{Ident, PskIdentity};
+use cmdchan_common::ident::{printable, Ident, PskIdentity};
 use cmdchan_common::keys::TagKey;
 use cmdchan_common::protocol::{ErrorCode, Grant, Request};
 
@@ -58,6 +58,7 @@ pub enum Refusal {
         now: u64,
         window: u64,
     },
+    /// The name as sent, made printable (see `ident::printable`).
     UnknownCommand(String),
     BadArguments(String),
     Forbidden {
@@ -258,7 +259,7 @@ impl fmt::Display for Refusal {
                 let skew = i128::from(*issued_at) - i128::from(*now);
                 write!(f, "issue time is {skew:+} s from the server's clock (allowed ±{window} s); check both clocks")
             }
-            Refusal::UnknownCommand(name) => write!(f, "no command named {:?}", name.escape_default().to_string()),
+            Refusal::UnknownCommand(name) => write!(f, "no command named \"{name}\""),
             Refusal::BadArguments(why) => f.write_str(why),
             Refusal::Forbidden { role, command } => write!(f, "role {role} may not run {command}"),
             Refusal::Replay => f.write_str("this command ID was already used"),

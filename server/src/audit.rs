@@ -1,15 +1,15 @@
 //! The audit trail: one line per request (admitted or refused) under the `cmdchan::audit`
 //! log target, with client, role, peer, command, command ID, outcome and duration.
 //!
-//! Strings a peer chose (command names) are logged escaped and cut, so a client cannot
-//! forge log lines or flood the log.
+//! Strings a peer chose (command names) are logged escaped and cut to 64 characters, so
+//! a client can neither forge log lines nor flood the log.
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use tracing::{info, warn};
 
-use cmdchan_common::ident::PskIdentity;
+use cmdchan_common::ident::{printable, PskIdentity};
 use cmdchan_common::protocol::Request;
 
 use crate::admit::{Admitted, Refusal};
@@ -50,7 +50,7 @@ pub fn refused(
                 client = %key,
                 role = %req.grant.role,
                 %peer,
-                command = ?shorten(&req.command),
+                command = %printable(req.command.as_bytes()),
                 id = %hex(&req.id),
                 outcome = refusal.code().name(),
                 duration_us = took.as_micros() as u64,
@@ -67,11 +67,4 @@ pub fn refused(
 
 fn hex(id: &[u8; 16]) -> String {
     id.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn shorten(s: &str) -> &str {
-    match s.char_indices().nth(64) {
-        Some((cut, _)) => &s[..cut],
-        None => s,
-    }
 }

@@ -176,7 +176,9 @@ impl Connection {
         let code = match &err {
             FrameError::TooLarge { .. } => ErrorCode::TooLarge,
             FrameError::Version(_) => ErrorCode::UnsupportedVersion,
-            FrameError::Malformed(_) | FrameError::Trailing(_) | FrameError::Empty => ErrorCode::Malformed,
+            FrameError::Malformed(_) | FrameError::Trailing(_) | FrameError::Empty => {
+                ErrorCode::Malformed
+            }
             FrameError::Truncated | FrameError::Io(_) => {
                 return info!(client = %self.key, peer = %self.peer, "connection lost: {err}");
             }

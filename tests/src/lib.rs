@@ -192,6 +192,20 @@ impl Server {
         false
     }
 
+    /// Waits up to 10 s for `count` log lines with `needle`, then returns all such lines.
+    /// Server logs arrive through a pipe, so a line may lag behind the response it
+    /// belongs to; tests count lines only through this.
+    pub fn wait_for_lines(&self, needle: &str, count: usize) -> Vec<String> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let lines = self.log_lines(needle);
+            if lines.len() >= count || Instant::now() >= deadline {
+                return lines;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Log lines that mention `needle`.
     pub fn log_lines(&self, needle: &str) -> Vec<String> {
         self.log()

@@ -168,6 +168,8 @@ async fn a_repeated_counter_is_refused_and_ends_the_connection() {
         client.exchange(&after).await.is_err(),
         "the connection must be closed"
     );
+    // The refusal is logged after the admission it follows, so wait for it first.
+    server.wait_for_lines(" refused ", 1);
     assert_eq!(
         server.log_lines("admitted").len(),
         1,
@@ -207,6 +209,8 @@ async fn a_command_id_reused_on_a_new_connection_is_a_replay() {
         (req.counter, req.id),
         "the response names the request"
     );
+    // The refusal is logged after the admission it follows, so wait for it first.
+    server.wait_for_lines(" refused ", 1);
     assert_eq!(
         server.log_lines("admitted").len(),
         1,

@@ -230,3 +230,58 @@ fn a_client_that_never_finishes_the_handshake_is_dropped_after_the_timeout() {
     );
     assert!(server.wait_for_log("timed out after 1s"));
 }
+
+#[test]
+fn sessions_are_never_resumed() {
+    let env = TestEnv::new();
+    let psk = env.psk_hex("alice");
+    let server = env.start(&[]);
+    let mut args = psk_args("alice", &psk, "ECDHE-PSK-CHACHA20-POLY1305");
+    args.push("-reconnect");
+    let out = s_client(&server.addr.to_string(), &args);
+    let new = out
+        .lines()
+        .filter(|l| l.starts_with("New, TLSv1.2"))
+        .count();
+    assert_eq!(
+        new, 6,
+        "the first connection and five reconnects are all full handshakes:\n{out}"
+    );
+    assert!(!out.contains("Reused"), "{out}");
+}
+
+#[test]
+fn renegotiation_is_refused() {
+    let env = TestEnv::new();
+    let psk = env.psk_hex("alice");
+    let server = env.start(&[]);
+    let mut cmd = system("openssl");
+    cmd.args(["s_client", "-connect", &server.addr.to_string()]);
+    cmd.args(psk_args("alice", &psk, "ECDHE-PSK-CHACHA20-POLY1305"));
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    while !line.contains("Cipher is") {
+        line.clear();
+        assert!(
+            stdout.read_line(&mut line).unwrap() > 0,
+            "s_client exited before the handshake"
+        );
+    }
+    // s_client's interactive "R" asks for a renegotiation.
+    std::io::Write::write_all(child.stdin.as_mut().unwrap(), b"R\n").unwrap();
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    let _ = child.wait();
+    assert!(err.contains("no renegotiation"), "{err}");
+}
