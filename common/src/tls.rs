@@ -61,7 +61,7 @@ pub fn server_context(master: MasterKey, dh_pem: &[u8]) -> Result<SslContext, Er
                 Err(why) => (
                     decoy.psk(offered),
                     Offered::Invalid {
-                        shown: shown(offered),
+                        shown: printable(offered),
                         why,
                     },
                 ),
@@ -151,11 +151,4 @@ impl Decoy {
             .unwrap_or_else(|_| unreachable!("HMAC takes any key length"));
         Psk::from_bytes(mac.chain_update(identity).finalize().into_bytes().into())
     }
-}
-
-fn shown(identity: &[u8]) -> String {
-    String::from_utf8_lossy(identity)
-        .escape_default()
-        .take(64)
-        .collect()
 }
