@@ -171,8 +171,8 @@ fn audience(grant: &Grant, target: &Ident, server: &Ident) -> Result<(), Refusal
 }
 
 fn authorize(req: &Request, role: &Ident, policy: &Policy) -> Result<Builtin, Refusal> {
-    let command =
-        Builtin::parse(&req.command).ok_or_else(|| Refusal::UnknownCommand(req.command.clone()))?;
+    let unknown = || Refusal::UnknownCommand(printable(req.command.as_bytes()));
+    let command = Builtin::parse(&req.command).ok_or_else(unknown)?;
     if !policy.allows(role, command) {
         return Err(Refusal::Forbidden {
             role: role.clone(),
