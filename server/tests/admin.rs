@@ -22,6 +22,19 @@ fn ok(args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// `serve` on `master`; every test that uses it expects the server to refuse to start.
+fn serve(master: &str) -> Output {
+    server(&[
+        "serve",
+        "--master",
+        master,
+        "--listen",
+        "127.0.0.1:0",
+        "--server-id",
+        "t",
+    ])
+}
+
 fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
@@ -199,15 +212,7 @@ fn serve_refuses_a_group_readable_master_key_and_says_how_to_fix_it() {
     let dir = Dir::new();
     let master = dir.master();
     std::fs::set_permissions(&master, std::fs::Permissions::from_mode(0o640)).expect("chmod");
-    let out = server(&[
-        "serve",
-        "--master",
-        &master,
-        "--listen",
-        "127.0.0.1:0",
-        "--server-id",
-        "t",
-    ]);
+    let out = serve(&master);
     assert_eq!(out.status.code(), Some(1));
     let err = stderr(&out);
     assert!(
@@ -225,15 +230,7 @@ fn serve_refuses_a_short_or_missing_master_key() {
     let short = dir.path("short.key");
     std::fs::write(&short, "ab".repeat(31)).expect("write");
     std::fs::set_permissions(&short, std::fs::Permissions::from_mode(0o600)).expect("chmod");
-    let out = server(&[
-        "serve",
-        "--master",
-        &short,
-        "--listen",
-        "127.0.0.1:0",
-        "--server-id",
-        "t",
-    ]);
+    let out = serve(&short);
     assert_eq!(out.status.code(), Some(1));
     assert!(
         stderr(&out).contains("holds 31 bytes; at least 32 (256 bits) are required"),
@@ -242,15 +239,7 @@ fn serve_refuses_a_short_or_missing_master_key() {
     );
 
     let missing = dir.path("missing.key");
-    let out = server(&[
-        "serve",
-        "--master",
-        &missing,
-        "--listen",
-        "127.0.0.1:0",
-        "--server-id",
-        "t",
-    ]);
+    let out = serve(&missing);
     assert_eq!(out.status.code(), Some(1));
     assert!(
         stderr(&out).contains("does not exist; create one with: cmdchan-server admin init"),

@@ -120,18 +120,23 @@ impl TestEnv {
 
     /// Runs the `cmdchan` binary against `server` with credential `cred`.
     pub fn cmdchan(&self, server: &Server, cred: &Path, args: &[&str]) -> Output {
-        let addr = server.addr.to_string();
-        let mut cmd = Command::new(bin("cmdchan"));
-        cmd.args([
-            "--cred",
-            cred.to_str().unwrap(),
-            "--server",
-            &addr,
-            "--server-id",
-            SERVER_ID,
-        ]);
-        run(cmd.args(args))
+        cmdchan_as(server, SERVER_ID, cred, args)
     }
+}
+
+/// Runs the `cmdchan` binary against `server`, addressing it as `server_id`.
+pub fn cmdchan_as(server: &Server, server_id: &str, cred: &Path, args: &[&str]) -> Output {
+    let addr = server.addr.to_string();
+    let mut cmd = Command::new(bin("cmdchan"));
+    cmd.args([
+        "--cred",
+        cred.to_str().unwrap(),
+        "--server",
+        &addr,
+        "--server-id",
+        server_id,
+    ]);
+    run(cmd.args(args))
 }
 
 /// A running server; killed when dropped.

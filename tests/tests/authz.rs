@@ -119,18 +119,7 @@ fn a_request_for_another_target_is_refused() {
     let env = TestEnv::new();
     let cred = env.provision("alice", "operator", &[]);
     let server = env.start(&[]);
-    let addr = server.addr.to_string();
-    let mut cmd = std::process::Command::new(cmdchan_tests::bin("cmdchan"));
-    cmd.args([
-        "--cred",
-        cred.to_str().unwrap(),
-        "--server",
-        &addr,
-        "--server-id",
-        "db7",
-        "ping",
-    ]);
-    let out = cmdchan_tests::run(&mut cmd);
+    let out = cmdchan_tests::cmdchan_as(&server, "db7", &cred, &["ping"]);
     assert_eq!(out.status.code(), Some(77), "{}", text(&out.stderr));
     assert!(text(&out.stderr).contains("is for server db7"));
     assert_refused_not_run(&server, ErrorCode::WrongServer);

@@ -6,7 +6,7 @@
 )]
 
 use std::io::{BufRead, BufReader, Read};
-use std::process::Stdio;
+use std::process::{Child, ChildStdout, Command, Stdio};
 use std::time::Duration;
 
 use cmdchan::{Client, Credential, Options};
@@ -18,6 +18,24 @@ fn s_client(addr: &str, args: &[&str]) -> String {
     cmd.args(["s_client", "-connect", addr]).args(args);
     let out = run(&mut cmd);
     text(&out.stdout) + &text(&out.stderr)
+}
+
+/// Spawns an OpenSSL tool with pipes and reads its stdout up to the first line that
+/// contains `marker`. Its stdin stays open: s_server and s_client end the session when
+/// their stdin closes.
+fn spawn_until(mut cmd: Command, marker: &str) -> (Child, BufReader<ChildStdout>, String) {
+    cmd.stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    while !line.contains(marker) {
+        line.clear();
+        let read = stdout.read_line(&mut line).unwrap();
+        assert!(read > 0, "the tool exited before printing {marker:?}");
+    }
+    (child, stdout, line)
 }
 
 fn psk_args<'a>(identity: &'a str, psk: &'a str, cipher: &'a str) -> Vec<&'a str> {
@@ -89,22 +107,7 @@ async fn cmdchan_client_completes_a_handshake_with_openssl_s_server() {
         "-cipher",
         "ECDHE-PSK-CHACHA20-POLY1305",
     ]);
-    // s_server ends the session when its stdin closes, so keep a pipe open.
-    let mut child = cmd
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut stdout = BufReader::new(child.stdout.take().unwrap());
-    let mut line = String::new();
-    while !line.starts_with("ACCEPT") {
-        line.clear();
-        assert!(
-            stdout.read_line(&mut line).unwrap() > 0,
-            "s_server exited before accepting"
-        );
-    }
+    let (mut child, mut stdout, line) = spawn_until(cmd, "ACCEPT");
     let addr = line.trim().trim_start_matches("ACCEPT ").to_owned();
     let cred = Credential::load(&cred_path).unwrap();
     let opts = Options {
@@ -260,21 +263,7 @@ fn renegotiation_is_refused() {
     let mut cmd = system("openssl");
     cmd.args(["s_client", "-connect", &server.addr.to_string()]);
     cmd.args(psk_args("alice", &psk, "ECDHE-PSK-CHACHA20-POLY1305"));
-    let mut child = cmd
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdout = BufReader::new(child.stdout.take().unwrap());
-    let mut line = String::new();
-    while !line.contains("Cipher is") {
-        line.clear();
-        assert!(
-            stdout.read_line(&mut line).unwrap() > 0,
-            "s_client exited before the handshake"
-        );
-    }
+    let (mut child, _stdout, _) = spawn_until(cmd, "Cipher is");
     // s_client's interactive "R" asks for a renegotiation.
     std::io::Write::write_all(child.stdin.as_mut().unwrap(), b"R\n").unwrap();
     let mut err = String::new();

@@ -119,18 +119,8 @@ fn dev_mode_makes_key_and_credential_and_serves_them() {
     ]);
     let server = cmdchan_tests::Server::spawn(cmd);
     let cred = dir.join("demo.cred");
-    let mut cli = std::process::Command::new(cmdchan_tests::bin("cmdchan"));
     // The demo credential names the dev server by ID "localhost"; the port is ours.
-    cli.args([
-        "--cred",
-        cred.to_str().unwrap(),
-        "--server",
-        &server.addr.to_string(),
-        "--server-id",
-        "localhost",
-        "whoami",
-    ]);
-    let out = cmdchan_tests::run(&mut cli);
+    let out = cmdchan_tests::cmdchan_as(&server, "localhost", &cred, &["whoami"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     assert!(text(&out.stdout).contains("role:    operator"));
 }
