@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use futures::{SinkExt, StreamExt};
 use openssl::ssl::{Ssl, SslRef};
@@ -29,6 +29,9 @@ use crate::server::Shared;
 
 type Channel = Framed<SslStream<TcpStream>, MsgCodec<Request, Response>>;
 
+/// How long the final close_notify may take.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Serves one accepted TCP connection to its end. Never panics on peer input.
 pub async fn serve(
     tcp: TcpStream,
@@ -49,8 +52,10 @@ pub async fn serve(
         next_counter: 1,
     };
     conn.run(&shared, &cancel).await;
-    // close_notify, so the client sees a clean end rather than "unexpected eof".
-    let _ = conn.channel.into_inner().shutdown().await;
+    // close_notify, so the client sees a clean end rather than "unexpected eof"; bounded,
+    // since a client that stopped reading could otherwise hold this task forever.
+    let mut stream = conn.channel.into_inner();
+    let _ = timeout(CLOSE_TIMEOUT, stream.shutdown()).await;
 }
 
 async fn handshake(
@@ -120,17 +125,18 @@ impl Connection {
                     return info!(client = %self.key, peer = %self.peer, "idle timeout; closing")
                 }
                 Ok(None) => return,
-                Ok(Some(Err(e))) => return self.unreadable(e).await,
+                Ok(Some(Err(e))) => return self.unreadable(e, shared).await,
                 Ok(Some(Ok(request))) => request,
             };
-            if !self.answer(request, shared).await {
+            let (response, keep_going) = self.answer(request, shared);
+            if !(self.send(&response, shared).await && keep_going) {
                 return;
             }
         }
     }
 
-    /// Admits and runs one request and sends the response; false ends the connection.
-    async fn answer(&mut self, req: Request, shared: &Shared) -> bool {
+    /// Admits and runs one request; the response, and whether the connection goes on.
+    fn answer(&mut self, req: Request, shared: &Shared) -> (Response, bool) {
         let started = Instant::now();
         let expected = self.next_counter;
         self.next_counter += 1;
@@ -162,17 +168,28 @@ impl Connection {
             id: req.id,
             body,
         };
-        match self.channel.send(&response).await {
-            Ok(()) => keep_going,
-            Err(e) => {
+        (response, keep_going)
+    }
+
+    /// Sends `response`; a client that does not take it within the idle timeout (it
+    /// stopped reading) is dropped. False: the connection is over.
+    async fn send(&mut self, response: &Response, shared: &Shared) -> bool {
+        let sent = timeout(shared.limits.idle_timeout, self.channel.send(response)).await;
+        match sent {
+            Ok(Ok(())) => true,
+            Ok(Err(e)) => {
                 debug!(client = %self.key, peer = %self.peer, error = %e, "cannot send response");
+                false
+            }
+            Err(_) => {
+                info!(client = %self.key, peer = %self.peer, "client stopped reading; closing");
                 false
             }
         }
     }
 
     /// Answers a frame that could not be read, then the connection ends.
-    async fn unreadable(&mut self, err: FrameError) {
+    async fn unreadable(&mut self, err: FrameError, shared: &Shared) {
         let code = match &err {
             FrameError::TooLarge { .. } => ErrorCode::TooLarge,
             FrameError::Version(_) => ErrorCode::UnsupportedVersion,
@@ -193,6 +210,6 @@ impl Connection {
             id: [0; 16],
             body: Body::Err(failure),
         };
-        let _ = self.channel.send(&response).await;
+        self.send(&response, shared).await;
     }
 }

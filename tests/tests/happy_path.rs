@@ -124,3 +124,20 @@ fn dev_mode_makes_key_and_credential_and_serves_them() {
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     assert!(text(&out.stdout).contains("role:    operator"));
 }
+
+#[tokio::test]
+async fn a_connection_idle_past_the_idle_timeout_is_closed() {
+    let env = TestEnv::new();
+    let cred = env.provision("alice", "operator", &[]);
+    let server = env.start(&["--idle-timeout", "1s"]);
+    let mut client = server.client(&cred).await;
+    assert_eq!(
+        client.call("ping", &[]).await.unwrap(),
+        cmdchan::Reply::Pong
+    );
+    assert!(server.wait_for_log("idle timeout; closing"));
+    assert!(
+        client.call("ping", &[]).await.is_err(),
+        "the server closed the connection"
+    );
+}
