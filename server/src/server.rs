@@ -110,6 +110,8 @@ pub async fn run(listener: TcpListener, shared: Arc<Shared>, shutdown: impl Futu
             drop(permit);
         });
     }
+    // Close the socket now: new clients are refused at once instead of queueing.
+    drop(listener);
     info!(
         open = tracker.len(),
         "shutting down: accepting no more connections"
