@@ -81,17 +81,22 @@ def frame(body: bytes) -> bytes:   # u32be(len) || version 1 || postcard body
     payload = b"\x01" + body
     return struct.pack(">I", len(payload)) + payload
 
-def request(counter, cid, issued_at, target, role, epoch, expires, servers, tag_, command, args) -> bytes:
+def zigzag(n: int) -> bytes:        # signed integers: zigzag, then varint
+    return varint((n << 1) ^ (n >> 63))
+
+def request(counter, cid, issued_at, target, role, epoch, expires, servers, tag_, command, args,
+            params) -> bytes:
     grant = pstr(role) + varint(epoch) + popt_u64(expires) + pvec_str(servers)
+    named = varint(len(params)) + b"".join(pstr(k) + pstr(v) for k, v in params)
     return (varint(counter) + cid + varint(issued_at) + pstr(target) + grant + tag_
-            + pstr(command) + pvec_str(args))
+            + pstr(command) + pvec_str(args) + named)
 
 def print_wire_vectors():
     master = bytes(range(32))
     g = ("alice", "operator", 7, 1893456000, ["db1", "db2"])
     cid = bytes(range(16))
     req = request(1, cid, 1893455990, "db1", "operator", 7, 1893456000, ["db1", "db2"],
-                  tag(master, *g), "echo", ["hi", "ü"])
+                  tag(master, *g), "echo", ["hi", "ü"], [("lines", "10")])
     print("request frame   ", frame(req).hex())
     # Response: counter, id, Body::Ok(0) Reply::Echo(2) [args]
     ok = varint(1) + cid + varint(0) + varint(2) + pvec_str(["hi", "ü"])
@@ -99,6 +104,14 @@ def print_wire_vectors():
     # Response: Body::Err(1) Failure { code: 16 (replay), message }
     err = varint(1) + cid + varint(1) + varint(16) + pstr("this command ID was already used")
     print("error frame     ", frame(err).hex())
+    # Response: Body::Output(2) Output { stream: Stderr(1), data: b"oops\n" }
+    out = varint(1) + cid + varint(2) + varint(1) + varint(5) + b"oops\n"
+    print("output frame    ", frame(out).hex())
+    # Response: Body::Ok(0) Reply::Exit(4) ExitInfo { code: Some(-1), signal: None,
+    #   timed_out: false, duration_ms: 1500, output_bytes: 300, truncated: true }
+    ex = (varint(1) + cid + varint(0) + varint(4) + b"\x01" + zigzag(-1) + b"\x00" + b"\x00"
+          + varint(1500) + varint(300) + b"\x01")
+    print("exit frame      ", frame(ex).hex())
 
 if __name__ == "__main__":
     print_key_vectors()

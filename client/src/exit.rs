@@ -1,25 +1,44 @@
-//! The client's exit statuses, one per kind of outcome a script must tell apart. They sit
-//! in the sysexits range so they are unlikely to clash with a remote command's own status.
+//! The client's exit statuses. A program's own status passes through, as with `ssh host
+//! cmd`; the client's own outcomes sit in the sysexits range (64–80), where programs
+//! rarely put theirs, and `--json` tells them apart without doubt.
 
 use std::process::ExitCode;
 
-use cmdchan::{Error, ErrorCode};
+use cmdchan::{Error, ErrorCode, ExitInfo};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Exit {
-    Ok = 0,
-    Usage = 64,
-    Unavailable = 69,
-    Software = 70,
-    TempFail = 75,
-    Protocol = 76,
-    Auth = 77,
-    Config = 78,
-    Replay = 79,
-    Policy = 80,
+    Ok,
+    /// A remote program's status: its exit code, 128 + its signal, or 124 on timeout.
+    Remote(u8),
+    Usage,
+    Unavailable,
+    Software,
+    TempFail,
+    Protocol,
+    Auth,
+    Config,
+    Replay,
+    Policy,
 }
 
 impl Exit {
+    pub fn code(self) -> u8 {
+        match self {
+            Exit::Ok => 0,
+            Exit::Remote(n) => n,
+            Exit::Usage => 64,
+            Exit::Unavailable => 69,
+            Exit::Software => 70,
+            Exit::TempFail => 75,
+            Exit::Protocol => 76,
+            Exit::Auth => 77,
+            Exit::Config => 78,
+            Exit::Replay => 79,
+            Exit::Policy => 80,
+        }
+    }
+
     /// The one mapping from a client error to an exit status.
     pub fn of(error: &Error) -> Exit {
         match error {
@@ -31,6 +50,17 @@ impl Exit {
             Error::Tls(_) => Exit::Software,
             Error::Refused(failure) => Exit::of_code(failure.code),
         }
+    }
+
+    /// How a remote program ended, as `timeout(1)` and shells report it.
+    pub fn of_program(info: &ExitInfo) -> Exit {
+        let status = match (info.timed_out, info.code, info.signal) {
+            (true, _, _) => 124,
+            (false, Some(code), _) => code,
+            (false, None, Some(signal)) => 128 + signal,
+            (false, None, None) => 1,
+        };
+        Exit::Remote(u8::try_from(status & 0xff).unwrap_or(1))
     }
 
     fn of_code(code: ErrorCode) -> Exit {
@@ -46,7 +76,7 @@ impl Exit {
             ErrorCode::Malformed | ErrorCode::UnsupportedVersion | ErrorCode::TooLarge => {
                 Exit::Protocol
             }
-            ErrorCode::StoreUnavailable => Exit::TempFail,
+            ErrorCode::StoreUnavailable | ErrorCode::Busy => Exit::TempFail,
             ErrorCode::Internal | ErrorCode::Other(_) => Exit::Software,
         }
     }
@@ -54,6 +84,6 @@ impl Exit {
 
 impl From<Exit> for ExitCode {
     fn from(e: Exit) -> ExitCode {
-        ExitCode::from(e as u8)
+        ExitCode::from(e.code())
     }
 }

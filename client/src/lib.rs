@@ -31,7 +31,8 @@ use tokio_util::codec::Framed;
 pub use cmdchan_common::credential::Credential;
 pub use cmdchan_common::ident::Ident;
 pub use cmdchan_common::protocol::{
-    Body, CommandInfo, ErrorCode, Failure, Reply, Request, Response, Whoami,
+    Body, CommandInfo, ErrorCode, ExitInfo, Failure, Output, Param, ParamInfo, ParamKind, Reply,
+    Request, Response, Stream, Whoami,
 };
 
 use cmdchan_common::frame::{FrameError, MsgCodec, DEFAULT_MAX_FRAME};
@@ -43,8 +44,11 @@ pub struct Options {
     /// The server ID to address. Default: the grant's only server if it names exactly
     /// one, else the host part of the server address.
     pub target: Option<Ident>,
-    /// Limit for connecting plus handshake, and for each response.
+    /// Limit for connecting plus handshake.
     pub timeout: Duration,
+    /// Longest silence while waiting for an answer. The server bounds each program by
+    /// its own timeout; this guards against a server that stops answering.
+    pub answer_timeout: Duration,
     pub max_frame: usize,
 }
 
@@ -53,6 +57,7 @@ impl Default for Options {
         Self {
             target: None,
             timeout: Duration::from_secs(10),
+            answer_timeout: Duration::from_secs(600),
             max_frame: DEFAULT_MAX_FRAME,
         }
     }
@@ -92,7 +97,7 @@ pub struct Client {
     cred: Credential,
     target: Ident,
     next_counter: u64,
-    timeout: Duration,
+    answer_timeout: Duration,
 }
 
 impl Client {
@@ -117,17 +122,28 @@ impl Client {
             cred,
             target,
             next_counter: 1,
-            timeout: opts.timeout,
+            answer_timeout: opts.answer_timeout,
         })
     }
 
-    /// Sends `command` with `args` and returns the reply, or the server's refusal as
-    /// [`Error::Refused`].
+    /// Sends `command` with positional `args` and returns the reply (a program's output
+    /// is dropped; see [`Client::run`]), or the server's refusal as [`Error::Refused`].
     pub async fn call(&mut self, command: &str, args: &[String]) -> Result<Reply, Error> {
         let request = self.request(command, args)?;
-        match self.exchange(&request).await?.body {
+        self.run(&request, |_| {}).await
+    }
+
+    /// Sends `request`, hands each piece of program output to `on_output` as it arrives,
+    /// and returns the final reply or the refusal.
+    pub async fn run(
+        &mut self,
+        request: &Request,
+        mut on_output: impl FnMut(&Output),
+    ) -> Result<Reply, Error> {
+        match self.exchange_streaming(request, &mut on_output).await?.body {
             Body::Ok(reply) => Ok(reply),
             Body::Err(failure) => Err(Error::Refused(failure)),
+            Body::Output(_) => Err(Error::Protocol("the answer ended with output".into())),
         }
     }
 
@@ -147,25 +163,42 @@ impl Client {
             tag: self.cred.tag,
             command: command.to_owned(),
             args: args.to_vec(),
+            params: Vec::new(),
         })
     }
 
-    /// Sends `request` exactly as given and waits for the response that names it (or a
-    /// connection-level error, which names counter 0).
+    /// Sends `request` exactly as given and returns the final response that names it
+    /// (or a connection-level error, which names counter 0); program output is dropped.
     pub async fn exchange(&mut self, request: &Request) -> Result<Response, Error> {
+        self.exchange_streaming(request, &mut |_| {}).await
+    }
+
+    /// As [`Client::exchange`], handing each piece of output to `on_output`.
+    pub async fn exchange_streaming(
+        &mut self,
+        request: &Request,
+        on_output: &mut dyn FnMut(&Output),
+    ) -> Result<Response, Error> {
         self.channel.send(request).await.map_err(frame_error)?;
-        let next = timeout(self.timeout, self.channel.next())
-            .await
-            .map_err(|_| Error::Timeout(self.timeout))?;
-        let response = next.ok_or(Error::Closed)?.map_err(frame_error)?;
-        let names_it = response.counter == request.counter && response.id == request.id;
-        if names_it || response.counter == 0 {
-            return Ok(response);
+        loop {
+            let limit = self.answer_timeout;
+            let next = timeout(limit, self.channel.next())
+                .await
+                .map_err(|_| Error::Timeout(limit))?;
+            let response = next.ok_or(Error::Closed)?.map_err(frame_error)?;
+            let names_it = response.counter == request.counter && response.id == request.id;
+            match (&response.body, names_it) {
+                (Body::Output(out), true) => on_output(out),
+                (_, true) => return Ok(response),
+                (Body::Err(_), false) if response.counter == 0 => return Ok(response),
+                _ => {
+                    return Err(Error::Protocol(format!(
+                        "the server answered request {} while request {} was waiting",
+                        response.counter, request.counter
+                    )))
+                }
+            }
         }
-        Err(Error::Protocol(format!(
-            "the server answered request {} while request {} was waiting",
-            response.counter, request.counter
-        )))
     }
 
     /// The server ID this client addresses.

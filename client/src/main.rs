@@ -9,16 +9,18 @@ use std::time::Duration;
 
 use clap::Parser;
 
-use cmdchan::{Client, Credential, Ident, Options};
+use cmdchan::{Client, Credential, Ident, Options, Param};
 
 use crate::exit::Exit;
 
 /// Send a command to a cmdchan server over TLS-PSK.
 ///
-/// Exit status: 0 ok; 1 the command failed; 64 usage; 69 cannot connect or handshake
-/// refused; 70 server error; 75 temporary (retry later); 76 protocol error; 77 refused:
-/// authentication (bad tag, revoked, expired, wrong server); 78 credential file problem;
-/// 79 refused: replay or stale; 80 refused: policy (forbidden, unknown command, bad arguments).
+/// Exit status: a program's own status (124 if it timed out, 128+N if signal N ended
+/// it); otherwise 0 ok; 64 usage; 69 cannot connect or handshake refused; 70 server
+/// error; 75 temporary, retry later (busy, store unavailable); 76 protocol error; 77
+/// refused: authentication (bad tag, revoked, expired, wrong server); 78 credential file
+/// problem; 79 refused: replay or stale; 80 refused: policy (forbidden, unknown command,
+/// bad arguments).
 #[derive(Debug, Parser)]
 #[command(name = "cmdchan", version)]
 struct Opts {
@@ -34,9 +36,15 @@ struct Opts {
     /// Print one JSON object instead of text.
     #[arg(long)]
     json: bool,
-    /// Limit for connecting, and for each answer.
+    /// Limit for connecting and the TLS handshake.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     timeout: Duration,
+    /// Longest silence from the server while a command runs.
+    #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
+    answer_timeout: Duration,
+    /// A named parameter, NAME=VALUE (repeat for several).
+    #[arg(long = "arg", value_name = "NAME=VALUE", value_parser = parse_param)]
+    params: Vec<Param>,
     /// The command to run (try `commands`).
     command: String,
     /// Its arguments.
@@ -73,16 +81,31 @@ async fn run(opts: Opts) -> Exit {
     let options = Options {
         target: opts.server_id,
         timeout: opts.timeout,
+        answer_timeout: opts.answer_timeout,
         ..Options::default()
     };
     let mut client = match Client::connect(cred, opts.server.as_deref(), options).await {
         Ok(client) => client,
         Err(e) => return output::error(opts.json, &e),
     };
-    let result = client.call(&opts.command, &opts.args).await;
+    let mut request = match client.request(&opts.command, &opts.args) {
+        Ok(request) => request,
+        Err(e) => return output::error(opts.json, &e),
+    };
+    request.params = opts.params;
+    let mut sink = output::Sink::new(opts.json);
+    let result = client.run(&request, |out| sink.write(out)).await;
     client.close().await;
     match result {
-        Ok(reply) => output::reply(opts.json, &reply),
+        Ok(reply) => sink.reply(&reply),
         Err(e) => output::error(opts.json, &e),
     }
+}
+
+fn parse_param(text: &str) -> Result<Param, String> {
+    let (name, value) = text.split_once('=').ok_or("expected NAME=VALUE")?;
+    Ok(Param {
+        name: name.to_owned(),
+        value: value.to_owned(),
+    })
 }

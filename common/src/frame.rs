@@ -184,74 +184,87 @@ mod tests {
         ));
     }
 
+    fn frame_hex<T: Serialize>(message: &T) -> String {
+        let mut buf = BytesMut::new();
+        MsgCodec::<T, T>::new(DEFAULT_MAX_FRAME)
+            .encode(message, &mut buf)
+            .expect("encode");
+        hex::encode(&buf)
+    }
+
     /// PROTOCOL.md §8's wire vectors, also produced by scripts/vectors.py.
     #[test]
     fn frames_match_protocol_md_vectors() {
         use crate::ident::Ident;
-        use crate::protocol::{Grant, Reply, Request};
+        use crate::protocol::{ExitInfo, Grant, Output, Param, Reply, Request, Stream};
         let ident = |s: &str| Ident::new(s).expect("valid");
+        let servers = vec![ident("db1"), ident("db2")];
         let grant = Grant {
             role: ident("operator"),
             epoch: 7,
             expires: Some(1_893_456_000),
-            servers: vec![ident("db1"), ident("db2")],
+            servers,
         };
         let id: [u8; 16] = std::array::from_fn(|i| i as u8);
         let tag = crate::keys::tests::vector_master()
             .tag_key()
             .sign(&ident("alice"), &grant);
-        let (target, command, args) = (
-            ident("db1"),
-            "echo".to_owned(),
-            vec!["hi".to_owned(), "ü".to_owned()],
-        );
+        let args = vec!["hi".to_owned(), "ü".to_owned()];
         let request = Request {
             counter: 1,
             id,
             issued_at: 1_893_455_990,
-            target,
+            target: ident("db1"),
             grant,
             tag,
-            command,
+            command: "echo".into(),
             args: args.clone(),
+            params: vec![Param {
+                name: "lines".into(),
+                value: "10".into(),
+            }],
         };
-        let mut buf = BytesMut::new();
-        MsgCodec::<Request, Request>::new(DEFAULT_MAX_FRAME)
-            .encode(&request, &mut buf)
-            .expect("encode");
         assert_eq!(
-            hex::encode(&buf),
-            "000000600101000102030405060708090a0b0c0d0e0ff6b0ef860703646231086f70657261746f72070180b1ef86070203646231\
-             03646232bd469c35ddff8b644ac39ce955696ad6b10973031880fb1cd4e7928fdc595c53046563686f0202686902c3bc"
+            frame_hex(&request),
+            "0000006a0101000102030405060708090a0b0c0d0e0ff6b0ef860703646231086f70657261746f72070180b1ef86070203646231\
+             03646232bd469c35ddff8b644ac39ce955696ad6b10973031880fb1cd4e7928fdc595c53046563686f0202686902c3bc01056c696e6573023130"
         );
-        let mut codec = Codec::new(DEFAULT_MAX_FRAME);
-        let ok = Response {
+        let response = |body| Response {
             counter: 1,
             id,
-            body: Body::Ok(Reply::Echo(args)),
+            body,
         };
-        let mut buf = BytesMut::new();
-        codec.encode(&ok, &mut buf).expect("encode");
         assert_eq!(
-            hex::encode(&buf),
+            frame_hex(&response(Body::Ok(Reply::Echo(args)))),
             "0000001b0101000102030405060708090a0b0c0d0e0f00020202686902c3bc"
         );
-        let message = "this command ID was already used".to_owned();
-        let err = Response {
-            counter: 1,
-            id,
-            body: Body::Err(Failure {
-                code: ErrorCode::Replay,
-                message,
-            }),
+        let failure = Failure {
+            code: ErrorCode::Replay,
+            message: "this command ID was already used".into(),
         };
-        let mut buf = BytesMut::new();
-        codec.encode(&err, &mut buf).expect("encode");
         assert_eq!(
-            hex::encode(&buf),
+            frame_hex(&response(Body::Err(failure))),
             "000000350101000102030405060708090a0b0c0d0e0f0110207468697320636f6d6d616e642049442077617320616c72656164792075736564"
         );
-        assert_eq!(codec.decode(&mut buf).expect("decode"), Some(err));
+        let output = Output {
+            stream: Stream::Stderr,
+            data: b"oops\n".to_vec(),
+        };
+        assert_eq!(
+            frame_hex(&response(Body::Output(output))),
+            "0000001a0101000102030405060708090a0b0c0d0e0f0201056f6f70730a"
+        );
+        let exit = ExitInfo {
+            code: Some(-1),
+            duration_ms: 1500,
+            output_bytes: 300,
+            truncated: true,
+            ..ExitInfo::default()
+        };
+        assert_eq!(
+            frame_hex(&response(Body::Ok(Reply::Exit(exit)))),
+            "0000001d0101000102030405060708090a0b0c0d0e0f000401010000dc0bac0201"
+        );
     }
 
     #[test]

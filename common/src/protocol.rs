@@ -39,10 +39,21 @@ pub struct Request {
     pub grant: Grant,
     pub tag: [u8; 32],
     pub command: String,
+    /// Positional arguments, bound to a command's parameters in declared order.
     pub args: Vec<String>,
+    /// Named arguments (`--arg name=value`).
+    pub params: Vec<Param>,
 }
 
-/// The server's answer to one request.
+/// One named argument.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Param {
+    pub name: String,
+    pub value: String,
+}
+
+/// The server's answer to one request: zero or more `Output` bodies, then one `Ok` or
+/// `Err` body, which ends the answer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Response {
     /// The counter of the request answered; 0 when the request could not be read.
@@ -54,8 +65,32 @@ pub struct Response {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Body {
+    /// The final answer: the command's result.
     Ok(Reply),
+    /// The final answer: a refusal or failure.
     Err(Failure),
+    /// Output a running program produced; more bodies follow.
+    Output(Output),
+}
+
+impl Body {
+    /// Whether this body ends the answer to its request.
+    pub fn is_final(&self) -> bool {
+        !matches!(self, Body::Output(_))
+    }
+}
+
+/// A piece of a program's output, in the order it was read.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Output {
+    pub stream: Stream,
+    pub data: Vec<u8>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Stream {
+    Stdout,
+    Stderr,
 }
 
 /// A refusal or failure: a stable code for programs and a message for people.
@@ -72,6 +107,25 @@ pub enum Reply {
     Whoami(Whoami),
     Echo(Vec<String>),
     Commands(Vec<CommandInfo>),
+    /// A program finished (or was stopped); its output came before in `Output` bodies.
+    Exit(ExitInfo),
+    Describe(CommandInfo),
+}
+
+/// How a program ended.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExitInfo {
+    /// The exit status, if the program exited.
+    pub code: Option<i32>,
+    /// The signal that ended it, if one did.
+    pub signal: Option<i32>,
+    /// The server stopped it at the command's timeout.
+    pub timed_out: bool,
+    pub duration_ms: u64,
+    /// Bytes of output the program produced (including any not sent).
+    pub output_bytes: u64,
+    /// Output beyond the command's limit was not sent.
+    pub truncated: bool,
 }
 
 /// The client as the server authenticated it: name from the handshake, grant from the tag.
@@ -86,6 +140,39 @@ pub struct Whoami {
 pub struct CommandInfo {
     pub name: String,
     pub description: String,
+    /// Parameters in positional order (empty for commands that take none).
+    pub params: Vec<ParamInfo>,
+}
+
+/// One parameter of a command, as the caller's role may use it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ParamInfo {
+    pub name: String,
+    pub kind: ParamKind,
+    pub required: bool,
+    pub default: Option<String>,
+    /// Values this role is restricted to; empty: any valid value.
+    pub allowed: Vec<String>,
+    /// Recorded in the audit log only as a digest.
+    pub secret: bool,
+    pub description: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ParamKind {
+    /// Text: at most `max_len` bytes, matching `regex` (whole value) if given.
+    String {
+        regex: Option<String>,
+        max_len: u64,
+        allow_dash: bool,
+        allow_newline: bool,
+    },
+    /// A decimal integer in `min..=max`.
+    Integer { min: i64, max: i64 },
+    /// One of a fixed set of values.
+    OneOf(Vec<String>),
+    /// `true` or `false`: the flag's argument is passed or left out.
+    Flag,
 }
 
 /// The stable list of error codes; the number is what travels.
@@ -110,11 +197,12 @@ pub enum ErrorCode {
     BadArguments,
     Internal,
     StoreUnavailable,
+    Busy,
     Other(u16),
 }
 
 /// Code numbers and names, in one table; PROTOCOL.md §6 lists the same.
-const CODES: [(ErrorCode, u16, &str); 15] = [
+const CODES: [(ErrorCode, u16, &str); 16] = [
     (ErrorCode::Malformed, 1, "malformed"),
     (ErrorCode::UnsupportedVersion, 2, "unsupported version"),
     (ErrorCode::TooLarge, 3, "too large"),
@@ -130,6 +218,7 @@ const CODES: [(ErrorCode, u16, &str); 15] = [
     (ErrorCode::BadArguments, 22, "bad arguments"),
     (ErrorCode::Internal, 30, "internal"),
     (ErrorCode::StoreUnavailable, 31, "store unavailable"),
+    (ErrorCode::Busy, 32, "busy"),
 ];
 
 impl ErrorCode {

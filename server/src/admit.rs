@@ -12,8 +12,12 @@ use cmdchan_common::ident::{printable, Ident, PskIdentity};
 use cmdchan_common::keys::TagKey;
 use cmdchan_common::protocol::{ErrorCode, Grant, Request};
 
+use std::sync::Arc;
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
 use crate::cmd::Builtin;
-use crate::policy::Policy;
+use crate::policy::{BindError, Command, Invocation, Policy, Program};
 use crate::replay::{MemoryStore, StoreError};
 
 /// What admission needs to know about this server.
@@ -25,6 +29,8 @@ pub struct Rules<'a> {
     pub window: u64,
     pub min_epoch: &'a BTreeMap<Ident, u64>,
     pub policy: &'a Policy,
+    /// Slots for programs running at once, across all commands.
+    pub executions: &'a Arc<Semaphore>,
 }
 
 /// Why a request was refused. [`Refusal::code`] is the one mapping to the wire.
@@ -63,8 +69,13 @@ pub enum Refusal {
     BadArguments(String),
     Forbidden {
         role: Ident,
-        command: &'static str,
+        command: String,
     },
+    ForbiddenValue {
+        role: Ident,
+        why: String,
+    },
+    Busy(String),
     Replay,
     StoreUnavailable(String),
 }
@@ -82,9 +93,19 @@ pub struct Admitted<'a> {
     request: &'a Request,
     client: &'a Ident,
     server: &'a Ident,
-    command: Builtin,
+    action: Action<'a>,
     /// Unix second after which this request could no longer pass freshness.
     fresh_until: u64,
+    /// Execution slots held while the command runs; released on drop.
+    slots: Vec<OwnedSemaphorePermit>,
+}
+
+/// What an admitted request does.
+#[derive(Debug)]
+pub enum Action<'a> {
+    Builtin(Builtin),
+    /// Run a policy program with this exact argv.
+    Run(&'a Program, Invocation),
 }
 
 /// Runs every check in order, then records the ID.
@@ -96,7 +117,9 @@ pub fn admit<'a>(
     store: &MemoryStore,
     now: u64,
 ) -> Result<Admitted<'a>, Refusal> {
-    check(request, expected_counter, key, rules, now)?.record(store, now)
+    check(request, expected_counter, key, rules, now)?
+        .reserve(rules.executions)?
+        .record(store, now)
 }
 
 /// The pure checks, in order; the first failure wins.
@@ -143,14 +166,15 @@ pub fn check<'a>(
             window: rules.window,
         });
     }
-    let command = authorize(req, &grant.role, rules.policy)?;
+    let action = authorize(req, &grant.role, rules.policy)?;
     let fresh_until = req.issued_at.saturating_add(rules.window);
     let admitted = Admitted {
         request: req,
         client: &key.name,
         server: rules.server_id,
-        command,
+        action,
         fresh_until,
+        slots: Vec::new(),
     };
     Ok(Checked { admitted })
 }
@@ -170,22 +194,66 @@ fn audience(grant: &Grant, target: &Ident, server: &Ident) -> Result<(), Refusal
     Ok(())
 }
 
-fn authorize(req: &Request, role: &Ident, policy: &Policy) -> Result<Builtin, Refusal> {
-    let unknown = || Refusal::UnknownCommand(printable(req.command.as_bytes()));
-    let command = Builtin::parse(&req.command).ok_or_else(unknown)?;
-    if !policy.allows(role, command) {
-        return Err(Refusal::Forbidden {
-            role: role.clone(),
-            command: command.name(),
-        });
+fn authorize<'a>(req: &Request, role: &Ident, policy: &'a Policy) -> Result<Action<'a>, Refusal> {
+    let unknown = |name: &str| Refusal::UnknownCommand(printable(name.as_bytes()));
+    let command = policy
+        .lookup(&req.command)
+        .ok_or_else(|| unknown(&req.command))?;
+    if !policy.allows(role, &req.command) {
+        let (role, command) = (role.clone(), req.command.clone());
+        return Err(Refusal::Forbidden { role, command });
     }
-    command
-        .check_args(&req.args)
-        .map_err(Refusal::BadArguments)?;
-    Ok(command)
+    match command {
+        Command::Builtin(b) => {
+            b.check_args(&req.args, &req.params)
+                .map_err(Refusal::BadArguments)?;
+            if let (Builtin::Describe, [name]) = (b, req.args.as_slice()) {
+                policy.describe(role, name).ok_or_else(|| unknown(name))?;
+            }
+            Ok(Action::Builtin(b))
+        }
+        Command::Program(p) => match p.bind(
+            &req.args,
+            &req.params,
+            policy.restrictions(role, &req.command),
+        ) {
+            Ok(invocation) => Ok(Action::Run(p, invocation)),
+            Err(BindError::Bad(why)) => Err(Refusal::BadArguments(why)),
+            Err(BindError::Forbidden(why)) => Err(Refusal::ForbiddenValue {
+                role: role.clone(),
+                why,
+            }),
+        },
+    }
 }
 
 impl<'a> Checked<'a> {
+    /// Takes an execution slot for a program (the global one and the command's own), so
+    /// that over the limit the caller hears `busy` before its ID is used up.
+    pub fn reserve(mut self, executions: &Arc<Semaphore>) -> Result<Self, Refusal> {
+        let Action::Run(program, _) = &self.admitted.action else {
+            return Ok(self);
+        };
+        let busy = |what: &str| {
+            Refusal::Busy(format!(
+                "{what} is running its limit of commands; try again later"
+            ))
+        };
+        let global = executions
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| busy("the server"))?;
+        self.admitted.slots.push(global);
+        if let Some(own) = &program.slots {
+            let permit = own
+                .clone()
+                .try_acquire_owned()
+                .map_err(|_| busy(&program.name))?;
+            self.admitted.slots.push(permit);
+        }
+        Ok(self)
+    }
+
     /// Remembers the command ID until the request could no longer pass freshness; a
     /// second use of the ID inside that time is a replay.
     pub fn record(self, store: &MemoryStore, now: u64) -> Result<Admitted<'a>, Refusal> {
@@ -199,8 +267,15 @@ impl<'a> Checked<'a> {
 }
 
 impl Admitted<'_> {
-    pub fn command(&self) -> Builtin {
-        self.command
+    pub fn action(&self) -> &Action<'_> {
+        &self.action
+    }
+    /// The command's name, as the policy knows it.
+    pub fn command(&self) -> &str {
+        &self.request.command
+    }
+    pub fn request(&self) -> &Request {
+        self.request
     }
     pub fn client(&self) -> &Ident {
         self.client
@@ -228,7 +303,8 @@ impl Refusal {
             Refusal::Stale { .. } => ErrorCode::Stale,
             Refusal::UnknownCommand(_) => ErrorCode::UnknownCommand,
             Refusal::BadArguments(_) => ErrorCode::BadArguments,
-            Refusal::Forbidden { .. } => ErrorCode::Forbidden,
+            Refusal::Forbidden { .. } | Refusal::ForbiddenValue { .. } => ErrorCode::Forbidden,
+            Refusal::Busy(_) => ErrorCode::Busy,
             Refusal::Replay => ErrorCode::Replay,
             Refusal::StoreUnavailable(_) => ErrorCode::StoreUnavailable,
         }
@@ -241,7 +317,10 @@ impl Refusal {
 
     /// Whether this is something an operator should look at (logged at WARN).
     pub fn is_security_event(&self) -> bool {
-        !matches!(self, Refusal::UnknownCommand(_) | Refusal::BadArguments(_))
+        !matches!(
+            self,
+            Refusal::UnknownCommand(_) | Refusal::BadArguments(_) | Refusal::Busy(_)
+        )
     }
 }
 
@@ -262,6 +341,8 @@ impl fmt::Display for Refusal {
             Refusal::UnknownCommand(name) => write!(f, "no command named \"{name}\""),
             Refusal::BadArguments(why) => f.write_str(why),
             Refusal::Forbidden { role, command } => write!(f, "role {role} may not run {command}"),
+            Refusal::ForbiddenValue { role, why } => write!(f, "role {role}: {why}"),
+            Refusal::Busy(why) => f.write_str(why),
             Refusal::Replay => f.write_str("this command ID was already used"),
             Refusal::StoreUnavailable(why) => write!(f, "the replay store cannot take the command ID ({why}); try again later"),
         }

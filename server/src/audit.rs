@@ -10,7 +10,7 @@ use std::time::Duration;
 use tracing::{info, warn};
 
 use cmdchan_common::ident::{printable, PskIdentity};
-use cmdchan_common::protocol::Request;
+use cmdchan_common::protocol::{Body, Reply, Request};
 
 use crate::admit::{Admitted, Refusal};
 
@@ -19,18 +19,28 @@ const TARGET: &str = "cmdchan::audit";
 pub fn admitted(
     cmd: &Admitted<'_>,
     key: &PskIdentity,
-    id: &[u8; 16],
     peer: SocketAddr,
+    body: &Body,
     took: Duration,
 ) {
+    let (outcome, exit) = match body {
+        Body::Ok(Reply::Exit(e)) if e.timed_out => {
+            ("timed out", e.code.or(e.signal.map(|s| 128 + s)))
+        }
+        Body::Ok(Reply::Exit(e)) => ("ran", e.code.or(e.signal.map(|s| 128 + s))),
+        Body::Ok(_) => ("ok", None),
+        Body::Err(f) => (f.code.name(), None),
+        Body::Output(_) => ("ok", None),
+    };
     info!(
         target: TARGET,
         client = %key,
         role = %cmd.grant().role,
         %peer,
-        command = cmd.command().name(),
-        id = %hex(id),
-        outcome = "ok",
+        command = cmd.command(),
+        id = %hex(&cmd.request().id),
+        outcome,
+        exit,
         duration_us = took.as_micros() as u64,
         "admitted"
     );

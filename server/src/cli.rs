@@ -67,6 +67,9 @@ pub struct ServeOpts {
     /// Most connections open at once [default: 1024].
     #[arg(long)]
     pub max_connections: Option<usize>,
+    /// Most policy programs running at once [default: 32].
+    #[arg(long)]
+    pub max_executions: Option<usize>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum, serde::Deserialize)]

@@ -36,6 +36,8 @@ pub struct Limits {
     pub handshake_timeout: Duration,
     pub idle_timeout: Duration,
     pub max_connections: usize,
+    /// Most policy programs running at once, across all clients.
+    pub max_executions: usize,
 }
 
 impl Default for Limits {
@@ -46,6 +48,7 @@ impl Default for Limits {
             handshake_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(300),
             max_connections: 1024,
+            max_executions: 32,
         }
     }
 }
@@ -64,6 +67,7 @@ struct FileConfig {
     handshake_timeout: Option<String>,
     idle_timeout: Option<String>,
     max_connections: Option<usize>,
+    max_executions: Option<usize>,
     #[serde(default)]
     min_epoch: BTreeMap<Ident, u64>,
 }
@@ -93,6 +97,10 @@ impl Config {
                 .max_connections
                 .or(file.max_connections)
                 .unwrap_or(base.max_connections),
+            max_executions: opts
+                .max_executions
+                .or(file.max_executions)
+                .unwrap_or(base.max_executions),
         };
         check_limits(&limits)?;
         let Some(master) = opts.master.or(file.master) else {
@@ -146,8 +154,8 @@ fn check_limits(l: &Limits) -> anyhow::Result<()> {
             l.max_frame
         );
     }
-    if l.max_connections == 0 {
-        bail!("max_connections must be at least 1");
+    if l.max_connections == 0 || l.max_executions == 0 {
+        bail!("max_connections and max_executions must be at least 1");
     }
     if l.freshness_window.is_zero() || l.handshake_timeout.is_zero() || l.idle_timeout.is_zero() {
         bail!("freshness_window, handshake_timeout and idle_timeout must be above zero");

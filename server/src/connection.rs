@@ -9,25 +9,35 @@ use std::time::{Duration, Instant};
 use futures::{SinkExt, StreamExt};
 use openssl::ssl::{Ssl, SslRef};
 use tokio::io::AsyncWriteExt;
+use tokio::io::{ReadHalf, WriteHalf};
 use tokio::net::TcpStream;
 use tokio::time::timeout;
 use tokio_openssl::SslStream;
-use tokio_util::codec::Framed;
+use tokio_util::codec::{FramedRead, FramedWrite};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use cmdchan_common::frame::{FrameError, MsgCodec};
 use cmdchan_common::ident::PskIdentity;
-use cmdchan_common::protocol::{Body, ErrorCode, Failure, Request, Response};
+use cmdchan_common::protocol::{
+    Body, ErrorCode, ExitInfo, Failure, Output, Reply, Request, Response,
+};
 use cmdchan_common::time;
 use cmdchan_common::tls::{self, Offered};
 
-use crate::admit;
+use crate::admit::{self, Action, Admitted};
 use crate::audit;
 use crate::cmd;
+use crate::exec::{self, Event};
+use crate::policy::{Invocation, Program};
 use crate::server::Shared;
 
-type Channel = Framed<SslStream<TcpStream>, MsgCodec<Request, Response>>;
+type Tls = SslStream<TcpStream>;
+type Reader = FramedRead<ReadHalf<Tls>, MsgCodec<Request, Response>>;
+type Writer = FramedWrite<WriteHalf<Tls>, MsgCodec<Request, Response>>;
+
+/// After a program's timeout: SIGTERM to its group, then SIGKILL this much later.
+const KILL_GRACE: Duration = Duration::from_secs(2);
 
 /// How long the final close_notify may take.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -44,9 +54,12 @@ pub async fn serve(
     let Some((stream, key)) = handshake(tcp, peer, &shared).await else {
         return;
     };
-    let codec = MsgCodec::new(shared.limits.max_frame);
+    let (read, write) = tokio::io::split(stream);
+    let max = shared.limits.max_frame;
     let mut conn = Connection {
-        channel: Framed::new(stream, codec),
+        reader: FramedRead::new(read, MsgCodec::new(max)),
+        writer: FramedWrite::new(write, MsgCodec::new(max)),
+        pending: None,
         key,
         peer,
         next_counter: 1,
@@ -54,7 +67,7 @@ pub async fn serve(
     conn.run(&shared, &cancel).await;
     // close_notify, so the client sees a clean end rather than "unexpected eof"; bounded,
     // since a client that stopped reading could otherwise hold this task forever.
-    let mut stream = conn.channel.into_inner();
+    let mut stream = conn.reader.into_inner().unsplit(conn.writer.into_inner());
     let _ = timeout(CLOSE_TIMEOUT, stream.shutdown()).await;
 }
 
@@ -106,7 +119,10 @@ fn handshake_failed(ssl: &SslRef, peer: SocketAddr, err: &openssl::ssl::Error) {
 }
 
 struct Connection {
-    channel: Channel,
+    reader: Reader,
+    writer: Writer,
+    /// A request that arrived while a program ran; answered next.
+    pending: Option<Request>,
     key: PskIdentity,
     peer: SocketAddr,
     next_counter: u64,
@@ -115,66 +131,193 @@ struct Connection {
 impl Connection {
     async fn run(&mut self, shared: &Shared, cancel: &CancellationToken) {
         loop {
-            let next = tokio::select! {
-                biased;
-                () = cancel.cancelled() => return,
-                next = timeout(shared.limits.idle_timeout, self.channel.next()) => next,
+            let request = match self.pending.take() {
+                Some(request) => request,
+                None => match self.next_request(shared, cancel).await {
+                    Some(request) => request,
+                    None => return,
+                },
             };
-            let request = match next {
-                Err(_) => {
-                    return info!(client = %self.key, peer = %self.peer, "idle timeout; closing")
-                }
-                Ok(None) => return,
-                Ok(Some(Err(e))) => return self.unreadable(e, shared).await,
-                Ok(Some(Ok(request))) => request,
-            };
-            let (response, keep_going) = self.answer(request, shared);
-            if !(self.send(&response, shared).await && keep_going) {
+            if !self.answer(request, shared).await {
                 return;
             }
         }
     }
 
-    /// Admits and runs one request; the response, and whether the connection goes on.
-    fn answer(&mut self, req: Request, shared: &Shared) -> (Response, bool) {
+    /// Waits for the next request; `None` when the connection should end.
+    async fn next_request(
+        &mut self,
+        shared: &Shared,
+        cancel: &CancellationToken,
+    ) -> Option<Request> {
+        let next = tokio::select! {
+            biased;
+            () = cancel.cancelled() => return None,
+            next = timeout(shared.limits.idle_timeout, self.reader.next()) => next,
+        };
+        match next {
+            Err(_) => {
+                info!(client = %self.key, peer = %self.peer, "idle timeout; closing");
+                None
+            }
+            Ok(None) => None,
+            Ok(Some(Err(e))) => {
+                self.unreadable(e, shared).await;
+                None
+            }
+            Ok(Some(Ok(request))) => Some(request),
+        }
+    }
+
+    /// Admits one request, runs it, and sends its answer; false ends the connection.
+    async fn answer(&mut self, req: Request, shared: &Shared) -> bool {
         let started = Instant::now();
         let expected = self.next_counter;
         self.next_counter += 1;
-        let verdict = admit::admit(
-            &req,
-            expected,
-            &self.key,
-            &shared.rules(),
-            &shared.replay,
-            time::now(),
-        );
-        let (body, keep_going) = match verdict {
-            Ok(cmd) => {
-                let reply = cmd::run(&cmd, &shared.policy);
-                audit::admitted(&cmd, &self.key, &req.id, self.peer, started.elapsed());
-                (Body::Ok(reply), true)
-            }
+        let policy = &shared.policy;
+        let rules = shared.rules();
+        // Admitted borrows the identity while running a program needs `&mut self`.
+        let key = self.key.clone();
+        let cmd = match admit::admit(&req, expected, &key, &rules, &shared.replay, time::now()) {
+            Ok(cmd) => cmd,
             Err(refusal) => {
                 audit::refused(&self.key, self.peer, &req, &refusal, started.elapsed());
                 let failure = Failure {
                     code: refusal.code(),
                     message: refusal.to_string(),
                 };
-                (Body::Err(failure), !refusal.closes_connection())
+                return self.send(&req, Body::Err(failure), shared).await
+                    && !refusal.closes_connection();
             }
         };
+        let body = match cmd.action() {
+            Action::Builtin(b) => Body::Ok(cmd::run(*b, &cmd, policy)),
+            Action::Run(program, invocation) => self.execute(&cmd, program, invocation).await,
+        };
+        audit::admitted(&cmd, &self.key, self.peer, &body, started.elapsed());
+        self.send(&req, body, shared).await
+    }
+
+    /// Runs a program, streaming its output; the body is the final answer.
+    async fn execute(&mut self, cmd: &Admitted<'_>, program: &Program, inv: &Invocation) -> Body {
+        let mut running = match exec::spawn(program, &inv.argv) {
+            Ok(running) => running,
+            Err(e) => {
+                warn!(client = %self.key, command = program.name, error = %e, "cannot start {}", program.path.display());
+                let message = format!("the server cannot start {}: {e}", program.name);
+                return Body::Err(Failure {
+                    code: ErrorCode::Internal,
+                    message,
+                });
+            }
+        };
+        let started = Instant::now();
+        let mut run = Run {
+            deadline: started + program.timeout,
+            kill_at: None,
+            listening: true,
+            info: ExitInfo::default(),
+        };
+        loop {
+            tokio::select! {
+                event = running.next() => match event {
+                    Ok(Event::Output(stream, data)) => self.forward(cmd, &mut run, program, Output { stream, data }, &running).await,
+                    Ok(Event::Exited(status)) => {
+                        (run.info.code, run.info.signal) = exec::outcome(status);
+                        break;
+                    }
+                    Err(e) => {
+                        warn!(client = %self.key, command = program.name, error = %e, "lost the program");
+                        break;
+                    }
+                },
+                () = tokio::time::sleep_until(run.deadline.into()), if !run.info.timed_out => {
+                    run.info.timed_out = true;
+                    running.signal(nix::sys::signal::Signal::SIGTERM);
+                    run.kill_at = Some(Instant::now() + KILL_GRACE);
+                }
+                () = sleep_until_opt(run.kill_at) => {
+                    running.signal(nix::sys::signal::Signal::SIGKILL);
+                    run.kill_at = None;
+                }
+                next = self.reader.next(), if run.listening && self.pending.is_none() => match next {
+                    Some(Ok(request)) => self.pending = Some(request),
+                    // The client left: stop the program, unless the policy lets it finish.
+                    _ => {
+                        run.listening = false;
+                        if !program.detach {
+                            info!(client = %self.key, command = program.name, "client disconnected; stopping the command");
+                            running.signal(nix::sys::signal::Signal::SIGKILL);
+                        }
+                    }
+                },
+            }
+        }
+        run.info.duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        Body::Ok(Reply::Exit(run.info))
+    }
+
+    /// Sends a chunk of output within the command's limit; a client that does not take
+    /// it before the deadline has the command stopped, so nothing buffers without bound.
+    async fn forward(
+        &mut self,
+        cmd: &Admitted<'_>,
+        run: &mut Run,
+        program: &Program,
+        mut out: Output,
+        running: &exec::Running,
+    ) {
+        let len = out.data.len() as u64;
+        let room = program.output_limit.saturating_sub(run.info.output_bytes);
+        run.info.output_bytes += len;
+        if len > room {
+            run.info.truncated = true;
+            out.data
+                .truncate(usize::try_from(room).unwrap_or(usize::MAX));
+        }
+        if out.data.is_empty() || !run.listening {
+            return;
+        }
+        let limit = if run.info.timed_out {
+            Instant::now() + KILL_GRACE
+        } else {
+            run.deadline
+        };
+        let frame = Response {
+            counter: cmd.request().counter,
+            id: cmd.request().id,
+            body: Body::Output(out),
+        };
+        match tokio::time::timeout_at(limit.into(), self.writer.send(&frame)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => {
+                run.listening = false;
+                if !program.detach {
+                    running.signal(nix::sys::signal::Signal::SIGKILL);
+                }
+            }
+            Err(_) => {
+                info!(client = %self.key, command = program.name, "client not reading output; stopping the command");
+                run.info.timed_out = true;
+                run.listening = false;
+                running.signal(nix::sys::signal::Signal::SIGKILL);
+            }
+        }
+    }
+
+    /// Sends the final answer to `req`; a client that does not take it within the idle
+    /// timeout (it stopped reading) is dropped. False: the connection is over.
+    async fn send(&mut self, req: &Request, body: Body, shared: &Shared) -> bool {
         let response = Response {
             counter: req.counter,
             id: req.id,
             body,
         };
-        (response, keep_going)
+        self.send_response(&response, shared).await
     }
 
-    /// Sends `response`; a client that does not take it within the idle timeout (it
-    /// stopped reading) is dropped. False: the connection is over.
-    async fn send(&mut self, response: &Response, shared: &Shared) -> bool {
-        let sent = timeout(shared.limits.idle_timeout, self.channel.send(response)).await;
+    async fn send_response(&mut self, response: &Response, shared: &Shared) -> bool {
+        let sent = timeout(shared.limits.idle_timeout, self.writer.send(response)).await;
         match sent {
             Ok(Ok(())) => true,
             Ok(Err(e)) => {
@@ -210,6 +353,22 @@ impl Connection {
             id: [0; 16],
             body: Body::Err(failure),
         };
-        self.send(&response, shared).await;
+        self.send_response(&response, shared).await;
+    }
+}
+
+/// The state of one program run.
+struct Run {
+    deadline: Instant,
+    kill_at: Option<Instant>,
+    /// The client is still there to send output to.
+    listening: bool,
+    info: ExitInfo,
+}
+
+async fn sleep_until_opt(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
     }
 }

@@ -8,6 +8,7 @@ pub mod cmd;
 pub mod config;
 pub mod connection;
 pub mod dev;
+pub mod exec;
 pub mod policy;
 pub mod replay;
 pub mod server;

@@ -41,6 +41,8 @@ pub struct Shared {
     pub min_epoch: BTreeMap<Ident, u64>,
     pub policy: Policy,
     pub replay: MemoryStore,
+    /// Slots for programs running at once (`max_executions`).
+    pub executions: Arc<Semaphore>,
 }
 
 impl Shared {
@@ -51,7 +53,7 @@ impl Shared {
             .map_err(|e| anyhow::anyhow!("master key file {} {e}", config.master.display()))?;
         let policy = match &config.policy {
             Some(path) => Policy::load(path)?,
-            None => Policy::default(),
+            None => Policy::builtin_default(),
         };
         let tag_key = master.tag_key();
         let tls =
@@ -64,6 +66,7 @@ impl Shared {
             min_epoch: config.min_epoch.clone(),
             policy,
             replay: MemoryStore::new(MAX_REMEMBERED_IDS),
+            executions: Arc::new(Semaphore::new(config.limits.max_executions)),
         })
     }
 
@@ -74,6 +77,7 @@ impl Shared {
             window: self.limits.freshness_window.as_secs(),
             min_epoch: &self.min_epoch,
             policy: &self.policy,
+            executions: &self.executions,
         }
     }
 }

@@ -45,7 +45,7 @@ fn provisioned_client_runs_every_builtin_through_the_cli() {
         .iter()
         .map(|c| c["name"].as_str().unwrap())
         .collect();
-    assert_eq!(names, ["ping", "whoami", "echo", "commands"]);
+    assert_eq!(names, ["ping", "whoami", "echo", "commands", "describe"]);
 }
 
 #[test]

@@ -4,7 +4,11 @@ use std::collections::BTreeMap;
 
 use cmdchan_common::ident::{Ident, PskIdentity};
 use cmdchan_common::keys::{MasterKey, TagKey};
-use cmdchan_common::protocol::{Grant, Request};
+use cmdchan_common::protocol::{Grant, Param, Request};
+
+use std::sync::Arc;
+
+use tokio::sync::Semaphore;
 
 use super::*;
 use crate::policy::Policy;
@@ -12,11 +16,27 @@ use crate::replay::MemoryStore;
 
 const NOW: u64 = 1_800_000_000;
 
+const POLICY: &str = r#"
+[roles.operator]
+commands = ["ping", "echo", "svc"]
+[roles.operator.restrict.svc]
+name = ["nginx"]
+
+[commands.svc]
+program = "/bin/true"
+args = ["restart", "{name}"]
+[[commands.svc.params]]
+name = "name"
+type = "string"
+required = true
+"#;
+
 fn ident(s: &str) -> Ident {
     Ident::new(s).expect("valid")
 }
 
 struct Fixture {
+    executions: Arc<Semaphore>,
     tag_key: TagKey,
     server: Ident,
     min_epoch: BTreeMap<Ident, u64>,
@@ -27,9 +47,9 @@ struct Fixture {
 impl Fixture {
     fn new() -> Self {
         let master = MasterKey::from_hex(&"42".repeat(32)).expect("key");
-        let policy =
-            Policy::parse("[roles.operator]\ncommands = [\"ping\", \"echo\"]\n").expect("policy");
+        let policy = Policy::parse(POLICY).expect("policy");
         Self {
+            executions: Arc::new(Semaphore::new(1)),
             tag_key: master.tag_key(),
             server: ident("db1"),
             min_epoch: BTreeMap::new(),
@@ -48,6 +68,7 @@ impl Fixture {
             window: 60,
             min_epoch: &self.min_epoch,
             policy: &self.policy,
+            executions: &self.executions,
         }
     }
 
@@ -74,6 +95,7 @@ impl Fixture {
             tag,
             command: "ping".into(),
             args: vec![],
+            params: vec![],
         }
     }
 
@@ -90,8 +112,9 @@ fn a_good_request_is_admitted_once() {
     let admitted = admit(&req, 1, &f.key, &f.rules(), &store, NOW).expect("admitted");
     assert_eq!(
         (admitted.client().as_str(), admitted.command()),
-        ("alice", Builtin::Ping)
+        ("alice", "ping")
     );
+    assert!(matches!(admitted.action(), Action::Builtin(Builtin::Ping)));
     assert_eq!(
         admit(&req, 1, &f.key, &f.rules(), &store, NOW).err(),
         Some(Refusal::Replay)
@@ -217,7 +240,7 @@ fn commands_are_checked_by_name_policy_and_arguments() {
         f.check(&req),
         Err(Refusal::Forbidden {
             role: ident("operator"),
-            command: "whoami"
+            command: "whoami".into()
         })
     );
     req.command = "ping".into();
@@ -263,4 +286,51 @@ fn an_id_is_forgotten_only_once_its_request_is_stale() {
         admit(&req, 1, &f.key, &f.rules(), &store, NOW + 61),
         Err(Refusal::Stale { .. })
     ));
+}
+
+#[test]
+fn program_arguments_are_bound_checked_and_restricted_by_role() {
+    let f = Fixture::new();
+    let mut req = f.request();
+    req.command = "svc".into();
+    req.args = vec!["nginx".into()];
+    let checked = check(&req, 1, &f.key, &f.rules(), NOW).expect("admitted");
+    let Action::Run(program, inv) = checked.admitted.action() else {
+        panic!("not a program")
+    };
+    assert_eq!(program.name, "svc");
+    assert_eq!(inv.argv, ["restart", "nginx"]);
+    req.args = vec!["apache".into()];
+    assert!(matches!(f.check(&req), Err(Refusal::ForbiddenValue { .. })));
+    req.args = vec!["nginx; reboot".into()];
+    assert!(matches!(f.check(&req), Err(Refusal::ForbiddenValue { .. })));
+    req.args = vec![];
+    assert!(matches!(f.check(&req), Err(Refusal::BadArguments(_))));
+    req.params = vec![Param {
+        name: "other".into(),
+        value: "x".into(),
+    }];
+    assert!(matches!(f.check(&req), Err(Refusal::BadArguments(_))));
+}
+
+#[test]
+fn over_the_execution_limit_is_busy_and_does_not_use_up_the_id() {
+    let f = Fixture::new();
+    let store = MemoryStore::new(100);
+    let mut first = f.request();
+    first.command = "svc".into();
+    first.args = vec!["nginx".into()];
+    let mut second = first.clone();
+    second.id = [6; 16];
+    let running = admit(&first, 1, &f.key, &f.rules(), &store, NOW).expect("first runs");
+    assert!(matches!(
+        admit(&second, 1, &f.key, &f.rules(), &store, NOW),
+        Err(Refusal::Busy(_))
+    ));
+    assert_eq!(store.len(), 1, "the busy request's ID was not recorded");
+    drop(running);
+    assert!(
+        admit(&second, 1, &f.key, &f.rules(), &store, NOW).is_ok(),
+        "the slot is free again"
+    );
 }

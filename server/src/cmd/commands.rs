@@ -1,15 +1,10 @@
-//! `commands`: what the caller's role may run.
+//! `commands`: what the caller's role may run, each with its parameters.
 
-use cmdchan_common::protocol::{CommandInfo, Reply};
+use cmdchan_common::protocol::Reply;
 
 use crate::admit::Admitted;
 use crate::policy::Policy;
 
 pub fn run(cmd: &Admitted<'_>, policy: &Policy) -> Reply {
-    let allowed = policy.commands_for(&cmd.grant().role);
-    let infos = allowed.into_iter().map(|b| CommandInfo {
-        name: b.name().to_owned(),
-        description: b.description().to_owned(),
-    });
-    Reply::Commands(infos.collect())
+    Reply::Commands(policy.commands_for(&cmd.grant().role))
 }

@@ -1,30 +1,34 @@
-//! The built-in commands: their names, argument rules and dispatch.
+//! The built-in commands: their names, argument rules and dispatch. Programs declared in
+//! the policy run through `exec` instead.
 
 mod commands;
+mod describe;
 mod echo;
 mod ping;
 mod whoami;
 
-use cmdchan_common::protocol::Reply;
+use cmdchan_common::protocol::{CommandInfo, Param, Reply};
 
 use crate::admit::Admitted;
 use crate::policy::Policy;
 
-/// Every command the server knows.
+/// Every command the server has without a policy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Builtin {
     Ping,
     Whoami,
     Echo,
     Commands,
+    Describe,
 }
 
 impl Builtin {
-    pub const ALL: [Builtin; 4] = [
+    pub const ALL: [Builtin; 5] = [
         Builtin::Ping,
         Builtin::Whoami,
         Builtin::Echo,
         Builtin::Commands,
+        Builtin::Describe,
     ];
 
     pub fn parse(name: &str) -> Option<Self> {
@@ -37,40 +41,52 @@ impl Builtin {
             Builtin::Whoami => "whoami",
             Builtin::Echo => "echo",
             Builtin::Commands => "commands",
+            Builtin::Describe => "describe",
         }
     }
 
-    pub fn description(self) -> &'static str {
-        match self {
+    pub fn info(self) -> CommandInfo {
+        let description = match self {
             Builtin::Ping => "answer pong: checks the channel end to end",
             Builtin::Whoami => {
                 "show the name, role, epoch, expiry and servers the server authenticated"
             }
             Builtin::Echo => "return the arguments unchanged",
             Builtin::Commands => "list the commands this role may run",
+            Builtin::Describe => {
+                "show one command and its parameters (argument: the command's name)"
+            }
+        };
+        CommandInfo {
+            name: self.name().to_owned(),
+            description: description.to_owned(),
+            params: vec![],
         }
     }
 
     /// Checks the arguments before anything runs; `Err` says what is wrong.
-    pub fn check_args(self, args: &[String]) -> Result<(), String> {
-        match self {
-            Builtin::Echo => Ok(()),
-            _ if args.is_empty() => Ok(()),
-            other => Err(format!(
-                "{} takes no arguments, got {}",
-                other.name(),
-                args.len()
+    pub fn check_args(self, args: &[String], params: &[Param]) -> Result<(), String> {
+        if !params.is_empty() {
+            return Err(format!("{} takes no named parameters", self.name()));
+        }
+        match (self, args.len()) {
+            (Builtin::Echo, _) | (Builtin::Describe, 1) => Ok(()),
+            (Builtin::Describe, n) => Err(format!(
+                "describe takes one argument, the command's name; got {n}"
             )),
+            (_, 0) => Ok(()),
+            (other, n) => Err(format!("{} takes no arguments, got {n}", other.name())),
         }
     }
 }
 
-/// Runs an admitted command; only [`Admitted`] can reach a handler.
-pub fn run(cmd: &Admitted<'_>, policy: &Policy) -> Reply {
-    match cmd.command() {
+/// Runs an admitted built-in; only [`Admitted`] can reach a handler.
+pub fn run(builtin: Builtin, cmd: &Admitted<'_>, policy: &Policy) -> Reply {
+    match builtin {
         Builtin::Ping => ping::run(),
         Builtin::Whoami => whoami::run(cmd),
         Builtin::Echo => echo::run(cmd),
         Builtin::Commands => commands::run(cmd, policy),
+        Builtin::Describe => describe::run(cmd, policy),
     }
 }

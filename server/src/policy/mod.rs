@@ -1,0 +1,200 @@
+//! The policy: the commands this server offers and which role may run which.
+//!
+//! ```toml
+//! [default]                          # what every role may run (optional)
+//! commands = ["ping", "whoami"]
+//!
+//! [roles.web-operator]               # what one role may run besides
+//! commands = ["restart-service", "commands", "describe"]
+//! [roles.web-operator.restrict.restart-service]
+//! service = ["nginx", "php-fpm"]     # and the only values it may pass
+//!
+//! [commands.restart-service]         # a program (see `program`)
+//! program = "/usr/bin/systemctl"
+//! args = ["restart", "{service}"]
+//! [[commands.restart-service.params]]
+//! name = "service"
+//! type = "string"
+//! regex = "[a-z0-9@._-]+"
+//! required = true
+//! ```
+//! Without a policy file the built-in default applies: every role may run the
+//! side-effect-free built-ins and nothing else.
+
+mod param;
+mod program;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+use anyhow::{bail, Context};
+use serde::Deserialize;
+
+use cmdchan_common::ident::Ident;
+use cmdchan_common::protocol::CommandInfo;
+
+use crate::cmd::Builtin;
+
+pub use program::{BindError, Invocation, Program};
+
+/// A command by name: a built-in or a program from the policy.
+#[derive(Debug, Clone, Copy)]
+pub enum Command<'p> {
+    Builtin(Builtin),
+    Program(&'p Program),
+}
+
+/// Parameter values a role is limited to, per parameter name.
+pub type Restrictions = BTreeMap<String, Vec<String>>;
+
+#[derive(Debug, Clone, Default)]
+pub struct Policy {
+    default: BTreeSet<String>,
+    roles: BTreeMap<Ident, Role>,
+    programs: BTreeMap<String, Program>,
+}
+
+#[derive(Debug, Clone, Default)]
+struct Role {
+    commands: BTreeSet<String>,
+    restrict: BTreeMap<String, Restrictions>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PolicyFile {
+    default: Option<RoleToml>,
+    #[serde(default)]
+    roles: BTreeMap<Ident, RoleToml>,
+    #[serde(default)]
+    commands: BTreeMap<Ident, program::ProgramToml>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RoleToml {
+    commands: Vec<String>,
+    #[serde(default)]
+    restrict: BTreeMap<String, Restrictions>,
+}
+
+impl Policy {
+    /// The policy when no file is given: every role may run every built-in.
+    pub fn builtin_default() -> Self {
+        let default = Builtin::ALL.iter().map(|b| b.name().to_owned()).collect();
+        Self {
+            default,
+            ..Self::default()
+        }
+    }
+
+    /// Reads a policy file. Anything it names that does not exist (a command, a
+    /// parameter, a program) is an error, so a typo cannot silently grant or withhold.
+    pub fn load(path: &Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("policy file {}", path.display()))?;
+        Self::parse(&text).with_context(|| format!("policy file {}", path.display()))
+    }
+
+    pub fn parse(text: &str) -> anyhow::Result<Self> {
+        let file: PolicyFile = toml::from_str(text)?;
+        let mut programs = BTreeMap::new();
+        for (name, p) in file.commands {
+            if Builtin::parse(name.as_str()).is_some() {
+                bail!("command {name} has the name of a built-in");
+            }
+            let program = Program::from_toml(name.as_str(), p)
+                .map_err(|e| anyhow::anyhow!("command {name}: {e}"))?;
+            programs.insert(name.to_string(), program);
+        }
+        let mut policy = Self {
+            programs,
+            ..Self::default()
+        };
+        if let Some(d) = file.default {
+            if !d.restrict.is_empty() {
+                bail!("[default] cannot restrict parameters; restrict them per role");
+            }
+            policy.default = policy.role(d).context("[default]")?.commands;
+        }
+        for (name, r) in file.roles {
+            let role = policy.role(r).with_context(|| format!("role {name}"))?;
+            policy.roles.insert(name, role);
+        }
+        Ok(policy)
+    }
+
+    fn role(&self, r: RoleToml) -> anyhow::Result<Role> {
+        for name in &r.commands {
+            if self.lookup(name).is_none() {
+                bail!("unknown command {name:?}");
+            }
+        }
+        for (cmd, limits) in &r.restrict {
+            let Some(Command::Program(p)) = self.lookup(cmd) else {
+                bail!("restrict: {cmd:?} is not a declared program")
+            };
+            if !r.commands.contains(cmd) {
+                bail!("restrict: {cmd} is not in this role's commands");
+            }
+            for (param, values) in limits {
+                let Some(spec) = p.params.iter().find(|s| &s.name == param) else {
+                    bail!("restrict: {cmd} has no parameter {param}")
+                };
+                for v in values {
+                    spec.check(v)
+                        .map_err(|e| anyhow::anyhow!("restrict: {cmd}.{param} value {v:?} {e}"))?;
+                }
+            }
+        }
+        Ok(Role {
+            commands: r.commands.into_iter().collect(),
+            restrict: r.restrict,
+        })
+    }
+
+    /// The command called `name`, whoever may run it.
+    pub fn lookup(&self, name: &str) -> Option<Command<'_>> {
+        match Builtin::parse(name) {
+            Some(b) => Some(Command::Builtin(b)),
+            None => self.programs.get(name).map(Command::Program),
+        }
+    }
+
+    pub fn allows(&self, role: &Ident, name: &str) -> bool {
+        self.default.contains(name)
+            || self
+                .roles
+                .get(role)
+                .is_some_and(|r| r.commands.contains(name))
+    }
+
+    /// The values `role` is limited to for `command`'s parameters, if any.
+    pub fn restrictions(&self, role: &Ident, command: &str) -> Option<&Restrictions> {
+        self.roles.get(role)?.restrict.get(command)
+    }
+
+    /// What `role` may run, built-ins first, each with its parameters.
+    pub fn commands_for(&self, role: &Ident) -> Vec<CommandInfo> {
+        let builtins = Builtin::ALL.iter().map(|b| b.name());
+        let names = builtins.chain(self.programs.keys().map(String::as_str));
+        names
+            .filter(|n| self.allows(role, n))
+            .filter_map(|n| self.describe(role, n))
+            .collect()
+    }
+
+    /// One command as `role` sees it; `None` if it does not exist or the role may not run it.
+    pub fn describe(&self, role: &Ident, name: &str) -> Option<CommandInfo> {
+        if !self.allows(role, name) {
+            return None;
+        }
+        match self.lookup(name)? {
+            Command::Builtin(b) => Some(b.info()),
+            Command::Program(p) => Some(p.info(self.restrictions(role, name))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

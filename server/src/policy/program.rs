@@ -1,0 +1,280 @@
+//! A program the policy declares: its path, its argv template with `{param}` placeholders,
+//! its typed parameters, and how it runs (timeout, output limit, environment, user).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Semaphore;
+
+use serde::Deserialize;
+
+use cmdchan_common::protocol::{CommandInfo, Param};
+
+use super::param::{ParamSpec, ParamToml};
+
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
+const DEFAULT_OUTPUT_LIMIT: u64 = 1 << 20;
+
+/// `[commands.NAME]` as the policy file writes it.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProgramToml {
+    #[serde(default)]
+    description: String,
+    program: PathBuf,
+    #[serde(default)]
+    args: Vec<String>,
+    #[serde(default)]
+    params: Vec<ParamToml>,
+    timeout: Option<String>,
+    output_limit: Option<u64>,
+    #[serde(default)]
+    env: BTreeMap<String, String>,
+    cwd: Option<PathBuf>,
+    user: Option<String>,
+    group: Option<String>,
+    #[serde(default)]
+    detach: bool,
+    max_concurrent: Option<usize>,
+}
+
+/// A checked program definition.
+#[derive(Debug, Clone)]
+pub struct Program {
+    pub name: String,
+    pub description: String,
+    pub path: PathBuf,
+    template: Vec<Piece>,
+    pub params: Vec<ParamSpec>,
+    pub timeout: Duration,
+    pub output_limit: u64,
+    pub env: BTreeMap<String, String>,
+    pub cwd: PathBuf,
+    /// uid and gid to run as (the server must be root).
+    pub run_as: Option<(u32, u32)>,
+    /// Let the program finish if its client disconnects.
+    pub detach: bool,
+    /// This command's own limit on runs at once, if the policy sets one.
+    pub slots: Option<Arc<Semaphore>>,
+}
+
+#[derive(Debug, Clone)]
+enum Piece {
+    Literal(String),
+    /// Index into `params`.
+    Param(usize),
+}
+
+/// A bound call: the exact argv, and each parameter's value for the audit log.
+#[derive(Debug, Clone)]
+pub struct Invocation {
+    pub argv: Vec<String>,
+    pub values: Vec<(String, String, bool)>,
+}
+
+/// Why arguments do not bind.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BindError {
+    /// The arguments are wrong whoever sends them.
+    Bad(String),
+    /// The arguments are valid, but not for this role.
+    Forbidden(String),
+}
+
+impl Program {
+    /// Checks a definition; errors name what is wrong.
+    pub fn from_toml(name: &str, p: ProgramToml) -> Result<Self, String> {
+        if !p.program.is_absolute() {
+            return Err(format!(
+                "program {} is not an absolute path",
+                p.program.display()
+            ));
+        }
+        if !p.program.is_file() {
+            return Err(format!("program {} does not exist", p.program.display()));
+        }
+        let params = p
+            .params
+            .into_iter()
+            .map(ParamSpec::from_toml)
+            .collect::<Result<Vec<_>, _>>()?;
+        let template = template(&p.args, &params)?;
+        let timeout = match &p.timeout {
+            Some(t) => humantime::parse_duration(t).map_err(|e| format!("timeout {t:?}: {e}"))?,
+            None => DEFAULT_TIMEOUT,
+        };
+        Ok(Self {
+            name: name.to_owned(),
+            description: p.description,
+            path: p.program,
+            template,
+            params,
+            timeout,
+            output_limit: p.output_limit.unwrap_or(DEFAULT_OUTPUT_LIMIT),
+            env: p.env,
+            cwd: p.cwd.unwrap_or_else(|| "/".into()),
+            run_as: run_as(p.user.as_deref(), p.group.as_deref())?,
+            detach: p.detach,
+            slots: p.max_concurrent.map(|n| Arc::new(Semaphore::new(n))),
+        })
+    }
+
+    /// Binds positional values (in declared order) and named ones to the parameters,
+    /// checks each, applies the role's `allowed` values, and builds the argv.
+    pub fn bind(
+        &self,
+        positional: &[String],
+        named: &[Param],
+        allowed: Option<&BTreeMap<String, Vec<String>>>,
+    ) -> Result<Invocation, BindError> {
+        let given = self.collect(positional, named).map_err(BindError::Bad)?;
+        let mut checked: Vec<Option<String>> = Vec::with_capacity(self.params.len());
+        for (spec, value) in self.params.iter().zip(given) {
+            let Some(value) = value.or_else(|| spec.default.clone()) else {
+                if spec.required {
+                    return Err(BindError::Bad(format!(
+                        "missing required parameter {}",
+                        spec.name
+                    )));
+                }
+                checked.push(None);
+                continue;
+            };
+            let value = spec
+                .check(&value)
+                .map_err(|e| BindError::Bad(format!("{}: value {e}", spec.name)))?;
+            let limit = allowed.and_then(|a| a.get(&spec.name));
+            if limit.is_some_and(|values| !values.contains(&value)) {
+                return Err(BindError::Forbidden(format!(
+                    "this role may not use {} = {value:?}",
+                    spec.name
+                )));
+            }
+            checked.push(Some(value));
+        }
+        Ok(self.invocation(&checked))
+    }
+
+    fn collect(
+        &self,
+        positional: &[String],
+        named: &[Param],
+    ) -> Result<Vec<Option<String>>, String> {
+        if positional.len() > self.params.len() {
+            return Err(format!(
+                "{} takes at most {} arguments, got {}",
+                self.name,
+                self.params.len(),
+                positional.len()
+            ));
+        }
+        let mut given: Vec<Option<String>> = vec![None; self.params.len()];
+        for (slot, value) in given.iter_mut().zip(positional) {
+            *slot = Some(value.clone());
+        }
+        for p in named {
+            let Some(i) = self.params.iter().position(|s| s.name == p.name) else {
+                return Err(format!("{} has no parameter {:?}", self.name, p.name));
+            };
+            if given[i].replace(p.value.clone()).is_some() {
+                return Err(format!("parameter {} is given twice", p.name));
+            }
+        }
+        Ok(given)
+    }
+
+    fn invocation(&self, checked: &[Option<String>]) -> Invocation {
+        let argv = self
+            .template
+            .iter()
+            .filter_map(|piece| match piece {
+                Piece::Literal(s) => Some(s.clone()),
+                Piece::Param(i) => checked[*i]
+                    .as_deref()
+                    .and_then(|v| self.params[*i].argument(v)),
+            })
+            .collect();
+        let values = self
+            .params
+            .iter()
+            .zip(checked)
+            .filter_map(|(spec, v)| Some((spec.name.clone(), v.clone()?, spec.secret)))
+            .collect();
+        Invocation { argv, values }
+    }
+
+    /// The command as the wire describes it, for a role with these restrictions.
+    pub fn info(&self, allowed: Option<&BTreeMap<String, Vec<String>>>) -> CommandInfo {
+        let params = self
+            .params
+            .iter()
+            .map(|p| p.info(allowed.and_then(|a| a.get(&p.name)).map_or(&[][..], |v| v)))
+            .collect();
+        CommandInfo {
+            name: self.name.clone(),
+            description: self.description.clone(),
+            params,
+        }
+    }
+}
+
+/// Each argument is a literal or exactly `{name}` of a declared parameter.
+fn template(args: &[String], params: &[ParamSpec]) -> Result<Vec<Piece>, String> {
+    let pieces = args
+        .iter()
+        .map(|arg| {
+            let Some(name) = arg.strip_prefix('{').and_then(|a| a.strip_suffix('}')) else {
+                if params
+                    .iter()
+                    .any(|p| arg.contains(&format!("{{{}}}", p.name)))
+                {
+                    return Err(format!(
+                        "argument {arg:?}: a placeholder must be a whole argument"
+                    ));
+                }
+                return Ok(Piece::Literal(arg.clone()));
+            };
+            match params.iter().position(|p| p.name == name) {
+                Some(i) => Ok(Piece::Param(i)),
+                None => Err(format!("argument {arg:?} names no declared parameter")),
+            }
+        })
+        .collect::<Result<Vec<_>, String>>()?;
+    for (i, p) in params.iter().enumerate() {
+        if !pieces
+            .iter()
+            .any(|piece| matches!(piece, Piece::Param(j) if *j == i))
+        {
+            return Err(format!("parameter {} is not used in args", p.name));
+        }
+    }
+    Ok(pieces)
+}
+
+/// Resolves `user` and `group` (names or numbers); only a root server can use them.
+fn run_as(user: Option<&str>, group: Option<&str>) -> Result<Option<(u32, u32)>, String> {
+    if user.is_none() && group.is_none() {
+        return Ok(None);
+    }
+    if !nix::unistd::geteuid().is_root() {
+        return Err("user and group need the server to run as root".into());
+    }
+    let user = user.ok_or("group needs user too")?;
+    let (uid, primary) = match nix::unistd::User::from_name(user).ok().flatten() {
+        Some(u) => (u.uid.as_raw(), u.gid.as_raw()),
+        None => {
+            let uid = user.parse().map_err(|_| format!("no user {user:?}"))?;
+            (uid, uid)
+        }
+    };
+    let gid = match group {
+        None => primary,
+        Some(g) => match nix::unistd::Group::from_name(g).ok().flatten() {
+            Some(grp) => grp.gid.as_raw(),
+            None => g.parse().map_err(|_| format!("no group {g:?}"))?,
+        },
+    };
+    Ok(Some((uid, gid)))
+}
