@@ -138,9 +138,9 @@ impl Client {
     pub async fn run(
         &mut self,
         request: &Request,
-        mut on_output: impl FnMut(&Output),
+        on_output: impl FnMut(&Output),
     ) -> Result<Reply, Error> {
-        match self.exchange_streaming(request, &mut on_output).await?.body {
+        match self.exchange_streaming(request, on_output).await?.body {
             Body::Ok(reply) => Ok(reply),
             Body::Err(failure) => Err(Error::Refused(failure)),
             Body::Output(_) => Err(Error::Protocol("the answer ended with output".into())),
@@ -170,14 +170,14 @@ impl Client {
     /// Sends `request` exactly as given and returns the final response that names it
     /// (or a connection-level error, which names counter 0); program output is dropped.
     pub async fn exchange(&mut self, request: &Request) -> Result<Response, Error> {
-        self.exchange_streaming(request, &mut |_| {}).await
+        self.exchange_streaming(request, |_| {}).await
     }
 
     /// As [`Client::exchange`], handing each piece of output to `on_output`.
     pub async fn exchange_streaming(
         &mut self,
         request: &Request,
-        on_output: &mut dyn FnMut(&Output),
+        mut on_output: impl FnMut(&Output),
     ) -> Result<Response, Error> {
         self.channel.send(request).await.map_err(frame_error)?;
         loop {

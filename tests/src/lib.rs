@@ -57,6 +57,22 @@ impl TestEnv {
         self.dir.path().join(name)
     }
 
+    /// Writes `text` to `name` in the scratch directory.
+    pub fn write(&self, name: &str, text: &str) -> PathBuf {
+        let path = self.path(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    /// Writes an executable `/bin/sh` script; the policy runs it as a program (no shell
+    /// is involved in passing its arguments).
+    pub fn script(&self, name: &str, body: &str) -> PathBuf {
+        use std::os::unix::fs::PermissionsExt;
+        let path = self.write(name, &format!("#!/bin/sh\n{body}\n"));
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        path
+    }
+
     /// Runs `cmdchan-server admin ARGS`.
     pub fn admin(&self, args: &[&str]) -> Output {
         run(Command::new(bin("cmdchan-server")).arg("admin").args(args))
@@ -178,6 +194,17 @@ impl Server {
             addr: addr.parse().unwrap(),
             log,
         }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The server's resident memory, in KiB, from /proc.
+    pub fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
+        let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+        line.split_whitespace().nth(1).unwrap().parse().unwrap()
     }
 
     /// Everything the server logged so far.
@@ -329,4 +356,27 @@ pub fn credential_field(path: &Path, key: &str) -> String {
         .find(|l| l.starts_with(&format!("{key} =")))
         .unwrap();
     line.split_once(" = ").unwrap().1.to_owned()
+}
+
+/// Whether process `pid` is gone (or a zombie waiting for its parent to reap it).
+pub fn process_gone(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        // The state is the field after the parenthesised command name.
+        Ok(stat) => stat
+            .rsplit_once(") ")
+            .is_some_and(|(_, rest)| rest.starts_with('Z')),
+    }
+}
+
+/// Polls `check` every 20 ms for up to `secs` seconds.
+pub fn eventually(secs: u64, mut check: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while Instant::now() < deadline {
+        if check() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    check()
 }
