@@ -12,6 +12,7 @@ use cmdchan_common::keys::MasterKey;
 use cmdchan_common::protocol::Grant;
 use cmdchan_common::time;
 
+use crate::audit::verify::{self, Verdict};
 use crate::cli::{AdminCommand, ProvisionOpts};
 
 pub fn run(cmd: AdminCommand) -> anyhow::Result<ExitCode> {
@@ -28,6 +29,32 @@ pub fn run(cmd: AdminCommand) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         AdminCommand::Inspect { credential, master } => inspect(&credential, master.as_deref()),
+        AdminCommand::AuditVerify { path, prev } => audit_verify(&path, prev.as_deref()),
+    }
+}
+
+/// Prints what the chain walk found; exit 1 if the chain is broken.
+pub fn audit_verify(path: &Path, prev: Option<&str>) -> anyhow::Result<ExitCode> {
+    let verdict =
+        verify::verify(path, prev).with_context(|| format!("reading {}", path.display()))?;
+    match verdict {
+        Verdict::Intact {
+            records,
+            first_prev,
+            last,
+        } => {
+            let start = match first_prev.bytes().all(|b| b == b'0') {
+                true => "a new chain".to_owned(),
+                false => format!("hash {first_prev} (the last record of the file before this one)"),
+            };
+            println!("ok: {records} records, chained from {start}");
+            println!("last hash: {last}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Verdict::Broken { record, why } => {
+            println!("BROKEN at record {record} (line {record}): it {why}");
+            Ok(ExitCode::FAILURE)
+        }
     }
 }
 

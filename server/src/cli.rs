@@ -32,7 +32,7 @@ pub enum Command {
 }
 
 /// `serve` flags; each can also come from the config file (flags win).
-#[derive(Debug, Args, Default)]
+#[derive(Debug, Clone, Args, Default)]
 pub struct ServeOpts {
     /// Config file (TOML); its keys are the long flag names with `_` for `-`.
     #[arg(long, short = 'c', env = "CMDCHAN_CONFIG")]
@@ -46,6 +46,9 @@ pub struct ServeOpts {
     /// Policy file (TOML) mapping roles to commands [default: built-in policy].
     #[arg(long)]
     pub policy: Option<PathBuf>,
+    /// Hash-chained audit file (JSON lines), appended to; reopened on SIGHUP.
+    #[arg(long)]
+    pub audit_log: Option<PathBuf>,
     /// This server's ID, matched against requests' target and grants' servers [default: host name].
     #[arg(long)]
     pub server_id: Option<Ident>,
@@ -100,6 +103,14 @@ pub enum AdminCommand {
         name: Ident,
         #[arg(long, default_value_t = 0)]
         epoch: u64,
+    },
+    /// Check an audit file's hash chain and name the first broken record.
+    AuditVerify {
+        path: PathBuf,
+        /// The hash the first record must chain from (the last hash of the file before
+        /// rotation, as this command printed it for that file).
+        #[arg(long)]
+        prev: Option<String>,
     },
     /// Show a credential without its secrets; with --master, check its tag.
     Inspect {

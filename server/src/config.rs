@@ -21,6 +21,8 @@ pub struct Config {
     pub master: PathBuf,
     pub listen: SocketAddr,
     pub policy: Option<PathBuf>,
+    /// The hash-chained audit file, if any.
+    pub audit_log: Option<PathBuf>,
     pub server_id: Ident,
     pub log_format: LogFormat,
     pub limits: Limits,
@@ -60,6 +62,7 @@ struct FileConfig {
     master: Option<PathBuf>,
     listen: Option<SocketAddr>,
     policy: Option<PathBuf>,
+    audit_log: Option<PathBuf>,
     server_id: Option<Ident>,
     log_format: Option<LogFormat>,
     freshness_window: Option<String>,
@@ -74,7 +77,8 @@ struct FileConfig {
 
 impl Config {
     /// Merges `opts` over the config file they name (if any) over the defaults.
-    pub fn load(opts: ServeOpts) -> anyhow::Result<Self> {
+    pub fn load(opts: &ServeOpts) -> anyhow::Result<Self> {
+        let opts = opts.clone();
         let file = match &opts.config {
             Some(path) => read_file(path)?,
             None => FileConfig::default(),
@@ -114,6 +118,7 @@ impl Config {
             master,
             listen: opts.listen.or(file.listen).unwrap_or_else(default_listen),
             policy: opts.policy.or(file.policy),
+            audit_log: opts.audit_log.or(file.audit_log),
             server_id,
             log_format: opts.log_format.or(file.log_format).unwrap_or_default(),
             limits,

@@ -15,7 +15,7 @@ use tokio::time::timeout;
 use tokio_openssl::SslStream;
 use tokio_util::codec::{FramedRead, FramedWrite};
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use cmdchan_common::frame::{FrameError, MsgCodec};
 use cmdchan_common::ident::PskIdentity;
@@ -26,7 +26,6 @@ use cmdchan_common::time;
 use cmdchan_common::tls::{self, Offered};
 
 use crate::admit::{self, Action, Admitted};
-use crate::audit;
 use crate::cmd;
 use crate::exec::{self, Event};
 use crate::policy::{Invocation, Program};
@@ -55,7 +54,7 @@ pub async fn serve(
         return;
     };
     let (read, write) = tokio::io::split(stream);
-    let max = shared.limits.max_frame;
+    let max = shared.settings().limits.max_frame;
     let mut conn = Connection {
         reader: FramedRead::new(read, MsgCodec::new(max)),
         writer: FramedWrite::new(write, MsgCodec::new(max)),
@@ -80,7 +79,7 @@ async fn handshake(
         .inspect_err(|e| warn!(%peer, error = %e, "cannot set up TLS"))
         .ok()?;
     let mut stream = SslStream::new(ssl, tcp).ok()?;
-    let limit = shared.limits.handshake_timeout;
+    let limit = shared.settings().limits.handshake_timeout;
     match timeout(limit, Pin::new(&mut stream).accept()).await {
         Err(_) => {
             warn!(%peer, "handshake failed: timed out after {limit:?}");
@@ -153,7 +152,7 @@ impl Connection {
         let next = tokio::select! {
             biased;
             () = cancel.cancelled() => return None,
-            next = timeout(shared.limits.idle_timeout, self.reader.next()) => next,
+            next = timeout(shared.settings().limits.idle_timeout, self.reader.next()) => next,
         };
         match next {
             Err(_) => {
@@ -174,14 +173,16 @@ impl Connection {
         let started = Instant::now();
         let expected = self.next_counter;
         self.next_counter += 1;
-        let policy = &shared.policy;
-        let rules = shared.rules();
+        let settings = shared.settings();
+        let rules = shared.rules(&settings);
         // Admitted borrows the identity while running a program needs `&mut self`.
         let key = self.key.clone();
         let cmd = match admit::admit(&req, expected, &key, &rules, &shared.replay, time::now()) {
             Ok(cmd) => cmd,
             Err(refusal) => {
-                audit::refused(&self.key, self.peer, &req, &refusal, started.elapsed());
+                shared
+                    .audit
+                    .refused(&self.key, self.peer, &req, &refusal, started.elapsed());
                 let failure = Failure {
                     code: refusal.code(),
                     message: refusal.to_string(),
@@ -191,10 +192,25 @@ impl Connection {
             }
         };
         let body = match cmd.action() {
-            Action::Builtin(b) => Body::Ok(cmd::run(*b, &cmd, policy)),
-            Action::Run(program, invocation) => self.execute(&cmd, program, invocation).await,
+            Action::Builtin(b) => Body::Ok(cmd::run(*b, &cmd, &settings.policy)),
+            Action::Run(program, invocation) => {
+                match shared.audit.started(&cmd, &key, self.peer, invocation) {
+                    Ok(()) => self.execute(&cmd, program, invocation).await,
+                    Err(e) => {
+                        error!(error = %e, "cannot write the audit file; refusing to run {}", program.name);
+                        let message =
+                            "the server cannot write its audit log, so it runs nothing".into();
+                        Body::Err(Failure {
+                            code: ErrorCode::Internal,
+                            message,
+                        })
+                    }
+                }
+            }
         };
-        audit::admitted(&cmd, &self.key, self.peer, &body, started.elapsed());
+        shared
+            .audit
+            .admitted(&cmd, &key, self.peer, &body, started.elapsed());
         self.send(&req, body, shared).await
     }
 
@@ -317,7 +333,11 @@ impl Connection {
     }
 
     async fn send_response(&mut self, response: &Response, shared: &Shared) -> bool {
-        let sent = timeout(shared.limits.idle_timeout, self.writer.send(response)).await;
+        let sent = timeout(
+            shared.settings().limits.idle_timeout,
+            self.writer.send(response),
+        )
+        .await;
         match sent {
             Ok(Ok(())) => true,
             Ok(Err(e)) => {

@@ -41,6 +41,7 @@ pub fn prepare(opts: &DevOpts) -> anyhow::Result<Config> {
         master,
         listen: opts.listen,
         policy: None,
+        audit_log: None,
         server_id: id,
         log_format: LogFormat::Text,
         limits: Limits::default(),

@@ -18,24 +18,61 @@ use std::sync::Arc;
 use anyhow::Context;
 use tokio::net::TcpListener;
 use tokio::signal::unix::{signal, SignalKind};
-use tracing::info;
+use tracing::{error, info, warn};
 
+use crate::cli::ServeOpts;
 use crate::config::Config;
-use crate::server::Shared;
+use crate::server::{Settings, Shared};
 
-/// Loads everything `config` names, binds, and serves until SIGINT or SIGTERM.
-pub async fn serve(config: Config) -> anyhow::Result<()> {
+/// Loads everything `config` names, binds, and serves until SIGINT or SIGTERM. On
+/// SIGHUP it reads `opts` (the command line and the config file it names) again and
+/// puts the new policy and settings in force, or keeps the old ones if anything is wrong.
+pub async fn serve(config: Config, opts: Option<ServeOpts>) -> anyhow::Result<()> {
     // Install the handlers before announcing readiness: a signal that arrives between
     // "listening" and the first poll of the shutdown future must still drain, not kill.
     let shutdown = shutdown_signal()?;
+    let mut hangup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
     let shared = Arc::new(Shared::load(&config)?);
     let listener = TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("listening on {}", config.listen))?;
     let addr = listener.local_addr()?;
-    info!(server_id = %config.server_id, "listening on {addr}");
+    let reloader = shared.clone();
+    tokio::spawn(async move {
+        while hangup.recv().await.is_some() {
+            reload(&reloader, &config, opts.as_ref());
+        }
+    });
+    info!(server_id = %shared.server_id, "listening on {addr}");
     server::run(listener, shared, shutdown).await;
     Ok(())
+}
+
+/// Applies a new policy and settings, or logs why not and keeps the old ones.
+fn reload(shared: &Shared, running: &Config, opts: Option<&ServeOpts>) {
+    let fresh = match opts {
+        Some(opts) => Config::load(opts),
+        None => Ok(running.clone()),
+    };
+    let settings = fresh.and_then(|config| {
+        let fixed = (&config.listen, &config.master, &config.server_id, &config.audit_log);
+        if fixed != (&running.listen, &running.master, &running.server_id, &running.audit_log) {
+            warn!("listen, master, server_id and audit_log changes need a restart; they are not applied");
+        }
+        if config.limits.max_executions != running.limits.max_executions {
+            warn!("a max_executions change needs a restart; it is not applied");
+        }
+        Settings::load(&config)
+    });
+    match settings.map(|s| shared.replace(s)) {
+        Ok(Ok(())) => info!("SIGHUP: policy and settings reloaded"),
+        Ok(Err(e)) => {
+            error!(error = %e, "SIGHUP: settings reloaded, but the audit file could not be reopened")
+        }
+        Err(e) => {
+            error!("SIGHUP: reload refused, the old policy and settings stay in force: {e:#}")
+        }
+    }
 }
 
 /// A future that completes on the first SIGINT or SIGTERM; the handlers are installed

@@ -22,14 +22,14 @@ fn main() -> ExitCode {
 }
 
 fn run(opts: Opts) -> anyhow::Result<ExitCode> {
-    let config = match opts.command {
+    let (config, reload_from) = match opts.command {
         Command::Admin(cmd) => return admin::run(cmd),
-        Command::Serve(serve) => Config::load(serve)?,
-        Command::Dev(d) => dev::prepare(&d)?,
+        Command::Serve(serve) => (Config::load(&serve)?, Some(serve)),
+        Command::Dev(d) => (dev::prepare(&d)?, None),
     };
     init_logging(config.log_format);
     let runtime = tokio::runtime::Runtime::new()?;
-    runtime.block_on(cmdchan_server::serve(config))?;
+    runtime.block_on(cmdchan_server::serve(config, reload_from))?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -20,6 +20,7 @@ use cmdchan_common::keys::{MasterKey, TagKey};
 use cmdchan_common::tls;
 
 use crate::admit::Rules;
+use crate::audit::Audit;
 use crate::config::{Config, Limits};
 use crate::connection;
 use crate::policy::Policy;
@@ -31,30 +32,53 @@ const DRAIN: Duration = Duration::from_secs(30);
 /// Most command IDs remembered at once (about 100 bytes each).
 const MAX_REMEMBERED_IDS: usize = 1_000_000;
 
-/// What every connection reads: built once at start-up, never locked but for the store.
+/// What every connection reads: fixed at start-up but for `settings`, which SIGHUP
+/// replaces as a whole, so each request sees one consistent snapshot.
 #[derive(Debug)]
 pub struct Shared {
     pub tls: SslContext,
     pub tag_key: TagKey,
     pub server_id: Ident,
+    pub replay: MemoryStore,
+    /// Slots for programs running at once (`max_executions`, fixed at start-up).
+    pub executions: Arc<Semaphore>,
+    pub audit: Audit,
+    settings: RwLock<Arc<Settings>>,
+}
+
+/// What a reload can change.
+#[derive(Debug)]
+pub struct Settings {
     pub limits: Limits,
     pub min_epoch: BTreeMap<Ident, u64>,
     pub policy: Policy,
-    pub replay: MemoryStore,
-    /// Slots for programs running at once (`max_executions`).
-    pub executions: Arc<Semaphore>,
 }
 
-impl Shared {
-    /// Reads the master key and policy named by `config` and builds the TLS context.
+impl Settings {
+    /// Reads the policy `config` names; nothing is applied if anything is wrong.
     pub fn load(config: &Config) -> anyhow::Result<Self> {
-        let text = keyfile::read_private("master key", &config.master)?;
-        let master = MasterKey::from_hex(&text)
-            .map_err(|e| anyhow::anyhow!("master key file {} {e}", config.master.display()))?;
         let policy = match &config.policy {
             Some(path) => Policy::load(path)?,
             None => Policy::builtin_default(),
         };
+        Ok(Self {
+            limits: config.limits,
+            min_epoch: config.min_epoch.clone(),
+            policy,
+        })
+    }
+}
+
+impl Shared {
+    /// Reads the master key and policy named by `config`, opens the audit file and
+    /// builds the TLS context.
+    pub fn load(config: &Config) -> anyhow::Result<Self> {
+        let text = keyfile::read_private("master key", &config.master)?;
+        let master = MasterKey::from_hex(&text)
+            .map_err(|e| anyhow::anyhow!("master key file {} {e}", config.master.display()))?;
+        let settings = Settings::load(config)?;
+        let audit = Audit::new(config.server_id.clone(), config.audit_log.as_deref())
+            .with_context(|| format!("opening the audit file {:?}", config.audit_log))?;
         let tag_key = master.tag_key();
         let tls =
             tls::server_context(master, tls::FFDHE3072_PEM).context("building the TLS context")?;
@@ -62,21 +86,35 @@ impl Shared {
             tls,
             tag_key,
             server_id: config.server_id.clone(),
-            limits: config.limits,
-            min_epoch: config.min_epoch.clone(),
-            policy,
             replay: MemoryStore::new(MAX_REMEMBERED_IDS),
             executions: Arc::new(Semaphore::new(config.limits.max_executions)),
+            audit,
+            settings: RwLock::new(Arc::new(settings)),
         })
     }
 
-    pub fn rules(&self) -> Rules<'_> {
+    /// The settings in force now.
+    pub fn settings(&self) -> Arc<Settings> {
+        self.settings
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Puts new settings in force for every request from now on, and reopens the audit
+    /// file (for rotation).
+    pub fn replace(&self, settings: Settings) -> std::io::Result<()> {
+        *self.settings.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(settings);
+        self.audit.reopen()
+    }
+
+    pub fn rules<'a>(&'a self, settings: &'a Settings) -> Rules<'a> {
         Rules {
             tag_key: &self.tag_key,
             server_id: &self.server_id,
-            window: self.limits.freshness_window.as_secs(),
-            min_epoch: &self.min_epoch,
-            policy: &self.policy,
+            window: settings.limits.freshness_window.as_secs(),
+            min_epoch: &settings.min_epoch,
+            policy: &settings.policy,
             executions: &self.executions,
         }
     }
@@ -87,7 +125,7 @@ impl Shared {
 pub async fn run(listener: TcpListener, shared: Arc<Shared>, shutdown: impl Future<Output = ()>) {
     let tracker = TaskTracker::new();
     let cancel = CancellationToken::new();
-    let permits = Arc::new(Semaphore::new(shared.limits.max_connections));
+    let permits = Arc::new(Semaphore::new(shared.settings().limits.max_connections));
     tokio::pin!(shutdown);
     loop {
         // Take a permit before accepting, so over the cap new clients wait in the backlog.

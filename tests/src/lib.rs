@@ -196,6 +196,11 @@ impl Server {
         }
     }
 
+    /// Sends `signal` (like "HUP") to the server.
+    pub fn signal(&self, signal: &str) {
+        run(Command::new("kill").args([format!("-{signal}"), self.pid().to_string()]));
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
     }

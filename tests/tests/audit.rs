@@ -1,0 +1,242 @@
+//! The audit file and reload: every request and refusal is recorded in a hash chain that
+//! `audit-verify` checks across restarts and rotation; SIGHUP swaps the policy safely.
+
+#![allow(
+    clippy::unwrap_used,
+    reason = "in a test, a panic is the failure report"
+)]
+
+use std::path::Path;
+
+use cmdchan::{ErrorCode, Reply};
+use cmdchan_tests::{edit_credential, text, Server, TestEnv};
+use serde_json::Value;
+
+const POLICY: &str = r#"
+[roles.ops]
+commands = ["ping", "login"]
+[commands.login]
+program = "{dir}/login.sh"
+args = ["{user}", "{password}"]
+[[commands.login.params]]
+name = "user"
+type = "string"
+required = true
+[[commands.login.params]]
+name = "password"
+type = "string"
+required = true
+secret = true
+"#;
+
+fn start(env: &TestEnv, log: &Path) -> Server {
+    env.script("login.sh", "echo \"welcome $1\"");
+    let dir = env.dir.path().to_str().unwrap();
+    let policy = env.write("policy.toml", &POLICY.replace("{dir}", dir));
+    env.start(&[
+        "--policy",
+        policy.to_str().unwrap(),
+        "--audit-log",
+        log.to_str().unwrap(),
+    ])
+}
+
+fn records(log: &Path) -> Vec<Value> {
+    let body = std::fs::read_to_string(log).unwrap();
+    body.lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+fn verify(env: &TestEnv, log: &Path, prev: Option<&str>) -> (Option<i32>, String) {
+    let mut args = vec!["audit-verify", log.to_str().unwrap()];
+    if let Some(prev) = prev {
+        args.extend(["--prev", prev]);
+    }
+    let out = env.admin(&args);
+    (out.status.code(), text(&out.stdout))
+}
+
+fn last_hash(report: &str) -> String {
+    report
+        .lines()
+        .find_map(|l| l.strip_prefix("last hash: "))
+        .unwrap()
+        .to_owned()
+}
+
+#[test]
+fn every_request_and_refusal_is_recorded_and_the_chain_verifies() {
+    let env = TestEnv::new();
+    let log = env.path("audit.log");
+    let server = start(&env, &log);
+    let cred = env.provision("alice", "ops", &[]);
+    assert_eq!(
+        env.cmdchan(&server, &cred, &["ping"]).status.code(),
+        Some(0)
+    );
+    let login = env.cmdchan(&server, &cred, &["login", "alice", "hunter2"]);
+    assert_eq!(text(&login.stdout), "welcome alice\n");
+    assert_eq!(
+        env.cmdchan(&server, &cred, &["whoami"]).status.code(),
+        Some(80)
+    );
+    let forged = env.provision("mallory", "ops", &[]);
+    edit_credential(&forged, "role", "\"admin\"");
+    assert_eq!(
+        env.cmdchan(&server, &forged, &["ping"]).status.code(),
+        Some(77)
+    );
+
+    let recs = records(&log);
+    let outcomes: Vec<&str> = recs
+        .iter()
+        .map(|r| r["outcome"].as_str().unwrap())
+        .collect();
+    assert_eq!(outcomes, ["ok", "started", "ran", "forbidden", "bad tag"]);
+    let ran = &recs[2];
+    for field in [
+        "time",
+        "server",
+        "client",
+        "role",
+        "epoch",
+        "peer",
+        "command",
+        "id",
+        "exit",
+        "duration_ms",
+        "output_bytes",
+        "prev",
+    ] {
+        assert!(!ran[field].is_null(), "{field} missing in {ran}");
+    }
+    assert_eq!(
+        (
+            ran["client"].as_str(),
+            ran["command"].as_str(),
+            ran["exit"].as_i64()
+        ),
+        (Some("alice"), Some("login"), Some(0))
+    );
+    assert_eq!(ran["params"]["user"], "alice");
+    let secret = ran["params"]["password"].as_str().unwrap();
+    assert!(
+        secret.starts_with("sha256:")
+            && !std::fs::read_to_string(&log).unwrap().contains("hunter2"),
+        "{secret}"
+    );
+    assert_eq!(recs[4]["client"], "mallory");
+    assert!(recs[4]["reason"].as_str().unwrap().contains("tag"));
+
+    let (code, report) = verify(&env, &log, None);
+    assert_eq!(code, Some(0), "{report}");
+    assert!(
+        report.starts_with("ok: 5 records, chained from a new chain"),
+        "{report}"
+    );
+}
+
+#[test]
+fn audit_verify_names_the_record_after_an_edit_a_deletion_or_a_reordering() {
+    let env = TestEnv::new();
+    let log = env.path("audit.log");
+    let server = start(&env, &log);
+    let cred = env.provision("alice", "ops", &[]);
+    for _ in 0..5 {
+        env.cmdchan(&server, &cred, &["ping"]);
+    }
+    assert!(server.wait_for_lines("admitted", 5).len() == 5);
+    let lines: Vec<String> = std::fs::read_to_string(&log)
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    let tampered = |name: &str, lines: Vec<String>| {
+        let path = env.write(name, &(lines.join("\n") + "\n"));
+        verify(&env, &path, None)
+    };
+    let mut edited = lines.clone();
+    edited[1] = edited[1].replace("\"ok\"", "\"forbidden\"");
+    assert_eq!(tampered("edited", edited), (Some(1), "BROKEN at record 3 (line 3): it does not follow record 2: record 2 was edited, or records were deleted or reordered here\n".into()));
+    let mut deleted = lines.clone();
+    deleted.remove(2);
+    assert!(tampered("deleted", deleted)
+        .1
+        .starts_with("BROKEN at record 3 "));
+    let mut reordered = lines.clone();
+    reordered.swap(1, 2);
+    assert!(tampered("reordered", reordered)
+        .1
+        .starts_with("BROKEN at record 2 "));
+    let mut torn = lines;
+    torn[3].truncate(20);
+    assert!(tampered("torn", torn)
+        .1
+        .starts_with("BROKEN at record 4 (line 4): it is not a JSON record"));
+}
+
+#[test]
+fn the_chain_continues_across_a_restart_and_a_rotation() {
+    let env = TestEnv::new();
+    let log = env.path("audit.log");
+    let cred = env.provision("alice", "ops", &[]);
+    let server = start(&env, &log);
+    env.cmdchan(&server, &cred, &["ping"]);
+    assert_eq!(server.terminate().code(), Some(0));
+
+    let server = start(&env, &log);
+    env.cmdchan(&server, &cred, &["ping"]);
+    let (code, report) = verify(&env, &log, None);
+    assert_eq!(code, Some(0), "{report}");
+    assert!(report.starts_with("ok: 2 records"), "{report}");
+
+    let rotated = env.path("audit.log.1");
+    std::fs::rename(&log, &rotated).unwrap();
+    server.signal("HUP");
+    assert!(server.wait_for_log("SIGHUP: policy and settings reloaded"));
+    env.cmdchan(&server, &cred, &["ping"]);
+    let old_last = last_hash(&verify(&env, &rotated, None).1);
+    let (code, report) = verify(&env, &log, Some(&old_last));
+    assert_eq!(code, Some(0), "{report}");
+    assert!(
+        report.contains(&format!("chained from hash {old_last}")),
+        "{report}"
+    );
+    let (code, _) = verify(&env, &log, Some(&"0".repeat(64)));
+    assert_eq!(code, Some(1), "the new file does not start a new chain");
+}
+
+#[tokio::test]
+async fn sighup_keeps_the_old_policy_when_the_new_one_is_broken_and_applies_a_good_one_to_open_connections(
+) {
+    let env = TestEnv::new();
+    let policy = env.write("policy.toml", "[roles.ops]\ncommands = [\"ping\"]\n");
+    let server = env.start(&["--policy", policy.to_str().unwrap()]);
+    let cred = env.provision("alice", "ops", &[]);
+    let mut client = server.client(&cred).await;
+    let refused = |r: Result<Reply, cmdchan::Error>| matches!(r, Err(cmdchan::Error::Refused(f)) if f.code == ErrorCode::Forbidden);
+    assert!(refused(client.call("whoami", &[]).await));
+
+    std::fs::write(
+        &policy,
+        "[roles.ops]\ncommands = [\"ping\", \"no-such-command\"]\n",
+    )
+    .unwrap();
+    server.signal("HUP");
+    assert!(server.wait_for_log("reload refused, the old policy and settings stay in force"));
+    assert!(
+        server.log().contains("no-such-command"),
+        "the log says what is wrong"
+    );
+    assert_eq!(client.call("ping", &[]).await.unwrap(), Reply::Pong);
+    assert!(refused(client.call("whoami", &[]).await));
+
+    std::fs::write(&policy, "[roles.ops]\ncommands = [\"ping\", \"whoami\"]\n").unwrap();
+    server.signal("HUP");
+    assert!(server.wait_for_log("SIGHUP: policy and settings reloaded"));
+    assert!(
+        matches!(client.call("whoami", &[]).await, Ok(Reply::Whoami(_))),
+        "the open connection sees the new rules"
+    );
+}
