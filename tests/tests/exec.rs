@@ -483,3 +483,28 @@ async fn refused_programs_do_not_run() {
     );
     assert!(!env.path("ran").exists());
 }
+
+/// The program prints, then waits for a file that the test creates only after it has
+/// received that first output: if output were held back until the end, this would hang
+/// until the command's timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn output_streams_while_the_program_runs() {
+    let env = TestEnv::new();
+    let gate = env.path("gate.open");
+    let body = format!("echo first\nwhile [ ! -e {} ]; do sleep 0.05; done\necho second", gate.display());
+    env.script("two.sh", &body);
+    let policy = "[roles.ops]\ncommands = [\"two\"]\n[commands.two]\nprogram = \"{dir}/two.sh\"\ntimeout = \"20s\"\n";
+    let (server, cred) = setup(&env, policy, "ops", &[]);
+    let mut client = server.client(&cred).await;
+    let req = client.request("two", &[]).unwrap();
+    let mut seen = Vec::new();
+    let reply = client
+        .run(&req, |out| {
+            seen.push(String::from_utf8_lossy(&out.data).into_owned());
+            std::fs::write(&gate, "").unwrap();
+        })
+        .await
+        .unwrap();
+    assert_eq!(seen.concat(), "first\nsecond\n");
+    assert!(matches!(reply, Reply::Exit(ref e) if !e.timed_out && e.code == Some(0)), "{reply:?}");
+}
