@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::{SinkExt, StreamExt};
+use nix::sys::signal::Signal;
 use openssl::ssl::{Ssl, SslRef};
 use tokio::io::AsyncWriteExt;
 use tokio::io::{ReadHalf, WriteHalf};
@@ -249,11 +250,11 @@ impl Connection {
                 },
                 () = tokio::time::sleep_until(run.deadline.into()), if !run.info.timed_out => {
                     run.info.timed_out = true;
-                    running.signal(nix::sys::signal::Signal::SIGTERM);
+                    running.signal(Signal::SIGTERM);
                     run.kill_at = Some(Instant::now() + KILL_GRACE);
                 }
                 () = sleep_until_opt(run.kill_at) => {
-                    running.signal(nix::sys::signal::Signal::SIGKILL);
+                    running.signal(Signal::SIGKILL);
                     run.kill_at = None;
                 }
                 next = self.reader.next(), if run.listening && self.pending.is_none() => match next {
@@ -263,7 +264,7 @@ impl Connection {
                         run.listening = false;
                         if !program.detach {
                             info!(client = %self.key, command = program.name, "client disconnected; stopping the command");
-                            running.signal(nix::sys::signal::Signal::SIGKILL);
+                            running.signal(Signal::SIGKILL);
                         }
                     }
                 },
@@ -309,14 +310,14 @@ impl Connection {
             Ok(Err(_)) => {
                 run.listening = false;
                 if !program.detach {
-                    running.signal(nix::sys::signal::Signal::SIGKILL);
+                    running.signal(Signal::SIGKILL);
                 }
             }
             Err(_) => {
                 info!(client = %self.key, command = program.name, "client not reading output; stopping the command");
                 run.info.timed_out = true;
                 run.listening = false;
-                running.signal(nix::sys::signal::Signal::SIGKILL);
+                running.signal(Signal::SIGKILL);
             }
         }
     }

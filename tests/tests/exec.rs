@@ -491,7 +491,10 @@ async fn refused_programs_do_not_run() {
 async fn output_streams_while_the_program_runs() {
     let env = TestEnv::new();
     let gate = env.path("gate.open");
-    let body = format!("echo first\nwhile [ ! -e {} ]; do sleep 0.05; done\necho second", gate.display());
+    let body = format!(
+        "echo first\nwhile [ ! -e {} ]; do sleep 0.05; done\necho second",
+        gate.display()
+    );
     env.script("two.sh", &body);
     let policy = "[roles.ops]\ncommands = [\"two\"]\n[commands.two]\nprogram = \"{dir}/two.sh\"\ntimeout = \"20s\"\n";
     let (server, cred) = setup(&env, policy, "ops", &[]);
@@ -506,5 +509,8 @@ async fn output_streams_while_the_program_runs() {
         .await
         .unwrap();
     assert_eq!(seen.concat(), "first\nsecond\n");
-    assert!(matches!(reply, Reply::Exit(ref e) if !e.timed_out && e.code == Some(0)), "{reply:?}");
+    assert!(
+        matches!(reply, Reply::Exit(ref e) if !e.timed_out && e.code == Some(0)),
+        "{reply:?}"
+    );
 }
