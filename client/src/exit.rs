@@ -72,11 +72,13 @@ impl Exit {
             ErrorCode::Forbidden | ErrorCode::UnknownCommand | ErrorCode::BadArguments => {
                 Exit::Policy
             }
-            ErrorCode::Replay | ErrorCode::Stale | ErrorCode::BadCounter => Exit::Replay,
+            ErrorCode::Replay | ErrorCode::Stale | ErrorCode::BadCounter | ErrorCode::Duplicate => {
+                Exit::Replay
+            }
             ErrorCode::Malformed | ErrorCode::UnsupportedVersion | ErrorCode::TooLarge => {
                 Exit::Protocol
             }
-            ErrorCode::StoreUnavailable | ErrorCode::Busy => Exit::TempFail,
+            ErrorCode::StoreUnavailable | ErrorCode::Busy | ErrorCode::InProgress => Exit::TempFail,
             ErrorCode::Internal | ErrorCode::Other(_) => Exit::Software,
         }
     }

@@ -198,11 +198,13 @@ pub enum ErrorCode {
     Internal,
     StoreUnavailable,
     Busy,
+    InProgress,
+    Duplicate,
     Other(u16),
 }
 
 /// Code numbers and names, in one table; PROTOCOL.md §6 lists the same.
-const CODES: [(ErrorCode, u16, &str); 16] = [
+const CODES: [(ErrorCode, u16, &str); 18] = [
     (ErrorCode::Malformed, 1, "malformed"),
     (ErrorCode::UnsupportedVersion, 2, "unsupported version"),
     (ErrorCode::TooLarge, 3, "too large"),
@@ -219,6 +221,8 @@ const CODES: [(ErrorCode, u16, &str); 16] = [
     (ErrorCode::Internal, 30, "internal"),
     (ErrorCode::StoreUnavailable, 31, "store unavailable"),
     (ErrorCode::Busy, 32, "busy"),
+    (ErrorCode::InProgress, 33, "in progress"),
+    (ErrorCode::Duplicate, 34, "duplicate"),
 ];
 
 impl ErrorCode {

@@ -1,7 +1,7 @@
 //! Admission: the checks a request must pass, in a fixed order, before anything runs.
 //!
 //! Order (PROTOCOL.md §7): counter → tag → revocation → expiry → audience → freshness →
-//! command, arguments and policy → command ID. Cheap local checks come first; the one
+//! command, arguments and policy → capacity → command ID. Cheap local checks come first; the one
 //! with a side effect (remembering the ID) comes last, so an ID is recorded exactly when
 //! its command is about to run. [`check`] is pure: time and the session are arguments.
 
@@ -18,7 +18,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::cmd::Builtin;
 use crate::policy::{BindError, Command, Invocation, Policy, Program};
-use crate::replay::{MemoryStore, StoreError};
+use crate::replay::{Claim, Entry, State, Store, StoreError};
 
 /// What admission needs to know about this server.
 #[derive(Debug)]
@@ -108,18 +108,28 @@ pub enum Action<'a> {
     Run(&'a Program, Invocation),
 }
 
-/// Runs every check in order, then records the ID.
-pub fn admit<'a>(
+/// What admission decided for a request that passed every check.
+#[derive(Debug)]
+pub enum Admission<'a> {
+    /// Run it.
+    Admitted(Admitted<'a>),
+    /// The same client sent this command ID before: answer from what the store kept.
+    Retry(Entry),
+}
+
+/// Runs every check in order, then claims the command ID.
+pub async fn admit<'a>(
     request: &'a Request,
     expected_counter: u64,
     key: &'a PskIdentity,
     rules: &Rules<'a>,
-    store: &MemoryStore,
+    store: &Store,
     now: u64,
-) -> Result<Admitted<'a>, Refusal> {
+) -> Result<Admission<'a>, Refusal> {
     check(request, expected_counter, key, rules, now)?
         .reserve(rules.executions)?
-        .record(store, now)
+        .claim(store, now)
+        .await
 }
 
 /// The pure checks, in order; the first failure wins.
@@ -254,19 +264,30 @@ impl<'a> Checked<'a> {
         Ok(self)
     }
 
-    /// Remembers the command ID until the request could no longer pass freshness; a
-    /// second use of the ID inside that time is a replay.
-    pub fn record(self, store: &MemoryStore, now: u64) -> Result<Admitted<'a>, Refusal> {
+    /// Claims the command ID until the request could no longer pass freshness. Seen
+    /// before: by this client it is a retry, by anyone else a replay.
+    pub async fn claim(self, store: &Store, now: u64) -> Result<Admission<'a>, Refusal> {
         let a = self.admitted;
-        match store.insert(a.request.id, a.fresh_until, now) {
-            Ok(()) => Ok(a),
-            Err(StoreError::Duplicate) => Err(Refusal::Replay),
-            Err(e @ StoreError::Full { .. }) => Err(Refusal::StoreUnavailable(e.to_string())),
+        let entry = Entry {
+            client: a.client.to_string(),
+            state: State::Running { since: now },
+        };
+        match store.claim(a.request.id, &entry, a.fresh_until, now).await {
+            Ok(Claim::Fresh) => Ok(Admission::Admitted(a)),
+            Ok(Claim::Seen(seen)) if seen.client == a.client.as_str() => Ok(Admission::Retry(seen)),
+            Ok(Claim::Seen(_)) => Err(Refusal::Replay),
+            Err(e @ (StoreError::Full { .. } | StoreError::Unavailable(_))) => {
+                Err(Refusal::StoreUnavailable(e.to_string()))
+            }
         }
     }
 }
 
 impl Admitted<'_> {
+    /// The unix second until which the store must remember this command ID.
+    pub fn fresh_until(&self) -> u64 {
+        self.fresh_until
+    }
     pub fn action(&self) -> &Action<'_> {
         &self.action
     }

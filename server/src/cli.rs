@@ -49,6 +49,14 @@ pub struct ServeOpts {
     /// Hash-chained audit file (JSON lines), appended to; reopened on SIGHUP.
     #[arg(long)]
     pub audit_log: Option<PathBuf>,
+    /// Where command IDs are remembered: file:PATH (survives restarts) or memory
+    /// [default: file:$STATE_DIRECTORY/seen.log, /var/lib/cmdchan/seen.log for root,
+    /// else ~/.local/state/cmdchan/seen.log].
+    #[arg(long)]
+    pub replay_store: Option<String>,
+    /// Flush the replay log to disk after every write (survives power loss; slower).
+    #[arg(long)]
+    pub replay_fsync: bool,
     /// This server's ID, matched against requests' target and grants' servers [default: host name].
     #[arg(long)]
     pub server_id: Option<Ident>,

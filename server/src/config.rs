@@ -12,6 +12,7 @@ use cmdchan_common::frame::DEFAULT_MAX_FRAME;
 use cmdchan_common::ident::Ident;
 
 use crate::cli::{LogFormat, ServeOpts};
+use crate::replay::StoreSpec;
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7433";
 
@@ -23,6 +24,10 @@ pub struct Config {
     pub policy: Option<PathBuf>,
     /// The hash-chained audit file, if any.
     pub audit_log: Option<PathBuf>,
+    /// Where command IDs are remembered.
+    pub replay_store: StoreSpec,
+    /// Flush the replay log to disk after every write.
+    pub replay_fsync: bool,
     pub server_id: Ident,
     pub log_format: LogFormat,
     pub limits: Limits,
@@ -63,6 +68,8 @@ struct FileConfig {
     listen: Option<SocketAddr>,
     policy: Option<PathBuf>,
     audit_log: Option<PathBuf>,
+    replay_store: Option<String>,
+    replay_fsync: Option<bool>,
     server_id: Option<Ident>,
     log_format: Option<LogFormat>,
     freshness_window: Option<String>,
@@ -119,6 +126,11 @@ impl Config {
             listen: opts.listen.or(file.listen).unwrap_or_else(default_listen),
             policy: opts.policy.or(file.policy),
             audit_log: opts.audit_log.or(file.audit_log),
+            replay_store: match opts.replay_store.or(file.replay_store) {
+                Some(text) => StoreSpec::parse(&text).map_err(anyhow::Error::msg)?,
+                None => StoreSpec::default_file(),
+            },
+            replay_fsync: opts.replay_fsync || file.replay_fsync.unwrap_or(false),
             server_id,
             log_format: opts.log_format.or(file.log_format).unwrap_or_default(),
             limits,

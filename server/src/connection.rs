@@ -23,13 +23,14 @@ use cmdchan_common::ident::PskIdentity;
 use cmdchan_common::protocol::{
     Body, ErrorCode, ExitInfo, Failure, Output, Reply, Request, Response,
 };
-use cmdchan_common::time;
+use cmdchan_common::time::{self, rfc3339};
 use cmdchan_common::tls::{self, Offered};
 
-use crate::admit::{self, Action, Admitted};
+use crate::admit::{self, Action, Admission, Admitted};
 use crate::cmd;
 use crate::exec::{self, Event};
 use crate::policy::{Invocation, Program};
+use crate::replay::{self, Entry, State};
 use crate::server::Shared;
 
 type Tls = SslStream<TcpStream>;
@@ -178,8 +179,11 @@ impl Connection {
         let rules = shared.rules(&settings);
         // Admitted borrows the identity while running a program needs `&mut self`.
         let key = self.key.clone();
-        let cmd = match admit::admit(&req, expected, &key, &rules, &shared.replay, time::now()) {
-            Ok(cmd) => cmd,
+        let admission =
+            admit::admit(&req, expected, &key, &rules, &shared.replay, time::now()).await;
+        let cmd = match admission {
+            Ok(Admission::Admitted(cmd)) => cmd,
+            Ok(Admission::Retry(entry)) => return self.answer_retry(&req, entry, shared).await,
             Err(refusal) => {
                 shared
                     .audit
@@ -192,11 +196,12 @@ impl Connection {
                     && !refusal.closes_connection();
             }
         };
+        let mut kept = Some(Vec::new());
         let body = match cmd.action() {
             Action::Builtin(b) => Body::Ok(cmd::run(*b, &cmd, &settings.policy)),
             Action::Run(program, invocation) => {
                 match shared.audit.started(&cmd, &key, self.peer, invocation) {
-                    Ok(()) => self.execute(&cmd, program, invocation).await,
+                    Ok(()) => self.execute(&cmd, program, invocation, &mut kept).await,
                     Err(e) => {
                         error!(error = %e, "cannot write the audit file; refusing to run {}", program.name);
                         let message =
@@ -212,11 +217,79 @@ impl Connection {
         shared
             .audit
             .admitted(&cmd, &key, self.peer, &body, started.elapsed());
+        self.remember(&cmd, kept, &body, shared).await;
         self.send(&req, body, shared).await
     }
 
+    /// Stores what became of the command, so a retry of its ID gets this answer.
+    async fn remember(
+        &self,
+        cmd: &Admitted<'_>,
+        kept: Option<Vec<Body>>,
+        last: &Body,
+        shared: &Shared,
+    ) {
+        let answer = kept.and_then(|mut bodies| {
+            bodies.push(last.clone());
+            replay::keep(&bodies)
+        });
+        let entry = Entry {
+            client: self.key.name.to_string(),
+            state: State::Done {
+                at: time::now(),
+                answer,
+            },
+        };
+        if let Err(e) = shared
+            .replay
+            .finish(cmd.request().id, &entry, cmd.fresh_until())
+            .await
+        {
+            warn!(client = %self.key, error = %e, "cannot record the outcome; a retry will hear \"in progress\"");
+        }
+    }
+
+    /// Answers a client that sent a command ID again: with the kept answer, or says the
+    /// command is still running or ran with an answer too large to keep.
+    async fn answer_retry(&mut self, req: &Request, entry: Entry, shared: &Shared) -> bool {
+        shared.audit.retried(&self.key, self.peer, req, &entry);
+        let failure = |code, message| vec![Body::Err(Failure { code, message })];
+        let bodies = match entry.state {
+            State::Done {
+                answer: Some(bodies),
+                ..
+            } => bodies,
+            State::Running { since } => failure(
+                ErrorCode::InProgress,
+                format!(
+                    "this command ID is still running (since {}); ask again later",
+                    rfc3339(since)
+                ),
+            ),
+            State::Done { at, answer: None } => failure(
+                ErrorCode::Duplicate,
+                format!(
+                    "this command ID already ran (finished {}); its answer was too large to keep",
+                    rfc3339(at)
+                ),
+            ),
+        };
+        for body in bodies {
+            if !self.send(req, body, shared).await {
+                return false;
+            }
+        }
+        true
+    }
+
     /// Runs a program, streaming its output; the body is the final answer.
-    async fn execute(&mut self, cmd: &Admitted<'_>, program: &Program, inv: &Invocation) -> Body {
+    async fn execute(
+        &mut self,
+        cmd: &Admitted<'_>,
+        program: &Program,
+        inv: &Invocation,
+        kept: &mut Option<Vec<Body>>,
+    ) -> Body {
         let mut running = match exec::spawn(program, &inv.argv) {
             Ok(running) => running,
             Err(e) => {
@@ -238,7 +311,10 @@ impl Connection {
         loop {
             tokio::select! {
                 event = running.next() => match event {
-                    Ok(Event::Output(stream, data)) => self.forward(cmd, &mut run, program, Output { stream, data }, &running).await,
+                    Ok(Event::Output(stream, data)) => {
+                        let out = Output { stream, data };
+                        self.forward(cmd, &mut run, program, out, &running, kept).await
+                    }
                     Ok(Event::Exited(status)) => {
                         (run.info.code, run.info.signal) = exec::outcome(status);
                         break;
@@ -283,6 +359,7 @@ impl Connection {
         program: &Program,
         mut out: Output,
         running: &exec::Running,
+        kept: &mut Option<Vec<Body>>,
     ) {
         let len = out.data.len() as u64;
         let room = program.output_limit.saturating_sub(run.info.output_bytes);
@@ -300,6 +377,12 @@ impl Connection {
         } else {
             run.deadline
         };
+        // Keep what was sent for a retry, while it fits the store's cap.
+        let fits = |k: &Vec<Body>| output_bytes(k) + out.data.len() <= replay::OUTCOME_CAP;
+        *kept = kept.take().filter(fits).map(|mut k| {
+            k.push(Body::Output(out.clone()));
+            k
+        });
         let frame = Response {
             counter: cmd.request().counter,
             id: cmd.request().id,
@@ -385,6 +468,19 @@ struct Run {
     /// The client is still there to send output to.
     listening: bool,
     info: ExitInfo,
+}
+
+fn output_bytes(bodies: &[Body]) -> usize {
+    bodies
+        .iter()
+        .map(|b| {
+            if let Body::Output(o) = b {
+                o.data.len()
+            } else {
+                0
+            }
+        })
+        .sum()
 }
 
 async fn sleep_until_opt(at: Option<Instant>) {

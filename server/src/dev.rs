@@ -12,6 +12,7 @@ use cmdchan_common::ident::Ident;
 use crate::admin;
 use crate::cli::{DevOpts, LogFormat, ProvisionOpts};
 use crate::config::{Config, Limits};
+use crate::replay::StoreSpec;
 
 /// The server ID of the development server; the demo credential addresses it by name.
 const DEV_SERVER_ID: &str = "localhost";
@@ -42,6 +43,8 @@ pub fn prepare(opts: &DevOpts) -> anyhow::Result<Config> {
         listen: opts.listen,
         policy: None,
         audit_log: None,
+        replay_store: StoreSpec::File(opts.dir.join("seen.log")),
+        replay_fsync: false,
         server_id: id,
         log_format: LogFormat::Text,
         limits: Limits::default(),

@@ -17,14 +17,14 @@ use tracing::{info, warn};
 use cmdchan_common::ident::Ident;
 use cmdchan_common::keyfile;
 use cmdchan_common::keys::{MasterKey, TagKey};
-use cmdchan_common::tls;
+use cmdchan_common::{time, tls};
 
 use crate::admit::Rules;
 use crate::audit::Audit;
 use crate::config::{Config, Limits};
 use crate::connection;
 use crate::policy::Policy;
-use crate::replay::MemoryStore;
+use crate::replay::Store;
 
 /// How long shutdown waits for open connections to finish their request.
 const DRAIN: Duration = Duration::from_secs(30);
@@ -39,7 +39,7 @@ pub struct Shared {
     pub tls: SslContext,
     pub tag_key: TagKey,
     pub server_id: Ident,
-    pub replay: MemoryStore,
+    pub replay: Store,
     /// Slots for programs running at once (`max_executions`, fixed at start-up).
     pub executions: Arc<Semaphore>,
     pub audit: Audit,
@@ -86,7 +86,13 @@ impl Shared {
             tls,
             tag_key,
             server_id: config.server_id.clone(),
-            replay: MemoryStore::new(MAX_REMEMBERED_IDS),
+            replay: Store::open(
+                &config.replay_store,
+                MAX_REMEMBERED_IDS,
+                config.replay_fsync,
+                time::now(),
+            )
+            .with_context(|| format!("opening the replay store {:?}", config.replay_store))?,
             executions: Arc::new(Semaphore::new(config.limits.max_executions)),
             audit,
             settings: RwLock::new(Arc::new(settings)),

@@ -130,7 +130,9 @@ impl TestEnv {
             "--listen",
             "127.0.0.1:0",
         ]);
-        cmd.args(["--server-id", SERVER_ID]).args(extra);
+        let store = format!("file:{}", self.path("seen.log").display());
+        cmd.args(["--server-id", SERVER_ID, "--replay-store", &store])
+            .args(extra);
         Server::spawn(cmd)
     }
 

@@ -187,29 +187,40 @@ async fn a_skipped_counter_is_refused() {
 }
 
 #[tokio::test]
-async fn a_command_id_reused_on_a_new_connection_is_a_replay() {
+async fn a_command_id_reused_on_a_new_connection_never_runs_twice() {
     let env = TestEnv::new();
     let cred = env.provision("alice", "operator", &[]);
+    let bob = env.provision("bob", "operator", &[]);
     let server = env.start(&[]);
     let mut first = server.client(&cred).await;
     let req: Request = first.request("echo", &["once".into()]).unwrap();
-    assert_eq!(code_of(&first.exchange(&req).await.unwrap()), None);
+    let original = first.exchange(&req).await.unwrap();
+    assert_eq!(code_of(&original), None);
     first.close().await;
+    // The same client again (a retry): the original answer, not a second run.
     let mut second = server.client(&cred).await;
     let response = second.exchange(&req).await.unwrap();
-    assert_eq!(code_of(&response), Some(ErrorCode::Replay));
+    assert_eq!(response.body, original.body);
     assert_eq!(
         (response.counter, response.id),
         (req.counter, req.id),
         "the response names the request"
     );
-    // The refusal is logged after the admission it follows, so wait for it first.
+    // Another client with the same ID: a replay.
+    let mut thief = server.client(&bob).await;
+    let mut stolen = thief.request("echo", &["once".into()]).unwrap();
+    stolen.id = req.id;
+    assert_eq!(
+        code_of(&thief.exchange(&stolen).await.unwrap()),
+        Some(ErrorCode::Replay)
+    );
     server.wait_for_lines(" refused ", 1);
     assert_eq!(
         server.log_lines("admitted").len(),
         1,
         "the command ran once"
     );
+    assert_eq!(server.log_lines("retried").len(), 1);
 }
 
 #[tokio::test]

@@ -12,7 +12,7 @@ use tokio::sync::Semaphore;
 
 use super::*;
 use crate::policy::Policy;
-use crate::replay::MemoryStore;
+use crate::replay::{Store, StoreSpec};
 
 const NOW: u64 = 1_800_000_000;
 
@@ -104,20 +104,24 @@ impl Fixture {
     }
 }
 
-#[test]
-fn a_good_request_is_admitted_once() {
+#[tokio::test]
+async fn a_good_request_is_admitted_once() {
     let f = Fixture::new();
-    let store = MemoryStore::new(100);
+    let store = Store::open(&StoreSpec::Memory, 100, false, 0).expect("store");
     let req = f.request();
-    let admitted = admit(&req, 1, &f.key, &f.rules(), &store, NOW).expect("admitted");
+    let Ok(Admission::Admitted(admitted)) = admit(&req, 1, &f.key, &f.rules(), &store, NOW).await
+    else {
+        panic!("not admitted")
+    };
     assert_eq!(
         (admitted.client().as_str(), admitted.command()),
         ("alice", "ping")
     );
     assert!(matches!(admitted.action(), Action::Builtin(Builtin::Ping)));
-    assert_eq!(
-        admit(&req, 1, &f.key, &f.rules(), &store, NOW).err(),
-        Some(Refusal::Replay)
+    let again = admit(&req, 1, &f.key, &f.rules(), &store, NOW).await;
+    assert!(
+        matches!(again, Ok(Admission::Retry(_))),
+        "not run a second time: {again:?}"
     );
 }
 
@@ -260,30 +264,32 @@ fn the_first_failing_check_wins() {
     assert_eq!(f.check(&req), Err(Refusal::Expired { at: NOW - 10 }));
 }
 
-#[test]
-fn a_refused_request_does_not_use_up_its_id() {
+#[tokio::test]
+async fn a_refused_request_does_not_use_up_its_id() {
     let f = Fixture::new();
-    let store = MemoryStore::new(100);
+    let store = Store::open(&StoreSpec::Memory, 100, false, 0).expect("store");
     let mut req = f.request();
     req.command = "whoami".into();
-    assert!(admit(&req, 1, &f.key, &f.rules(), &store, NOW).is_err());
+    assert!(admit(&req, 1, &f.key, &f.rules(), &store, NOW)
+        .await
+        .is_err());
     assert!(store.is_empty());
 }
 
-#[test]
-fn an_id_is_forgotten_only_once_its_request_is_stale() {
+#[tokio::test]
+async fn an_id_is_forgotten_only_once_its_request_is_stale() {
     let f = Fixture::new();
-    let store = MemoryStore::new(100);
+    let store = Store::open(&StoreSpec::Memory, 100, false, 0).expect("store");
     let req = f.request();
-    admit(&req, 1, &f.key, &f.rules(), &store, NOW).expect("first");
+    admit(&req, 1, &f.key, &f.rules(), &store, NOW)
+        .await
+        .expect("first");
     // At the last second the request is fresh, the ID is still remembered.
-    assert_eq!(
-        admit(&req, 1, &f.key, &f.rules(), &store, NOW + 60).err(),
-        Some(Refusal::Replay)
-    );
+    let last = admit(&req, 1, &f.key, &f.rules(), &store, NOW + 60).await;
+    assert!(matches!(last, Ok(Admission::Retry(_))), "{last:?}");
     // One second later the request is stale, so forgetting the ID is safe.
     assert!(matches!(
-        admit(&req, 1, &f.key, &f.rules(), &store, NOW + 61),
+        admit(&req, 1, &f.key, &f.rules(), &store, NOW + 61).await,
         Err(Refusal::Stale { .. })
     ));
 }
@@ -313,24 +319,54 @@ fn program_arguments_are_bound_checked_and_restricted_by_role() {
     assert!(matches!(f.check(&req), Err(Refusal::BadArguments(_))));
 }
 
-#[test]
-fn over_the_execution_limit_is_busy_and_does_not_use_up_the_id() {
+#[tokio::test]
+async fn over_the_execution_limit_is_busy_and_does_not_use_up_the_id() {
     let f = Fixture::new();
-    let store = MemoryStore::new(100);
+    let store = Store::open(&StoreSpec::Memory, 100, false, 0).expect("store");
     let mut first = f.request();
     first.command = "svc".into();
     first.args = vec!["nginx".into()];
     let mut second = first.clone();
     second.id = [6; 16];
-    let running = admit(&first, 1, &f.key, &f.rules(), &store, NOW).expect("first runs");
+    let running = admit(&first, 1, &f.key, &f.rules(), &store, NOW)
+        .await
+        .expect("first runs");
     assert!(matches!(
-        admit(&second, 1, &f.key, &f.rules(), &store, NOW),
+        admit(&second, 1, &f.key, &f.rules(), &store, NOW).await,
         Err(Refusal::Busy(_))
     ));
     assert_eq!(store.len(), 1, "the busy request's ID was not recorded");
     drop(running);
     assert!(
-        admit(&second, 1, &f.key, &f.rules(), &store, NOW).is_ok(),
+        admit(&second, 1, &f.key, &f.rules(), &store, NOW)
+            .await
+            .is_ok(),
         "the slot is free again"
+    );
+}
+
+#[tokio::test]
+async fn the_same_clients_id_again_is_a_retry_and_another_clients_is_a_replay() {
+    let f = Fixture::new();
+    let store = Store::open(&StoreSpec::Memory, 100, false, 0).expect("store");
+    let req = f.request();
+    admit(&req, 1, &f.key, &f.rules(), &store, NOW)
+        .await
+        .expect("first");
+    let again = admit(&req, 1, &f.key, &f.rules(), &store, NOW).await;
+    assert!(
+        matches!(again, Ok(Admission::Retry(ref e)) if e.client == "alice"),
+        "{again:?}"
+    );
+    // Bob proves his own name and holds a valid tag, yet reuses alice's ID.
+    let bob = PskIdentity {
+        name: ident("bob"),
+        epoch: 0,
+    };
+    let mut stolen = req.clone();
+    stolen.tag = f.tag_key.sign(&bob.name, &stolen.grant);
+    assert_eq!(
+        admit(&stolen, 1, &bob, &f.rules(), &store, NOW).await.err(),
+        Some(Refusal::Replay)
     );
 }

@@ -23,6 +23,7 @@ use cmdchan_common::protocol::{Body, Reply, Request};
 
 use crate::admit::{Action, Admitted, Refusal};
 use crate::policy::Invocation;
+use crate::replay::{Entry, State};
 
 use self::chain::{hex, Chain};
 
@@ -125,6 +126,27 @@ impl Audit {
         let mut r = self.record(key, peer, req, refusal.code().name());
         r.insert("reason".into(), json!(refusal.to_string()));
         self.write(r);
+    }
+
+    /// A client sent a command ID it used before: answered from the store, nothing ran.
+    pub fn retried(&self, key: &PskIdentity, peer: SocketAddr, req: &Request, entry: &Entry) {
+        let outcome = match entry.state {
+            State::Running { .. } => "retry: in progress",
+            State::Done {
+                answer: Some(_), ..
+            } => "retry: answered",
+            State::Done { answer: None, .. } => "retry: duplicate",
+        };
+        info!(
+            target: TARGET,
+            client = %key,
+            %peer,
+            command = %printable(req.command.as_bytes()),
+            id = %hex(&req.id),
+            outcome,
+            "retried"
+        );
+        self.write(self.record(key, peer, req, outcome));
     }
 
     /// The fields every record has. The role is as claimed: for a `bad tag` refusal it

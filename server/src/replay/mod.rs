@@ -1,0 +1,159 @@
+//! The seen-ID store: each command ID is claimed once, for one client, until its request
+//! goes stale; the store also keeps what happened to it, so a client's retry gets the
+//! original answer instead of a second run.
+//!
+//! Backends: `memory` (one process, forgets on restart), `file:PATH` (the default: an
+//! append-only log that survives restarts and kill -9, see `log`).
+
+mod index;
+mod log;
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use cmdchan_common::protocol::{Body, CommandId};
+
+pub use self::index::Index;
+pub use self::log::LogStore;
+
+/// Largest answer kept for retries, encoded; a bigger one is remembered only as "ran".
+pub const OUTCOME_CAP: usize = 64 * 1024;
+
+/// What the store remembers about a command ID.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    /// The client that claimed the ID; anyone else using it is replaying it.
+    pub client: String,
+    pub state: State,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum State {
+    /// Admitted at this unix second and not finished yet.
+    Running { since: u64 },
+    /// Finished at this unix second; the answer's bodies if they fit [`OUTCOME_CAP`].
+    Done { at: u64, answer: Option<Vec<Body>> },
+}
+
+/// The result of claiming an ID.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Claim {
+    /// The ID was free and is now this request's.
+    Fresh,
+    /// The ID was already claimed.
+    Seen(Entry),
+}
+
+/// Why the store could not answer; the request is then refused (fail closed).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    #[error("the store holds its limit of {max} live IDs")]
+    Full { max: usize },
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+/// Where command IDs are remembered.
+#[derive(Debug)]
+pub enum Store {
+    Memory(std::sync::Mutex<Index>),
+    Log(LogStore),
+}
+
+/// How the operator named the store (`--replay-store`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreSpec {
+    Memory,
+    File(PathBuf),
+}
+
+impl StoreSpec {
+    pub fn parse(text: &str) -> Result<Self, String> {
+        match text {
+            "memory" => Ok(Self::Memory),
+            _ => match text.strip_prefix("file:") {
+                Some(path) if !path.is_empty() => Ok(Self::File(path.into())),
+                _ => Err(format!(
+                    "{text:?} is not a replay store: use memory or file:PATH"
+                )),
+            },
+        }
+    }
+
+    /// The default: a log in systemd's state directory, `/var/lib/cmdchan` for root,
+    /// or `~/.local/state/cmdchan` for anyone else.
+    pub fn default_file() -> Self {
+        let dir = match (
+            std::env::var_os("STATE_DIRECTORY"),
+            std::env::var_os("HOME"),
+        ) {
+            (Some(dir), _) => PathBuf::from(dir),
+            (None, _) if nix::unistd::geteuid().is_root() => "/var/lib/cmdchan".into(),
+            (None, Some(home)) => Path::new(&home).join(".local/state/cmdchan"),
+            (None, None) => "/var/lib/cmdchan".into(),
+        };
+        Self::File(dir.join("seen.log"))
+    }
+}
+
+impl Store {
+    /// Opens the store; `max_ids` bounds the live IDs held (the store fails closed beyond).
+    pub fn open(spec: &StoreSpec, max_ids: usize, fsync: bool, now: u64) -> std::io::Result<Self> {
+        Ok(match spec {
+            StoreSpec::Memory => Store::Memory(std::sync::Mutex::new(Index::new(max_ids))),
+            StoreSpec::File(path) => Store::Log(LogStore::open(path, max_ids, fsync, now)?),
+        })
+    }
+
+    /// Claims `id` for `entry.client` until `until`, if nobody has it; atomic.
+    pub async fn claim(
+        &self,
+        id: CommandId,
+        entry: &Entry,
+        until: u64,
+        now: u64,
+    ) -> Result<Claim, StoreError> {
+        match self {
+            Store::Memory(index) => index
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .claim(id, entry, until, now),
+            Store::Log(log) => log.claim(id, entry, until, now),
+        }
+    }
+
+    /// Records what became of a claimed ID.
+    pub async fn finish(&self, id: CommandId, entry: &Entry, until: u64) -> Result<(), StoreError> {
+        match self {
+            Store::Memory(index) => {
+                index
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .set(id, entry, until);
+                Ok(())
+            }
+            Store::Log(log) => log.finish(id, entry, until),
+        }
+    }
+
+    /// IDs held (live or waiting to be pruned).
+    pub fn len(&self) -> usize {
+        match self {
+            Store::Memory(index) => index.lock().unwrap_or_else(|p| p.into_inner()).len(),
+            Store::Log(log) => log.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// The answer to keep for retries, if it is small enough.
+pub fn keep(answer: &[Body]) -> Option<Vec<Body>> {
+    let size = postcard::to_stdvec(answer)
+        .map(|b| b.len())
+        .unwrap_or(usize::MAX);
+    (size <= OUTCOME_CAP).then(|| answer.to_vec())
+}
