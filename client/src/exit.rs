@@ -43,9 +43,11 @@ impl Exit {
     pub fn of(error: &Error) -> Exit {
         match error {
             Error::NoAddress | Error::NoTarget(_) => Exit::Usage,
-            Error::Connect { .. } | Error::Handshake { .. } | Error::Timeout(_) | Error::Closed => {
-                Exit::Unavailable
-            }
+            Error::Connect { .. }
+            | Error::Handshake { .. }
+            | Error::Timeout(_)
+            | Error::Closed
+            | Error::Lost(_) => Exit::Unavailable,
             Error::Protocol(_) => Exit::Protocol,
             Error::Tls(_) => Exit::Software,
             Error::Refused(failure) => Exit::of_code(failure.code),

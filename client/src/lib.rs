@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
 use openssl::error::ErrorStack;
-use openssl::ssl::Ssl;
+use openssl::ssl::{Ssl, SslContext};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::time::timeout;
@@ -50,6 +50,10 @@ pub struct Options {
     /// its own timeout; this guards against a server that stops answering.
     pub answer_timeout: Duration,
     pub max_frame: usize,
+    /// Reconnects [`Client::run_with_retry`] may make after a lost connection.
+    pub retries: u32,
+    /// Wait before the first retry; doubled for each next one.
+    pub retry_backoff: Duration,
 }
 
 impl Default for Options {
@@ -59,6 +63,8 @@ impl Default for Options {
             timeout: Duration::from_secs(10),
             answer_timeout: Duration::from_secs(600),
             max_frame: DEFAULT_MAX_FRAME,
+            retries: 3,
+            retry_backoff: Duration::from_millis(200),
         }
     }
 }
@@ -80,6 +86,8 @@ pub enum Error {
     Timeout(Duration),
     #[error("the server closed the connection without answering")]
     Closed,
+    #[error("the connection was lost: {0}")]
+    Lost(io::Error),
     #[error("protocol error: {0}")]
     Protocol(String),
     #[error("{}: {}", .0.code, .0.message)]
@@ -90,6 +98,17 @@ pub enum Error {
 
 type Channel = Framed<SslStream<TcpStream>, MsgCodec<Response, Request>>;
 
+impl Error {
+    /// The connection broke before the answer came: the request may or may not have
+    /// reached the server, so only a retry with the same command ID is safe.
+    pub fn is_connection_lost(&self) -> bool {
+        matches!(
+            self,
+            Error::Closed | Error::Lost(_) | Error::Connect { .. } | Error::Timeout(_)
+        )
+    }
+}
+
 /// One authenticated connection to a cmdchan server.
 #[derive(Debug)]
 pub struct Client {
@@ -97,7 +116,10 @@ pub struct Client {
     cred: Credential,
     target: Ident,
     next_counter: u64,
-    answer_timeout: Duration,
+    /// What reconnecting needs.
+    addr: String,
+    ctx: SslContext,
+    opts: Options,
 }
 
 impl Client {
@@ -111,19 +133,53 @@ impl Client {
             .or(cred.address.as_deref())
             .ok_or(Error::NoAddress)?
             .to_owned();
-        let target = target(&cred, &addr, opts.target)?;
+        let target = target(&cred, &addr, opts.target.clone())?;
         let ctx = tls::client_context(&cred.identity(), &cred.psk)?;
-        let stream = timeout(opts.timeout, handshake(&ctx, &addr))
-            .await
-            .map_err(|_| Error::Timeout(opts.timeout))??;
-        let channel = Framed::new(stream, MsgCodec::new(opts.max_frame));
+        let channel = open(&ctx, &addr, &opts).await?;
         Ok(Self {
             channel,
             cred,
             target,
             next_counter: 1,
-            answer_timeout: opts.answer_timeout,
+            addr,
+            ctx,
+            opts,
         })
+    }
+
+    /// Like [`Client::run`], but if the connection is lost before the answer, connects
+    /// again and sends the same request (same command ID and issue time; the counter of
+    /// the new connection), up to `Options::retries` times with doubling backoff. The
+    /// server runs a command ID at most once, so a retry gets the first run's answer (or
+    /// `in progress`), never a second run. Output already passed to `on_output` may come
+    /// again in the repeated answer.
+    pub async fn run_with_retry(
+        &mut self,
+        request: &mut Request,
+        mut on_output: impl FnMut(&Output),
+    ) -> Result<Reply, Error> {
+        let mut backoff = self.opts.retry_backoff;
+        for _ in 0..self.opts.retries {
+            match self.run(request, &mut on_output).await {
+                Err(e) if e.is_connection_lost() => {
+                    tokio::time::sleep(backoff).await;
+                    backoff = backoff.saturating_mul(2);
+                    if self.reconnect().await.is_ok() {
+                        request.counter = self.next_counter;
+                        self.next_counter += 1;
+                    }
+                }
+                other => return other,
+            }
+        }
+        self.run(request, on_output).await
+    }
+
+    /// Replaces the connection with a new one; its counter starts again at 1.
+    pub async fn reconnect(&mut self) -> Result<(), Error> {
+        self.channel = open(&self.ctx, &self.addr, &self.opts).await?;
+        self.next_counter = 1;
+        Ok(())
     }
 
     /// Sends `command` with positional `args` and returns the reply (a program's output
@@ -181,7 +237,7 @@ impl Client {
     ) -> Result<Response, Error> {
         self.channel.send(request).await.map_err(frame_error)?;
         loop {
-            let limit = self.answer_timeout;
+            let limit = self.opts.answer_timeout;
             let next = timeout(limit, self.channel.next())
                 .await
                 .map_err(|_| Error::Timeout(limit))?;
@@ -210,6 +266,13 @@ impl Client {
     pub async fn close(self) {
         let _ = self.channel.into_inner().shutdown().await;
     }
+}
+
+async fn open(ctx: &SslContext, addr: &str, opts: &Options) -> Result<Channel, Error> {
+    let stream = timeout(opts.timeout, handshake(ctx, addr))
+        .await
+        .map_err(|_| Error::Timeout(opts.timeout))??;
+    Ok(Framed::new(stream, MsgCodec::new(opts.max_frame)))
 }
 
 async fn handshake(
@@ -246,6 +309,7 @@ fn alert_reason(stack: &ErrorStack) -> String {
 fn frame_error(e: FrameError) -> Error {
     match e {
         FrameError::Io(e) if e.kind() == io::ErrorKind::UnexpectedEof => Error::Closed,
+        FrameError::Io(e) => Error::Lost(e),
         FrameError::Truncated => Error::Closed,
         other => Error::Protocol(other.to_string()),
     }

@@ -42,6 +42,10 @@ struct Opts {
     /// Longest silence from the server while a command runs.
     #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
     answer_timeout: Duration,
+    /// Times to reconnect and resend (same command ID, so it never runs twice) if the
+    /// connection is lost before the answer.
+    #[arg(long, default_value_t = 3)]
+    retries: u32,
     /// A named parameter, NAME=VALUE (repeat for several).
     #[arg(long = "arg", value_name = "NAME=VALUE", value_parser = parse_param)]
     params: Vec<Param>,
@@ -82,6 +86,7 @@ async fn run(opts: Opts) -> Exit {
         target: opts.server_id,
         timeout: opts.timeout,
         answer_timeout: opts.answer_timeout,
+        retries: opts.retries,
         ..Options::default()
     };
     let mut client = match Client::connect(cred, opts.server.as_deref(), options).await {
@@ -94,7 +99,9 @@ async fn run(opts: Opts) -> Exit {
     };
     request.params = opts.params;
     let mut sink = output::Sink::new(opts.json);
-    let result = client.run(&request, |out| sink.write(out)).await;
+    let result = client
+        .run_with_retry(&mut request, |out| sink.write(out))
+        .await;
     client.close().await;
     match result {
         Ok(reply) => sink.reply(&reply),

@@ -254,6 +254,12 @@ impl Server {
             .collect()
     }
 
+    /// Kills the server with SIGKILL (no drain, no cleanup) and waits for it to die.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// Sends SIGTERM and waits (at most 20 s) for the exit status.
     pub fn terminate(mut self) -> ExitStatus {
         let pid = self.child.id().to_string();
@@ -386,4 +392,48 @@ pub fn eventually(secs: u64, mut check: impl FnMut() -> bool) -> bool {
         std::thread::sleep(Duration::from_millis(20));
     }
     check()
+}
+
+/// A TCP proxy to `target` for cutting connections: the first connection it carries is
+/// cut at the server's first TLS application-data record (so the request got through
+/// but its answer does not); later connections pass untouched.
+pub async fn cutting_proxy(target: SocketAddr) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut first = true;
+        while let Ok((client, _)) = listener.accept().await {
+            let server = TcpStream::connect(target).await.unwrap();
+            tokio::spawn(relay(client, server, std::mem::take(&mut first)));
+        }
+    });
+    addr
+}
+
+async fn relay(client: TcpStream, server: TcpStream, cut: bool) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (mut client_read, mut client_write) = client.into_split();
+    let (mut server_read, mut server_write) = server.into_split();
+    let upstream =
+        tokio::spawn(async move { tokio::io::copy(&mut client_read, &mut server_write).await });
+    // Downstream, record by record: header (type, version, length), then the body.
+    loop {
+        let mut header = [0u8; 5];
+        if server_read.read_exact(&mut header).await.is_err() {
+            break;
+        }
+        if cut && header[0] == 0x17 {
+            break;
+        }
+        let mut body = vec![0u8; usize::from(u16::from_be_bytes([header[3], header[4]]))];
+        if server_read.read_exact(&mut body).await.is_err() {
+            break;
+        }
+        if client_write.write_all(&header).await.is_err()
+            || client_write.write_all(&body).await.is_err()
+        {
+            break;
+        }
+    }
+    upstream.abort();
 }
