@@ -49,7 +49,8 @@ pub struct ServeOpts {
     /// Hash-chained audit file (JSON lines), appended to; reopened on SIGHUP.
     #[arg(long)]
     pub audit_log: Option<PathBuf>,
-    /// Where command IDs are remembered: file:PATH (survives restarts) or memory
+    /// Where command IDs are remembered: file:PATH (survives restarts), a redis:// URL
+    /// (shared by a fleet; rediss:// for TLS, credentials in the URL) or memory
     /// [default: file:$STATE_DIRECTORY/seen.log, /var/lib/cmdchan/seen.log for root,
     /// else ~/.local/state/cmdchan/seen.log].
     #[arg(long)]
@@ -57,6 +58,10 @@ pub struct ServeOpts {
     /// Flush the replay log to disk after every write (survives power loss; slower).
     #[arg(long)]
     pub replay_fsync: bool,
+    /// Fleet name: servers sharing a Redis replay store under the same name share their
+    /// memory of command IDs [default: default].
+    #[arg(long)]
+    pub fleet: Option<String>,
     /// This server's ID, matched against requests' target and grants' servers [default: host name].
     #[arg(long)]
     pub server_id: Option<Ident>,

@@ -70,6 +70,7 @@ struct FileConfig {
     audit_log: Option<PathBuf>,
     replay_store: Option<String>,
     replay_fsync: Option<bool>,
+    fleet: Option<String>,
     server_id: Option<Ident>,
     log_format: Option<LogFormat>,
     freshness_window: Option<String>,
@@ -127,7 +128,14 @@ impl Config {
             policy: opts.policy.or(file.policy),
             audit_log: opts.audit_log.or(file.audit_log),
             replay_store: match opts.replay_store.or(file.replay_store) {
-                Some(text) => StoreSpec::parse(&text).map_err(anyhow::Error::msg)?,
+                Some(text) => {
+                    let fleet = opts
+                        .fleet
+                        .clone()
+                        .or(file.fleet.clone())
+                        .unwrap_or_else(|| "default".into());
+                    StoreSpec::parse(&text, &fleet).map_err(anyhow::Error::msg)?
+                }
                 None => StoreSpec::default_file(),
             },
             replay_fsync: opts.replay_fsync || file.replay_fsync.unwrap_or(false),

@@ -240,11 +240,11 @@ impl Connection {
                 answer,
             },
         };
-        if let Err(e) = shared
-            .replay
-            .finish(cmd.request().id, &entry, cmd.fresh_until())
-            .await
-        {
+        let finished =
+            shared
+                .replay
+                .finish(cmd.request().id, &entry, cmd.fresh_until(), time::now());
+        if let Err(e) = finished.await {
             warn!(client = %self.key, error = %e, "cannot record the outcome; a retry will hear \"in progress\"");
         }
     }

@@ -32,7 +32,7 @@ pub async fn serve(config: Config, opts: Option<ServeOpts>) -> anyhow::Result<()
     // "listening" and the first poll of the shutdown future must still drain, not kill.
     let shutdown = shutdown_signal()?;
     let mut hangup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
-    let shared = Arc::new(Shared::load(&config)?);
+    let shared = Arc::new(Shared::load(&config).await?);
     let listener = TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("listening on {}", config.listen))?;

@@ -72,7 +72,7 @@ impl Settings {
 impl Shared {
     /// Reads the master key and policy named by `config`, opens the audit file and
     /// builds the TLS context.
-    pub fn load(config: &Config) -> anyhow::Result<Self> {
+    pub async fn load(config: &Config) -> anyhow::Result<Self> {
         let text = keyfile::read_private("master key", &config.master)?;
         let master = MasterKey::from_hex(&text)
             .map_err(|e| anyhow::anyhow!("master key file {} {e}", config.master.display()))?;
@@ -92,7 +92,8 @@ impl Shared {
                 config.replay_fsync,
                 time::now(),
             )
-            .with_context(|| format!("opening the replay store {:?}", config.replay_store))?,
+            .await
+            .map_err(|e| anyhow::anyhow!("opening the replay store: {e}"))?,
             executions: Arc::new(Semaphore::new(config.limits.max_executions)),
             audit,
             settings: RwLock::new(Arc::new(settings)),

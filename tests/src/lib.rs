@@ -130,9 +130,13 @@ impl TestEnv {
             "--listen",
             "127.0.0.1:0",
         ]);
-        let store = format!("file:{}", self.path("seen.log").display());
-        cmd.args(["--server-id", SERVER_ID, "--replay-store", &store])
-            .args(extra);
+        cmd.args(["--server-id", SERVER_ID]).args(extra);
+        if !extra.contains(&"--replay-store") {
+            cmd.args([
+                "--replay-store",
+                &format!("file:{}", self.path("seen.log").display()),
+            ]);
+        }
         Server::spawn(cmd)
     }
 
@@ -436,4 +440,81 @@ async fn relay(client: TcpStream, server: TcpStream, cut: bool) {
         }
     }
     upstream.abort();
+}
+
+/// A real `redis-server` on a free loopback port, without persistence; killed on drop.
+#[derive(Debug)]
+pub struct Redis {
+    child: Option<Child>,
+    pub port: u16,
+}
+
+impl Redis {
+    pub fn start() -> Redis {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut redis = Redis { child: None, port };
+        redis.restart();
+        redis
+    }
+
+    /// The URL servers use to reach it.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+
+    /// Stops it (SIGKILL), as an outage would.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts it (again) on the same port and waits until it answers PING.
+    pub fn restart(&mut self) {
+        self.stop();
+        let mut cmd = system("redis-server");
+        cmd.args([
+            "--port",
+            &self.port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ]);
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        let port = self.port;
+        assert!(
+            eventually(10, || redis_pings(port)),
+            "redis-server did not start on port {port}"
+        );
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn redis_pings(port: u16) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
+    let mut buf = [0u8; 7];
+    s.write_all(b"PING\r\n").is_ok() && s.read_exact(&mut buf).is_ok() && &buf == b"+PONG\r\n"
 }

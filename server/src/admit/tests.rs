@@ -107,7 +107,9 @@ impl Fixture {
 #[tokio::test]
 async fn a_good_request_is_admitted_once() {
     let f = Fixture::new();
-    let store = Store::open(&StoreSpec::Memory, 100, false, 0).expect("store");
+    let store = Store::open(&StoreSpec::Memory, 100, false, 0)
+        .await
+        .expect("store");
     let req = f.request();
     let Ok(Admission::Admitted(admitted)) = admit(&req, 1, &f.key, &f.rules(), &store, NOW).await
     else {
@@ -267,7 +269,9 @@ fn the_first_failing_check_wins() {
 #[tokio::test]
 async fn a_refused_request_does_not_use_up_its_id() {
     let f = Fixture::new();
-    let store = Store::open(&StoreSpec::Memory, 100, false, 0).expect("store");
+    let store = Store::open(&StoreSpec::Memory, 100, false, 0)
+        .await
+        .expect("store");
     let mut req = f.request();
     req.command = "whoami".into();
     assert!(admit(&req, 1, &f.key, &f.rules(), &store, NOW)
@@ -279,7 +283,9 @@ async fn a_refused_request_does_not_use_up_its_id() {
 #[tokio::test]
 async fn an_id_is_forgotten_only_once_its_request_is_stale() {
     let f = Fixture::new();
-    let store = Store::open(&StoreSpec::Memory, 100, false, 0).expect("store");
+    let store = Store::open(&StoreSpec::Memory, 100, false, 0)
+        .await
+        .expect("store");
     let req = f.request();
     admit(&req, 1, &f.key, &f.rules(), &store, NOW)
         .await
@@ -322,7 +328,9 @@ fn program_arguments_are_bound_checked_and_restricted_by_role() {
 #[tokio::test]
 async fn over_the_execution_limit_is_busy_and_does_not_use_up_the_id() {
     let f = Fixture::new();
-    let store = Store::open(&StoreSpec::Memory, 100, false, 0).expect("store");
+    let store = Store::open(&StoreSpec::Memory, 100, false, 0)
+        .await
+        .expect("store");
     let mut first = f.request();
     first.command = "svc".into();
     first.args = vec!["nginx".into()];
@@ -348,7 +356,9 @@ async fn over_the_execution_limit_is_busy_and_does_not_use_up_the_id() {
 #[tokio::test]
 async fn the_same_clients_id_again_is_a_retry_and_another_clients_is_a_replay() {
     let f = Fixture::new();
-    let store = Store::open(&StoreSpec::Memory, 100, false, 0).expect("store");
+    let store = Store::open(&StoreSpec::Memory, 100, false, 0)
+        .await
+        .expect("store");
     let req = f.request();
     admit(&req, 1, &f.key, &f.rules(), &store, NOW)
         .await

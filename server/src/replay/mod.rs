@@ -3,10 +3,12 @@
 //! original answer instead of a second run.
 //!
 //! Backends: `memory` (one process, forgets on restart), `file:PATH` (the default: an
-//! append-only log that survives restarts and kill -9, see `log`).
+//! append-only log that survives restarts and kill -9, see `log`), `redis://…` (one
+//! memory for a fleet of servers, see `redis`).
 
 mod index;
 mod log;
+mod redis;
 
 use std::path::{Path, PathBuf};
 
@@ -16,6 +18,7 @@ use cmdchan_common::protocol::{Body, CommandId};
 
 pub use self::index::Index;
 pub use self::log::LogStore;
+pub use self::redis::RedisStore;
 
 /// Largest answer kept for retries, encoded; a bigger one is remembered only as "ran".
 pub const OUTCOME_CAP: usize = 64 * 1024;
@@ -59,24 +62,54 @@ pub enum StoreError {
 pub enum Store {
     Memory(std::sync::Mutex<Index>),
     Log(LogStore),
+    Redis(RedisStore),
 }
 
 /// How the operator named the store (`--replay-store`).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub enum StoreSpec {
     Memory,
     File(PathBuf),
+    /// A Redis URL (`redis://`, `rediss://` for TLS, `redis+unix://`), with the fleet
+    /// name that namespaces its keys.
+    Redis {
+        url: String,
+        fleet: String,
+    },
+}
+
+impl std::fmt::Debug for StoreSpec {
+    /// Shows a Redis URL without its user and password.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StoreSpec::Memory => f.write_str("memory"),
+            StoreSpec::File(path) => write!(f, "file:{}", path.display()),
+            StoreSpec::Redis { url, fleet } => {
+                match url.split_once("://").zip(url.rsplit_once('@')) {
+                    Some(((scheme, _), (_, host))) => {
+                        write!(f, "{scheme}://***@{host} (fleet {fleet})")
+                    }
+                    None => write!(f, "{url} (fleet {fleet})"),
+                }
+            }
+        }
+    }
 }
 
 impl StoreSpec {
-    pub fn parse(text: &str) -> Result<Self, String> {
+    pub fn parse(text: &str, fleet: &str) -> Result<Self, String> {
+        let redis = ["redis://", "rediss://", "redis+unix://"]
+            .iter()
+            .any(|p| text.starts_with(p));
         match text {
             "memory" => Ok(Self::Memory),
+            _ if redis => Ok(Self::Redis {
+                url: text.into(),
+                fleet: fleet.into(),
+            }),
             _ => match text.strip_prefix("file:") {
                 Some(path) if !path.is_empty() => Ok(Self::File(path.into())),
-                _ => Err(format!(
-                    "{text:?} is not a replay store: use memory or file:PATH"
-                )),
+                _ => Err("a replay store is memory, file:PATH or a redis:// URL".into()),
             },
         }
     }
@@ -99,10 +132,19 @@ impl StoreSpec {
 
 impl Store {
     /// Opens the store; `max_ids` bounds the live IDs held (the store fails closed beyond).
-    pub fn open(spec: &StoreSpec, max_ids: usize, fsync: bool, now: u64) -> std::io::Result<Self> {
+    pub async fn open(
+        spec: &StoreSpec,
+        max_ids: usize,
+        fsync: bool,
+        now: u64,
+    ) -> Result<Self, String> {
         Ok(match spec {
             StoreSpec::Memory => Store::Memory(std::sync::Mutex::new(Index::new(max_ids))),
-            StoreSpec::File(path) => Store::Log(LogStore::open(path, max_ids, fsync, now)?),
+            StoreSpec::File(path) => {
+                let log = LogStore::open(path, max_ids, fsync, now);
+                Store::Log(log.map_err(|e| format!("{}: {e}", path.display()))?)
+            }
+            StoreSpec::Redis { url, fleet } => Store::Redis(RedisStore::open(url, fleet).await?),
         })
     }
 
@@ -120,11 +162,18 @@ impl Store {
                 .unwrap_or_else(|p| p.into_inner())
                 .claim(id, entry, until, now),
             Store::Log(log) => log.claim(id, entry, until, now),
+            Store::Redis(redis) => redis.claim(id, entry, until, now).await,
         }
     }
 
     /// Records what became of a claimed ID.
-    pub async fn finish(&self, id: CommandId, entry: &Entry, until: u64) -> Result<(), StoreError> {
+    pub async fn finish(
+        &self,
+        id: CommandId,
+        entry: &Entry,
+        until: u64,
+        now: u64,
+    ) -> Result<(), StoreError> {
         match self {
             Store::Memory(index) => {
                 index
@@ -134,14 +183,17 @@ impl Store {
                 Ok(())
             }
             Store::Log(log) => log.finish(id, entry, until),
+            Store::Redis(redis) => redis.finish(id, entry, until, now).await,
         }
     }
 
-    /// IDs held (live or waiting to be pruned).
+    /// IDs held in this process (live or waiting to be pruned); 0 for Redis, whose
+    /// keys expire by themselves.
     pub fn len(&self) -> usize {
         match self {
             Store::Memory(index) => index.lock().unwrap_or_else(|p| p.into_inner()).len(),
             Store::Log(log) => log.len(),
+            Store::Redis(_) => 0,
         }
     }
 
@@ -156,4 +208,26 @@ pub fn keep(answer: &[Body]) -> Option<Vec<Body>> {
         .map(|b| b.len())
         .unwrap_or(usize::MAX);
     (size <= OUTCOME_CAP).then(|| answer.to_vec())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn specs_parse_and_redis_passwords_stay_out_of_debug() {
+        assert_eq!(StoreSpec::parse("memory", "f"), Ok(StoreSpec::Memory));
+        assert_eq!(
+            StoreSpec::parse("file:/x/seen.log", "f"),
+            Ok(StoreSpec::File("/x/seen.log".into()))
+        );
+        assert!(StoreSpec::parse("file:", "f").is_err());
+        assert!(StoreSpec::parse("mysql://x", "f").is_err());
+        let spec = StoreSpec::parse("redis://user:s3cret@db:6379/2", "prod").expect("redis");
+        let shown = format!("{spec:?}");
+        assert!(
+            !shown.contains("s3cret") && shown.contains("db:6379/2") && shown.contains("prod"),
+            "{shown}"
+        );
+    }
 }

@@ -1,0 +1,116 @@
+//! A fleet sharing one real Redis: a command ID runs once across servers, and when Redis
+//! is down requests fail closed, then succeed again when it is back.
+
+#![allow(
+    clippy::unwrap_used,
+    reason = "in a test, a panic is the failure report"
+)]
+
+use cmdchan::{ErrorCode, Reply};
+use cmdchan_tests::{eventually, text, Redis, Server, TestEnv};
+
+fn setup(env: &TestEnv) -> String {
+    let runs = env.path("runs");
+    env.script("count.sh", &format!("echo run >> {}", runs.display()));
+    let dir = env.dir.path().to_str().unwrap();
+    let policy = format!("[roles.ops]\ncommands = [\"ping\", \"count\"]\n[commands.count]\nprogram = \"{dir}/count.sh\"\n");
+    env.write("policy.toml", &policy)
+        .to_str()
+        .unwrap()
+        .to_owned()
+}
+
+fn start(env: &TestEnv, policy: &str, redis: &Redis) -> Server {
+    let url = redis.url();
+    env.start(&[
+        "--policy",
+        policy,
+        "--replay-store",
+        &url,
+        "--fleet",
+        "test",
+    ])
+}
+
+fn runs(env: &TestEnv) -> usize {
+    std::fs::read_to_string(env.path("runs")).map_or(0, |s| s.lines().count())
+}
+
+fn refused_with(result: &Result<Reply, cmdchan::Error>) -> Option<ErrorCode> {
+    match result {
+        Err(cmdchan::Error::Refused(f)) => Some(f.code),
+        _ => None,
+    }
+}
+
+#[tokio::test]
+async fn a_command_id_run_on_one_server_is_not_run_again_by_another() {
+    let env = TestEnv::new();
+    let policy = setup(&env);
+    let redis = Redis::start();
+    let a = start(&env, &policy, &redis);
+    let b = start(&env, &policy, &redis);
+    let cred = env.provision("alice", "ops", &[]);
+    let mut on_a = a.client(&cred).await;
+    let request = on_a.request("count", &[]).unwrap();
+    let first = on_a.run(&request, |_| {}).await.unwrap();
+    assert_eq!(runs(&env), 1);
+
+    // The same client sends it to server B (a retry): B answers from Redis.
+    let mut on_b = b.client(&cred).await;
+    assert_eq!(on_b.run(&request, |_| {}).await.unwrap(), first);
+    // Another client with the same ID at B: a replay.
+    let bob = env.provision("bob", "ops", &[]);
+    let mut thief = b.client(&bob).await;
+    let mut stolen = thief.request("count", &[]).unwrap();
+    stolen.id = request.id;
+    assert_eq!(
+        refused_with(&thief.run(&stolen, |_| {}).await),
+        Some(ErrorCode::Replay)
+    );
+    assert_eq!(
+        runs(&env),
+        1,
+        "the command ran exactly once across the fleet"
+    );
+    assert!(b.wait_for_lines("refused", 1).len() == 1 && b.log_lines("admitted").is_empty());
+}
+
+#[test]
+fn with_redis_down_requests_fail_closed_and_resume_when_it_is_back() {
+    let env = TestEnv::new();
+    let policy = setup(&env);
+    let mut redis = Redis::start();
+    let server = start(&env, &policy, &redis);
+    let cred = env.provision("alice", "ops", &[]);
+    assert_eq!(
+        env.cmdchan(&server, &cred, &["ping"]).status.code(),
+        Some(0)
+    );
+
+    redis.stop();
+    let out = env.cmdchan(&server, &cred, &["count"]);
+    assert_eq!(out.status.code(), Some(75), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("refused (store unavailable)"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(runs(&env), 0, "nothing ran unchecked");
+    assert!(server.wait_for_log("store unavailable"));
+    assert!(server
+        .log_lines("store unavailable")
+        .iter()
+        .any(|l| l.contains("WARN")));
+
+    redis.restart();
+    let back = eventually(15, || {
+        env.cmdchan(&server, &cred, &["count"]).status.code() == Some(0)
+    });
+    assert!(
+        back,
+        "service did not resume after Redis came back:\n{}",
+        server.log()
+    );
+    assert_eq!(runs(&env), 1);
+}
