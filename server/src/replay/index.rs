@@ -1,23 +1,58 @@
-//! The in-memory map of claimed IDs, bounded by the freshness window and a maximum size.
-//! Both stores use it: `memory` alone, `file` as the index of its log.
+//! The in-memory map of claimed IDs, bounded by the freshness window, a maximum count,
+//! and a byte budget for kept answers. Both local stores use it: `memory` alone, `file`
+//! as the index of its log.
+//!
+//! Each ID costs one 16-byte slot (times as u32 unix seconds, the client as a number
+//! into a table of names) beside its 16-byte key; answers kept for retries live in a
+//! second map, encoded, and only while their total stays under [`ANSWER_BUDGET`].
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
-use cmdchan_common::protocol::CommandId;
+use cmdchan_common::protocol::{Body, CommandId};
 
-use super::{Claim, Entry, StoreError};
+use super::{Claim, Entry, State, StoreError};
+
+/// Most bytes of kept answers held at once; beyond it a finished command is remembered
+/// without its answer (a retry then hears `duplicate`).
+pub const ANSWER_BUDGET: usize = 64 << 20;
 
 #[derive(Debug)]
 pub struct Index {
-    seen: HashMap<CommandId, (u64, Entry)>,
+    slots: HashMap<CommandId, Slot>,
+    answers: HashMap<CommandId, Box<[u8]>>,
+    answer_bytes: usize,
+    clients: Clients,
     next_prune: u64,
     max: usize,
 }
 
+/// One claimed ID: 16 bytes.
+#[derive(Debug, Clone, Copy)]
+struct Slot {
+    /// Kept while `now <= until` (unix seconds).
+    until: u32,
+    /// When it started or, if `done`, finished (unix seconds).
+    when: u32,
+    client: u32,
+    done: bool,
+}
+
+/// Client names, each stored once.
+#[derive(Debug, Default)]
+struct Clients {
+    names: Vec<Arc<str>>,
+    numbers: HashMap<Arc<str>, u32>,
+}
+
 impl Index {
     pub fn new(max: usize) -> Self {
+        let (slots, answers) = (HashMap::new(), HashMap::new());
         Self {
-            seen: HashMap::new(),
+            slots,
+            answers,
+            answer_bytes: 0,
+            clients: Clients::default(),
             next_prune: 0,
             max,
         }
@@ -31,55 +66,138 @@ impl Index {
         until: u64,
         now: u64,
     ) -> Result<Claim, StoreError> {
-        if now >= self.next_prune || self.seen.len() >= self.max {
+        if now >= self.next_prune || self.slots.len() >= self.max {
             self.prune(now);
             self.next_prune = now.saturating_add(1);
         }
-        match self.seen.get(&id) {
-            Some((keep_until, seen)) if *keep_until >= now => return Ok(Claim::Seen(seen.clone())),
-            _ if self.seen.len() >= self.max => return Err(StoreError::Full { max: self.max }),
+        match self.slots.get(&id) {
+            Some(slot) if u64::from(slot.until) >= now => {
+                return Ok(Claim::Seen(self.entry(&id, *slot)))
+            }
+            _ if self.slots.len() >= self.max => return Err(StoreError::Full { max: self.max }),
             _ => {}
         }
-        self.seen.insert(id, (until, entry.clone()));
+        self.set(id, entry, until);
         Ok(Claim::Fresh)
     }
 
-    /// Sets the entry for `id` (used for finishing, and when replaying a log).
+    /// Sets the entry for `id` (used for finishing, and when reading a log back).
     pub fn set(&mut self, id: CommandId, entry: &Entry, until: u64) {
-        self.seen.insert(id, (until, entry.clone()));
+        let (when, done, answer) = match &entry.state {
+            State::Running { since } => (*since, false, None),
+            State::Done { at, answer } => (*at, true, answer.as_deref()),
+        };
+        self.drop_answer(&id);
+        if let Some(encoded) = answer.and_then(|a| postcard::to_stdvec(a).ok()) {
+            if self.answer_bytes + encoded.len() <= ANSWER_BUDGET {
+                self.answer_bytes += encoded.len();
+                self.answers.insert(id, encoded.into_boxed_slice());
+            }
+        }
+        let client = self.clients.number(&entry.client);
+        self.slots.insert(
+            id,
+            Slot {
+                until: secs(until),
+                when: secs(when),
+                client,
+                done,
+            },
+        );
     }
 
     pub fn remove(&mut self, id: &CommandId) {
-        self.seen.remove(id);
+        self.slots.remove(id);
+        self.drop_answer(id);
     }
 
     /// Forgets IDs whose requests can no longer pass freshness.
     pub fn prune(&mut self, now: u64) {
-        self.seen.retain(|_, (keep_until, _)| *keep_until >= now);
+        let answers = &mut self.answers;
+        let answer_bytes = &mut self.answer_bytes;
+        self.slots.retain(|id, slot| {
+            let keep = u64::from(slot.until) >= now;
+            if !keep {
+                if let Some(a) = answers.remove(id) {
+                    *answer_bytes -= a.len();
+                }
+            }
+            keep
+        });
     }
 
-    pub fn live(&self) -> impl Iterator<Item = (&CommandId, &(u64, Entry))> {
-        self.seen.iter()
+    /// Every held ID with its keep-until time and entry.
+    pub fn live(&self) -> impl Iterator<Item = (CommandId, u64, Entry)> + '_ {
+        self.slots
+            .iter()
+            .map(|(id, slot)| (*id, u64::from(slot.until), self.entry(id, *slot)))
     }
 
     pub fn len(&self) -> usize {
-        self.seen.len()
+        self.slots.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.seen.is_empty()
+        self.slots.is_empty()
     }
+
+    fn entry(&self, id: &CommandId, slot: Slot) -> Entry {
+        let when = u64::from(slot.when);
+        let state = match slot.done {
+            false => State::Running { since: when },
+            true => State::Done {
+                at: when,
+                answer: self.answer(id),
+            },
+        };
+        Entry {
+            client: self.clients.name(slot.client).to_owned(),
+            state,
+        }
+    }
+
+    fn answer(&self, id: &CommandId) -> Option<Vec<Body>> {
+        postcard::from_bytes(self.answers.get(id)?).ok()
+    }
+
+    fn drop_answer(&mut self, id: &CommandId) {
+        if let Some(a) = self.answers.remove(id) {
+            self.answer_bytes -= a.len();
+        }
+    }
+}
+
+impl Clients {
+    fn number(&mut self, name: &str) -> u32 {
+        if let Some(n) = self.numbers.get(name) {
+            return *n;
+        }
+        let n = u32::try_from(self.names.len()).unwrap_or(u32::MAX);
+        let name: Arc<str> = name.into();
+        self.names.push(name.clone());
+        self.numbers.insert(name, n);
+        n
+    }
+
+    fn name(&self, n: u32) -> &str {
+        self.names.get(n as usize).map_or("", |s| s)
+    }
+}
+
+/// Unix seconds as u32 (good until 2106; later times are held as that year's end).
+fn secs(unix: u64) -> u32 {
+    u32::try_from(unix).unwrap_or(u32::MAX)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::replay::State;
+    use cmdchan_common::protocol::{Reply, Stream};
 
     fn entry(client: &str) -> Entry {
         Entry {
             client: client.into(),
-            state: State::Running { since: 0 },
+            state: State::Running { since: 7 },
         }
     }
 
@@ -112,5 +230,33 @@ mod tests {
             Ok(Claim::Fresh)
         );
         assert_eq!(index.len(), 1);
+    }
+
+    #[test]
+    fn finished_entries_keep_their_answer_and_give_it_back() {
+        let mut index = Index::new(10);
+        index.claim([1; 16], &entry("a"), 100, 0).expect("claim");
+        let out = Body::Output(cmdchan_common::protocol::Output {
+            stream: Stream::Stdout,
+            data: b"hi".to_vec(),
+        });
+        let answer = vec![out, Body::Ok(Reply::Pong)];
+        let done = Entry {
+            client: "a".into(),
+            state: State::Done {
+                at: 9,
+                answer: Some(answer),
+            },
+        };
+        index.set([1; 16], &done, 100);
+        assert_eq!(
+            index.claim([1; 16], &entry("a"), 100, 1),
+            Ok(Claim::Seen(done))
+        );
+        index.prune(101);
+        assert!(
+            index.is_empty() && index.answer_bytes == 0,
+            "the answer went with its ID"
+        );
     }
 }

@@ -226,12 +226,8 @@ fn rewrite(path: &Path, index: &Index) -> io::Result<(File, usize)> {
         .mode(0o600)
         .open(&tmp)?;
     let mut records = 0;
-    for (id, (until, entry)) in index.live() {
-        out.write_all(&encode(&Record {
-            id: *id,
-            until: *until,
-            entry: entry.clone(),
-        })?)?;
+    for (id, until, entry) in index.live() {
+        out.write_all(&encode(&Record { id, until, entry })?)?;
         records += 1;
     }
     out.sync_all()?;

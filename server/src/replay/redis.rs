@@ -2,7 +2,7 @@
 //! IDs (servers behind one name, or a request that could reach any of them).
 //!
 //! ```text
-//! key   = "cmdchan:" FLEET ":id:" hex(ID)
+//! key   = "cmdchan:" FLEET ":" ID        -- the 16 raw bytes of the ID (keys are binary-safe)
 //! claim = SET key postcard(entry) NX GET PX ttl    -- atomic: sets if absent, else returns
 //!                                                   -- the old entry and leaves it (Redis ≥ 7.0)
 //! finish = SET key postcard(entry) XX PX ttl       -- only while the claim still exists
@@ -102,9 +102,8 @@ impl RedisStore {
         Ok(())
     }
 
-    fn key(&self, id: &CommandId) -> String {
-        let hex: String = id.iter().map(|b| format!("{b:02x}")).collect();
-        format!("{}{hex}", self.prefix)
+    fn key(&self, id: &CommandId) -> Vec<u8> {
+        [self.prefix.as_bytes(), id].concat()
     }
 }
 
