@@ -443,27 +443,69 @@ async fn relay(client: TcpStream, server: TcpStream, cut: bool) {
 }
 
 /// A real `redis-server` on a free loopback port, without persistence; killed on drop.
+/// [`Redis::start_tls`] gives one that speaks only TLS and wants a password.
 #[derive(Debug)]
 pub struct Redis {
     child: Option<Child>,
     pub port: u16,
+    /// (directory with cert.pem and key.pem, password)
+    tls: Option<(PathBuf, String)>,
 }
 
 impl Redis {
     pub fn start() -> Redis {
+        Self::launch(None)
+    }
+
+    /// A TLS-only Redis with a self-signed certificate (made with openssl in `dir`) and a
+    /// password.
+    pub fn start_tls(dir: &Path, password: &str) -> Redis {
+        let mut cmd = system("openssl");
+        cmd.args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-days",
+            "1",
+        ]);
+        cmd.args(["-subj", "/CN=127.0.0.1", "-keyout"])
+            .arg(dir.join("key.pem"))
+            .arg("-out")
+            .arg(dir.join("cert.pem"));
+        assert!(
+            run(&mut cmd).status.success(),
+            "openssl could not make a certificate"
+        );
+        Self::launch(Some((dir.to_owned(), password.to_owned())))
+    }
+
+    fn launch(tls: Option<(PathBuf, String)>) -> Redis {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
             .unwrap()
             .port();
-        let mut redis = Redis { child: None, port };
+        let mut redis = Redis {
+            child: None,
+            port,
+            tls,
+        };
         redis.restart();
         redis
     }
 
-    /// The URL servers use to reach it.
+    /// The URL servers use to reach it (`#insecure`: the test certificate is self-signed).
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/0", self.port)
+        match &self.tls {
+            None => format!("redis://127.0.0.1:{}/0", self.port),
+            Some((_, password)) => {
+                format!("rediss://:{password}@127.0.0.1:{}/0#insecure", self.port)
+            }
+        }
     }
 
     /// Stops it (SIGKILL), as an outage would.
@@ -477,17 +519,29 @@ impl Redis {
     /// Starts it (again) on the same port and waits until it answers PING.
     pub fn restart(&mut self) {
         self.stop();
+        let port = self.port.to_string();
         let mut cmd = system("redis-server");
-        cmd.args([
-            "--port",
-            &self.port.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ]);
+        cmd.args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]);
+        match &self.tls {
+            None => cmd.args(["--port", &port]),
+            Some((dir, password)) => {
+                cmd.args([
+                    "--port",
+                    "0",
+                    "--tls-port",
+                    &port,
+                    "--tls-auth-clients",
+                    "no",
+                    "--requirepass",
+                    password,
+                ]);
+                cmd.arg("--tls-cert-file")
+                    .arg(dir.join("cert.pem"))
+                    .arg("--tls-key-file")
+                    .arg(dir.join("key.pem"));
+                cmd.arg("--tls-ca-cert-file").arg(dir.join("cert.pem"))
+            }
+        };
         let child = cmd
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -495,11 +549,19 @@ impl Redis {
             .spawn()
             .unwrap();
         self.child = Some(child);
-        let port = self.port;
         assert!(
-            eventually(10, || redis_pings(port)),
+            eventually(10, || self.pings()),
             "redis-server did not start on port {port}"
         );
+    }
+
+    fn pings(&self) -> bool {
+        let mut cli = system("redis-cli");
+        cli.args(["-p", &self.port.to_string()]);
+        if let Some((_, password)) = &self.tls {
+            cli.args(["--tls", "--insecure", "--no-auth-warning", "-a", password]);
+        }
+        text(&run(cli.arg("PING")).stdout).trim() == "PONG"
     }
 }
 
@@ -507,14 +569,4 @@ impl Drop for Redis {
     fn drop(&mut self) {
         self.stop();
     }
-}
-
-fn redis_pings(port: u16) -> bool {
-    use std::io::{Read, Write};
-    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
-        return false;
-    };
-    let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
-    let mut buf = [0u8; 7];
-    s.write_all(b"PING\r\n").is_ok() && s.read_exact(&mut buf).is_ok() && &buf == b"+PONG\r\n"
 }

@@ -114,3 +114,20 @@ fn with_redis_down_requests_fail_closed_and_resume_when_it_is_back() {
     );
     assert_eq!(runs(&env), 1);
 }
+
+#[tokio::test]
+async fn a_tls_redis_with_a_password_works_and_the_password_stays_out_of_the_log() {
+    let env = TestEnv::new();
+    let policy = setup(&env);
+    let redis = Redis::start_tls(env.dir.path(), "s3cret-redis-pass");
+    let server = start(&env, &policy, &redis);
+    let cred = env.provision("alice", "ops", &[]);
+    let mut client = server.client(&cred).await;
+    let request = client.request("count", &[]).unwrap();
+    client.run(&request, |_| {}).await.unwrap();
+    let mut again = server.client(&cred).await;
+    let retry = again.run(&request, |_| {}).await.unwrap();
+    assert!(matches!(retry, Reply::Exit(ref e) if e.code == Some(0)));
+    assert_eq!(runs(&env), 1, "the ID was remembered in the TLS Redis");
+    assert!(!server.log().contains("s3cret-redis-pass"));
+}
