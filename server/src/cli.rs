@@ -86,6 +86,28 @@ pub struct ServeOpts {
     /// Most policy programs running at once [default: 32].
     #[arg(long)]
     pub max_executions: Option<usize>,
+    /// Most connections open at once from one source address [default: 64].
+    #[arg(long)]
+    pub max_connections_per_source: Option<usize>,
+    /// Source networks allowed to connect, checked before any TLS work (repeat; CIDR)
+    /// [default: any].
+    #[arg(long, value_delimiter = ',')]
+    pub allow: Option<Vec<ipnet::IpNet>>,
+    /// Failed handshakes from one source before it is penalized [default: 5].
+    #[arg(long)]
+    pub penalty_after: Option<u32>,
+    /// First penalty; each next one doubles [default: 2s].
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub penalty_base: Option<Duration>,
+    /// Longest penalty; a source quiet this long is forgotten [default: 10m].
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub penalty_max: Option<Duration>,
+    /// Requests per second each client may make [default: 50].
+    #[arg(long)]
+    pub rate: Option<f64>,
+    /// Requests a client may make at once above its rate [default: 100].
+    #[arg(long)]
+    pub burst: Option<f64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum, serde::Deserialize)]

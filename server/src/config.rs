@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{bail, Context};
+use ipnet::IpNet;
 use serde::Deserialize;
 
 use cmdchan_common::frame::DEFAULT_MAX_FRAME;
@@ -36,7 +37,7 @@ pub struct Config {
 }
 
 /// Time and size limits for connections and requests.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Limits {
     pub freshness_window: Duration,
     pub max_frame: usize,
@@ -45,6 +46,17 @@ pub struct Limits {
     pub max_connections: usize,
     /// Most policy programs running at once, across all clients.
     pub max_executions: usize,
+    /// Most connections open at once from one source address.
+    pub max_connections_per_source: usize,
+    /// Source networks that may connect; empty: any.
+    pub allow: Vec<IpNet>,
+    /// Failed handshakes before a source's first penalty.
+    pub penalty_after: u32,
+    pub penalty_base: Duration,
+    pub penalty_max: Duration,
+    /// Requests per second each client may make, and the burst above it.
+    pub rate: f64,
+    pub burst: f64,
 }
 
 impl Default for Limits {
@@ -56,6 +68,13 @@ impl Default for Limits {
             idle_timeout: Duration::from_secs(300),
             max_connections: 1024,
             max_executions: 32,
+            max_connections_per_source: 64,
+            allow: Vec::new(),
+            penalty_after: 5,
+            penalty_base: Duration::from_secs(2),
+            penalty_max: Duration::from_secs(600),
+            rate: 50.0,
+            burst: 100.0,
         }
     }
 }
@@ -79,6 +98,13 @@ struct FileConfig {
     idle_timeout: Option<String>,
     max_connections: Option<usize>,
     max_executions: Option<usize>,
+    max_connections_per_source: Option<usize>,
+    allow: Option<Vec<IpNet>>,
+    penalty_after: Option<u32>,
+    penalty_base: Option<String>,
+    penalty_max: Option<String>,
+    rate: Option<f64>,
+    burst: Option<f64>,
     #[serde(default)]
     min_epoch: BTreeMap<Ident, u64>,
 }
@@ -113,6 +139,23 @@ impl Config {
                 .max_executions
                 .or(file.max_executions)
                 .unwrap_or(base.max_executions),
+            max_connections_per_source: opts
+                .max_connections_per_source
+                .or(file.max_connections_per_source)
+                .unwrap_or(base.max_connections_per_source),
+            allow: opts
+                .allow
+                .clone()
+                .or(file.allow.clone())
+                .unwrap_or(base.allow.clone()),
+            penalty_after: opts
+                .penalty_after
+                .or(file.penalty_after)
+                .unwrap_or(base.penalty_after),
+            penalty_base: pick(opts.penalty_base, &file.penalty_base, base.penalty_base)?,
+            penalty_max: pick(opts.penalty_max, &file.penalty_max, base.penalty_max)?,
+            rate: opts.rate.or(file.rate).unwrap_or(base.rate),
+            burst: opts.burst.or(file.burst).unwrap_or(base.burst),
         };
         check_limits(&limits)?;
         let Some(master) = opts.master.or(file.master) else {
@@ -179,8 +222,11 @@ fn check_limits(l: &Limits) -> anyhow::Result<()> {
             l.max_frame
         );
     }
-    if l.max_connections == 0 || l.max_executions == 0 {
-        bail!("max_connections and max_executions must be at least 1");
+    if l.max_connections == 0 || l.max_executions == 0 || l.max_connections_per_source == 0 {
+        bail!("max_connections, max_connections_per_source and max_executions must be at least 1");
+    }
+    if !(l.rate > 0.0 && l.burst >= 1.0) {
+        bail!("rate must be above 0 and burst at least 1");
     }
     if l.freshness_window.is_zero() || l.handshake_timeout.is_zero() || l.idle_timeout.is_zero() {
         bail!("freshness_window, handshake_timeout and idle_timeout must be above zero");

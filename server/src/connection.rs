@@ -85,22 +85,35 @@ async fn handshake(
     match timeout(limit, Pin::new(&mut stream).accept()).await {
         Err(_) => {
             warn!(%peer, "handshake failed: timed out after {limit:?}");
+            penalize(shared, peer);
             None
         }
         Ok(Err(e)) => {
             handshake_failed(stream.ssl(), peer, &e);
+            // A client that closed without a word (a TCP health check) is not an attack.
+            if e.ssl_error().is_some() || tls::offered(stream.ssl()).is_some() {
+                penalize(shared, peer);
+            }
             None
         }
         Ok(Ok(())) => match tls::offered(stream.ssl()) {
             Some(Offered::Identity(key)) => {
                 let cipher = stream.ssl().current_cipher().map_or("?", |c| c.name());
                 debug!(client = %key, %peer, cipher, "handshake done");
+                shared.gate.succeeded(peer.ip());
                 let key = key.clone();
                 Some((stream, key))
             }
             // Unreachable in practice: a decoy key is random, so no client can match it.
             _ => None,
         },
+    }
+}
+
+/// Counts a failed handshake against its source; logs a penalty once, when it starts.
+fn penalize(shared: &Shared, peer: SocketAddr) {
+    if let Some(penalty) = shared.gate.failed(peer.ip(), Instant::now()) {
+        warn!(source = %peer.ip(), "penalty: refusing {} for {}s after repeated failed handshakes", peer.ip(), penalty.as_secs());
     }
 }
 

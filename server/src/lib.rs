@@ -9,6 +9,7 @@ pub mod config;
 pub mod connection;
 pub mod dev;
 pub mod exec;
+pub mod gate;
 pub mod policy;
 pub mod replay;
 pub mod server;

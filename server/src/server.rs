@@ -3,8 +3,9 @@
 
 use std::collections::BTreeMap;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use openssl::ssl::SslContext;
@@ -23,6 +24,7 @@ use crate::admit::Rules;
 use crate::audit::Audit;
 use crate::config::{Config, Limits};
 use crate::connection;
+use crate::gate::{Gate, GateRules, Turned};
 use crate::policy::Policy;
 use crate::replay::Store;
 
@@ -43,6 +45,8 @@ pub struct Shared {
     /// Slots for programs running at once (`max_executions`, fixed at start-up).
     pub executions: Arc<Semaphore>,
     pub audit: Audit,
+    /// Allowlist, connection caps and penalties (fixed at start-up).
+    pub gate: Arc<Gate>,
     settings: RwLock<Arc<Settings>>,
 }
 
@@ -62,7 +66,7 @@ impl Settings {
             None => Policy::builtin_default(),
         };
         Ok(Self {
-            limits: config.limits,
+            limits: config.limits.clone(),
             min_epoch: config.min_epoch.clone(),
             policy,
         })
@@ -96,6 +100,7 @@ impl Shared {
             .map_err(|e| anyhow::anyhow!("opening the replay store: {e}"))?,
             executions: Arc::new(Semaphore::new(config.limits.max_executions)),
             audit,
+            gate: Gate::new(gate_rules(&config.limits)),
             settings: RwLock::new(Arc::new(settings)),
         })
     }
@@ -127,20 +132,26 @@ impl Shared {
     }
 }
 
+fn gate_rules(l: &Limits) -> GateRules {
+    GateRules {
+        allow: l.allow.clone(),
+        max_connections: l.max_connections,
+        max_per_source: l.max_connections_per_source,
+        penalty_after: l.penalty_after,
+        penalty_base: l.penalty_base,
+        penalty_max: l.penalty_max,
+    }
+}
+
 /// Accepts connections until `shutdown` completes, then stops accepting, lets open
-/// connections finish the request they are on, and returns.
+/// connections finish the request they are on, and returns. A connection the gate turns
+/// away is closed at once, before any TLS work.
 pub async fn run(listener: TcpListener, shared: Arc<Shared>, shutdown: impl Future<Output = ()>) {
     let tracker = TaskTracker::new();
     let cancel = CancellationToken::new();
-    let permits = Arc::new(Semaphore::new(shared.settings().limits.max_connections));
+    let mut turned_away = Throttle::default();
     tokio::pin!(shutdown);
     loop {
-        // Take a permit before accepting, so over the cap new clients wait in the backlog.
-        let permit = tokio::select! {
-            () = &mut shutdown => break,
-            permit = permits.clone().acquire_owned() => permit,
-        };
-        let Ok(permit) = permit else { break };
         let (tcp, peer) = tokio::select! {
             () = &mut shutdown => break,
             accepted = listener.accept() => match accepted {
@@ -153,10 +164,17 @@ pub async fn run(listener: TcpListener, shared: Arc<Shared>, shutdown: impl Futu
                 }
             },
         };
+        let pass = match shared.gate.enter(peer.ip(), Instant::now()) {
+            Ok(pass) => pass,
+            Err(turned) => {
+                turned_away.note(turned, peer);
+                continue;
+            }
+        };
         let (shared, cancel) = (shared.clone(), cancel.clone());
         tracker.spawn(async move {
             connection::serve(tcp, peer, shared, cancel).await;
-            drop(permit);
+            drop(pass);
         });
     }
     // Close the socket now: new clients are refused at once instead of queueing.
@@ -171,4 +189,33 @@ pub async fn run(listener: TcpListener, shared: Arc<Shared>, shutdown: impl Futu
         warn!("connections still open after {DRAIN:?}; exiting anyway");
     }
     info!("stopped");
+}
+
+/// Logs turned-away connections at most once a second, with how many were not logged:
+/// a flood must not become a flood of log lines.
+#[derive(Debug, Default)]
+struct Throttle {
+    last: Option<Instant>,
+    unlogged: u64,
+}
+
+impl Throttle {
+    fn note(&mut self, turned: Turned, peer: SocketAddr) {
+        let now = Instant::now();
+        if self
+            .last
+            .is_some_and(|t| now.duration_since(t) < Duration::from_secs(1))
+        {
+            self.unlogged += 1;
+            return;
+        }
+        let why = match turned {
+            Turned::NotAllowed => "source not in the allowlist".to_owned(),
+            Turned::Full => "connection limit reached".to_owned(),
+            Turned::SourceFull => "per-source connection limit reached".to_owned(),
+            Turned::Penalized { left } => format!("source penalized for {}s more", left.as_secs()),
+        };
+        warn!(%peer, also_refused_since_last_line = self.unlogged, "connection refused before TLS: {why}");
+        (self.last, self.unlogged) = (Some(now), 0);
+    }
 }

@@ -1,0 +1,256 @@
+//! The gate: what a connection must pass before any TLS work is spent on it — the source
+//! allowlist, the global and per-source connection caps, and the penalty a source earns
+//! by failing handshakes (like OpenSSH's PerSourcePenalties).
+//!
+//! Time is an argument, so penalties are tested without sleeping.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use ipnet::IpNet;
+
+/// Gate settings.
+#[derive(Debug, Clone)]
+pub struct GateRules {
+    /// Sources that may connect; empty: any.
+    pub allow: Vec<IpNet>,
+    pub max_connections: usize,
+    pub max_per_source: usize,
+    /// Failed handshakes a source may have before its first penalty.
+    pub penalty_after: u32,
+    /// The first penalty; each next one doubles, up to `penalty_max`.
+    pub penalty_base: Duration,
+    pub penalty_max: Duration,
+}
+
+/// Why a connection was turned away.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Turned {
+    NotAllowed,
+    Full,
+    SourceFull,
+    Penalized { left: Duration },
+}
+
+#[derive(Debug)]
+pub struct Gate {
+    rules: GateRules,
+    state: Mutex<State>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    open: usize,
+    per_source: HashMap<IpAddr, usize>,
+    records: HashMap<IpAddr, Record>,
+}
+
+/// A source's failed handshakes.
+#[derive(Debug, Clone, Copy)]
+struct Record {
+    failures: u32,
+    penalties: u32,
+    blocked_until: Option<Instant>,
+    last_failure: Instant,
+}
+
+/// A connection let through; dropping it frees its place.
+#[derive(Debug)]
+pub struct Pass {
+    gate: Arc<Gate>,
+    source: IpAddr,
+}
+
+impl Gate {
+    pub fn new(rules: GateRules) -> Arc<Self> {
+        Arc::new(Self {
+            rules,
+            state: Mutex::default(),
+        })
+    }
+
+    /// Lets a connection from `source` in, or says why not.
+    pub fn enter(self: &Arc<Self>, source: IpAddr, now: Instant) -> Result<Pass, Turned> {
+        let source = canonical(source);
+        if !self.rules.allow.is_empty() && !self.rules.allow.iter().any(|net| net.contains(&source))
+        {
+            return Err(Turned::NotAllowed);
+        }
+        let mut state = self.lock();
+        if let Some(until) = state.records.get(&source).and_then(|r| r.blocked_until) {
+            if until > now {
+                return Err(Turned::Penalized { left: until - now });
+            }
+        }
+        if state.open >= self.rules.max_connections {
+            return Err(Turned::Full);
+        }
+        let here = state.per_source.entry(source).or_default();
+        if *here >= self.rules.max_per_source {
+            return Err(Turned::SourceFull);
+        }
+        *here += 1;
+        state.open += 1;
+        Ok(Pass {
+            gate: self.clone(),
+            source,
+        })
+    }
+
+    /// Counts a failed handshake; returns the penalty when one starts (log it once).
+    pub fn failed(&self, source: IpAddr, now: Instant) -> Option<Duration> {
+        let rules = &self.rules;
+        let mut state = self.lock();
+        // Forget sources quiet for longer than the longest penalty, so the map stays small.
+        state
+            .records
+            .retain(|_, r| now.saturating_duration_since(r.last_failure) <= rules.penalty_max);
+        let fresh = Record {
+            failures: 0,
+            penalties: 0,
+            blocked_until: None,
+            last_failure: now,
+        };
+        let record = state.records.entry(canonical(source)).or_insert(fresh);
+        record.last_failure = now;
+        // A connection let in before the block began does not count towards the next one.
+        if record.blocked_until.is_some_and(|u| u > now) {
+            return None;
+        }
+        record.failures += 1;
+        if record.failures < rules.penalty_after {
+            return None;
+        }
+        // penalty = base · 2^(penalties so far), at most max
+        let doubling = 2u32.saturating_pow(record.penalties.min(31));
+        let penalty = rules
+            .penalty_base
+            .saturating_mul(doubling)
+            .min(rules.penalty_max);
+        record.penalties += 1;
+        record.failures = 0;
+        record.blocked_until = Some(now + penalty);
+        Some(penalty)
+    }
+
+    /// A successful handshake clears the source's record.
+    pub fn succeeded(&self, source: IpAddr) {
+        self.lock().records.remove(&canonical(source));
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl Drop for Pass {
+    fn drop(&mut self) {
+        let mut state = self.gate.lock();
+        state.open = state.open.saturating_sub(1);
+        if let Some(n) = state.per_source.get_mut(&self.source) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                state.per_source.remove(&self.source);
+            }
+        }
+    }
+}
+
+/// An IPv4 client seen through an IPv6 socket counts as its IPv4 address.
+fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rules() -> GateRules {
+        GateRules {
+            allow: vec![],
+            max_connections: 3,
+            max_per_source: 2,
+            penalty_after: 2,
+            penalty_base: Duration::from_secs(1),
+            penalty_max: Duration::from_secs(4),
+        }
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().expect("ip")
+    }
+
+    #[test]
+    fn caps_count_open_connections_and_free_them_on_drop() {
+        let gate = Gate::new(rules());
+        let now = Instant::now();
+        let a1 = gate.enter(ip("10.0.0.1"), now).expect("first");
+        let _a2 = gate.enter(ip("10.0.0.1"), now).expect("second");
+        assert_eq!(
+            gate.enter(ip("::ffff:10.0.0.1"), now).err(),
+            Some(Turned::SourceFull)
+        );
+        let _b = gate.enter(ip("10.0.0.2"), now).expect("other source");
+        assert_eq!(gate.enter(ip("10.0.0.3"), now).err(), Some(Turned::Full));
+        drop(a1);
+        assert!(gate.enter(ip("10.0.0.3"), now).is_ok());
+    }
+
+    #[test]
+    fn the_allowlist_is_checked_first() {
+        let gate = Gate::new(GateRules {
+            allow: vec!["10.0.0.0/8".parse().expect("net")],
+            ..rules()
+        });
+        let now = Instant::now();
+        assert!(gate.enter(ip("10.9.9.9"), now).is_ok());
+        assert_eq!(
+            gate.enter(ip("192.168.1.1"), now).err(),
+            Some(Turned::NotAllowed)
+        );
+    }
+
+    #[test]
+    fn penalties_start_after_the_threshold_double_cap_and_reset() {
+        let gate = Gate::new(rules());
+        let (src, t0) = (ip("10.0.0.9"), Instant::now());
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        assert_eq!(gate.failed(src, at(0)), None);
+        assert_eq!(gate.failed(src, at(0)), Some(Duration::from_secs(1)));
+        assert!(matches!(
+            gate.enter(src, at(0)),
+            Err(Turned::Penalized { .. })
+        ));
+        assert_eq!(
+            gate.failed(src, at(0)),
+            None,
+            "no new penalty (or log line) while blocked"
+        );
+        assert!(gate.enter(src, at(1)).is_ok(), "the penalty ends");
+        let doubled = [gate.failed(src, at(2)), gate.failed(src, at(2))];
+        assert_eq!(doubled, [None, Some(Duration::from_secs(2))]);
+        let pair = |s| [gate.failed(src, at(s)), gate.failed(src, at(s))];
+        let secs = |n| Some(Duration::from_secs(n));
+        assert_eq!(
+            pair(5),
+            [None, secs(4)],
+            "the third penalty reaches the cap"
+        );
+        assert_eq!(pair(9), [None, secs(4)], "and stays there");
+        assert_eq!(
+            pair(20),
+            [None, secs(1)],
+            "quiet longer than the cap: forgotten, so it starts over"
+        );
+        gate.succeeded(src);
+        assert!(
+            gate.enter(src, at(20)).is_ok(),
+            "a good handshake lifts the block and resets the record"
+        );
+    }
+}
