@@ -22,7 +22,7 @@ pub struct Opts {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the daemon.
-    Serve(ServeOpts),
+    Serve(Box<ServeOpts>),
     /// Make and inspect keys and client credentials.
     #[command(subcommand)]
     Admin(AdminCommand),

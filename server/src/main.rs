@@ -24,7 +24,7 @@ fn main() -> ExitCode {
 fn run(opts: Opts) -> anyhow::Result<ExitCode> {
     let (config, reload_from) = match opts.command {
         Command::Admin(cmd) => return admin::run(cmd),
-        Command::Serve(serve) => (Config::load(&serve)?, Some(serve)),
+        Command::Serve(serve) => (Config::load(&serve)?, Some(*serve)),
         Command::Dev(d) => (dev::prepare(&d)?, None),
     };
     init_logging(config.log_format);

@@ -570,3 +570,21 @@ impl Drop for Redis {
         self.stop();
     }
 }
+
+/// A plain TCP connection to `addr` from the loopback address `source` (127.0.0.0/8 is
+/// all loopback, so tests can be several sources on one machine).
+pub async fn tcp_from(source: &str, addr: SocketAddr) -> std::io::Result<TcpStream> {
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.bind(format!("{source}:0").parse().unwrap())?;
+    socket.connect(addr).await
+}
+
+/// Whether the server closed `tcp` within `within` (rather than holding it open).
+pub async fn closed_within(tcp: &mut TcpStream, within: Duration) -> bool {
+    use tokio::io::AsyncReadExt;
+    let mut buf = [0u8; 64];
+    matches!(
+        tokio::time::timeout(within, tcp.read(&mut buf)).await,
+        Ok(Ok(0)) | Ok(Err(_))
+    )
+}
