@@ -101,8 +101,8 @@ def print_wire_vectors():
     # Response: counter, id, Body::Ok(0) Reply::Echo(2) [args]
     ok = varint(1) + cid + varint(0) + varint(2) + pvec_str(["hi", "ü"])
     print("response frame  ", frame(ok).hex())
-    # Response: Body::Err(1) Failure { code: 16 (replay), message }
-    err = varint(1) + cid + varint(1) + varint(16) + pstr("this command ID was already used")
+    # Response: Body::Err(1) Failure { code: 16 (replay), message, retry_after_ms: None }
+    err = varint(1) + cid + varint(1) + varint(16) + pstr("this command ID was already used") + b"\x00"
     print("error frame     ", frame(err).hex())
     # Response: Body::Output(2) Output { stream: Stderr(1), data: b"oops\n" }
     out = varint(1) + cid + varint(2) + varint(1) + varint(5) + b"oops\n"

@@ -80,7 +80,10 @@ impl Exit {
             ErrorCode::Malformed | ErrorCode::UnsupportedVersion | ErrorCode::TooLarge => {
                 Exit::Protocol
             }
-            ErrorCode::StoreUnavailable | ErrorCode::Busy | ErrorCode::InProgress => Exit::TempFail,
+            ErrorCode::StoreUnavailable
+            | ErrorCode::Busy
+            | ErrorCode::InProgress
+            | ErrorCode::RateLimited => Exit::TempFail,
             ErrorCode::Internal | ErrorCode::Other(_) => Exit::Software,
         }
     }

@@ -123,10 +123,7 @@ mod tests {
     type Codec = MsgCodec<Response, Response>;
 
     fn sample() -> Response {
-        let failure = Failure {
-            code: ErrorCode::Replay,
-            message: "seen".into(),
-        };
+        let failure = Failure::new(ErrorCode::Replay, "seen");
         Response {
             counter: 3,
             id: [7; 16],
@@ -238,13 +235,10 @@ mod tests {
             frame_hex(&response(Body::Ok(Reply::Echo(args)))),
             "0000001b0101000102030405060708090a0b0c0d0e0f00020202686902c3bc"
         );
-        let failure = Failure {
-            code: ErrorCode::Replay,
-            message: "this command ID was already used".into(),
-        };
+        let failure = Failure::new(ErrorCode::Replay, "this command ID was already used");
         assert_eq!(
             frame_hex(&response(Body::Err(failure))),
-            "000000350101000102030405060708090a0b0c0d0e0f0110207468697320636f6d6d616e642049442077617320616c72656164792075736564"
+            "000000360101000102030405060708090a0b0c0d0e0f0110207468697320636f6d6d616e642049442077617320616c7265616479207573656400"
         );
         let output = Output {
             stream: Stream::Stderr,

@@ -98,6 +98,18 @@ pub enum Stream {
 pub struct Failure {
     pub code: ErrorCode,
     pub message: String,
+    /// When sending the same request again makes sense (`rate limited`), in milliseconds.
+    pub retry_after_ms: Option<u64>,
+}
+
+impl Failure {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+            retry_after_ms: None,
+        }
+    }
 }
 
 /// What a built-in command returns.
@@ -200,11 +212,12 @@ pub enum ErrorCode {
     Busy,
     InProgress,
     Duplicate,
+    RateLimited,
     Other(u16),
 }
 
 /// Code numbers and names, in one table; PROTOCOL.md §6 lists the same.
-const CODES: [(ErrorCode, u16, &str); 18] = [
+const CODES: [(ErrorCode, u16, &str); 19] = [
     (ErrorCode::Malformed, 1, "malformed"),
     (ErrorCode::UnsupportedVersion, 2, "unsupported version"),
     (ErrorCode::TooLarge, 3, "too large"),
@@ -223,6 +236,7 @@ const CODES: [(ErrorCode, u16, &str); 18] = [
     (ErrorCode::Busy, 32, "busy"),
     (ErrorCode::InProgress, 33, "in progress"),
     (ErrorCode::Duplicate, 34, "duplicate"),
+    (ErrorCode::RateLimited, 35, "rate limited"),
 ];
 
 impl ErrorCode {

@@ -1,7 +1,7 @@
 //! Admission: the checks a request must pass, in a fixed order, before anything runs.
 //!
 //! Order (PROTOCOL.md §7): counter → tag → revocation → expiry → audience → freshness →
-//! command, arguments and policy → capacity → command ID. Cheap local checks come first; the one
+//! command, arguments and policy → rate → capacity → command ID. Cheap local checks come first; the one
 //! with a side effect (remembering the ID) comes last, so an ID is recorded exactly when
 //! its command is about to run. [`check`] is pure: time and the session are arguments.
 
@@ -10,14 +10,16 @@ use std::fmt;
 
 use cmdchan_common::ident::{printable, Ident, PskIdentity};
 use cmdchan_common::keys::TagKey;
-use cmdchan_common::protocol::{ErrorCode, Grant, Request};
+use cmdchan_common::protocol::{ErrorCode, Failure, Grant, Request};
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::cmd::Builtin;
 use crate::policy::{BindError, Command, Invocation, Policy, Program};
+use crate::rate::RateLimiter;
 use crate::replay::{Claim, Entry, State, Store, StoreError};
 
 /// What admission needs to know about this server.
@@ -31,6 +33,9 @@ pub struct Rules<'a> {
     pub policy: &'a Policy,
     /// Slots for programs running at once, across all commands.
     pub executions: &'a Arc<Semaphore>,
+    pub limiter: &'a RateLimiter,
+    /// (requests per second, burst) per client.
+    pub rate: (f64, f64),
 }
 
 /// Why a request was refused. [`Refusal::code`] is the one mapping to the wire.
@@ -76,6 +81,9 @@ pub enum Refusal {
         why: String,
     },
     Busy(String),
+    RateLimited {
+        retry_after: Duration,
+    },
     Replay,
     StoreUnavailable(String),
 }
@@ -127,6 +135,7 @@ pub async fn admit<'a>(
     now: u64,
 ) -> Result<Admission<'a>, Refusal> {
     check(request, expected_counter, key, rules, now)?
+        .throttle(rules)?
         .reserve(rules.executions)?
         .claim(store, now)
         .await
@@ -238,6 +247,18 @@ fn authorize<'a>(req: &Request, role: &Ident, policy: &'a Policy) -> Result<Acti
 }
 
 impl<'a> Checked<'a> {
+    /// Takes a token from the client's rate bucket (only proven clients get this far).
+    pub fn throttle(self, rules: &Rules<'_>) -> Result<Self, Refusal> {
+        let (rate, burst) = rules.rate;
+        match rules
+            .limiter
+            .take(self.admitted.client.as_str(), rate, burst, Instant::now())
+        {
+            Ok(()) => Ok(self),
+            Err(retry_after) => Err(Refusal::RateLimited { retry_after }),
+        }
+    }
+
     /// Takes an execution slot for a program (the global one and the command's own), so
     /// that over the limit the caller hears `busy` before its ID is used up.
     pub fn reserve(mut self, executions: &Arc<Semaphore>) -> Result<Self, Refusal> {
@@ -326,8 +347,23 @@ impl Refusal {
             Refusal::BadArguments(_) => ErrorCode::BadArguments,
             Refusal::Forbidden { .. } | Refusal::ForbiddenValue { .. } => ErrorCode::Forbidden,
             Refusal::Busy(_) => ErrorCode::Busy,
+            Refusal::RateLimited { .. } => ErrorCode::RateLimited,
             Refusal::Replay => ErrorCode::Replay,
             Refusal::StoreUnavailable(_) => ErrorCode::StoreUnavailable,
+        }
+    }
+
+    /// The refusal as it goes on the wire.
+    pub fn failure(&self) -> Failure {
+        let retry_after_ms = match self {
+            Refusal::RateLimited { retry_after } => {
+                Some(u64::try_from(retry_after.as_millis()).unwrap_or(u64::MAX))
+            }
+            _ => None,
+        };
+        Failure {
+            retry_after_ms,
+            ..Failure::new(self.code(), self.to_string())
         }
     }
 
@@ -340,7 +376,10 @@ impl Refusal {
     pub fn is_security_event(&self) -> bool {
         !matches!(
             self,
-            Refusal::UnknownCommand(_) | Refusal::BadArguments(_) | Refusal::Busy(_)
+            Refusal::UnknownCommand(_)
+                | Refusal::BadArguments(_)
+                | Refusal::Busy(_)
+                | Refusal::RateLimited { .. }
         )
     }
 }
@@ -364,6 +403,9 @@ impl fmt::Display for Refusal {
             Refusal::Forbidden { role, command } => write!(f, "role {role} may not run {command}"),
             Refusal::ForbiddenValue { role, why } => write!(f, "role {role}: {why}"),
             Refusal::Busy(why) => f.write_str(why),
+            Refusal::RateLimited { retry_after } => {
+                write!(f, "this client is over its request rate; send again in {} ms", retry_after.as_millis())
+            }
             Refusal::Replay => f.write_str("this command ID was already used"),
             Refusal::StoreUnavailable(why) => write!(f, "the replay store cannot take the command ID ({why}); try again later"),
         }

@@ -201,10 +201,7 @@ impl Connection {
                 shared
                     .audit
                     .refused(&self.key, self.peer, &req, &refusal, started.elapsed());
-                let failure = Failure {
-                    code: refusal.code(),
-                    message: refusal.to_string(),
-                };
+                let failure = refusal.failure();
                 return self.send(&req, Body::Err(failure), shared).await
                     && !refusal.closes_connection();
             }
@@ -217,12 +214,8 @@ impl Connection {
                     Ok(()) => self.execute(&cmd, program, invocation, &mut kept).await,
                     Err(e) => {
                         error!(error = %e, "cannot write the audit file; refusing to run {}", program.name);
-                        let message =
-                            "the server cannot write its audit log, so it runs nothing".into();
-                        Body::Err(Failure {
-                            code: ErrorCode::Internal,
-                            message,
-                        })
+                        let message = "the server cannot write its audit log, so it runs nothing";
+                        Body::Err(Failure::new(ErrorCode::Internal, message))
                     }
                 }
             }
@@ -266,7 +259,7 @@ impl Connection {
     /// command is still running or ran with an answer too large to keep.
     async fn answer_retry(&mut self, req: &Request, entry: Entry, shared: &Shared) -> bool {
         shared.audit.retried(&self.key, self.peer, req, &entry);
-        let failure = |code, message| vec![Body::Err(Failure { code, message })];
+        let failure = |code, message| vec![Body::Err(Failure::new(code, message))];
         let bodies = match entry.state {
             State::Done {
                 answer: Some(bodies),
@@ -308,10 +301,7 @@ impl Connection {
             Err(e) => {
                 warn!(client = %self.key, command = program.name, error = %e, "cannot start {}", program.path.display());
                 let message = format!("the server cannot start {}: {e}", program.name);
-                return Body::Err(Failure {
-                    code: ErrorCode::Internal,
-                    message,
-                });
+                return Body::Err(Failure::new(ErrorCode::Internal, message));
             }
         };
         let started = Instant::now();
@@ -461,10 +451,7 @@ impl Connection {
             }
         };
         warn!(client = %self.key, peer = %self.peer, outcome = code.name(), "unreadable frame: {err}; closing");
-        let failure = Failure {
-            code,
-            message: err.to_string(),
-        };
+        let failure = Failure::new(code, err.to_string());
         let response = Response {
             counter: 0,
             id: [0; 16],

@@ -11,6 +11,7 @@ pub mod dev;
 pub mod exec;
 pub mod gate;
 pub mod policy;
+pub mod rate;
 pub mod replay;
 pub mod server;
 

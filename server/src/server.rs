@@ -26,6 +26,7 @@ use crate::config::{Config, Limits};
 use crate::connection;
 use crate::gate::{Gate, GateRules, Turned};
 use crate::policy::Policy;
+use crate::rate::RateLimiter;
 use crate::replay::Store;
 
 /// How long shutdown waits for open connections to finish their request.
@@ -47,6 +48,7 @@ pub struct Shared {
     pub audit: Audit,
     /// Allowlist, connection caps and penalties (fixed at start-up).
     pub gate: Arc<Gate>,
+    pub limiter: RateLimiter,
     settings: RwLock<Arc<Settings>>,
 }
 
@@ -101,6 +103,7 @@ impl Shared {
             executions: Arc::new(Semaphore::new(config.limits.max_executions)),
             audit,
             gate: Gate::new(gate_rules(&config.limits)),
+            limiter: RateLimiter::default(),
             settings: RwLock::new(Arc::new(settings)),
         })
     }
@@ -128,6 +131,8 @@ impl Shared {
             min_epoch: &settings.min_epoch,
             policy: &settings.policy,
             executions: &self.executions,
+            limiter: &self.limiter,
+            rate: (settings.limits.rate, settings.limits.burst),
         }
     }
 }

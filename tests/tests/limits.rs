@@ -174,3 +174,21 @@ async fn an_honest_client_is_answered_within_a_second_while_700_others_stall() {
     println!("slowest of 30 pings with 700 stalled connections: {slowest:?}");
     drop(stalled);
 }
+
+#[test]
+fn a_client_over_its_rate_is_refused_with_a_retry_after() {
+    let env = TestEnv::new();
+    let cred = env.provision("alice", "operator", &[]);
+    let server = env.start(&["--rate", "0.5", "--burst", "2"]);
+    for _ in 0..2 {
+        assert_eq!(env.cmdchan(&server, &cred, &["ping"]).status.code(), Some(0));
+    }
+    let out = env.cmdchan(&server, &cred, &["--json", "ping"]);
+    assert_eq!(out.status.code(), Some(75), "{}", text(&out.stdout));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["error"]["code"], "rate limited");
+    let wait = v["error"]["retry_after_ms"].as_u64().unwrap();
+    assert!(wait > 0 && wait <= 2000, "{wait}");
+    let other = env.provision("bob", "operator", &[]);
+    assert_eq!(env.cmdchan(&server, &other, &["ping"]).status.code(), Some(0), "bob has his own bucket");
+}

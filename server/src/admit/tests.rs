@@ -37,6 +37,7 @@ fn ident(s: &str) -> Ident {
 
 struct Fixture {
     executions: Arc<Semaphore>,
+    limiter: crate::rate::RateLimiter,
     tag_key: TagKey,
     server: Ident,
     min_epoch: BTreeMap<Ident, u64>,
@@ -50,6 +51,7 @@ impl Fixture {
         let policy = Policy::parse(POLICY).expect("policy");
         Self {
             executions: Arc::new(Semaphore::new(1)),
+            limiter: crate::rate::RateLimiter::default(),
             tag_key: master.tag_key(),
             server: ident("db1"),
             min_epoch: BTreeMap::new(),
@@ -69,6 +71,8 @@ impl Fixture {
             min_epoch: &self.min_epoch,
             policy: &self.policy,
             executions: &self.executions,
+            limiter: &self.limiter,
+            rate: (1000.0, 1000.0),
         }
     }
 
@@ -379,4 +383,37 @@ async fn the_same_clients_id_again_is_a_retry_and_another_clients_is_a_replay() 
         admit(&stolen, 1, &bob, &f.rules(), &store, NOW).await.err(),
         Some(Refusal::Replay)
     );
+}
+
+#[tokio::test]
+async fn a_client_over_its_rate_is_told_when_to_come_back_and_its_id_is_not_used() {
+    let f = Fixture::new();
+    let store = Store::open(&StoreSpec::Memory, 100, false, 0)
+        .await
+        .expect("store");
+    let mut rules = f.rules();
+    rules.rate = (1.0, 1.0);
+    let first = f.request();
+    assert!(admit(&first, 1, &f.key, &rules, &store, NOW).await.is_ok());
+    let mut second = f.request();
+    second.id = [9; 16];
+    let Err(refusal) = admit(&second, 1, &f.key, &rules, &store, NOW).await else {
+        panic!("admitted")
+    };
+    assert!(
+        matches!(refusal, Refusal::RateLimited { .. }),
+        "{refusal:?}"
+    );
+    let failure = refusal.failure();
+    assert_eq!(
+        failure.code,
+        cmdchan_common::protocol::ErrorCode::RateLimited
+    );
+    assert!(
+        failure
+            .retry_after_ms
+            .is_some_and(|ms| ms > 900 && ms <= 1000),
+        "{failure:?}"
+    );
+    assert_eq!(store.len(), 1, "the limited request's ID was not recorded");
 }
