@@ -74,8 +74,12 @@ pub fn error(as_json: bool, err: &Error) -> Exit {
     let exit = Exit::of(err);
     match (as_json, err) {
         (true, Error::Refused(f)) => {
-            let e =
-                json!({ "code": f.code.name(), "number": f.code.number(), "message": f.message });
+            let e = json!({
+                "code": f.code.name(),
+                "number": f.code.number(),
+                "message": f.message,
+                "retry_after_ms": f.retry_after_ms,
+            });
             println!(
                 "{}",
                 json!({ "ok": false, "exit": exit.code(), "error": e })

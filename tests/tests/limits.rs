@@ -181,7 +181,10 @@ fn a_client_over_its_rate_is_refused_with_a_retry_after() {
     let cred = env.provision("alice", "operator", &[]);
     let server = env.start(&["--rate", "0.5", "--burst", "2"]);
     for _ in 0..2 {
-        assert_eq!(env.cmdchan(&server, &cred, &["ping"]).status.code(), Some(0));
+        assert_eq!(
+            env.cmdchan(&server, &cred, &["ping"]).status.code(),
+            Some(0)
+        );
     }
     let out = env.cmdchan(&server, &cred, &["--json", "ping"]);
     assert_eq!(out.status.code(), Some(75), "{}", text(&out.stdout));
@@ -190,5 +193,9 @@ fn a_client_over_its_rate_is_refused_with_a_retry_after() {
     let wait = v["error"]["retry_after_ms"].as_u64().unwrap();
     assert!(wait > 0 && wait <= 2000, "{wait}");
     let other = env.provision("bob", "operator", &[]);
-    assert_eq!(env.cmdchan(&server, &other, &["ping"]).status.code(), Some(0), "bob has his own bucket");
+    assert_eq!(
+        env.cmdchan(&server, &other, &["ping"]).status.code(),
+        Some(0),
+        "bob has his own bucket"
+    );
 }
