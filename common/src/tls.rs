@@ -37,14 +37,25 @@ pub enum Offered {
     /// A well-formed identity; its key was derived. If the handshake then fails, the
     /// client holds a different key.
     Identity(PskIdentity),
+    /// A valid identity the server refuses (revoked); a decoy key was used.
+    Refused { identity: PskIdentity, why: String },
     /// Not a valid identity; a decoy key was used so the client sees what a wrong key
     /// gives. `shown` is the identity escaped and cut to 64 characters, safe to log.
     Invalid { shown: String, why: IdentityError },
 }
 
 /// Builds the server's context. Every valid identity gets the key derived from `master`;
-/// an invalid one gets a decoy key, so the client cannot tell the two apart.
-pub fn server_context(master: MasterKey, dh_pem: &[u8]) -> Result<SslContext, ErrorStack> {
+/// an invalid one, or one `refuse` names a reason for (a revoked key), gets a decoy key,
+/// so the client cannot tell any of them from a wrong key. `refuse` runs inside the
+/// handshake: it must be quick and must not block.
+pub fn server_context<F>(
+    master: MasterKey,
+    dh_pem: &[u8],
+    refuse: F,
+) -> Result<SslContext, ErrorStack>
+where
+    F: Fn(&PskIdentity) -> Option<String> + Send + Sync + 'static,
+{
     let mut b = SslContextBuilder::new(SslMethod::tls_server())?;
     harden(&mut b)?;
     b.set_options(SslOptions::CIPHER_SERVER_PREFERENCE);
@@ -57,7 +68,10 @@ pub fn server_context(master: MasterKey, dh_pem: &[u8]) -> Result<SslContext, Er
         catch_unwind(AssertUnwindSafe(|| {
             let offered = identity.unwrap_or_default();
             let (key, verdict) = match PskIdentity::parse(offered) {
-                Ok(id) => (master.psk(&id), Offered::Identity(id)),
+                Ok(id) => match refuse(&id) {
+                    None => (master.psk(&id), Offered::Identity(id)),
+                    Some(why) => (decoy.psk(offered), Offered::Refused { identity: id, why }),
+                },
                 Err(why) => (
                     decoy.psk(offered),
                     Offered::Invalid {

@@ -5,7 +5,7 @@
 //! with a side effect (remembering the ID) comes last, so an ID is recorded exactly when
 //! its command is about to run. [`check`] is pure: time and the session are arguments.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 use cmdchan_common::ident::{printable, Ident, PskIdentity};
@@ -30,6 +30,8 @@ pub struct Rules<'a> {
     /// Freshness window in seconds: `|issued_at - now| <= window` passes.
     pub window: u64,
     pub min_epoch: &'a BTreeMap<Ident, u64>,
+    /// Client names refused whatever their epoch.
+    pub revoked: &'a BTreeSet<Ident>,
     pub policy: &'a Policy,
     /// Slots for programs running at once, across all commands.
     pub executions: &'a Arc<Semaphore>,
@@ -54,6 +56,7 @@ pub enum Refusal {
         epoch: u64,
         min: u64,
     },
+    NameRevoked,
     Expired {
         at: u64,
     },
@@ -165,6 +168,9 @@ pub fn check<'a>(
     // The name is the one the TLS handshake proved, never one from the message.
     if !rules.tag_key.verify(&key.name, grant, &req.tag) {
         return Err(Refusal::BadTag);
+    }
+    if rules.revoked.contains(&key.name) {
+        return Err(Refusal::NameRevoked);
     }
     let min = rules.min_epoch.get(&key.name).copied().unwrap_or(0);
     if grant.epoch < min {
@@ -339,7 +345,7 @@ impl Refusal {
         match self {
             Refusal::BadCounter { .. } => ErrorCode::BadCounter,
             Refusal::EpochMismatch { .. } | Refusal::BadTag => ErrorCode::BadTag,
-            Refusal::Revoked { .. } => ErrorCode::Revoked,
+            Refusal::Revoked { .. } | Refusal::NameRevoked => ErrorCode::Revoked,
             Refusal::Expired { .. } => ErrorCode::Expired,
             Refusal::NotGranted { .. } | Refusal::WrongTarget { .. } => ErrorCode::WrongServer,
             Refusal::Stale { .. } => ErrorCode::Stale,
@@ -367,9 +373,13 @@ impl Refusal {
         }
     }
 
-    /// A broken counter means the stream cannot be trusted: the connection ends.
+    /// A broken counter means the stream cannot be trusted, and a revoked key may not
+    /// keep its connection: either ends it.
     pub fn closes_connection(&self) -> bool {
-        matches!(self, Refusal::BadCounter { .. })
+        matches!(
+            self,
+            Refusal::BadCounter { .. } | Refusal::Revoked { .. } | Refusal::NameRevoked
+        )
     }
 
     /// Whether this is something an operator should look at (logged at WARN).
@@ -391,6 +401,7 @@ impl fmt::Display for Refusal {
             Refusal::EpochMismatch { grant, key } => write!(f, "the grant is for key epoch {grant} but the connection used epoch {key}"),
             Refusal::BadTag => f.write_str("the key-use tag does not match this client's name and grant"),
             Refusal::Revoked { epoch, min } => write!(f, "key epoch {epoch} is revoked (this server accepts epoch {min} and later); ask for a new credential"),
+            Refusal::NameRevoked => f.write_str("this client is revoked; ask for a new credential"),
             Refusal::Expired { at } => write!(f, "the grant expired at {}", cmdchan_common::time::rfc3339(*at)),
             Refusal::NotGranted { server } => write!(f, "the grant does not cover server {server}"),
             Refusal::WrongTarget { target, server } => write!(f, "the request is for server {target}, but this is {server}"),

@@ -1,6 +1,6 @@
 //! The server's settings: flags merged over the config file over defaults, checked once.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -34,6 +34,8 @@ pub struct Config {
     pub limits: Limits,
     /// Lowest key epoch still accepted, per client name; names not listed: 0.
     pub min_epoch: BTreeMap<Ident, u64>,
+    /// Client names refused whatever their key.
+    pub revoked: BTreeSet<Ident>,
 }
 
 /// Time and size limits for connections and requests.
@@ -107,6 +109,8 @@ struct FileConfig {
     burst: Option<f64>,
     #[serde(default)]
     min_epoch: BTreeMap<Ident, u64>,
+    #[serde(default)]
+    revoked: BTreeSet<Ident>,
 }
 
 impl Config {
@@ -186,6 +190,7 @@ impl Config {
             log_format: opts.log_format.or(file.log_format).unwrap_or_default(),
             limits,
             min_epoch: file.min_epoch,
+            revoked: file.revoked,
         })
     }
 }

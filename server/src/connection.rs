@@ -123,6 +123,9 @@ fn handshake_failed(ssl: &SslRef, peer: SocketAddr, err: &openssl::ssl::Error) {
         Some(Offered::Identity(key)) => {
             warn!(client = %key, %peer, "handshake failed: key mismatch (the client holds another key for this name and epoch): {err}")
         }
+        Some(Offered::Refused { identity, why }) => {
+            warn!(client = %identity, %peer, "handshake refused: {why}")
+        }
         Some(Offered::Invalid { shown, why }) => {
             warn!(%peer, identity = %shown, "handshake failed: unknown identity ({why})")
         }
@@ -158,16 +161,30 @@ impl Connection {
         }
     }
 
-    /// Waits for the next request; `None` when the connection should end.
+    /// Waits for the next request; `None` when the connection should end (the client
+    /// left, idled out or broke the protocol, the server is stopping, or a reload revoked
+    /// this client's key).
     async fn next_request(
         &mut self,
         shared: &Shared,
         cancel: &CancellationToken,
     ) -> Option<Request> {
-        let next = tokio::select! {
-            biased;
-            () = cancel.cancelled() => return None,
-            next = timeout(shared.settings().limits.idle_timeout, self.reader.next()) => next,
+        let idle = tokio::time::sleep(shared.settings().limits.idle_timeout);
+        tokio::pin!(idle);
+        let mut reloads = shared.reloads.subscribe();
+        let next = loop {
+            tokio::select! {
+                biased;
+                () = cancel.cancelled() => return None,
+                Ok(()) = reloads.changed() => {
+                    if let Some(why) = shared.settings().revoked(&self.key) {
+                        warn!(client = %self.key, peer = %self.peer, "closing the connection: {why} (reloaded)");
+                        return None;
+                    }
+                }
+                () = &mut idle => break Err(()),
+                next = self.reader.next() => break Ok(next),
+            }
         };
         match next {
             Err(_) => {

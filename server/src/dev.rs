@@ -49,6 +49,7 @@ pub fn prepare(opts: &DevOpts) -> anyhow::Result<Config> {
         log_format: LogFormat::Text,
         limits: Limits::default(),
         min_epoch: Default::default(),
+        revoked: Default::default(),
     })
 }
 

@@ -1,7 +1,7 @@
 //! The daemon: shared state built once, the accept loop with its connection limit, and
 //! the graceful drain on shutdown.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
@@ -10,12 +10,12 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use openssl::ssl::SslContext;
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use tokio::sync::{watch, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
-use cmdchan_common::ident::Ident;
+use cmdchan_common::ident::{Ident, PskIdentity};
 use cmdchan_common::keyfile;
 use cmdchan_common::keys::{MasterKey, TagKey};
 use cmdchan_common::{time, tls};
@@ -49,7 +49,10 @@ pub struct Shared {
     /// Allowlist, connection caps and penalties (fixed at start-up).
     pub gate: Arc<Gate>,
     pub limiter: RateLimiter,
-    settings: RwLock<Arc<Settings>>,
+    /// Shared with the TLS callback, which refuses revoked identities.
+    settings: Arc<RwLock<Arc<Settings>>>,
+    /// Ticks on every reload, so connections can check whether they were revoked.
+    pub reloads: watch::Sender<u64>,
 }
 
 /// What a reload can change.
@@ -57,6 +60,8 @@ pub struct Shared {
 pub struct Settings {
     pub limits: Limits,
     pub min_epoch: BTreeMap<Ident, u64>,
+    /// Client names refused whatever their epoch.
+    pub revoked: BTreeSet<Ident>,
     pub policy: Policy,
 }
 
@@ -67,12 +72,32 @@ impl Settings {
             Some(path) => Policy::load(path)?,
             None => Policy::builtin_default(),
         };
+        let (min_epoch, revoked) = (config.min_epoch.clone(), config.revoked.clone());
         Ok(Self {
             limits: config.limits.clone(),
-            min_epoch: config.min_epoch.clone(),
+            min_epoch,
+            revoked,
             policy,
         })
     }
+
+    /// Why `id`'s key is revoked, if it is.
+    pub fn revoked(&self, id: &PskIdentity) -> Option<String> {
+        if self.revoked.contains(&id.name) {
+            return Some(format!("client {} is revoked", id.name));
+        }
+        let min = self.min_epoch.get(&id.name).copied().unwrap_or(0);
+        (id.epoch < min).then(|| {
+            format!(
+                "key epoch {} of {} is revoked (minimum {min})",
+                id.epoch, id.name
+            )
+        })
+    }
+}
+
+fn read(settings: &RwLock<Arc<Settings>>) -> Arc<Settings> {
+    settings.read().unwrap_or_else(|p| p.into_inner()).clone()
 }
 
 impl Shared {
@@ -86,8 +111,11 @@ impl Shared {
         let audit = Audit::new(config.server_id.clone(), config.audit_log.as_deref())
             .with_context(|| format!("opening the audit file {:?}", config.audit_log))?;
         let tag_key = master.tag_key();
-        let tls =
-            tls::server_context(master, tls::FFDHE3072_PEM).context("building the TLS context")?;
+        let settings = Arc::new(RwLock::new(Arc::new(settings)));
+        let current = settings.clone();
+        let refuse = move |id: &PskIdentity| read(&current).revoked(id);
+        let tls = tls::server_context(master, tls::FFDHE3072_PEM, refuse)
+            .context("building the TLS context")?;
         Ok(Self {
             tls,
             tag_key,
@@ -104,7 +132,8 @@ impl Shared {
             audit,
             gate: Gate::new(gate_rules(&config.limits)),
             limiter: RateLimiter::default(),
-            settings: RwLock::new(Arc::new(settings)),
+            settings,
+            reloads: watch::Sender::new(0),
         })
     }
 
@@ -116,10 +145,11 @@ impl Shared {
             .clone()
     }
 
-    /// Puts new settings in force for every request from now on, and reopens the audit
-    /// file (for rotation).
+    /// Puts new settings in force for every request and handshake from now on, tells
+    /// open connections (they close if now revoked), and reopens the audit file.
     pub fn replace(&self, settings: Settings) -> std::io::Result<()> {
         *self.settings.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(settings);
+        self.reloads.send_modify(|n| *n += 1);
         self.audit.reopen()
     }
 
@@ -129,6 +159,7 @@ impl Shared {
             server_id: &self.server_id,
             window: settings.limits.freshness_window.as_secs(),
             min_epoch: &settings.min_epoch,
+            revoked: &settings.revoked,
             policy: &settings.policy,
             executions: &self.executions,
             limiter: &self.limiter,

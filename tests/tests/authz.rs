@@ -86,16 +86,16 @@ fn an_expired_grant_is_refused() {
 }
 
 #[test]
-fn a_revoked_epoch_is_refused_and_the_next_epoch_works() {
+fn a_revoked_epoch_fails_the_handshake_and_the_next_epoch_works() {
     let env = TestEnv::new();
     let old = env.provision("alice", "operator", &[]);
     let config = env.path("server.toml");
     std::fs::write(&config, "[min_epoch]\nalice = 1\n").unwrap();
     let server = env.start(&["--config", config.to_str().unwrap()]);
     let (code, err) = ping(&env, &server, &old);
-    assert_eq!(code, Some(77), "{err}");
-    assert!(err.contains("refused (revoked)"), "{err}");
-    assert_refused_not_run(&server, ErrorCode::Revoked);
+    assert_eq!(code, Some(69), "{err}");
+    assert!(server.wait_for_log("handshake refused: key epoch 0 of alice is revoked (minimum 1)"));
+    assert!(server.log_lines("admitted").is_empty());
     let new = env.provision("alice", "operator", &["--epoch", "1"]);
     assert_eq!(ping(&env, &server, &new).0, Some(0));
 }

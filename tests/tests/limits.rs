@@ -199,3 +199,46 @@ fn a_client_over_its_rate_is_refused_with_a_retry_after() {
         "bob has his own bucket"
     );
 }
+
+#[tokio::test]
+async fn revoking_a_client_by_sighup_closes_its_live_connection_and_fails_its_next_handshake() {
+    let env = TestEnv::new();
+    let alice = env.provision("alice", "operator", &[]);
+    let bob = env.provision("bob", "operator", &[]);
+    let config = env.write("server.toml", "");
+    let server = env.start(&["--config", config.to_str().unwrap()]);
+    let mut live = server.client(&alice).await;
+    let mut other = server.client(&bob).await;
+    assert_eq!(live.call("ping", &[]).await.unwrap(), Reply::Pong);
+
+    std::fs::write(&config, "revoked = [\"alice\"]\n").unwrap();
+    server.signal("HUP");
+    let closed = server.wait_for_log("closing the connection: client alice is revoked (reloaded)");
+    assert!(closed, "{}", server.log());
+    assert!(
+        live.call("ping", &[]).await.is_err(),
+        "the live connection was closed"
+    );
+    let again = env.cmdchan(&server, &alice, &["ping"]);
+    assert_eq!(again.status.code(), Some(69), "{}", text(&again.stderr));
+    assert!(server.wait_for_log("handshake refused: client alice is revoked"));
+    assert_eq!(
+        other.call("ping", &[]).await.unwrap(),
+        Reply::Pong,
+        "bob keeps his connection"
+    );
+}
+
+#[tokio::test]
+async fn a_grant_that_expires_on_an_open_connection_is_refused_from_the_next_request() {
+    let env = TestEnv::new();
+    let cred = env.provision("alice", "operator", &["--expires", "2s"]);
+    let server = env.start(&[]);
+    let mut client = server.client(&cred).await;
+    assert_eq!(client.call("ping", &[]).await.unwrap(), Reply::Pong);
+    tokio::time::sleep(Duration::from_millis(2600)).await;
+    match client.call("ping", &[]).await {
+        Err(cmdchan::Error::Refused(f)) => assert_eq!(f.code, cmdchan::ErrorCode::Expired),
+        other => panic!("expected expired, got {other:?}"),
+    }
+}

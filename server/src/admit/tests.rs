@@ -41,6 +41,7 @@ struct Fixture {
     tag_key: TagKey,
     server: Ident,
     min_epoch: BTreeMap<Ident, u64>,
+    revoked: std::collections::BTreeSet<Ident>,
     policy: Policy,
     key: PskIdentity,
 }
@@ -55,6 +56,7 @@ impl Fixture {
             tag_key: master.tag_key(),
             server: ident("db1"),
             min_epoch: BTreeMap::new(),
+            revoked: Default::default(),
             policy,
             key: PskIdentity {
                 name: ident("alice"),
@@ -69,6 +71,7 @@ impl Fixture {
             server_id: &self.server,
             window: 60,
             min_epoch: &self.min_epoch,
+            revoked: &self.revoked,
             policy: &self.policy,
             executions: &self.executions,
             limiter: &self.limiter,
@@ -416,4 +419,13 @@ async fn a_client_over_its_rate_is_told_when_to_come_back_and_its_id_is_not_used
         "{failure:?}"
     );
     assert_eq!(store.len(), 1, "the limited request's ID was not recorded");
+}
+
+#[test]
+fn a_revoked_name_is_refused_whatever_its_epoch_and_the_connection_ends() {
+    let mut f = Fixture::new();
+    f.revoked.insert(ident("alice"));
+    let refusal = f.check(&f.request()).expect_err("revoked");
+    assert_eq!(refusal, Refusal::NameRevoked);
+    assert!(refusal.closes_connection());
 }
