@@ -1,5 +1,6 @@
 //! `cmdchan`: send one command to a cmdchan server and print the result.
 
+mod doctor;
 mod exit;
 mod output;
 
@@ -56,17 +57,51 @@ struct Opts {
     args: Vec<String>,
 }
 
+/// `cmdchan doctor --cred PATH [--server HOST:PORT] [--server-id ID]`: checks the
+/// credential and the path to the server, and says what to fix.
+#[derive(Debug, Parser)]
+#[command(name = "cmdchan doctor")]
+struct DoctorOpts {
+    #[arg(long, env = "CMDCHAN_CRED")]
+    cred: PathBuf,
+    #[arg(long)]
+    server: Option<String>,
+    #[arg(long)]
+    server_id: Option<Ident>,
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    timeout: Duration,
+}
+
 fn main() -> ExitCode {
+    // `doctor` as the first argument is the local check; a remote command of that name
+    // can still be run with an option first (`cmdchan --cred C doctor`).
+    if std::env::args().nth(1).as_deref() == Some("doctor") {
+        return match DoctorOpts::try_parse_from(std::env::args().skip(1)) {
+            Ok(d) => block_on(doctor::run(
+                &d.cred,
+                d.server.as_deref(),
+                d.server_id,
+                d.timeout,
+            )),
+            Err(e) => usage(&e),
+        };
+    }
     let opts = match Opts::try_parse() {
         Ok(opts) => opts,
-        Err(e) => {
-            let _ = e.print();
-            return match e.use_stderr() {
-                true => Exit::Usage.into(),
-                false => ExitCode::SUCCESS,
-            };
-        }
+        Err(e) => return usage(&e),
     };
+    block_on(run(opts))
+}
+
+fn usage(e: &clap::Error) -> ExitCode {
+    let _ = e.print();
+    match e.use_stderr() {
+        true => Exit::Usage.into(),
+        false => ExitCode::SUCCESS,
+    }
+}
+
+fn block_on(work: impl std::future::Future<Output = Exit>) -> ExitCode {
     let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -74,7 +109,7 @@ fn main() -> ExitCode {
         eprintln!("cmdchan: cannot start the async runtime");
         return Exit::Software.into();
     };
-    runtime.block_on(run(opts)).into()
+    runtime.block_on(work).into()
 }
 
 async fn run(opts: Opts) -> Exit {

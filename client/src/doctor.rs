@@ -1,0 +1,153 @@
+//! `cmdchan doctor`: checks a credential and the path to a server step by step, and says
+//! what is wrong in words an operator can act on.
+
+use std::net::ToSocketAddrs;
+use std::path::Path;
+use std::time::Duration;
+
+use cmdchan::{Client, Credential, Error, ErrorCode, Ident, Options};
+use cmdchan_common::time;
+
+use crate::exit::Exit;
+
+/// Grants expiring sooner than this get a warning.
+const SOON: u64 = 7 * 24 * 3600;
+
+/// Runs every check in order, printing one line each; stops at the first failure.
+pub async fn run(
+    cred: &Path,
+    server: Option<&str>,
+    target: Option<Ident>,
+    timeout: Duration,
+) -> Exit {
+    let cred = match Credential::load(cred) {
+        Ok(cred) => cred,
+        Err(e) => {
+            return fail(
+                Exit::Config,
+                &e.to_string(),
+                "fix the file, or provision it again with cmdchan-server admin provision",
+            )
+        }
+    };
+    ok(&format!(
+        "credential {} for {} (role {}, epoch {}), file mode 0600",
+        cred.identity(),
+        cred.name,
+        cred.grant.role,
+        cred.grant.epoch
+    ));
+    if let Some(exit) = check_expiry(cred.grant.expires) {
+        return exit;
+    }
+    let Some(addr) = server.map(str::to_owned).or_else(|| cred.address.clone()) else {
+        return fail(Exit::Usage, "no server address", "pass --server HOST:PORT");
+    };
+    match addr.to_socket_addrs() {
+        Ok(addrs) => ok(&format!(
+            "{addr} resolves to {}",
+            addrs.map(|a| a.to_string()).collect::<Vec<_>>().join(", ")
+        )),
+        Err(e) => {
+            return fail(
+                Exit::Unavailable,
+                &format!("cannot resolve {addr}: {e}"),
+                "check the host name and DNS",
+            )
+        }
+    }
+    let opts = Options {
+        target,
+        timeout,
+        retries: 0,
+        ..Options::default()
+    };
+    let mut client = match Client::connect(cred, Some(&addr), opts).await {
+        Ok(client) => client,
+        Err(e) => return connect_failed(&addr, &e),
+    };
+    ok(&format!(
+        "TLS-PSK handshake with {addr} (the server knows this key)"
+    ));
+    match client.call("ping", &[]).await {
+        Ok(_) => ok(&format!("ping answered by server {}", client.target())),
+        Err(e) => return refused(&e, client.target()),
+    }
+    client.close().await;
+    println!("all checks passed");
+    Exit::Ok
+}
+
+fn check_expiry(expires: Option<u64>) -> Option<Exit> {
+    let now = time::now();
+    match expires {
+        None => ok("the grant never expires"),
+        Some(at) if at <= now => {
+            let when = time::rfc3339(at);
+            return Some(fail(
+                Exit::Auth,
+                &format!("the grant expired at {when}"),
+                "ask the admin for a new credential",
+            ));
+        }
+        Some(at) if at - now < SOON => {
+            warn(&format!("the grant expires soon, at {}", time::rfc3339(at)))
+        }
+        Some(at) => ok(&format!("the grant is valid until {}", time::rfc3339(at))),
+    }
+    None
+}
+
+fn connect_failed(addr: &str, e: &Error) -> Exit {
+    let hint = match e {
+        Error::Connect { .. } => "is the server running and listening there? is a firewall or its allowlist in the way?".to_owned(),
+        Error::Timeout(_) => "the server did not answer in time: check the network, or the server may be penalizing this address".to_owned(),
+        Error::Handshake { .. } => "either the server does not know this name, or the key differs (another master key, \
+             another epoch, or a revoked key); the server does not say which, on purpose. On the server, \
+             run: cmdchan-server admin inspect THIS-FILE --master ITS-MASTER-KEY, and read its log for this \
+             address: it says unknown identity, key mismatch or revoked"
+            .to_owned(),
+        _ => format!("reaching {addr} failed"),
+    };
+    fail(Exit::of(e), &e.to_string(), &hint)
+}
+
+fn refused(e: &Error, target: &Ident) -> Exit {
+    let hint = match e {
+        Error::Refused(f) => match f.code {
+            ErrorCode::Stale => {
+                "the clocks of this machine and the server differ: fix NTP on both".to_owned()
+            }
+            ErrorCode::Expired => "ask the admin for a new credential".to_owned(),
+            ErrorCode::WrongServer => format!(
+                "this request addressed server ID {target}: pass --server-id with the server's ID, \
+                 or ask for a credential that covers that server"
+            ),
+            ErrorCode::BadTag => {
+                "the credential's grant was changed after it was issued: provision it again"
+                    .to_owned()
+            }
+            ErrorCode::Revoked => "this key was revoked: ask for a new credential".to_owned(),
+            ErrorCode::Forbidden => {
+                "this role may not run ping: the server's policy decides".to_owned()
+            }
+            _ => "see the message".to_owned(),
+        },
+        _ => "the connection failed after the handshake".to_owned(),
+    };
+    fail(Exit::of(e), &e.to_string(), &hint)
+}
+
+fn ok(line: &str) {
+    println!("ok    {line}");
+}
+
+fn warn(line: &str) {
+    println!("warn  {line}");
+}
+
+fn fail(exit: Exit, what: &str, hint: &str) -> Exit {
+    println!("FAIL  {what}");
+    println!("      what to do: {hint}");
+    exit
+}
