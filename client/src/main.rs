@@ -25,21 +25,11 @@ use crate::exit::Exit;
 #[derive(Debug, Parser)]
 #[command(name = "cmdchan", version)]
 struct Opts {
-    /// Credential file (from `cmdchan-server admin provision`).
-    #[arg(long, env = "CMDCHAN_CRED")]
-    cred: PathBuf,
-    /// Server address HOST:PORT [default: the credential's address].
-    #[arg(long)]
-    server: Option<String>,
-    /// Server ID to address [default: the grant's only server, else the host of --server].
-    #[arg(long)]
-    server_id: Option<Ident>,
+    #[command(flatten)]
+    to: Target,
     /// Print one JSON object instead of text.
     #[arg(long)]
     json: bool,
-    /// Limit for connecting and the TLS handshake.
-    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
-    timeout: Duration,
     /// Longest silence from the server while a command runs.
     #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
     answer_timeout: Duration,
@@ -62,12 +52,23 @@ struct Opts {
 #[derive(Debug, Parser)]
 #[command(name = "cmdchan doctor")]
 struct DoctorOpts {
+    #[command(flatten)]
+    to: Target,
+}
+
+/// Which credential, and which server, both `cmdchan` and `cmdchan doctor` use.
+#[derive(Debug, clap::Args)]
+struct Target {
+    /// Credential file (from `cmdchan-server admin provision`).
     #[arg(long, env = "CMDCHAN_CRED")]
     cred: PathBuf,
+    /// Server address HOST:PORT [default: the credential's address].
     #[arg(long)]
     server: Option<String>,
+    /// Server ID to address [default: the grant's only server, else the host of --server].
     #[arg(long)]
     server_id: Option<Ident>,
+    /// Limit for connecting and the TLS handshake.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     timeout: Duration,
 }
@@ -78,10 +79,10 @@ fn main() -> ExitCode {
     if std::env::args().nth(1).as_deref() == Some("doctor") {
         return match DoctorOpts::try_parse_from(std::env::args().skip(1)) {
             Ok(d) => block_on(doctor::run(
-                &d.cred,
-                d.server.as_deref(),
-                d.server_id,
-                d.timeout,
+                &d.to.cred,
+                d.to.server.as_deref(),
+                d.to.server_id,
+                d.to.timeout,
             )),
             Err(e) => usage(&e),
         };
@@ -113,18 +114,18 @@ fn block_on(work: impl std::future::Future<Output = Exit>) -> ExitCode {
 }
 
 async fn run(opts: Opts) -> Exit {
-    let cred = match Credential::load(&opts.cred) {
+    let cred = match Credential::load(&opts.to.cred) {
         Ok(cred) => cred,
         Err(e) => return output::local_error(opts.json, &e.to_string(), Exit::Config),
     };
     let options = Options {
-        target: opts.server_id,
-        timeout: opts.timeout,
+        target: opts.to.server_id,
+        timeout: opts.to.timeout,
         answer_timeout: opts.answer_timeout,
         retries: opts.retries,
         ..Options::default()
     };
-    let mut client = match Client::connect(cred, opts.server.as_deref(), options).await {
+    let mut client = match Client::connect(cred, opts.to.server.as_deref(), options).await {
         Ok(client) => client,
         Err(e) => return output::error(opts.json, &e),
     };

@@ -35,6 +35,12 @@ fn ident(s: &str) -> Ident {
     Ident::new(s).expect("valid")
 }
 
+async fn memory_store() -> Store {
+    Store::open(&StoreSpec::Memory, 100, false, 0)
+        .await
+        .expect("store")
+}
+
 struct Fixture {
     executions: Arc<Semaphore>,
     limiter: crate::rate::RateLimiter,
@@ -114,9 +120,7 @@ impl Fixture {
 #[tokio::test]
 async fn a_good_request_is_admitted_once() {
     let f = Fixture::new();
-    let store = Store::open(&StoreSpec::Memory, 100, false, 0)
-        .await
-        .expect("store");
+    let store = memory_store().await;
     let req = f.request();
     let Ok(Admission::Admitted(admitted)) = admit(&req, 1, &f.key, &f.rules(), &store, NOW).await
     else {
@@ -276,9 +280,7 @@ fn the_first_failing_check_wins() {
 #[tokio::test]
 async fn a_refused_request_does_not_use_up_its_id() {
     let f = Fixture::new();
-    let store = Store::open(&StoreSpec::Memory, 100, false, 0)
-        .await
-        .expect("store");
+    let store = memory_store().await;
     let mut req = f.request();
     req.command = "whoami".into();
     assert!(admit(&req, 1, &f.key, &f.rules(), &store, NOW)
@@ -290,9 +292,7 @@ async fn a_refused_request_does_not_use_up_its_id() {
 #[tokio::test]
 async fn an_id_is_forgotten_only_once_its_request_is_stale() {
     let f = Fixture::new();
-    let store = Store::open(&StoreSpec::Memory, 100, false, 0)
-        .await
-        .expect("store");
+    let store = memory_store().await;
     let req = f.request();
     admit(&req, 1, &f.key, &f.rules(), &store, NOW)
         .await
@@ -335,9 +335,7 @@ fn program_arguments_are_bound_checked_and_restricted_by_role() {
 #[tokio::test]
 async fn over_the_execution_limit_is_busy_and_does_not_use_up_the_id() {
     let f = Fixture::new();
-    let store = Store::open(&StoreSpec::Memory, 100, false, 0)
-        .await
-        .expect("store");
+    let store = memory_store().await;
     let mut first = f.request();
     first.command = "svc".into();
     first.args = vec!["nginx".into()];
@@ -363,9 +361,7 @@ async fn over_the_execution_limit_is_busy_and_does_not_use_up_the_id() {
 #[tokio::test]
 async fn the_same_clients_id_again_is_a_retry_and_another_clients_is_a_replay() {
     let f = Fixture::new();
-    let store = Store::open(&StoreSpec::Memory, 100, false, 0)
-        .await
-        .expect("store");
+    let store = memory_store().await;
     let req = f.request();
     admit(&req, 1, &f.key, &f.rules(), &store, NOW)
         .await
@@ -391,9 +387,7 @@ async fn the_same_clients_id_again_is_a_retry_and_another_clients_is_a_replay() 
 #[tokio::test]
 async fn a_client_over_its_rate_is_told_when_to_come_back_and_its_id_is_not_used() {
     let f = Fixture::new();
-    let store = Store::open(&StoreSpec::Memory, 100, false, 0)
-        .await
-        .expect("store");
+    let store = memory_store().await;
     let mut rules = f.rules();
     rules.rate = (1.0, 1.0);
     let first = f.request();

@@ -2,7 +2,7 @@
 //! IDs (servers behind one name, or a request that could reach any of them).
 //!
 //! ```text
-//! key   = "cmdchan:" FLEET ":" ID        -- the 16 raw bytes of the ID (keys are binary-safe)
+//! key   = "cmdchan:" FLEET ":id:" ID     -- the 16 raw bytes of the ID (keys are binary-safe)
 //! claim = SET key postcard(entry) NX GET PX ttl    -- atomic: sets if absent, else returns
 //!                                                   -- the old entry and leaves it (Redis ≥ 7.0)
 //! finish = SET key postcard(entry) XX PX ttl       -- only while the claim still exists
@@ -38,7 +38,7 @@ impl std::fmt::Debug for RedisStore {
 }
 
 impl RedisStore {
-    /// Connects to the Redis at `url`; keys live under `cmdchan:FLEET:`.
+    /// Connects to the Redis at `url`; keys live under `cmdchan:FLEET:id:`.
     pub async fn open(url: &str, fleet: &str) -> Result<Self, String> {
         let client = redis::Client::open(url).map_err(|e| format!("bad Redis URL: {e}"))?;
         let config = ConnectionManagerConfig::new()
