@@ -312,24 +312,35 @@ pub async fn raw_tls(
     identity: &PskIdentity,
     psk: &Psk,
 ) -> Result<SslStream<TcpStream>, openssl::ssl::Error> {
+    raw_tls_from("127.0.0.1", addr, identity, psk).await
+}
+
+/// As [`raw_tls`], from the loopback address `source`.
+pub async fn raw_tls_from(
+    source: &str,
+    addr: SocketAddr,
+    identity: &PskIdentity,
+    psk: &Psk,
+) -> Result<SslStream<TcpStream>, openssl::ssl::Error> {
     let ctx = tls::client_context(identity, psk).unwrap();
-    let tcp = TcpStream::connect(addr).await.unwrap();
+    let tcp = tcp_from(source, addr).await.unwrap();
     let mut stream = SslStream::new(Ssl::new(&ctx).unwrap(), tcp).unwrap();
     std::pin::Pin::new(&mut stream).connect().await?;
     Ok(stream)
 }
 
-/// Path of a workspace binary built beside this test executable.
+/// Path of a workspace binary built beside this executable (a test in `target/*/deps`,
+/// or a binary such as `soak` in `target/*`).
 pub fn bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().unwrap();
-    let dir = exe.parent().and_then(Path::parent).unwrap();
-    let path = dir.join(name);
-    assert!(
-        path.exists(),
-        "{} is missing: build the workspace first (`cargo build --workspace`, or the README's test command)",
-        path.display()
-    );
-    path
+    let here = exe.parent().unwrap();
+    let candidates = [here.join(name), here.parent().unwrap().join(name)];
+    let found = candidates.iter().find(|p| p.exists());
+    let hint =
+        "build the workspace first (`cargo build --workspace`, or the README's test command)";
+    found
+        .unwrap_or_else(|| panic!("{name} is missing beside {}: {hint}", exe.display()))
+        .clone()
 }
 
 /// Runs a system program the tests need; fails loudly if it is not installed.

@@ -124,6 +124,11 @@ impl Index {
             }
             keep
         });
+        // After a burst, give the memory back: a table four times too big shrinks.
+        if self.slots.capacity() > 4 * self.slots.len().max(1024) {
+            self.slots.shrink_to(2 * self.slots.len());
+            self.answers.shrink_to(2 * self.answers.len());
+        }
     }
 
     /// Every held ID with its keep-until time and entry.
