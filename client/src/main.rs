@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 
 use cmdchan::{Client, Credential, Ident, Options, Param};
 
@@ -23,7 +23,7 @@ use crate::exit::Exit;
 /// problem; 79 refused: replay or stale; 80 refused: policy (forbidden, unknown command,
 /// bad arguments).
 #[derive(Debug, Parser)]
-#[command(name = "cmdchan", version)]
+#[command(name = "cmdchan", version = cmdchan_common::protocol::VERSION_LINE)]
 struct Opts {
     #[command(flatten)]
     to: Target,
@@ -76,6 +76,19 @@ struct Target {
 fn main() -> ExitCode {
     // `doctor` as the first argument is the local check; a remote command of that name
     // can still be run with an option first (`cmdchan --cred C doctor`).
+    // `generate DIR` writes completions and man pages (for packaging; not listed).
+    if std::env::args().nth(1).as_deref() == Some("generate") {
+        let Some(dir) = std::env::args_os().nth(2) else {
+            return Exit::Usage.into();
+        };
+        return match cmdchan_common::assets::generate(Opts::command(), dir.as_ref()) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("cmdchan: cannot write completions and man pages: {e}");
+                Exit::Software.into()
+            }
+        };
+    }
     if std::env::args().nth(1).as_deref() == Some("doctor") {
         return match DoctorOpts::try_parse_from(std::env::args().skip(1)) {
             Ok(d) => block_on(doctor::run(

@@ -12,6 +12,9 @@ use crate::ident::Ident;
 /// The protocol version this build speaks; the first byte of every frame's payload.
 pub const VERSION: u8 = 1;
 
+/// What `--version` prints after the program name: the release and the protocol.
+pub const VERSION_LINE: &str = concat!(env!("CARGO_PKG_VERSION"), " (protocol 1)");
+
 /// A command ID: 128 random bits chosen by the client, unique per command.
 pub type CommandId = [u8; 16];
 
@@ -283,6 +286,11 @@ impl fmt::Display for ErrorCode {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_version_line_names_this_protocol_version() {
+        assert!(VERSION_LINE.ends_with(&format!("(protocol {VERSION})")));
+    }
 
     #[test]
     fn every_code_round_trips_through_its_number() {

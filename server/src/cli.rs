@@ -11,7 +11,7 @@ use cmdchan_common::ident::Ident;
 #[derive(Debug, Parser)]
 #[command(
     name = "cmdchan-server",
-    version,
+    version = cmdchan_common::protocol::VERSION_LINE,
     about = "The cmdchan daemon and its admin tool"
 )]
 pub struct Opts {
@@ -29,6 +29,9 @@ pub enum Command {
     /// Run a development server: makes a master key and a demo credential in DIR if
     /// missing, prints the client command to try, and serves on loopback.
     Dev(DevOpts),
+    /// Write shell completions and man pages for cmdchan-server into DIR.
+    #[command(hide = true)]
+    Generate { dir: PathBuf },
 }
 
 /// `serve` flags; each can also come from the config file (flags win).

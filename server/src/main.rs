@@ -3,7 +3,7 @@
 use std::io::IsTerminal;
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 use tracing_subscriber::EnvFilter;
 
 use cmdchan_server::cli::{Command, LogFormat, Opts};
@@ -24,6 +24,10 @@ fn main() -> ExitCode {
 fn run(opts: Opts) -> anyhow::Result<ExitCode> {
     let (config, reload_from) = match opts.command {
         Command::Admin(cmd) => return admin::run(cmd),
+        Command::Generate { dir } => {
+            cmdchan_common::assets::generate(Opts::command(), &dir)?;
+            return Ok(ExitCode::SUCCESS);
+        }
         Command::Serve(serve) => (Config::load(&serve)?, Some(*serve)),
         Command::Dev(d) => (dev::prepare(&d)?, None),
     };
