@@ -40,3 +40,60 @@ fn completions_and_man_pages_come_from_the_clap_definitions() {
         "no pages for help subcommands"
     );
 }
+
+#[test]
+fn the_systemd_unit_verifies_without_a_warning() {
+    let env = TestEnv::new();
+    let unit = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../contrib/systemd/cmdchan-server.service"
+    ))
+    .unwrap();
+    assert!(
+        unit.contains("ExecReload=/bin/kill -HUP $MAINPID")
+            && unit.contains("StateDirectory=cmdchan")
+    );
+    // Point it at the binary just built; the unit itself names the packaged path.
+    let local = unit.replace(
+        "/usr/bin/cmdchan-server",
+        bin("cmdchan-server").to_str().unwrap(),
+    );
+    let path = env.write("cmdchan-server.service", &local);
+    let out = run(cmdchan_tests::system("systemd-analyze")
+        .args(["verify", "--man=no"])
+        .arg(&path));
+    let said = text(&out.stdout) + &text(&out.stderr);
+    assert!(
+        out.status.success() && said.trim().is_empty(),
+        "systemd-analyze verify: {said}"
+    );
+}
+
+#[test]
+fn the_examples_walkthrough_runs_as_written() {
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+    let bin_dir = bin("cmdchan-server").parent().unwrap().to_owned();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut cmd = cmdchan_tests::system("sh");
+    cmd.arg("examples/walkthrough.sh")
+        .current_dir(root)
+        .env("BIN", bin_dir)
+        .env("PORT", port.to_string());
+    let out = run(&mut cmd);
+    let said = text(&out.stdout) + &text(&out.stderr);
+    assert!(out.status.success(), "{said}");
+    for expected in [
+        "restart-service  restart a systemd service",
+        "this role may use only: nginx, php8.2-fpm",
+        "Filesystem",
+        "refused (forbidden): role web-operator: this role may not use service = \"apache2\"",
+        "refused (bad arguments): mount: value is not one of /, /var, /tmp",
+        "ok: 8 records, chained from a new chain",
+    ] {
+        assert!(said.contains(expected), "{expected:?} missing in:\n{said}");
+    }
+}
