@@ -64,7 +64,7 @@ async fn measure(
     file: Option<&StoreSpec>,
 ) -> Row {
     let store = std::sync::Arc::new(
-        Store::open(spec, 10_000_000, false, 0)
+        Store::open(spec, 10_000_000, false, 0, Default::default())
             .await
             .expect("store"),
     );

@@ -68,6 +68,9 @@ pub struct ServeOpts {
     /// This server's ID, matched against requests' target and grants' servers [default: host name].
     #[arg(long)]
     pub server_id: Option<Ident>,
+    /// Serve Prometheus metrics at http://ADDR/metrics [off; without ADDR: 127.0.0.1:9433].
+    #[arg(long, num_args = 0..=1, default_missing_value = crate::metrics::DEFAULT_ADDR)]
+    pub metrics: Option<SocketAddr>,
     /// Log format [default: text].
     #[arg(long, value_enum)]
     pub log_format: Option<LogFormat>,

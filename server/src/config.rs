@@ -25,6 +25,8 @@ pub struct Config {
     pub policy: Option<PathBuf>,
     /// The hash-chained audit file, if any.
     pub audit_log: Option<PathBuf>,
+    /// Where to serve Prometheus metrics, if anywhere.
+    pub metrics: Option<SocketAddr>,
     /// Where command IDs are remembered.
     pub replay_store: StoreSpec,
     /// Flush the replay log to disk after every write.
@@ -89,6 +91,7 @@ struct FileConfig {
     listen: Option<SocketAddr>,
     policy: Option<PathBuf>,
     audit_log: Option<PathBuf>,
+    metrics: Option<SocketAddr>,
     replay_store: Option<String>,
     replay_fsync: Option<bool>,
     fleet: Option<String>,
@@ -174,6 +177,7 @@ impl Config {
             listen: opts.listen.or(file.listen).unwrap_or_else(default_listen),
             policy: opts.policy.or(file.policy),
             audit_log: opts.audit_log.or(file.audit_log),
+            metrics: opts.metrics.or(file.metrics),
             replay_store: match opts.replay_store.or(file.replay_store) {
                 Some(text) => {
                     let fleet = opts

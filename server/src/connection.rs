@@ -27,6 +27,7 @@ use cmdchan_common::time::{self, rfc3339};
 use cmdchan_common::tls::{self, Offered};
 
 use crate::admit::{self, Action, Admission, Admitted};
+use crate::audit;
 use crate::cmd;
 use crate::exec::{self, Event};
 use crate::policy::{Invocation, Program};
@@ -85,11 +86,14 @@ async fn handshake(
     match timeout(limit, Pin::new(&mut stream).accept()).await {
         Err(_) => {
             warn!(%peer, "handshake failed: timed out after {limit:?}");
+            shared.metrics.count_handshake("timeout");
             penalize(shared, peer);
             None
         }
         Ok(Err(e)) => {
-            handshake_failed(stream.ssl(), peer, &e);
+            shared
+                .metrics
+                .count_handshake(handshake_failed(stream.ssl(), peer, &e));
             // A client that closed without a word (a TCP health check) is not an attack.
             if e.ssl_error().is_some() || tls::offered(stream.ssl()).is_some() {
                 penalize(shared, peer);
@@ -101,6 +105,7 @@ async fn handshake(
                 let cipher = stream.ssl().current_cipher().map_or("?", |c| c.name());
                 debug!(client = %key, %peer, cipher, "handshake done");
                 shared.gate.succeeded(peer.ip());
+                shared.metrics.count_handshake("ok");
                 let key = key.clone();
                 Some((stream, key))
             }
@@ -117,20 +122,25 @@ fn penalize(shared: &Shared, peer: SocketAddr) {
     }
 }
 
-/// Logs why a handshake failed, telling apart what the client is never told.
-fn handshake_failed(ssl: &SslRef, peer: SocketAddr, err: &openssl::ssl::Error) {
+/// Logs why a handshake failed, telling apart what the client is never told; returns
+/// the reason as a metric label.
+fn handshake_failed(ssl: &SslRef, peer: SocketAddr, err: &openssl::ssl::Error) -> &'static str {
     match tls::offered(ssl) {
         Some(Offered::Identity(key)) => {
-            warn!(client = %key, %peer, "handshake failed: key mismatch (the client holds another key for this name and epoch): {err}")
+            warn!(client = %key, %peer, "handshake failed: key mismatch (the client holds another key for this name and epoch): {err}");
+            "key_mismatch"
         }
         Some(Offered::Refused { identity, why }) => {
-            warn!(client = %identity, %peer, "handshake refused: {why}")
+            warn!(client = %identity, %peer, "handshake refused: {why}");
+            "revoked"
         }
         Some(Offered::Invalid { shown, why }) => {
-            warn!(%peer, identity = %shown, "handshake failed: unknown identity ({why})")
+            warn!(%peer, identity = %shown, "handshake failed: unknown identity ({why})");
+            "unknown_identity"
         }
         None => {
-            warn!(%peer, "handshake failed before any key was chosen (no shared TLS version or cipher suite, or not TLS at all): {err}")
+            warn!(%peer, "handshake failed before any key was chosen (no shared TLS version or cipher suite, or not TLS at all): {err}");
+            "no_common_suite"
         }
     }
 }
@@ -213,8 +223,15 @@ impl Connection {
             admit::admit(&req, expected, &key, &rules, &shared.replay, time::now()).await;
         let cmd = match admission {
             Ok(Admission::Admitted(cmd)) => cmd,
-            Ok(Admission::Retry(entry)) => return self.answer_retry(&req, entry, shared).await,
+            Ok(Admission::Retry(entry)) => {
+                shared.metrics.count_request("", "retry", started.elapsed());
+                return self.answer_retry(&req, entry, shared).await;
+            }
             Err(refusal) => {
+                // The command label stays empty: a refused request's name is the peer's.
+                shared
+                    .metrics
+                    .count_request("", refusal.code().name(), started.elapsed());
                 shared
                     .audit
                     .refused(&self.key, self.peer, &req, &refusal, started.elapsed());
@@ -228,7 +245,12 @@ impl Connection {
             Action::Builtin(b) => Body::Ok(cmd::run(*b, &cmd, &settings.policy)),
             Action::Run(program, invocation) => {
                 match shared.audit.started(&cmd, &key, self.peer, invocation) {
-                    Ok(()) => self.execute(&cmd, program, invocation, &mut kept).await,
+                    Ok(()) => {
+                        shared.metrics.running_programs.inc();
+                        let body = self.execute(&cmd, program, invocation, &mut kept).await;
+                        shared.metrics.running_programs.dec();
+                        body
+                    }
                     Err(e) => {
                         error!(error = %e, "cannot write the audit file; refusing to run {}", program.name);
                         let message = "the server cannot write its audit log, so it runs nothing";
@@ -240,6 +262,10 @@ impl Connection {
         shared
             .audit
             .admitted(&cmd, &key, self.peer, &body, started.elapsed());
+        let (outcome, _, _) = audit::outcome(&body);
+        shared
+            .metrics
+            .count_request(cmd.command(), outcome, started.elapsed());
         self.remember(&cmd, kept, &body, shared).await;
         self.send(&req, body, shared).await
     }

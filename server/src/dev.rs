@@ -43,6 +43,7 @@ pub fn prepare(opts: &DevOpts) -> anyhow::Result<Config> {
         listen: opts.listen,
         policy: None,
         audit_log: None,
+        metrics: None,
         replay_store: StoreSpec::File(opts.dir.join("seen.log")),
         replay_fsync: false,
         server_id: id,

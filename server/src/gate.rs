@@ -34,6 +34,18 @@ pub enum Turned {
     Penalized { left: Duration },
 }
 
+impl Turned {
+    /// The reason as a metric label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Turned::NotAllowed => "not_allowed",
+            Turned::Full => "connection_limit",
+            Turned::SourceFull => "source_limit",
+            Turned::Penalized { .. } => "penalized",
+        }
+    }
+}
+
 #[derive(Debug)]
 pub struct Gate {
     rules: GateRules,

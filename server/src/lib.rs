@@ -10,6 +10,7 @@ pub mod connection;
 pub mod dev;
 pub mod exec;
 pub mod gate;
+pub mod metrics;
 pub mod policy;
 pub mod rate;
 pub mod replay;
@@ -39,6 +40,13 @@ pub async fn serve(config: Config, opts: Option<ServeOpts>) -> anyhow::Result<()
         .await
         .with_context(|| format!("listening on {}", config.listen))?;
     let addr = listener.local_addr()?;
+    if let Some(at) = config.metrics {
+        let metrics = TcpListener::bind(at)
+            .await
+            .with_context(|| format!("serving metrics on {at}"))?;
+        info!("metrics at http://{}/metrics", metrics.local_addr()?);
+        tokio::spawn(metrics::serve(metrics, shared.clone()));
+    }
     let reloader = shared.clone();
     tokio::spawn(async move {
         while hangup.recv().await.is_some() {

@@ -25,6 +25,7 @@ use crate::audit::Audit;
 use crate::config::{Config, Limits};
 use crate::connection;
 use crate::gate::{Gate, GateRules, Turned};
+use crate::metrics::{Metrics, ResultLabel};
 use crate::policy::Policy;
 use crate::rate::RateLimiter;
 use crate::replay::Store;
@@ -49,6 +50,7 @@ pub struct Shared {
     /// Allowlist, connection caps and penalties (fixed at start-up).
     pub gate: Arc<Gate>,
     pub limiter: RateLimiter,
+    pub metrics: Metrics,
     /// Shared with the TLS callback, which refuses revoked identities.
     settings: Arc<RwLock<Arc<Settings>>>,
     /// Ticks on every reload, so connections can check whether they were revoked.
@@ -116,18 +118,23 @@ impl Shared {
         let refuse = move |id: &PskIdentity| read(&current).revoked(id);
         let tls = tls::server_context(master, tls::FFDHE3072_PEM, refuse)
             .context("building the TLS context")?;
+        let metrics = Metrics::default();
+        let (spec, fsync) = (&config.replay_store, config.replay_fsync);
+        let replay = Store::open(
+            spec,
+            MAX_REMEMBERED_IDS,
+            fsync,
+            time::now(),
+            metrics.store.clone(),
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!("opening the replay store: {e}"))?;
         Ok(Self {
             tls,
             tag_key,
             server_id: config.server_id.clone(),
-            replay: Store::open(
-                &config.replay_store,
-                MAX_REMEMBERED_IDS,
-                config.replay_fsync,
-                time::now(),
-            )
-            .await
-            .map_err(|e| anyhow::anyhow!("opening the replay store: {e}"))?,
+            replay,
+            metrics,
             executions: Arc::new(Semaphore::new(config.limits.max_executions)),
             audit,
             gate: Gate::new(gate_rules(&config.limits)),
@@ -203,13 +210,22 @@ pub async fn run(listener: TcpListener, shared: Arc<Shared>, shutdown: impl Futu
         let pass = match shared.gate.enter(peer.ip(), Instant::now()) {
             Ok(pass) => pass,
             Err(turned) => {
+                shared
+                    .metrics
+                    .refused_connections
+                    .get_or_create(&ResultLabel {
+                        result: turned.label(),
+                    })
+                    .inc();
                 turned_away.note(turned, peer);
                 continue;
             }
         };
         let (shared, cancel) = (shared.clone(), cancel.clone());
         tracker.spawn(async move {
-            connection::serve(tcp, peer, shared, cancel).await;
+            shared.metrics.open_connections.inc();
+            connection::serve(tcp, peer, shared.clone(), cancel).await;
+            shared.metrics.open_connections.dec();
             drop(pass);
         });
     }

@@ -97,3 +97,62 @@ fn the_examples_walkthrough_runs_as_written() {
         assert!(said.contains(expected), "{expected:?} missing in:\n{said}");
     }
 }
+
+#[tokio::test]
+async fn the_metrics_endpoint_counts_handshakes_requests_and_refusals() {
+    use cmdchan_common::ident::PskIdentity;
+    use cmdchan_common::keys::Psk;
+    let env = TestEnv::new();
+    let cred = env.provision("alice", "operator", &[]);
+    let server = env.start(&["--metrics", "127.0.0.1:0"]);
+    assert!(server.wait_for_log("metrics at http://"));
+    let line = server.log_lines("metrics at http://").remove(0);
+    let addr = line
+        .split("http://")
+        .nth(1)
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap()
+        .to_owned();
+    let scrape = || {
+        use std::io::{Read, Write};
+        let mut tcp = std::net::TcpStream::connect(&addr).unwrap();
+        tcp.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap();
+        let mut body = String::new();
+        tcp.read_to_string(&mut body).unwrap();
+        body
+    };
+    assert!(scrape().starts_with("HTTP/1.1 200 OK"));
+    for _ in 0..2 {
+        assert_eq!(
+            env.cmdchan(&server, &cred, &["ping"]).status.code(),
+            Some(0)
+        );
+    }
+    env.cmdchan(&server, &cred, &["no-such-command"]);
+    let identity = PskIdentity {
+        name: "alice".parse().unwrap(),
+        epoch: 0,
+    };
+    let wrong = Psk::from_hex(&"ab".repeat(32)).unwrap();
+    assert!(cmdchan_tests::raw_tls(server.addr, &identity, &wrong)
+        .await
+        .is_err());
+    assert!(server.wait_for_log("key mismatch"));
+    let metrics = scrape();
+    for line in [
+        "cmdchan_handshakes_total{result=\"ok\"} 3",
+        "cmdchan_handshakes_total{result=\"key_mismatch\"} 1",
+        "cmdchan_requests_total{command=\"ping\",outcome=\"ok\"} 2",
+        "cmdchan_requests_total{command=\"\",outcome=\"unknown command\"} 1",
+        "cmdchan_replay_store_seconds_count 2",
+        "cmdchan_replay_store_errors_total 0",
+    ] {
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "{line:?} missing in:\n{metrics}"
+        );
+    }
+}

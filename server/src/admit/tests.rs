@@ -36,7 +36,7 @@ fn ident(s: &str) -> Ident {
 }
 
 async fn memory_store() -> Store {
-    Store::open(&StoreSpec::Memory, 100, false, 0)
+    Store::open(&StoreSpec::Memory, 100, false, 0, Default::default())
         .await
         .expect("store")
 }

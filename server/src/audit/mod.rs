@@ -184,7 +184,7 @@ impl Audit {
 }
 
 /// (outcome, exit status, output bytes) of an admitted request.
-fn outcome(body: &Body) -> (&'static str, Option<i32>, u64) {
+pub fn outcome(body: &Body) -> (&'static str, Option<i32>, u64) {
     match body {
         Body::Ok(Reply::Exit(e)) => {
             let status = e.code.or(e.signal.map(|s| 128 + s));

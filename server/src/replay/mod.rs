@@ -16,6 +16,8 @@ use serde::{Deserialize, Serialize};
 
 use cmdchan_common::protocol::{Body, CommandId};
 
+use crate::metrics::StoreMetrics;
+
 pub use self::index::Index;
 pub use self::log::LogStore;
 pub use self::redis::RedisStore;
@@ -57,9 +59,15 @@ pub enum StoreError {
     Unavailable(String),
 }
 
-/// Where command IDs are remembered.
+/// Where command IDs are remembered, with the store's latency and error counts.
 #[derive(Debug)]
-pub enum Store {
+pub struct Store {
+    backend: Backend,
+    metrics: StoreMetrics,
+}
+
+#[derive(Debug)]
+enum Backend {
     Memory(std::sync::Mutex<Index>),
     Log(LogStore),
     Redis(RedisStore),
@@ -137,15 +145,17 @@ impl Store {
         max_ids: usize,
         fsync: bool,
         now: u64,
+        metrics: StoreMetrics,
     ) -> Result<Self, String> {
-        Ok(match spec {
-            StoreSpec::Memory => Store::Memory(std::sync::Mutex::new(Index::new(max_ids))),
+        let backend = match spec {
+            StoreSpec::Memory => Backend::Memory(std::sync::Mutex::new(Index::new(max_ids))),
             StoreSpec::File(path) => {
                 let log = LogStore::open(path, max_ids, fsync, now);
-                Store::Log(log.map_err(|e| format!("{}: {e}", path.display()))?)
+                Backend::Log(log.map_err(|e| format!("{}: {e}", path.display()))?)
             }
-            StoreSpec::Redis { url, fleet } => Store::Redis(RedisStore::open(url, fleet).await?),
-        })
+            StoreSpec::Redis { url, fleet } => Backend::Redis(RedisStore::open(url, fleet).await?),
+        };
+        Ok(Self { backend, metrics })
     }
 
     /// Claims `id` for `entry.client` until `until`, if nobody has it; atomic.
@@ -156,14 +166,22 @@ impl Store {
         until: u64,
         now: u64,
     ) -> Result<Claim, StoreError> {
-        match self {
-            Store::Memory(index) => index
+        let started = std::time::Instant::now();
+        let claimed = match &self.backend {
+            Backend::Memory(index) => index
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .claim(id, entry, until, now),
-            Store::Log(log) => log.claim(id, entry, until, now),
-            Store::Redis(redis) => redis.claim(id, entry, until, now).await,
+            Backend::Log(log) => log.claim(id, entry, until, now),
+            Backend::Redis(redis) => redis.claim(id, entry, until, now).await,
+        };
+        self.metrics
+            .latency
+            .observe(started.elapsed().as_secs_f64());
+        if matches!(claimed, Err(StoreError::Unavailable(_))) {
+            self.metrics.errors.inc();
         }
+        claimed
     }
 
     /// Records what became of a claimed ID.
@@ -174,26 +192,26 @@ impl Store {
         until: u64,
         now: u64,
     ) -> Result<(), StoreError> {
-        match self {
-            Store::Memory(index) => {
+        match &self.backend {
+            Backend::Memory(index) => {
                 index
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
                     .set(id, entry, until);
                 Ok(())
             }
-            Store::Log(log) => log.finish(id, entry, until),
-            Store::Redis(redis) => redis.finish(id, entry, until, now).await,
+            Backend::Log(log) => log.finish(id, entry, until),
+            Backend::Redis(redis) => redis.finish(id, entry, until, now).await,
         }
     }
 
     /// IDs held in this process (live or waiting to be pruned); 0 for Redis, whose
     /// keys expire by themselves.
     pub fn len(&self) -> usize {
-        match self {
-            Store::Memory(index) => index.lock().unwrap_or_else(|p| p.into_inner()).len(),
-            Store::Log(log) => log.len(),
-            Store::Redis(_) => 0,
+        match &self.backend {
+            Backend::Memory(index) => index.lock().unwrap_or_else(|p| p.into_inner()).len(),
+            Backend::Log(log) => log.len(),
+            Backend::Redis(_) => 0,
         }
     }
 
