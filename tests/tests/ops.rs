@@ -156,3 +156,49 @@ async fn the_metrics_endpoint_counts_handshakes_requests_and_refusals() {
         );
     }
 }
+
+#[test]
+fn the_debian_package_holds_binaries_unit_config_completions_and_man_pages() {
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+    // Fails loudly if cargo-deb is missing; the README's test command installs it.
+    cmdchan_tests::system("cargo-deb");
+    let out = run(cmdchan_tests::system("bash")
+        .arg("scripts/package")
+        .current_dir(root));
+    assert!(
+        out.status.success(),
+        "{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    let deb = text(&out.stdout).lines().last().unwrap().trim().to_owned();
+    let listing = text(&run(cmdchan_tests::system("dpkg-deb").args(["-c", &deb])).stdout);
+    for (mode, path) in [
+        ("-rwxr-xr-x", "./usr/bin/cmdchan-server"),
+        ("-rwxr-xr-x", "./usr/bin/cmdchan"),
+        ("-rw-r--r--", "./lib/systemd/system/cmdchan-server.service"),
+        ("-rw-------", "./etc/cmdchan/server.toml"),
+        ("-rw-------", "./etc/cmdchan/policy.toml"),
+        (
+            "-rw-r--r--",
+            "./usr/share/bash-completion/completions/cmdchan",
+        ),
+        (
+            "-rw-r--r--",
+            "./usr/share/man/man1/cmdchan-server-serve.1.gz",
+        ),
+    ] {
+        assert!(
+            listing
+                .lines()
+                .any(|l| l.starts_with(mode) && l.ends_with(path)),
+            "{mode} {path} missing in:\n{listing}"
+        );
+    }
+    let conffiles =
+        text(&run(cmdchan_tests::system("dpkg-deb").args(["-I", &deb, "conffiles"])).stdout);
+    assert_eq!(
+        conffiles.lines().collect::<Vec<_>>(),
+        ["/etc/cmdchan/server.toml", "/etc/cmdchan/policy.toml"]
+    );
+}
