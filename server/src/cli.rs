@@ -57,7 +57,7 @@ pub struct ServeOpts {
     /// [default: file:$STATE_DIRECTORY/seen.log, /var/lib/cmdchan/seen.log for root,
     /// else ~/.local/state/cmdchan/seen.log].
     #[arg(long)]
-    pub replay_store: Option<String>,
+    pub replay_store: Option<crate::replay::StoreArg>,
     /// Flush the replay log to disk after every write (survives power loss; slower).
     #[arg(long)]
     pub replay_fsync: bool,

@@ -92,7 +92,7 @@ struct FileConfig {
     policy: Option<PathBuf>,
     audit_log: Option<PathBuf>,
     metrics: Option<SocketAddr>,
-    replay_store: Option<String>,
+    replay_store: Option<crate::replay::StoreArg>,
     replay_fsync: Option<bool>,
     fleet: Option<String>,
     server_id: Option<Ident>,
@@ -185,7 +185,7 @@ impl Config {
                         .clone()
                         .or(file.fleet.clone())
                         .unwrap_or_else(|| "default".into());
-                    StoreSpec::parse(&text, &fleet).map_err(anyhow::Error::msg)?
+                    StoreSpec::parse(&text.0, &fleet).map_err(anyhow::Error::msg)?
                 }
                 None => StoreSpec::default_file(),
             },

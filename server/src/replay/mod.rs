@@ -87,20 +87,39 @@ pub enum StoreSpec {
 }
 
 impl std::fmt::Debug for StoreSpec {
-    /// Shows a Redis URL without its user and password.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             StoreSpec::Memory => f.write_str("memory"),
             StoreSpec::File(path) => write!(f, "file:{}", path.display()),
-            StoreSpec::Redis { url, fleet } => {
-                match url.split_once("://").zip(url.rsplit_once('@')) {
-                    Some(((scheme, _), (_, host))) => {
-                        write!(f, "{scheme}://***@{host} (fleet {fleet})")
-                    }
-                    None => write!(f, "{url} (fleet {fleet})"),
-                }
-            }
+            StoreSpec::Redis { url, fleet } => write!(f, "{} (fleet {fleet})", redact(url)),
         }
+    }
+}
+
+/// `--replay-store` as typed: kept as text until the fleet name is known, and shown by
+/// `Debug` without the user and password a Redis URL may hold.
+#[derive(Clone, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(transparent)]
+pub struct StoreArg(pub String);
+
+impl std::str::FromStr for StoreArg {
+    type Err = std::convert::Infallible;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Self(s.to_owned()))
+    }
+}
+
+impl std::fmt::Debug for StoreArg {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}", redact(&self.0))
+    }
+}
+
+/// A URL without its user and password (`redis://***@host:6379/0`).
+fn redact(url: &str) -> String {
+    match url.split_once("://").zip(url.rsplit_once('@')) {
+        Some(((scheme, _), (_, host))) => format!("{scheme}://***@{host}"),
+        None => url.to_owned(),
     }
 }
 
@@ -242,6 +261,8 @@ mod tests {
         assert!(StoreSpec::parse("file:", "f").is_err());
         assert!(StoreSpec::parse("mysql://x", "f").is_err());
         let spec = StoreSpec::parse("redis://user:s3cret@db:6379/2", "prod").expect("redis");
+        let arg: StoreArg = "redis://user:s3cret@db:6379/2".parse().expect("infallible");
+        assert!(!format!("{arg:?}").contains("s3cret"));
         let shown = format!("{spec:?}");
         assert!(
             !shown.contains("s3cret") && shown.contains("db:6379/2") && shown.contains("prod"),
