@@ -1,7 +1,6 @@
 //! Any decodable request through every admission check: must refuse or admit, never panic.
 #![no_main]
 
-use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use cmdchan_common::ident::{Ident, PskIdentity};
@@ -10,6 +9,7 @@ use cmdchan_common::protocol::Request;
 use cmdchan_server::admit::{check, Rules};
 use cmdchan_server::policy::Policy;
 use cmdchan_server::rate::RateLimiter;
+use cmdchan_server::revoke::Revocations;
 use libfuzzer_sys::fuzz_target;
 use tokio::sync::Semaphore;
 
@@ -18,7 +18,7 @@ fuzz_target!(|data: &[u8]| {
     let master = MasterKey::from_hex(&"42".repeat(32)).expect("key");
     let tag_key = master.tag_key();
     let server = Ident::new("db1").expect("valid");
-    let (min_epoch, revoked) = (BTreeMap::new(), BTreeSet::new());
+    let revocations = Revocations::default();
     let policy = Policy::builtin_default();
     let executions = Arc::new(Semaphore::new(4));
     let limiter = RateLimiter::default();
@@ -26,8 +26,7 @@ fuzz_target!(|data: &[u8]| {
         tag_key: &tag_key,
         server_id: &server,
         window: 60,
-        min_epoch: &min_epoch,
-        revoked: &revoked,
+        revocations: &revocations,
         policy: &policy,
         executions: &executions,
         limiter: &limiter,

@@ -5,7 +5,6 @@
 //! with a side effect (remembering the ID) comes last, so an ID is recorded exactly when
 //! its command is about to run. [`check`] is pure: time and the session are arguments.
 
-use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 use cmdchan_common::ident::{printable, Ident, PskIdentity};
@@ -21,6 +20,7 @@ use crate::cmd::Builtin;
 use crate::policy::{BindError, Command, Invocation, Policy, Program};
 use crate::rate::RateLimiter;
 use crate::replay::{Claim, Entry, State, Store, StoreError};
+use crate::revoke::{Revocations, Revoked};
 
 /// What admission needs to know about this server.
 #[derive(Debug)]
@@ -29,9 +29,7 @@ pub struct Rules<'a> {
     pub server_id: &'a Ident,
     /// Freshness window in seconds: `|issued_at - now| <= window` passes.
     pub window: u64,
-    pub min_epoch: &'a BTreeMap<Ident, u64>,
-    /// Client names refused whatever their epoch.
-    pub revoked: &'a BTreeSet<Ident>,
+    pub revocations: &'a Revocations,
     pub policy: &'a Policy,
     /// Slots for programs running at once, across all commands.
     pub executions: &'a Arc<Semaphore>,
@@ -169,15 +167,11 @@ pub fn check<'a>(
     if !rules.tag_key.verify(&key.name, grant, &req.tag) {
         return Err(Refusal::BadTag);
     }
-    if rules.revoked.contains(&key.name) {
-        return Err(Refusal::NameRevoked);
-    }
-    let min = rules.min_epoch.get(&key.name).copied().unwrap_or(0);
-    if grant.epoch < min {
-        return Err(Refusal::Revoked {
-            epoch: grant.epoch,
-            min,
-        });
+    // The grant's epoch equals the key's (checked above), so the key decides.
+    match rules.revocations.check(key) {
+        Ok(()) => {}
+        Err(Revoked::Name) => return Err(Refusal::NameRevoked),
+        Err(Revoked::Epoch { epoch, min }) => return Err(Refusal::Revoked { epoch, min }),
     }
     if let Some(at) = grant.expires.filter(|&at| now >= at) {
         return Err(Refusal::Expired { at });

@@ -14,6 +14,7 @@ pub mod metrics;
 pub mod policy;
 pub mod rate;
 pub mod replay;
+pub mod revoke;
 pub mod server;
 
 use std::sync::Arc;

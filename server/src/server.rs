@@ -1,7 +1,6 @@
 //! The daemon: shared state built once, the accept loop with its connection limit, and
 //! the graceful drain on shutdown.
 
-use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
@@ -29,6 +28,7 @@ use crate::metrics::{Metrics, ResultLabel};
 use crate::policy::Policy;
 use crate::rate::RateLimiter;
 use crate::replay::Store;
+use crate::revoke::{Reason, Revocations};
 
 /// How long shutdown waits for open connections to finish their request.
 const DRAIN: Duration = Duration::from_secs(30);
@@ -61,9 +61,7 @@ pub struct Shared {
 #[derive(Debug)]
 pub struct Settings {
     pub limits: Limits,
-    pub min_epoch: BTreeMap<Ident, u64>,
-    /// Client names refused whatever their epoch.
-    pub revoked: BTreeSet<Ident>,
+    pub revocations: Revocations,
     pub policy: Policy,
 }
 
@@ -74,27 +72,23 @@ impl Settings {
             Some(path) => Policy::load(path)?,
             None => Policy::builtin_default(),
         };
-        let (min_epoch, revoked) = (config.min_epoch.clone(), config.revoked.clone());
+        let revocations = Revocations {
+            min_epoch: config.min_epoch.clone(),
+            names: config.revoked.clone(),
+        };
         Ok(Self {
             limits: config.limits.clone(),
-            min_epoch,
-            revoked,
+            revocations,
             policy,
         })
     }
 
-    /// Why `id`'s key is revoked, if it is.
+    /// Why `id`'s key is revoked, if it is, in words for the log.
     pub fn revoked(&self, id: &PskIdentity) -> Option<String> {
-        if self.revoked.contains(&id.name) {
-            return Some(format!("client {} is revoked", id.name));
-        }
-        let min = self.min_epoch.get(&id.name).copied().unwrap_or(0);
-        (id.epoch < min).then(|| {
-            format!(
-                "key epoch {} of {} is revoked (minimum {min})",
-                id.epoch, id.name
-            )
-        })
+        self.revocations
+            .check(id)
+            .err()
+            .map(|why| Reason(id, why).to_string())
     }
 }
 
@@ -165,8 +159,7 @@ impl Shared {
             tag_key: &self.tag_key,
             server_id: &self.server_id,
             window: settings.limits.freshness_window.as_secs(),
-            min_epoch: &settings.min_epoch,
-            revoked: &settings.revoked,
+            revocations: &settings.revocations,
             policy: &settings.policy,
             executions: &self.executions,
             limiter: &self.limiter,

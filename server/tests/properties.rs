@@ -4,7 +4,6 @@
 //! entry points are what a coverage-guided fuzzer would drive; this runs on stable Rust
 //! in CI.)
 
-use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use bytes::BytesMut;
@@ -20,6 +19,7 @@ use cmdchan_common::protocol::{Grant, Request, Response};
 use cmdchan_server::admit::{check, Refusal, Rules};
 use cmdchan_server::policy::Policy;
 use cmdchan_server::rate::RateLimiter;
+use cmdchan_server::revoke::Revocations;
 
 fn config() -> ProptestConfig {
     ProptestConfig {
@@ -109,8 +109,7 @@ psk = \"5ec7e75ec7e75ec7e75ec7e75ec7e75ec7e75ec7e75ec7e75ec7e75ec7e75ec7\"\n";
 struct Fixture {
     tag_key: cmdchan_common::keys::TagKey,
     server: Ident,
-    min_epoch: BTreeMap<Ident, u64>,
-    revoked: BTreeSet<Ident>,
+    revocations: Revocations,
     policy: Policy,
     executions: Arc<Semaphore>,
     limiter: RateLimiter,
@@ -123,8 +122,7 @@ impl Fixture {
         Self {
             tag_key: master.tag_key(),
             server: Ident::new("db1").expect("valid"),
-            min_epoch: BTreeMap::new(),
-            revoked: BTreeSet::new(),
+            revocations: Revocations::default(),
             policy: Policy::builtin_default(),
             executions: Arc::new(Semaphore::new(4)),
             limiter: RateLimiter::default(),
@@ -140,8 +138,7 @@ impl Fixture {
             tag_key: &self.tag_key,
             server_id: &self.server,
             window: 60,
-            min_epoch: &self.min_epoch,
-            revoked: &self.revoked,
+            revocations: &self.revocations,
             policy: &self.policy,
             executions: &self.executions,
             limiter: &self.limiter,

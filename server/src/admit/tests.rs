@@ -1,7 +1,5 @@
 //! Admission checks, each refusal and the order they run in, with time as an input.
 
-use std::collections::BTreeMap;
-
 use cmdchan_common::ident::{Ident, PskIdentity};
 use cmdchan_common::keys::{MasterKey, TagKey};
 use cmdchan_common::protocol::{Grant, Param, Request};
@@ -46,8 +44,7 @@ struct Fixture {
     limiter: crate::rate::RateLimiter,
     tag_key: TagKey,
     server: Ident,
-    min_epoch: BTreeMap<Ident, u64>,
-    revoked: std::collections::BTreeSet<Ident>,
+    revocations: crate::revoke::Revocations,
     policy: Policy,
     key: PskIdentity,
 }
@@ -61,8 +58,7 @@ impl Fixture {
             limiter: crate::rate::RateLimiter::default(),
             tag_key: master.tag_key(),
             server: ident("db1"),
-            min_epoch: BTreeMap::new(),
-            revoked: Default::default(),
+            revocations: Default::default(),
             policy,
             key: PskIdentity {
                 name: ident("alice"),
@@ -76,8 +72,7 @@ impl Fixture {
             tag_key: &self.tag_key,
             server_id: &self.server,
             window: 60,
-            min_epoch: &self.min_epoch,
-            revoked: &self.revoked,
+            revocations: &self.revocations,
             policy: &self.policy,
             executions: &self.executions,
             limiter: &self.limiter,
@@ -184,7 +179,7 @@ fn a_grant_for_another_epoch_than_the_key_is_refused() {
 #[test]
 fn epochs_below_the_minimum_are_revoked() {
     let mut f = Fixture::new();
-    f.min_epoch.insert(ident("alice"), 1);
+    f.revocations.min_epoch.insert(ident("alice"), 1);
     assert_eq!(
         f.check(&f.request()),
         Err(Refusal::Revoked { epoch: 0, min: 1 })
@@ -418,7 +413,7 @@ async fn a_client_over_its_rate_is_told_when_to_come_back_and_its_id_is_not_used
 #[test]
 fn a_revoked_name_is_refused_whatever_its_epoch_and_the_connection_ends() {
     let mut f = Fixture::new();
-    f.revoked.insert(ident("alice"));
+    f.revocations.names.insert(ident("alice"));
     let refusal = f.check(&f.request()).expect_err("revoked");
     assert_eq!(refusal, Refusal::NameRevoked);
     assert!(refusal.closes_connection());
