@@ -56,7 +56,7 @@ impl Chain {
     /// Appends `record` with its `prev` field, in one write.
     pub fn append(&self, mut record: Map<String, Value>) -> io::Result<()> {
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        record.insert("prev".into(), Value::String(hex(&state.last)));
+        record.insert("prev".into(), Value::String(hex::encode(&state.last)));
         let line = Value::Object(record).to_string();
         let mut bytes = Vec::with_capacity(line.len() + 1);
         bytes.extend_from_slice(line.as_bytes());
@@ -108,10 +108,6 @@ fn last_line(file: &mut File) -> io::Result<Option<Vec<u8>>> {
     }
 }
 
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -131,8 +127,8 @@ mod tests {
         chain.append(record(2)).expect("append");
         let text = std::fs::read_to_string(&path).expect("read");
         let lines: Vec<&str> = text.lines().collect();
-        assert!(lines[0].contains(&hex(&GENESIS)));
-        assert!(lines[1].contains(&hex(&Sha256::digest(lines[0].as_bytes()))));
+        assert!(lines[0].contains(&hex::encode(GENESIS)));
+        assert!(lines[1].contains(&hex::encode(Sha256::digest(lines[0].as_bytes()))));
     }
 
     #[test]
@@ -152,7 +148,7 @@ mod tests {
         let text = std::fs::read_to_string(&path).expect("read");
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines.len(), 3);
-        assert!(lines[2].contains(&hex(&Sha256::digest(b"{\"torn\":"))));
+        assert!(lines[2].contains(&hex::encode(Sha256::digest(b"{\"torn\":"))));
     }
 
     #[test]
@@ -166,6 +162,6 @@ mod tests {
         chain.reopen().expect("reopen");
         chain.append(record(2)).expect("append");
         let new = std::fs::read_to_string(&path).expect("read");
-        assert!(new.contains(&hex(&Sha256::digest(old.trim_end().as_bytes()))));
+        assert!(new.contains(&hex::encode(Sha256::digest(old.trim_end().as_bytes()))));
     }
 }

@@ -25,7 +25,7 @@ use crate::admit::{Action, Admitted, Refusal};
 use crate::policy::Invocation;
 use crate::replay::{Entry, State};
 
-use self::chain::{hex, Chain};
+use self::chain::Chain;
 
 const TARGET: &str = "cmdchan::audit";
 
@@ -79,7 +79,7 @@ impl Audit {
             role = %req.grant.role,
             %peer,
             command = cmd.command(),
-            id = %hex(&req.id),
+            id = %hex::encode(req.id),
             outcome,
             exit,
             duration_us = took.as_micros() as u64,
@@ -111,7 +111,7 @@ impl Audit {
                     role = %req.grant.role,
                     %peer,
                     command = %printable(req.command.as_bytes()),
-                    id = %hex(&req.id),
+                    id = %hex::encode(&req.id),
                     outcome = refusal.code().name(),
                     duration_us = took.as_micros() as u64,
                     reason = %refusal,
@@ -142,7 +142,7 @@ impl Audit {
             client = %key,
             %peer,
             command = %printable(req.command.as_bytes()),
-            id = %hex(&req.id),
+            id = %hex::encode(req.id),
             outcome,
             "retried"
         );
@@ -166,7 +166,7 @@ impl Audit {
             "role": req.grant.role.as_str(),
             "peer": peer.to_string(),
             "command": printable(req.command.as_bytes()),
-            "id": hex(&req.id),
+            "id": hex::encode(req.id),
             "outcome": outcome,
         });
         match fields {
@@ -206,7 +206,7 @@ fn params(inv: &Invocation) -> Value {
         .iter()
         .map(|(name, value, secret)| {
             let shown = match secret {
-                true => format!("sha256:{}", hex(&Sha256::digest(value.as_bytes()))),
+                true => format!("sha256:{}", hex::encode(Sha256::digest(value.as_bytes()))),
                 false => value.clone(),
             };
             (name.clone(), Value::String(shown))

@@ -7,8 +7,6 @@ use std::path::Path;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use super::chain::hex;
-
 /// What a walk over the chain found.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Verdict {
@@ -57,7 +55,7 @@ pub fn verify(path: &Path, expected_prev: Option<&str>) -> io::Result<Verdict> {
             (None, _) => first_prev = prev,
             _ => {}
         }
-        last = Some(hex(&Sha256::digest(&line)));
+        last = Some(hex::encode(Sha256::digest(&line)));
     }
     Ok(Verdict::Intact {
         records,
