@@ -62,7 +62,7 @@ pub async fn serve(
         reader: FramedRead::new(read, MsgCodec::new(max)),
         writer: FramedWrite::new(write, MsgCodec::new(max)),
         pending: None,
-        key,
+        key: Arc::new(key),
         peer,
         next_counter: 1,
     };
@@ -150,7 +150,8 @@ struct Connection {
     writer: Writer,
     /// A request that arrived while a program ran; answered next.
     pending: Option<Request>,
-    key: PskIdentity,
+    /// Shared with each request's admission, which borrows it while `self` is busy.
+    key: Arc<PskIdentity>,
     peer: SocketAddr,
     next_counter: u64,
 }
@@ -218,7 +219,7 @@ impl Connection {
         let settings = shared.settings();
         let rules = shared.rules(&settings);
         // Admitted borrows the identity while running a program needs `&mut self`.
-        let key = self.key.clone();
+        let key = Arc::clone(&self.key);
         let admission =
             admit::admit(&req, expected, &key, &rules, &shared.replay, time::now()).await;
         let cmd = match admission {

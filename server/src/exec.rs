@@ -39,6 +39,8 @@ pub struct Running {
     group: Pid,
     stdout: Option<ChildStdout>,
     stderr: Option<ChildStderr>,
+    /// Read buffers, one per pipe (both reads wait at once), kept for the whole run.
+    buffers: Box<[[u8; CHUNK]; 2]>,
 }
 
 /// Starts `program` with exactly `argv` (after the program path) in a new process group.
@@ -73,11 +75,13 @@ pub fn spawn(program: &Program, argv: &[String]) -> io::Result<Running> {
     // With process_group(0) the group ID is the child's PID.
     let group = Pid::from_raw(i32::try_from(pid).map_err(io::Error::other)?);
     let (stdout, stderr) = (child.stdout.take(), child.stderr.take());
+    let buffers = Box::new([[0u8; CHUNK]; 2]);
     Ok(Running {
         child,
         group,
         stdout,
         stderr,
+        buffers,
     })
 }
 
@@ -85,21 +89,21 @@ impl Running {
     /// The next chunk of output, or the exit once the program ended and its pipes closed
     /// (a grandchild that keeps a pipe open keeps the command running).
     pub async fn next(&mut self) -> io::Result<Event> {
-        let mut out = [0u8; CHUNK];
-        let mut err = [0u8; CHUNK];
         loop {
             let Running {
                 child,
                 stdout,
                 stderr,
+                buffers,
                 ..
             } = self;
+            let [out, err] = &mut **buffers;
             tokio::select! {
-                n = read(stdout, &mut out), if stdout.is_some() => match n {
+                n = read(stdout, out), if stdout.is_some() => match n {
                     Some(n) => return Ok(Event::Output(Stream::Stdout, out[..n].to_vec())),
                     None => *stdout = None,
                 },
-                n = read(stderr, &mut err), if stderr.is_some() => match n {
+                n = read(stderr, err), if stderr.is_some() => match n {
                     Some(n) => return Ok(Event::Output(Stream::Stderr, err[..n].to_vec())),
                     None => *stderr = None,
                 },
