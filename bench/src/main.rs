@@ -1,0 +1,51 @@
+//! `cmdchan-bench`: cmdchan-server side by side with what users would pick instead
+//! (stunnel4 in front of a plain daemon, openssl s_server) and with a bare tokio-openssl
+//! TLS-PSK echo server on the same stack (the ceiling). It starts every contender on
+//! loopback, measures them in one run, prints one markdown table and exits non-zero
+//! when cmdchan misses a target.
+
+mod contenders;
+mod echo;
+mod load;
+mod report;
+mod run;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Opts {
+    #[command(subcommand)]
+    command: Option<Cmd>,
+    #[command(flatten)]
+    run: run::RunOpts,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// The load generator (the bench runs it in its own process).
+    #[command(hide = true)]
+    Load(load::LoadOpts),
+    /// The ceiling: a TLS-PSK echo server on cmdchan's stack, no application logic.
+    #[command(hide = true)]
+    Ceiling(echo::CeilingOpts),
+    /// The plain TCP echo server behind stunnel4.
+    #[command(hide = true)]
+    Echo,
+}
+
+fn main() -> ExitCode {
+    let opts = Opts::parse();
+    let result = match opts.command {
+        None => run::main(opts.run),
+        Some(Cmd::Load(o)) => load::main(o).map(|()| ExitCode::SUCCESS),
+        Some(Cmd::Ceiling(o)) => echo::ceiling(o).map(|()| ExitCode::SUCCESS),
+        Some(Cmd::Echo) => echo::plain().map(|()| ExitCode::SUCCESS),
+    };
+    result.unwrap_or_else(|e| {
+        eprintln!("cmdchan-bench: {e:#}");
+        ExitCode::from(2)
+    })
+}

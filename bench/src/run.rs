@@ -1,0 +1,204 @@
+//! The orchestrator: starts each contender in turn, drives it with the load generator in
+//! a process of its own, and collects every figure of every run.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Write};
+use std::path::PathBuf;
+use std::process::{Command, ExitCode, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+
+use crate::contenders::{Keys, Kind, Running, Tools, DHE, ECDHE};
+use crate::load::Outcome;
+use crate::report;
+
+#[derive(Debug, clap::Args)]
+pub struct RunOpts {
+    /// One second per figure instead of five: the whole bench in under 2 minutes.
+    #[arg(long)]
+    pub quick: bool,
+    /// Runs of every figure; the table shows their median, min and max.
+    #[arg(long, default_value_t = 3)]
+    pub runs: usize,
+    /// Also write the report (table, machine, targets) to this markdown file.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Print the targets but exit 0 even when one is missed.
+    #[arg(long)]
+    pub no_check: bool,
+}
+
+/// One figure the bench measures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Measure {
+    /// Full handshakes with one suite, 16 in parallel.
+    Handshake(&'static str),
+    /// Round trips on `conns` connections with `depth` requests in flight on each.
+    RoundTrip { conns: usize, depth: usize },
+    /// Memory per idle connection, 1,000 of them.
+    Idle,
+}
+
+pub const HANDSHAKE_PARALLEL: usize = 16;
+pub const IDLE_CONNS: usize = 1000;
+
+impl Measure {
+    pub const ALL: [Measure; 7] = [
+        Measure::Idle,
+        Measure::Handshake(ECDHE),
+        Measure::Handshake(DHE),
+        Measure::RoundTrip { conns: 1, depth: 1 },
+        Measure::RoundTrip {
+            conns: 16,
+            depth: 1,
+        },
+        Measure::RoundTrip {
+            conns: 64,
+            depth: 1,
+        },
+        Measure::RoundTrip {
+            conns: 16,
+            depth: 8,
+        },
+    ];
+
+    fn applies_to(self, kind: Kind) -> bool {
+        matches!(self, Measure::Handshake(_)) || !kind.handshakes_only()
+    }
+}
+
+/// What one run of one measure gave.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Sample {
+    pub rate: f64,
+    pub p50_us: f64,
+    pub p99_us: f64,
+    /// Server CPU time per operation, µs (all of the contender's processes).
+    pub cpu_us: f64,
+    pub kib_per_conn: f64,
+}
+
+pub type Results = BTreeMap<(Measure, Kind), Vec<Sample>>;
+
+pub fn main(opts: RunOpts) -> anyhow::Result<ExitCode> {
+    let tools = Tools::find()?;
+    let keys = Keys::provision(&tools)?;
+    let seconds = if opts.quick { 1.0 } else { 5.0 };
+    let began = Instant::now();
+    let mut results = Results::new();
+    for run in 1..=opts.runs.max(1) {
+        for kind in Kind::ALL {
+            let running = Running::start(kind, &tools, &keys)
+                .with_context(|| format!("starting {}", kind.name()))?;
+            for m in Measure::ALL.into_iter().filter(|m| m.applies_to(kind)) {
+                let sample = measure(&running, m, &tools, &keys, seconds)
+                    .with_context(|| format!("{} {m:?}:\n{}", kind.name(), running.logs()))?;
+                eprintln!(
+                    "run {run} {:<8} {m:<40} {sample:?}",
+                    kind.name(),
+                    m = format!("{m:?}")
+                );
+                results.entry((m, kind)).or_default().push(sample);
+            }
+        }
+    }
+    let report = report::Report::new(&results, began.elapsed());
+    let text = report.markdown();
+    println!("{text}");
+    if let Some(path) = &opts.out {
+        std::fs::write(path, &text).with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(match report.all_met() || opts.no_check {
+        true => ExitCode::SUCCESS,
+        false => ExitCode::FAILURE,
+    })
+}
+
+fn measure(
+    running: &Running,
+    m: Measure,
+    tools: &Tools,
+    keys: &Keys,
+    seconds: f64,
+) -> anyhow::Result<Sample> {
+    let mut cmd = Command::new(&tools.me);
+    cmd.arg("load")
+        .args(["--addr", &running.addr.to_string()])
+        .arg("--cred")
+        .arg(&keys.cred)
+        .args(["--speak", speak_arg(running.kind)])
+        .args(["--seconds", &seconds.to_string()]);
+    match m {
+        Measure::Handshake(cipher) => cmd
+            .args(["--mode", "handshake", "--cipher", cipher])
+            .args(["--conns", &HANDSHAKE_PARALLEL.to_string()]),
+        Measure::RoundTrip { conns, depth } => cmd.args(["--mode", "round-trip"]).args([
+            "--conns",
+            &conns.to_string(),
+            "--depth",
+            &depth.to_string(),
+        ]),
+        Measure::Idle => return idle(running, cmd),
+    };
+    let cpu = running.cpu_seconds()?;
+    let out = cmd.stderr(Stdio::inherit()).output()?;
+    let cpu = running.cpu_seconds()? - cpu;
+    if !out.status.success() {
+        bail!("the load generator failed ({})", out.status);
+    }
+    let outcome: Outcome = serde_json::from_slice(&out.stdout).context("load generator output")?;
+    if outcome.errors > 0 || outcome.ops == 0 {
+        bail!(
+            "{} errors, {} operations; first error: {}",
+            outcome.errors,
+            outcome.ops,
+            outcome.first_error.as_deref().unwrap_or("none")
+        );
+    }
+    Ok(Sample {
+        rate: outcome.rate(),
+        p50_us: outcome.p50_us,
+        p99_us: outcome.p99_us,
+        cpu_us: cpu * 1e6 / outcome.ops as f64,
+        kib_per_conn: 0.0,
+    })
+}
+
+/// Opens the idle connections and reads how much the server grew for them.
+fn idle(running: &Running, mut cmd: Command) -> anyhow::Result<Sample> {
+    cmd.args(["--mode", "idle", "--conns", &IDLE_CONNS.to_string()]);
+    let before = running.rss_kib()?;
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()?;
+    let mut line = String::new();
+    // Kept open until the generator exits: it prints its outcome last.
+    let mut stdout = BufReader::new(child.stdout.take().context("no stdout")?);
+    stdout.read_line(&mut line)?;
+    if !line.starts_with("ready") {
+        let _ = child.kill();
+        let _ = child.wait();
+        bail!("the load generator could not open {IDLE_CONNS} connections");
+    }
+    // Let the server finish what the last connections started.
+    std::thread::sleep(Duration::from_millis(500));
+    let after = running.rss_kib()?;
+    if let Some(mut stdin) = child.stdin.take() {
+        let _ = stdin.write_all(b"done\n");
+    }
+    child.wait()?;
+    Ok(Sample {
+        kib_per_conn: after.saturating_sub(before) as f64 / IDLE_CONNS as f64,
+        ..Sample::default()
+    })
+}
+
+fn speak_arg(kind: Kind) -> &'static str {
+    match kind.speaks() {
+        crate::load::Speak::Cmdchan => "cmdchan",
+        crate::load::Speak::Echo => "echo",
+    }
+}
