@@ -107,6 +107,18 @@ pub fn printable(bytes: &[u8]) -> String {
         .collect()
 }
 
+/// [`printable`] for text that usually needs no escaping: borrowed when it is at most 64
+/// characters with nothing `escape_default` would change.
+pub fn printable_str(s: &str) -> std::borrow::Cow<'_, str> {
+    let plain = s.len() <= 64
+        && s.bytes()
+            .all(|b| (b' '..=b'~').contains(&b) && !matches!(b, b'\'' | b'"' | b'\\'));
+    match plain {
+        true => std::borrow::Cow::Borrowed(s),
+        false => std::borrow::Cow::Owned(printable(s.as_bytes())),
+    }
+}
+
 /// The TLS-PSK identity: the client name, and the key epoch when it is not 0.
 ///
 /// Written `NAME` for epoch 0 and `NAME#EPOCH` otherwise, so standard tools can use the
@@ -191,6 +203,27 @@ mod tests {
     fn printable_escapes_and_cuts() {
         assert_eq!(printable(b"a\nb\x1b"), "a\\nb\\u{1b}");
         assert_eq!(printable(&[b'x'; 1000]).len(), 64);
+    }
+
+    #[test]
+    fn printable_str_borrows_only_what_printable_leaves_alone() {
+        let long = "y".repeat(65);
+        for s in [
+            "ping",
+            "disk usage",
+            "a\"b",
+            "it's",
+            "back\\slash",
+            "tab\t",
+            "é",
+            "~!",
+            &long,
+        ] {
+            let shown = printable_str(s);
+            assert_eq!(shown, printable(s.as_bytes()), "{s:?}");
+            let borrowed = matches!(shown, std::borrow::Cow::Borrowed(_));
+            assert_eq!(borrowed, printable(s.as_bytes()) == s, "{s:?}");
+        }
     }
 
     #[test]

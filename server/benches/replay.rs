@@ -76,7 +76,10 @@ async fn measure(
     let started = Instant::now();
     for i in 0..SAMPLES {
         let t = Instant::now();
-        store.claim(id(i), &entry, 3_600, 1).await.expect("claim");
+        store
+            .claim(id(i), &entry, 3_600, 1, true)
+            .await
+            .expect("claim");
         latencies.push(t.elapsed());
     }
     let sequential = SAMPLES as f64 / started.elapsed().as_secs_f64();
@@ -89,7 +92,10 @@ async fn measure(
             let (store, entry) = (store.clone(), entry.clone());
             tokio::spawn(async move {
                 for i in (SAMPLES + t..SAMPLES + fill).step_by(64) {
-                    store.claim(id(i), &entry, 3_600, 1).await.expect("claim");
+                    store
+                        .claim(id(i), &entry, 3_600, 1, true)
+                        .await
+                        .expect("claim");
                 }
             })
         })

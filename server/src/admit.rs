@@ -293,7 +293,11 @@ impl<'a> Checked<'a> {
             client: a.client.to_string(),
             state: State::Running { since: now },
         };
-        match store.claim(a.request.id, &entry, a.fresh_until, now).await {
+        let durable = matches!(a.action, Action::Run(..));
+        match store
+            .claim(a.request.id, &entry, a.fresh_until, now, durable)
+            .await
+        {
             Ok(Claim::Fresh) => Ok(Admission::Admitted(a)),
             Ok(Claim::Seen(seen)) if seen.client == a.client.as_str() => Ok(Admission::Retry(seen)),
             Ok(Claim::Seen(_)) => Err(Refusal::Replay),

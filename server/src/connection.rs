@@ -6,13 +6,15 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures::{SinkExt, StreamExt};
+use bytes::BytesMut;
+use futures::{FutureExt, SinkExt, StreamExt};
 use nix::sys::signal::Signal;
 use openssl::ssl::{Ssl, SslRef};
 use tokio::io::AsyncWriteExt;
 use tokio::io::{ReadHalf, WriteHalf};
 use tokio::net::TcpStream;
-use tokio::time::timeout;
+use tokio::sync::watch;
+use tokio::time::{timeout, Sleep};
 use tokio_openssl::SslStream;
 use tokio_util::codec::{FramedRead, FramedWrite};
 use tokio_util::sync::CancellationToken;
@@ -41,6 +43,9 @@ type Writer = FramedWrite<WriteHalf<Tls>, MsgCodec<Request, Response>>;
 /// After a program's timeout: SIGTERM to its group, then SIGKILL this much later.
 const KILL_GRACE: Duration = Duration::from_secs(2);
 
+/// A connection quiet this long gives back its frame buffers.
+const RELEASE_AFTER: Duration = Duration::from_secs(1);
+
 /// How long the final close_notify may take.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -65,10 +70,14 @@ pub async fn serve(
         key: Arc::new(key),
         peer,
         next_counter: 1,
+        idle: Box::pin(tokio::time::sleep(Duration::ZERO)),
+        reloads: shared.reloads.subscribe(),
     };
     conn.run(&shared, &cancel).await;
-    // close_notify, so the client sees a clean end rather than "unexpected eof"; bounded,
-    // since a client that stopped reading could otherwise hold this task forever.
+    // The last answers (a refusal that ends the connection) and close_notify, so the
+    // client sees a clean end rather than "unexpected eof"; bounded, since a client that
+    // stopped reading could otherwise hold this task forever.
+    let _ = timeout(CLOSE_TIMEOUT, conn.writer.flush()).await;
     let mut stream = conn.reader.into_inner().unsplit(conn.writer.into_inner());
     let _ = timeout(CLOSE_TIMEOUT, stream.shutdown()).await;
 }
@@ -154,6 +163,9 @@ struct Connection {
     key: Arc<PskIdentity>,
     peer: SocketAddr,
     next_counter: u64,
+    /// One timer for the connection, reset per request rather than made anew.
+    idle: Pin<Box<Sleep>>,
+    reloads: watch::Receiver<u64>,
 }
 
 impl Connection {
@@ -175,40 +187,110 @@ impl Connection {
     /// Waits for the next request; `None` when the connection should end (the client
     /// left, idled out or broke the protocol, the server is stopping, or a reload revoked
     /// this client's key).
+    ///
+    /// Answers are written but not flushed while further requests are already here (a
+    /// client that pipelines gets them in as few TLS records and syscalls as it sent its
+    /// requests); they are flushed before the connection waits. A connection quiet for
+    /// [`RELEASE_AFTER`] gives its frame buffers back, so an idle one costs little memory.
     async fn next_request(
         &mut self,
         shared: &Shared,
         cancel: &CancellationToken,
     ) -> Option<Request> {
-        let idle = tokio::time::sleep(shared.settings().limits.idle_timeout);
-        tokio::pin!(idle);
-        let mut reloads = shared.reloads.subscribe();
+        if cancel.is_cancelled() || self.revoked_by_reload(shared) {
+            return None;
+        }
+        if let Some(next) = self.reader.next().now_or_never() {
+            return self.take(next, shared).await;
+        }
+        if !self.flush(shared).await {
+            return None;
+        }
+        let limit = shared.settings().limits.idle_timeout;
+        let idle_at = Instant::now() + limit;
+        let mut released = false;
+        self.idle
+            .as_mut()
+            .reset((Instant::now() + RELEASE_AFTER.min(limit)).into());
         let next = loop {
             tokio::select! {
                 biased;
                 () = cancel.cancelled() => return None,
-                Ok(()) = reloads.changed() => {
-                    if let Some(why) = shared.settings().revoked(&self.key) {
-                        warn!(client = %self.key, peer = %self.peer, "closing the connection: {why} (reloaded)");
+                Ok(()) = self.reloads.changed() => {
+                    if self.revoked(shared) {
                         return None;
                     }
                 }
-                () = &mut idle => break Err(()),
-                next = self.reader.next() => break Ok(next),
+                () = &mut self.idle => {
+                    if released {
+                        break None;
+                    }
+                    self.release_buffers();
+                    released = true;
+                    self.idle.as_mut().reset(idle_at.into());
+                }
+                next = self.reader.next() => break Some(next),
             }
         };
         match next {
-            Err(_) => {
+            None => {
                 info!(client = %self.key, peer = %self.peer, "idle timeout; closing");
                 None
             }
-            Ok(None) => None,
-            Ok(Some(Err(e))) => {
+            Some(next) => self.take(next, shared).await,
+        }
+    }
+
+    /// What the reader gave: a request, or the end of the connection.
+    async fn take(
+        &mut self,
+        next: Option<Result<Request, FrameError>>,
+        shared: &Shared,
+    ) -> Option<Request> {
+        match next {
+            None => None,
+            Some(Err(e)) => {
                 self.unreadable(e, shared).await;
                 None
             }
-            Ok(Some(Ok(request))) => Some(request),
+            Some(Ok(request)) => Some(request),
         }
+    }
+
+    /// True if a reload since the last look revoked this client's key.
+    fn revoked_by_reload(&mut self, shared: &Shared) -> bool {
+        if !self.reloads.has_changed().unwrap_or(false) {
+            return false;
+        }
+        self.reloads.mark_unchanged();
+        self.revoked(shared)
+    }
+
+    /// True (and logged) if the settings in force revoke this client's key.
+    fn revoked(&self, shared: &Shared) -> bool {
+        match shared.settings().revoked(&self.key) {
+            Some(why) => {
+                warn!(client = %self.key, peer = %self.peer, "closing the connection: {why} (reloaded)");
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Drops the frame buffers when they hold nothing; they grow again on the next frame.
+    fn release_buffers(&mut self) {
+        if self.reader.read_buffer().is_empty() {
+            *self.reader.read_buffer_mut() = BytesMut::new();
+        }
+        if self.writer.write_buffer().is_empty() {
+            *self.writer.write_buffer_mut() = BytesMut::new();
+        }
+    }
+
+    /// Sends the answers written so far; false if the client is gone or stopped reading.
+    async fn flush(&mut self, shared: &Shared) -> bool {
+        let flushed = timeout(shared.settings().limits.idle_timeout, self.writer.flush()).await;
+        self.sent(flushed)
     }
 
     /// Admits one request, runs it, and sends its answer; false ends the connection.
@@ -247,6 +329,8 @@ impl Connection {
             Action::Run(program, invocation) => {
                 match shared.audit.started(&cmd, &key, self.peer, invocation) {
                     Ok(()) => {
+                        // Earlier answers go out now, not after the program.
+                        self.flush(shared).await;
                         shared.metrics.running_programs.inc();
                         let body = self.execute(&cmd, program, invocation, &mut kept).await;
                         shared.metrics.running_programs.dec();
@@ -463,12 +547,15 @@ impl Connection {
         self.send_response(&response, shared).await
     }
 
+    /// Writes `response` without flushing it (see [`Connection::next_request`]); the
+    /// write itself flushes once the buffer is full.
     async fn send_response(&mut self, response: &Response, shared: &Shared) -> bool {
-        let sent = timeout(
-            shared.settings().limits.idle_timeout,
-            self.writer.send(response),
-        )
-        .await;
+        let limit = shared.settings().limits.idle_timeout;
+        let sent = timeout(limit, self.writer.feed(response)).await;
+        self.sent(sent)
+    }
+
+    fn sent(&self, sent: Result<Result<(), FrameError>, tokio::time::error::Elapsed>) -> bool {
         match sent {
             Ok(Ok(())) => true,
             Ok(Err(e)) => {

@@ -3,6 +3,7 @@
 pub mod admin;
 pub mod admit;
 pub mod audit;
+pub mod batch;
 pub mod cli;
 pub mod cmd;
 pub mod config;

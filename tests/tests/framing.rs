@@ -143,3 +143,38 @@ async fn bytes_that_are_not_tls_do_not_disturb_other_clients() {
     assert!(server.wait_for_log("handshake failed before any key was chosen"));
     still_served(&mut honest).await;
 }
+
+#[tokio::test]
+async fn pipelined_requests_are_answered_in_order_and_a_bad_counter_stops_the_rest() {
+    use tokio_util::codec::Encoder;
+    let env = TestEnv::new();
+    let server = env.start(&[]);
+    let cred = env.provision("alice", "operator", &[]);
+    // A client only to build well-formed requests (counters 1, 2, 3, …).
+    let mut builder = server.client(&cred).await;
+    let mut requests: Vec<_> = (0..8)
+        .map(|_| builder.request("ping", &[]).unwrap())
+        .collect();
+    requests[5].counter = 42;
+    let mut codec = MsgCodec::<Response, cmdchan::Request>::new(1 << 20);
+    let mut bytes = bytes::BytesMut::new();
+    for r in &requests {
+        codec.encode(r, &mut bytes).unwrap();
+    }
+    // All eight in one write: the server must not wait for anything more to answer.
+    let responses = attack(&server, &cred, &bytes, false).await;
+    let named: Vec<(u64, [u8; 16])> = responses.iter().map(|r| (r.counter, r.id)).collect();
+    let expected: Vec<(u64, [u8; 16])> = requests[..6].iter().map(|r| (r.counter, r.id)).collect();
+    assert_eq!(
+        named, expected,
+        "answers in request order, none after the bad counter"
+    );
+    assert!(responses[..5]
+        .iter()
+        .all(|r| r.body == Body::Ok(Reply::Pong)));
+    assert!(
+        matches!(&responses[5].body, Body::Err(f) if f.code == ErrorCode::BadCounter),
+        "{:?}",
+        responses[5]
+    );
+}

@@ -2,7 +2,8 @@
 //! edited, deleted or reordered record breaks the chain at that point.
 //!
 //! ```text
-//! line_i = JSON object of record i, with "prev": hex(SHA-256(line_{i-1}))   (no newline)
+//! line_i = JSON object of record i, its last field "prev": hex(SHA-256(line_{i-1}))
+//!          (the hash is of the line without its newline)
 //! prev of a new chain's first record = 64 zeros
 //! ```
 //! The chain continues across restarts (the last line is read back) and across rotation:
@@ -15,8 +16,10 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
+
+use crate::batch::Batched;
+use serde::Serialize;
 
 /// The `prev` of a new chain's first record.
 pub const GENESIS: [u8; 32] = [0; 32];
@@ -25,13 +28,9 @@ pub const GENESIS: [u8; 32] = [0; 32];
 #[derive(Debug)]
 pub struct Chain {
     path: PathBuf,
-    state: Mutex<State>,
-}
-
-#[derive(Debug)]
-struct State {
-    file: File,
-    last: [u8; 32],
+    /// The hash of the last record appended; its lock orders the file.
+    last: Mutex<[u8; 32]>,
+    out: Batched,
 }
 
 impl Chain {
@@ -40,29 +39,40 @@ impl Chain {
         let (file, last) = open_continuing(path, GENESIS)?;
         Ok(Self {
             path: path.into(),
-            state: Mutex::new(State { file, last }),
+            last: Mutex::new(last),
+            out: Batched::new(file, false)?,
         })
     }
 
     /// Reopens the path (after rotation); a new, empty file continues the chain from
     /// the last record written to the old one.
     pub fn reopen(&self) -> io::Result<()> {
-        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        let (file, last) = open_continuing(&self.path, state.last)?;
-        *state = State { file, last };
+        let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
+        *last = self.out.replace(|_| open_continuing(&self.path, *last))?;
         Ok(())
     }
 
-    /// Appends `record` with its `prev` field, in one write.
-    pub fn append(&self, mut record: Map<String, Value>) -> io::Result<()> {
-        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        record.insert("prev".into(), Value::String(hex::encode(&state.last)));
-        let line = Value::Object(record).to_string();
-        let mut bytes = Vec::with_capacity(line.len() + 1);
-        bytes.extend_from_slice(line.as_bytes());
+    /// Appends `record` with its `prev` field, which comes last so that only the hash
+    /// is worked out under the lock. With `now`, the record is in the kernel when this
+    /// returns; otherwise it follows within [`crate::batch::DELAY`].
+    pub fn append(&self, record: &impl Serialize, now: bool) -> io::Result<()> {
+        let mut bytes = Vec::with_capacity(512);
+        serde_json::to_writer(&mut bytes, record)?;
+        // An object always ends in `}`; reopen it for the last field.
+        bytes.pop();
+        bytes.extend_from_slice(br#","prev":""#);
+        let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
+        let at = bytes.len();
+        bytes.resize(at + 64, 0);
+        hex::encode_to_slice(*last, &mut bytes[at..]).map_err(io::Error::other)?;
+        bytes.extend_from_slice(b"\"}");
+        let hash = Sha256::digest(&bytes).into();
         bytes.push(b'\n');
-        state.file.write_all(&bytes)?;
-        state.last = Sha256::digest(line.as_bytes()).into();
+        match now {
+            true => self.out.append_now(&bytes)?,
+            false => self.out.append(&bytes)?,
+        }
+        *last = hash;
         Ok(())
     }
 
@@ -111,6 +121,7 @@ fn last_line(file: &mut File) -> io::Result<Option<Vec<u8>>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::{Map, Value};
 
     fn record(n: u64) -> Map<String, Value> {
         let mut m = Map::new();
@@ -123,8 +134,8 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("audit.log");
         let chain = Chain::open(&path).expect("open");
-        chain.append(record(1)).expect("append");
-        chain.append(record(2)).expect("append");
+        chain.append(&record(1), true).expect("append");
+        chain.append(&record(2), true).expect("append");
         let text = std::fs::read_to_string(&path).expect("read");
         let lines: Vec<&str> = text.lines().collect();
         assert!(lines[0].contains(&hex::encode(GENESIS)));
@@ -137,13 +148,13 @@ mod tests {
         let path = dir.path().join("audit.log");
         Chain::open(&path)
             .expect("open")
-            .append(record(1))
+            .append(&record(1), true)
             .expect("append");
         let mut f = OpenOptions::new().append(true).open(&path).expect("open");
         f.write_all(b"{\"torn\":").expect("write");
         Chain::open(&path)
             .expect("reopen")
-            .append(record(2))
+            .append(&record(2), true)
             .expect("append");
         let text = std::fs::read_to_string(&path).expect("read");
         let lines: Vec<&str> = text.lines().collect();
@@ -156,11 +167,11 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("audit.log");
         let chain = Chain::open(&path).expect("open");
-        chain.append(record(1)).expect("append");
+        chain.append(&record(1), true).expect("append");
         let old = std::fs::read_to_string(&path).expect("read");
         std::fs::rename(&path, dir.path().join("audit.log.1")).expect("rotate");
         chain.reopen().expect("reopen");
-        chain.append(record(2)).expect("append");
+        chain.append(&record(2), true).expect("append");
         let new = std::fs::read_to_string(&path).expect("read");
         assert!(new.contains(&hex::encode(Sha256::digest(old.trim_end().as_bytes()))));
     }

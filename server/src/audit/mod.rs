@@ -1,5 +1,7 @@
 //! The audit trail: one entry per request, admitted or refused, in the log (target
-//! `cmdchan::audit`) and, when configured, in the hash-chained audit file.
+//! `cmdchan::audit`) and, when configured, in the hash-chained audit file. With the file,
+//! admitted requests are logged at DEBUG only: the file has them, and a log line per
+//! request costs more than the request. Refusals and retries are always logged.
 //!
 //! A program gets a `started` record before it runs and its outcome after; if the
 //! `started` record cannot be written, the program does not run (fail closed).
@@ -14,11 +16,14 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
-use serde_json::{json, Map, Value};
-use sha2::{Digest, Sha256};
-use tracing::{error, info, warn};
+use std::borrow::Cow;
 
-use cmdchan_common::ident::{printable, Ident, PskIdentity};
+use serde::Serialize;
+use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
+use tracing::{debug, error, info, warn};
+
+use cmdchan_common::ident::{printable, printable_str, Ident, PskIdentity};
 use cmdchan_common::protocol::{Body, Reply, Request};
 
 use crate::admit::{Action, Admitted, Refusal};
@@ -58,9 +63,9 @@ impl Audit {
         let Some(file) = &self.file else {
             return Ok(());
         };
-        let mut r = self.record(key, peer, cmd.request(), "started");
-        r.insert("params".into(), params(inv));
-        file.append(r)
+        let mut r = Record::new(&self.server, key, peer, cmd.request(), "started");
+        r.params = Some(params(inv));
+        file.append(&r, true)
     }
 
     pub fn admitted(
@@ -73,26 +78,38 @@ impl Audit {
     ) {
         let (outcome, exit, output) = outcome(body);
         let req = cmd.request();
-        info!(
-            target: TARGET,
-            client = %key,
-            role = %req.grant.role,
-            %peer,
-            command = cmd.command(),
-            id = %hex::encode(req.id),
-            outcome,
-            exit,
-            duration_us = took.as_micros() as u64,
-            "admitted"
-        );
-        let mut r = self.record(key, peer, req, outcome);
-        if let Action::Run(_, inv) = cmd.action() {
-            r.insert("params".into(), params(inv));
+        macro_rules! event {
+            ($level:ident) => {
+                $level!(
+                    target: TARGET,
+                    client = %key,
+                    role = %req.grant.role,
+                    %peer,
+                    command = cmd.command(),
+                    id = %hex::encode(req.id),
+                    outcome,
+                    exit,
+                    duration_us = took.as_micros() as u64,
+                    "admitted"
+                )
+            };
         }
-        r.insert("exit".into(), json!(exit));
-        r.insert("duration_ms".into(), json!(took.as_millis() as u64));
-        r.insert("output_bytes".into(), json!(output));
-        self.write(r);
+        // With an audit file, that file is the record of every admitted command, and a
+        // line per request on stderr (the journal) would cost more than the request.
+        match self.file {
+            Some(_) => event!(debug),
+            None => event!(info),
+        }
+        self.write(|| {
+            let mut r = Record::new(&self.server, key, peer, req, outcome);
+            if let Action::Run(_, inv) = cmd.action() {
+                r.params = Some(params(inv));
+            }
+            r.exit = Some(exit);
+            r.duration_ms = Some(took.as_millis() as u64);
+            r.output_bytes = Some(output);
+            r
+        });
     }
 
     pub fn refused(
@@ -123,9 +140,11 @@ impl Audit {
             true => event!(warn),
             false => event!(info),
         }
-        let mut r = self.record(key, peer, req, refusal.code().name());
-        r.insert("reason".into(), json!(refusal.to_string()));
-        self.write(r);
+        self.write(|| {
+            let mut r = Record::new(&self.server, key, peer, req, refusal.code().name());
+            r.reason = Some(refusal.to_string());
+            r
+        });
     }
 
     /// A client sent a command ID it used before: answered from the store, nothing ran.
@@ -146,38 +165,13 @@ impl Audit {
             outcome,
             "retried"
         );
-        self.write(self.record(key, peer, req, outcome));
+        self.write(|| Record::new(&self.server, key, peer, req, outcome));
     }
 
-    /// The fields every record has. The role is as claimed: for a `bad tag` refusal it
-    /// is not verified.
-    fn record(
-        &self,
-        key: &PskIdentity,
-        peer: SocketAddr,
-        req: &Request,
-        outcome: &str,
-    ) -> Map<String, Value> {
-        let fields = json!({
-            "time": humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
-            "server": self.server.as_str(),
-            "client": key.name.as_str(),
-            "epoch": key.epoch,
-            "role": req.grant.role.as_str(),
-            "peer": peer.to_string(),
-            "command": printable(req.command.as_bytes()),
-            "id": hex::encode(req.id),
-            "outcome": outcome,
-        });
-        match fields {
-            Value::Object(map) => map,
-            _ => Map::new(),
-        }
-    }
-
-    fn write(&self, record: Map<String, Value>) {
+    /// Appends the record `make` builds; it is built only when there is a file.
+    fn write<'a>(&self, make: impl FnOnce() -> Record<'a>) {
         let Some(file) = &self.file else { return };
-        if let Err(e) = file.append(record) {
+        if let Err(e) = file.append(&make(), false) {
             error!(path = %file.path().display(), error = %e, "cannot write the audit file");
         }
     }
@@ -196,6 +190,61 @@ pub fn outcome(body: &Body) -> (&'static str, Option<i32>, u64) {
         }
         Body::Err(f) => (f.code.name(), None, 0),
         Body::Ok(_) | Body::Output(_) => ("ok", None, 0),
+    }
+}
+
+/// One line of the audit file, without the `prev` field the chain adds last. Absent
+/// fields are left out.
+#[derive(Debug, Serialize)]
+pub struct Record<'a> {
+    client: &'a str,
+    command: Cow<'a, str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    duration_ms: Option<u64>,
+    epoch: u64,
+    /// Present (a status or null) on outcome records only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    exit: Option<Option<i32>>,
+    id: String,
+    outcome: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    output_bytes: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    params: Option<Value>,
+    peer: SocketAddr,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<String>,
+    /// As claimed: for a `bad tag` refusal it is not verified.
+    role: &'a str,
+    server: &'a str,
+    time: String,
+}
+
+impl<'a> Record<'a> {
+    /// The fields every record has.
+    fn new(
+        server: &'a Ident,
+        key: &'a PskIdentity,
+        peer: SocketAddr,
+        req: &'a Request,
+        outcome: &'a str,
+    ) -> Self {
+        Self {
+            client: key.name.as_str(),
+            command: printable_str(&req.command),
+            duration_ms: None,
+            epoch: key.epoch,
+            exit: None,
+            id: hex::encode(req.id),
+            outcome,
+            output_bytes: None,
+            params: None,
+            peer,
+            reason: None,
+            role: req.grant.role.as_str(),
+            server: server.as_str(),
+            time: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
+        }
     }
 }
 

@@ -177,13 +177,15 @@ impl Store {
         Ok(Self { backend, metrics })
     }
 
-    /// Claims `id` for `entry.client` until `until`, if nobody has it; atomic.
+    /// Claims `id` for `entry.client` until `until`, if nobody has it; atomic. `durable`
+    /// (the command has effects) makes the file store write the claim before returning.
     pub async fn claim(
         &self,
         id: CommandId,
         entry: &Entry,
         until: u64,
         now: u64,
+        durable: bool,
     ) -> Result<Claim, StoreError> {
         let started = std::time::Instant::now();
         let claimed = match &self.backend {
@@ -191,7 +193,7 @@ impl Store {
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .claim(id, entry, until, now),
-            Backend::Log(log) => log.claim(id, entry, until, now),
+            Backend::Log(log) => log.claim(id, entry, until, now, durable),
             Backend::Redis(redis) => redis.claim(id, entry, until, now).await,
         };
         self.metrics

@@ -1,0 +1,158 @@
+//! The admission path, step by step and whole, in ns per request: frame decode, tag
+//! verification, the pure checks (counter, tag, revocation, expiry, audience, freshness,
+//! policy), the command-ID claim in the memory and file stores, and `admit` end to end.
+//! Two crypto floors for reference: HMAC-SHA256 and ChaCha20-Poly1305 over 64 bytes.
+//!
+//! `cargo bench -p cmdchan-server --bench admission`
+
+use std::sync::Arc;
+
+use bytes::BytesMut;
+use criterion::{criterion_group, criterion_main, Criterion};
+use hmac::{Hmac, KeyInit, Mac};
+use openssl::symm::{encrypt_aead, Cipher};
+use sha2::Sha256;
+use tokio::sync::Semaphore;
+use tokio_util::codec::{Decoder, Encoder};
+
+use cmdchan_common::frame::{MsgCodec, DEFAULT_MAX_FRAME};
+use cmdchan_common::ident::{Ident, PskIdentity};
+use cmdchan_common::keys::MasterKey;
+use cmdchan_common::protocol::{Grant, Request, Response};
+use cmdchan_common::time;
+use cmdchan_server::admit::{self, Rules};
+use cmdchan_server::policy::Policy;
+use cmdchan_server::rate::RateLimiter;
+use cmdchan_server::replay::{Entry, State, Store, StoreSpec};
+use cmdchan_server::revoke::Revocations;
+
+fn ident(s: &str) -> Ident {
+    Ident::new(s).expect("valid")
+}
+
+/// A `ping` from `alice` (role ops) to server `db1`, signed with a fixed master key.
+fn request(master: &MasterKey, key: &PskIdentity) -> Request {
+    let grant = Grant {
+        role: ident("ops"),
+        epoch: 0,
+        expires: None,
+        servers: vec![ident("db1")],
+    };
+    Request {
+        counter: 1,
+        id: [0; 16],
+        issued_at: time::now(),
+        target: ident("db1"),
+        tag: master.tag_key().sign(&key.name, &grant),
+        grant,
+        command: "ping".into(),
+        args: vec![],
+        params: vec![],
+    }
+}
+
+/// A fresh command ID per call, as every real request has.
+fn next_id(n: &mut u128) -> [u8; 16] {
+    *n += 1;
+    n.to_be_bytes()
+}
+
+fn admission(c: &mut Criterion) {
+    let master = MasterKey::from_hex(&"42".repeat(32)).expect("key");
+    let tag_key = master.tag_key();
+    let key = PskIdentity {
+        name: ident("alice"),
+        epoch: 0,
+    };
+    let server = ident("db1");
+    let policy = Policy::builtin_default();
+    let revocations = Revocations::default();
+    let executions = Arc::new(Semaphore::new(32));
+    let limiter = RateLimiter::default();
+    let rules = Rules {
+        tag_key: &tag_key,
+        server_id: &server,
+        window: 60,
+        revocations: &revocations,
+        policy: &policy,
+        executions: &executions,
+        limiter: &limiter,
+        rate: (1e12, 1e12),
+    };
+    let req = request(&master, &key);
+    let mut frame = BytesMut::new();
+    MsgCodec::<Response, Request>::new(DEFAULT_MAX_FRAME)
+        .encode(&req, &mut frame)
+        .expect("encode");
+
+    let mut codec = MsgCodec::<Request, Response>::new(DEFAULT_MAX_FRAME);
+    c.bench_function("decode a ping frame", |b| {
+        b.iter(|| {
+            let mut buf = frame.clone();
+            codec
+                .decode(&mut buf)
+                .expect("decode")
+                .expect("whole frame")
+        })
+    });
+    c.bench_function("verify the key-use tag", |b| {
+        b.iter(|| assert!(tag_key.verify(&key.name, &req.grant, &req.tag)))
+    });
+    c.bench_function("pure checks (counter to policy)", |b| {
+        b.iter(|| admit::check(&req, 1, &key, &rules, req.issued_at).is_ok())
+    });
+
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let entry = Entry {
+        client: "alice".into(),
+        state: State::Running { since: 1 },
+    };
+    for (name, spec) in [
+        ("memory", StoreSpec::Memory),
+        ("file", StoreSpec::File(dir.path().join("seen.log"))),
+    ] {
+        let store = rt
+            .block_on(Store::open(&spec, 50_000_000, false, 0, Default::default()))
+            .expect("store");
+        let mut n = 0u128;
+        c.bench_function(&format!("claim a command ID ({name} store)"), |b| {
+            b.iter(|| {
+                let id = next_id(&mut n);
+                rt.block_on(store.claim(id, &entry, u64::MAX / 2, 1, false))
+                    .expect("claim")
+            })
+        });
+        let mut req = req.clone();
+        c.bench_function(&format!("admit a ping end to end ({name} store)"), |b| {
+            b.iter(|| {
+                req.id = next_id(&mut n);
+                let admitted =
+                    rt.block_on(admit::admit(&req, 1, &key, &rules, &store, req.issued_at));
+                assert!(admitted.is_ok());
+            })
+        });
+    }
+
+    let message = [7u8; 64];
+    c.bench_function("floor: HMAC-SHA256 of 64 bytes", |b| {
+        b.iter(|| {
+            let mac = <Hmac<Sha256> as KeyInit>::new_from_slice(&[1; 32]).expect("any key");
+            mac.chain_update(message).finalize()
+        })
+    });
+    let cipher = Cipher::chacha20_poly1305();
+    c.bench_function(
+        "floor: ChaCha20-Poly1305 seal of 64 bytes (one-shot, context set-up included)",
+        |b| {
+            let mut tag = [0u8; 16];
+            b.iter(|| encrypt_aead(cipher, &[2; 32], Some(&[3; 12]), &[], &message, &mut tag))
+        },
+    );
+}
+
+criterion_group!(benches, admission);
+criterion_main!(benches);

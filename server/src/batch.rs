@@ -1,0 +1,252 @@
+//! An append-only file written in batches (group commit), for the audit file and the
+//! replay log.
+//!
+//! A caller queues its bytes under a short lock; a writer thread writes whatever is
+//! queued at most [`DELAY`] later, in one `write(2)`. Bytes a caller must have in the
+//! kernel before it goes on (a program's `started` record, its command ID's claim) go
+//! through [`Batched::append_now`], which writes the queue and them, in order, before it
+//! returns.
+//!
+//! Why: one `write(2)` per record, under a lock every connection shares, cost more than
+//! the rest of a request, and the lock made the runtime's threads wait for each other.
+//! The price: a record appended with [`Batched::append`] that is not yet written is
+//! lost if the process is killed (kill -9, OOM) within [`DELAY`]; a clean stop writes it.
+
+use std::fs::File;
+use std::io::{self, Write};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+/// Longest time a queued record waits before it is written.
+pub const DELAY: Duration = Duration::from_millis(1);
+
+/// A file and the bytes queued for it.
+#[derive(Debug)]
+pub struct Batched {
+    shared: Arc<Shared>,
+    writer: Option<JoinHandle<()>>,
+}
+
+/// Lock order: `state`, then `file`. A batch is taken from the queue and the file is
+/// locked before `state` is let go, so batches reach the file in queue order; the write
+/// itself runs without `state`, so callers queueing meanwhile never wait for the disk.
+#[derive(Debug)]
+struct Shared {
+    state: Mutex<State>,
+    queued: Condvar,
+    file: Mutex<Output>,
+}
+
+#[derive(Debug)]
+struct Output {
+    file: File,
+    /// `fdatasync` after each write.
+    fsync: bool,
+}
+
+#[derive(Debug)]
+struct State {
+    queue: Vec<u8>,
+    /// What went wrong writing queued bytes in the background, for the next caller.
+    failed: Option<io::Error>,
+    stop: bool,
+}
+
+impl Batched {
+    pub fn new(file: File, fsync: bool) -> io::Result<Self> {
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State {
+                queue: Vec::new(),
+                failed: None,
+                stop: false,
+            }),
+            queued: Condvar::new(),
+            file: Mutex::new(Output { file, fsync }),
+        });
+        let writer = {
+            let shared = Arc::clone(&shared);
+            std::thread::Builder::new()
+                .name("cmdchan-append".into())
+                .spawn(move || shared.write_queued())?
+        };
+        Ok(Self {
+            shared,
+            writer: Some(writer),
+        })
+    }
+
+    /// Queues `bytes`; they are written within [`DELAY`]. An error is an earlier
+    /// background write that failed (those bytes are lost; these are not queued).
+    pub fn append(&self, bytes: &[u8]) -> io::Result<()> {
+        let mut state = self.shared.lock();
+        if let Some(e) = state.failed.take() {
+            return Err(e);
+        }
+        if state.queue.is_empty() {
+            self.shared.queued.notify_one();
+        }
+        state.queue.extend_from_slice(bytes);
+        Ok(())
+    }
+
+    /// Writes the queue and then `bytes` before returning.
+    pub fn append_now(&self, bytes: &[u8]) -> io::Result<()> {
+        let mut state = self.shared.lock();
+        if let Some(e) = state.failed.take() {
+            return Err(e);
+        }
+        state.queue.extend_from_slice(bytes);
+        let (batch, mut out) = self.shared.take(state);
+        out.write(&batch)
+    }
+
+    /// Writes the queue, then replaces the file with what `open` returns (rotation,
+    /// compaction). If `open` fails the old file stays.
+    pub fn replace<T>(
+        &self,
+        open: impl FnOnce(&mut File) -> io::Result<(File, T)>,
+    ) -> io::Result<T> {
+        let (batch, mut out) = self.shared.take(self.shared.lock());
+        out.write(&batch)?;
+        let (file, extra) = open(&mut out.file)?;
+        out.file = file;
+        Ok(extra)
+    }
+}
+
+impl Drop for Batched {
+    /// Writes what is queued; a clean stop loses nothing.
+    fn drop(&mut self) {
+        self.shared.lock().stop = true;
+        self.shared.queued.notify_one();
+        if let Some(writer) = self.writer.take() {
+            let _ = writer.join();
+        }
+    }
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Takes the queue as one batch and the file to write it to, in that order.
+    fn take(&self, mut state: MutexGuard<'_, State>) -> (Vec<u8>, MutexGuard<'_, Output>) {
+        let batch = std::mem::take(&mut state.queue);
+        let out = self.file.lock().unwrap_or_else(|p| p.into_inner());
+        (batch, out)
+    }
+
+    /// The writer thread: waits for a first queued record, lets others join it for
+    /// [`DELAY`], writes them all; until the owner is dropped.
+    fn write_queued(&self) {
+        loop {
+            let mut state = self.lock();
+            while state.queue.is_empty() && !state.stop {
+                state = self.queued.wait(state).unwrap_or_else(|p| p.into_inner());
+            }
+            let stop = state.stop;
+            if !stop {
+                drop(state);
+                std::thread::sleep(DELAY);
+                state = self.lock();
+            }
+            let (batch, mut out) = self.take(state);
+            if let Err(e) = out.write(&batch) {
+                drop(out);
+                self.lock().failed = Some(e);
+            }
+            if stop {
+                return;
+            }
+        }
+    }
+}
+
+impl Output {
+    /// Writes one batch. A failed batch is not written again: after a partial write,
+    /// that would duplicate its start.
+    fn write(&mut self, batch: &[u8]) -> io::Result<()> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        self.file.write_all(batch)?;
+        if self.fsync {
+            self.file.sync_data()?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(dir: &tempfile::TempDir, name: &str) -> (std::path::PathBuf, File) {
+        let path = dir.path().join(name);
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .expect("open");
+        (path, file)
+    }
+
+    #[test]
+    fn appends_land_in_order_and_append_now_writes_before_it_returns() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (path, f) = file(&dir, "a.log");
+        let out = Batched::new(f, false).expect("batched");
+        out.append(b"one\n").expect("append");
+        out.append(b"two\n").expect("append");
+        out.append_now(b"three\n").expect("append_now");
+        assert_eq!(std::fs::read(&path).expect("read"), b"one\ntwo\nthree\n");
+        out.append(b"four\n").expect("append");
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while std::fs::read(&path).expect("read").len() < 19 {
+            assert!(std::time::Instant::now() < deadline, "never written");
+            std::thread::sleep(DELAY);
+        }
+        out.append(b"five\n").expect("append");
+        drop(out);
+        assert_eq!(
+            std::fs::read(&path).expect("read"),
+            b"one\ntwo\nthree\nfour\nfive\n"
+        );
+    }
+
+    #[test]
+    fn a_failed_background_write_is_reported_to_the_next_caller() {
+        // /dev/full takes opens but fails every write with ENOSPC.
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/full")
+            .expect("/dev/full");
+        let out = Batched::new(f, false).expect("batched");
+        assert!(out.append_now(b"x").is_err(), "a full disk is an error");
+        out.append(b"lost").expect("queued");
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            std::thread::sleep(DELAY * 2);
+            if let Err(e) = out.append(b"y") {
+                assert_eq!(e.raw_os_error(), Some(28), "ENOSPC: {e}");
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "error never reported");
+        }
+    }
+
+    #[test]
+    fn replace_writes_the_queue_to_the_old_file_first() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (old, f) = file(&dir, "old.log");
+        let out = Batched::new(f, false).expect("batched");
+        out.append(b"old\n").expect("append");
+        let (new, g) = file(&dir, "new.log");
+        out.replace(|_| Ok((g, ()))).expect("replace");
+        out.append_now(b"new\n").expect("append_now");
+        assert_eq!(std::fs::read(&old).expect("read"), b"old\n");
+        assert_eq!(std::fs::read(&new).expect("read"), b"new\n");
+    }
+}
