@@ -157,10 +157,10 @@ impl Tally {
     }
 }
 
-type Task = fn(
-    Arc<Load>,
-    Arc<Barrier>,
-) -> Pin<Box<dyn std::future::Future<Output = (Tally, Instant)> + Send>>;
+/// What one task measured, and when it stopped.
+type Run = Pin<Box<dyn std::future::Future<Output = (Tally, Instant)> + Send>>;
+
+type Task = fn(Arc<Load>, Arc<Barrier>) -> Run;
 
 /// Runs `task` on `n` tasks that start together; merges what they measured.
 async fn spread(load: &Arc<Load>, n: usize, task: Task) -> anyhow::Result<Outcome> {
@@ -199,10 +199,7 @@ fn percentile(sorted: &[u32], p: f64) -> f64 {
     f64::from(sorted[at])
 }
 
-fn handshakes(
-    load: Arc<Load>,
-    barrier: Arc<Barrier>,
-) -> Pin<Box<dyn std::future::Future<Output = (Tally, Instant)> + Send>> {
+fn handshakes(load: Arc<Load>, barrier: Arc<Barrier>) -> Run {
     Box::pin(async move {
         let mut tally = Tally::default();
         barrier.wait().await;
@@ -222,10 +219,7 @@ fn handshakes(
     })
 }
 
-fn round_trips(
-    load: Arc<Load>,
-    barrier: Arc<Barrier>,
-) -> Pin<Box<dyn std::future::Future<Output = (Tally, Instant)> + Send>> {
+fn round_trips(load: Arc<Load>, barrier: Arc<Barrier>) -> Run {
     Box::pin(async move {
         let mut tally = Tally::default();
         let conn = connect(&load).await;
