@@ -9,14 +9,14 @@ use std::fmt;
 
 use cmdchan_common::ident::{printable, Ident, PskIdentity};
 use cmdchan_common::keys::TagKey;
-use cmdchan_common::protocol::{ErrorCode, Failure, Grant, Request};
+use cmdchan_common::protocol::{Body, ErrorCode, Failure, Grant, Reply, Request};
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use crate::cmd::Builtin;
+use crate::cmd::{self, Builtin};
 use crate::policy::{BindError, Command, Invocation, Policy, Program};
 use crate::rate::RateLimiter;
 use crate::replay::{Claim, Entry, State, Store, StoreError};
@@ -107,6 +107,8 @@ pub struct Admitted<'a> {
     fresh_until: u64,
     /// Execution slots held while the command runs; released on drop.
     slots: Vec<OwnedSemaphorePermit>,
+    /// A built-in's reply, worked out before its ID is claimed (see [`Checked::claim`]).
+    reply: Option<Reply>,
 }
 
 /// What an admitted request does.
@@ -138,7 +140,7 @@ pub async fn admit<'a>(
     check(request, expected_counter, key, rules, now)?
         .throttle(rules)?
         .reserve(rules.executions)?
-        .claim(store, now)
+        .claim(rules.policy, store, now)
         .await
 }
 
@@ -194,6 +196,7 @@ pub fn check<'a>(
         action,
         fresh_until,
         slots: Vec::new(),
+        reply: None,
     };
     Ok(Checked { admitted })
 }
@@ -287,11 +290,29 @@ impl<'a> Checked<'a> {
 
     /// Claims the command ID until the request could no longer pass freshness. Seen
     /// before: by this client it is a retry, by anyone else a replay.
-    pub async fn claim(self, store: &Store, now: u64) -> Result<Admission<'a>, Refusal> {
-        let a = self.admitted;
+    ///
+    /// A built-in has no effect, so its reply is worked out first and the claim stores
+    /// it as the ID's answer: one store write per built-in instead of a claim and an
+    /// outcome. A program's claim says it is running, and is in the store before it runs.
+    pub async fn claim(
+        self,
+        policy: &Policy,
+        store: &Store,
+        now: u64,
+    ) -> Result<Admission<'a>, Refusal> {
+        let mut a = self.admitted;
+        let state = match a.action {
+            Action::Builtin(b) => {
+                let reply = cmd::run(b, &a, policy);
+                let answer = crate::replay::keep(&[Body::Ok(reply.clone())]);
+                a.reply = Some(reply);
+                State::Done { at: now, answer }
+            }
+            Action::Run(..) => State::Running { since: now },
+        };
         let entry = Entry {
             client: a.client.to_string(),
-            state: State::Running { since: now },
+            state,
         };
         let durable = matches!(a.action, Action::Run(..));
         match store
@@ -334,6 +355,10 @@ impl Admitted<'_> {
     }
     pub fn args(&self) -> &[String] {
         &self.request.args
+    }
+    /// A built-in's reply, which its claim already stored; `None` for a program.
+    pub fn take_reply(&mut self) -> Option<Reply> {
+        self.reply.take()
     }
 }
 

@@ -1,6 +1,7 @@
 //! One client connection: the TLS handshake, then requests answered one at a time until
 //! the client leaves, breaks the protocol, idles out or the server shuts down.
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -11,13 +12,11 @@ use futures::{FutureExt, SinkExt, StreamExt};
 use nix::sys::signal::Signal;
 use openssl::ssl::{Ssl, SslRef};
 use tokio::io::AsyncWriteExt;
-use tokio::io::{ReadHalf, WriteHalf};
 use tokio::net::TcpStream;
-use tokio::sync::watch;
+use tokio::time::error::Elapsed;
 use tokio::time::{timeout, Sleep};
 use tokio_openssl::SslStream;
-use tokio_util::codec::{FramedRead, FramedWrite};
-use tokio_util::sync::CancellationToken;
+use tokio_util::codec::Framed;
 use tracing::{debug, error, info, warn};
 
 use cmdchan_common::frame::{FrameError, MsgCodec};
@@ -32,13 +31,12 @@ use crate::admit::{self, Action, Admission, Admitted};
 use crate::audit;
 use crate::cmd;
 use crate::exec::{self, Event};
+use crate::notice::{Listener, Notice};
 use crate::policy::{Invocation, Program};
 use crate::replay::{self, Entry, State};
-use crate::server::Shared;
+use crate::server::{Settings, Shared};
 
-type Tls = SslStream<TcpStream>;
-type Reader = FramedRead<ReadHalf<Tls>, MsgCodec<Request, Response>>;
-type Writer = FramedWrite<WriteHalf<Tls>, MsgCodec<Request, Response>>;
+type Channel = Framed<SslStream<TcpStream>, MsgCodec<Request, Response>>;
 
 /// After a program's timeout: SIGTERM to its group, then SIGKILL this much later.
 const KILL_GRACE: Duration = Duration::from_secs(2);
@@ -53,40 +51,35 @@ const RELEASE_AFTER: Duration = Duration::from_secs(1);
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Serves one accepted TCP connection to its end. Never panics on peer input.
-pub async fn serve(
-    tcp: TcpStream,
-    peer: SocketAddr,
-    shared: Arc<Shared>,
-    cancel: CancellationToken,
-) {
+pub async fn serve(tcp: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
     // Without NODELAY a response can sit ~40 ms behind Nagle and delayed ACK.
     let _ = tcp.set_nodelay(true);
     let Some((stream, key)) = handshake(tcp, peer, &shared).await else {
         return;
     };
-    let (read, write) = tokio::io::split(stream);
-    let max = shared.settings().limits.max_frame;
+    let settings = shared.settings();
     // Frame buffers start small and grow for large frames only: most requests and
     // answers are under 200 bytes, and 1,000 idle connections should not hold 16 MiB.
-    let mut writer = FramedWrite::new(write, MsgCodec::new(max));
-    *writer.write_buffer_mut() = BytesMut::with_capacity(FRAME_BUFFER);
+    let codec = MsgCodec::new(settings.limits.max_frame);
+    let mut io = Framed::with_capacity(stream, codec, FRAME_BUFFER);
+    *io.write_buffer_mut() = BytesMut::with_capacity(FRAME_BUFFER);
     let mut conn = Connection {
-        reader: FramedRead::with_capacity(read, MsgCodec::new(max), FRAME_BUFFER),
-        writer,
+        io,
         pending: None,
         key: Arc::new(key),
         peer,
         next_counter: 1,
-        idle: Box::pin(tokio::time::sleep(Duration::ZERO)),
-        reloads: shared.reloads.subscribe(),
+        settings,
+        notices: shared.notices.listen(),
+        quiet_since: Instant::now(),
+        idle: Box::pin(tokio::time::sleep(RELEASE_AFTER)),
     };
-    conn.run(&shared, &cancel).await;
+    conn.run(&shared).await;
     // The last answers (a refusal that ends the connection) and close_notify, so the
     // client sees a clean end rather than "unexpected eof"; bounded, since a client that
     // stopped reading could otherwise hold this task forever.
-    let _ = timeout(CLOSE_TIMEOUT, conn.writer.flush()).await;
-    let mut stream = conn.reader.into_inner().unsplit(conn.writer.into_inner());
-    let _ = timeout(CLOSE_TIMEOUT, stream.shutdown()).await;
+    let _ = timeout(CLOSE_TIMEOUT, conn.io.flush()).await;
+    let _ = timeout(CLOSE_TIMEOUT, conn.io.get_mut().shutdown()).await;
 }
 
 async fn handshake(
@@ -162,25 +155,29 @@ fn handshake_failed(ssl: &SslRef, peer: SocketAddr, err: &openssl::ssl::Error) -
 }
 
 struct Connection {
-    reader: Reader,
-    writer: Writer,
+    io: Channel,
     /// A request that arrived while a program ran; answered next.
     pending: Option<Request>,
     /// Shared with each request's admission, which borrows it while `self` is busy.
     key: Arc<PskIdentity>,
     peer: SocketAddr,
     next_counter: u64,
-    /// One timer for the connection, reset per request rather than made anew.
+    /// The settings this connection works under, taken again on a reload notice.
+    settings: Arc<Settings>,
+    notices: Listener,
+    /// When the connection last began to wait for a request.
+    quiet_since: Instant,
+    /// One timer for the connection. It is moved on only when it fires, never per
+    /// request: resetting a timer takes the runtime's timer lock.
     idle: Pin<Box<Sleep>>,
-    reloads: watch::Receiver<u64>,
 }
 
 impl Connection {
-    async fn run(&mut self, shared: &Shared, cancel: &CancellationToken) {
+    async fn run(&mut self, shared: &Shared) {
         loop {
             let request = match self.pending.take() {
                 Some(request) => request,
-                None => match self.next_request(shared, cancel).await {
+                None => match self.next_request(shared).await {
                     Some(request) => request,
                     None => return,
                 },
@@ -199,44 +196,33 @@ impl Connection {
     /// client that pipelines gets them in as few TLS records and syscalls as it sent its
     /// requests); they are flushed before the connection waits. A connection quiet for
     /// [`RELEASE_AFTER`] gives its frame buffers back, so an idle one costs little memory.
-    async fn next_request(
-        &mut self,
-        shared: &Shared,
-        cancel: &CancellationToken,
-    ) -> Option<Request> {
-        if cancel.is_cancelled() || self.revoked_by_reload(shared) {
+    async fn next_request(&mut self, shared: &Shared) -> Option<Request> {
+        if let Some(notice) = self.notices.check() {
+            if self.ends(notice, shared) {
+                return None;
+            }
+        }
+        if let Some(next) = self.io.next().now_or_never() {
+            return self.take(next).await;
+        }
+        if !self.flush().await {
             return None;
         }
-        if let Some(next) = self.reader.next().now_or_never() {
-            return self.take(next, shared).await;
-        }
-        if !self.flush(shared).await {
-            return None;
-        }
-        let limit = shared.settings().limits.idle_timeout;
-        let idle_at = Instant::now() + limit;
-        let mut released = false;
-        self.idle
-            .as_mut()
-            .reset((Instant::now() + RELEASE_AFTER.min(limit)).into());
+        self.quiet_since = Instant::now();
         let next = loop {
             tokio::select! {
                 biased;
-                () = cancel.cancelled() => return None,
-                Ok(()) = self.reloads.changed() => {
-                    if self.revoked(shared) {
+                notice = self.notices.next() => {
+                    if self.ends(notice, shared) {
                         return None;
                     }
                 }
                 () = &mut self.idle => {
-                    if released {
+                    if self.idled_out() {
                         break None;
                     }
-                    self.release_buffers();
-                    released = true;
-                    self.idle.as_mut().reset(idle_at.into());
                 }
-                next = self.reader.next() => break Some(next),
+                next = self.io.next() => break Some(next),
             }
         };
         match next {
@@ -244,38 +230,50 @@ impl Connection {
                 info!(client = %self.key, peer = %self.peer, "idle timeout; closing");
                 None
             }
-            Some(next) => self.take(next, shared).await,
+            Some(next) => self.take(next).await,
         }
     }
 
+    /// The idle timer fired: true if the connection has been quiet for the idle
+    /// timeout. Otherwise the timer is set for the next thing due: giving back the
+    /// frame buffers, or the idle timeout.
+    fn idled_out(&mut self) -> bool {
+        let limit = self.settings.limits.idle_timeout;
+        let quiet = self.quiet_since.elapsed();
+        if quiet >= limit {
+            return true;
+        }
+        let release = RELEASE_AFTER.min(limit);
+        let next = if quiet >= release {
+            self.release_buffers();
+            limit
+        } else {
+            release
+        };
+        self.idle.as_mut().reset((self.quiet_since + next).into());
+        false
+    }
+
     /// What the reader gave: a request, or the end of the connection.
-    async fn take(
-        &mut self,
-        next: Option<Result<Request, FrameError>>,
-        shared: &Shared,
-    ) -> Option<Request> {
+    async fn take(&mut self, next: Option<Result<Request, FrameError>>) -> Option<Request> {
         match next {
             None => None,
             Some(Err(e)) => {
-                self.unreadable(e, shared).await;
+                self.unreadable(e).await;
                 None
             }
             Some(Ok(request)) => Some(request),
         }
     }
 
-    /// True if a reload since the last look revoked this client's key.
-    fn revoked_by_reload(&mut self, shared: &Shared) -> bool {
-        if !self.reloads.has_changed().unwrap_or(false) {
-            return false;
+    /// True if `notice` ends the connection: the server is stopping, or the settings
+    /// now in force revoke this client's key (logged).
+    fn ends(&mut self, notice: Notice, shared: &Shared) -> bool {
+        if notice == Notice::Stop {
+            return true;
         }
-        self.reloads.mark_unchanged();
-        self.revoked(shared)
-    }
-
-    /// True (and logged) if the settings in force revoke this client's key.
-    fn revoked(&self, shared: &Shared) -> bool {
-        match shared.settings().revoked(&self.key) {
+        self.settings = shared.settings();
+        match self.settings.revoked(&self.key) {
             Some(why) => {
                 warn!(client = %self.key, peer = %self.peer, "closing the connection: {why} (reloaded)");
                 true
@@ -286,17 +284,17 @@ impl Connection {
 
     /// Drops the frame buffers when they hold nothing; they grow again on the next frame.
     fn release_buffers(&mut self) {
-        if self.reader.read_buffer().is_empty() {
-            *self.reader.read_buffer_mut() = BytesMut::new();
+        if self.io.read_buffer().is_empty() {
+            *self.io.read_buffer_mut() = BytesMut::new();
         }
-        if self.writer.write_buffer().is_empty() {
-            *self.writer.write_buffer_mut() = BytesMut::new();
+        if self.io.write_buffer().is_empty() {
+            *self.io.write_buffer_mut() = BytesMut::new();
         }
     }
 
     /// Sends the answers written so far; false if the client is gone or stopped reading.
-    async fn flush(&mut self, shared: &Shared) -> bool {
-        let flushed = timeout(shared.settings().limits.idle_timeout, self.writer.flush()).await;
+    async fn flush(&mut self) -> bool {
+        let flushed = bounded(self.settings.limits.idle_timeout, self.io.flush()).await;
         self.sent(flushed)
     }
 
@@ -305,13 +303,13 @@ impl Connection {
         let started = Instant::now();
         let expected = self.next_counter;
         self.next_counter += 1;
-        let settings = shared.settings();
+        let settings = Arc::clone(&self.settings);
         let rules = shared.rules(&settings);
         // Admitted borrows the identity while running a program needs `&mut self`.
         let key = Arc::clone(&self.key);
         let admission =
             admit::admit(&req, expected, &key, &rules, &shared.replay, time::now()).await;
-        let cmd = match admission {
+        let mut cmd = match admission {
             Ok(Admission::Admitted(cmd)) => cmd,
             Ok(Admission::Retry(entry)) => {
                 shared.metrics.count_request("", "retry", started.elapsed());
@@ -326,29 +324,18 @@ impl Connection {
                     .audit
                     .refused(&self.key, self.peer, &req, &refusal, started.elapsed());
                 let failure = refusal.failure();
-                return self.send(&req, Body::Err(failure), shared).await
-                    && !refusal.closes_connection();
+                return self.send(&req, Body::Err(failure)).await && !refusal.closes_connection();
             }
         };
-        let mut kept = Some(Vec::new());
         let body = match cmd.action() {
-            Action::Builtin(b) => Body::Ok(cmd::run(*b, &cmd, &settings.policy)),
+            Action::Builtin(b) => {
+                // Answered, and the answer stored, by its claim (see `Checked::claim`).
+                let b = *b;
+                let reply = cmd.take_reply();
+                Body::Ok(reply.unwrap_or_else(|| cmd::run(b, &cmd, &settings.policy)))
+            }
             Action::Run(program, invocation) => {
-                match shared.audit.started(&cmd, &key, self.peer, invocation) {
-                    Ok(()) => {
-                        // Earlier answers go out now, not after the program.
-                        self.flush(shared).await;
-                        shared.metrics.running_programs.inc();
-                        let body = self.execute(&cmd, program, invocation, &mut kept).await;
-                        shared.metrics.running_programs.dec();
-                        body
-                    }
-                    Err(e) => {
-                        error!(error = %e, "cannot write the audit file; refusing to run {}", program.name);
-                        let message = "the server cannot write its audit log, so it runs nothing";
-                        Body::Err(Failure::new(ErrorCode::Internal, message))
-                    }
-                }
+                self.run_program(&cmd, program, invocation, shared).await
             }
         };
         shared
@@ -358,8 +345,36 @@ impl Connection {
         shared
             .metrics
             .count_request(cmd.command(), outcome, started.elapsed());
-        self.remember(&cmd, kept, &body, shared).await;
-        self.send(&req, body, shared).await
+        self.send(&req, body).await
+    }
+
+    /// Runs an admitted program once its start is audited, and stores its outcome;
+    /// returns its final answer.
+    async fn run_program(
+        &mut self,
+        cmd: &Admitted<'_>,
+        program: &Program,
+        invocation: &Invocation,
+        shared: &Shared,
+    ) -> Body {
+        let mut kept = Some(Vec::new());
+        let body = match shared.audit.started(cmd, &self.key, self.peer, invocation) {
+            Ok(()) => {
+                // Earlier answers go out now, not after the program.
+                self.flush().await;
+                shared.metrics.running_programs.inc();
+                let body = self.execute(cmd, program, invocation, &mut kept).await;
+                shared.metrics.running_programs.dec();
+                body
+            }
+            Err(e) => {
+                error!(error = %e, "cannot write the audit file; refusing to run {}", program.name);
+                let message = "the server cannot write its audit log, so it runs nothing";
+                Body::Err(Failure::new(ErrorCode::Internal, message))
+            }
+        };
+        self.remember(cmd, kept, &body, shared).await;
+        body
     }
 
     /// Stores what became of the command, so a retry of its ID gets this answer.
@@ -416,7 +431,7 @@ impl Connection {
             ),
         };
         for body in bodies {
-            if !self.send(req, body, shared).await {
+            if !self.send(req, body).await {
                 return false;
             }
         }
@@ -471,7 +486,7 @@ impl Connection {
                     running.signal(Signal::SIGKILL);
                     run.kill_at = None;
                 }
-                next = self.reader.next(), if run.listening && self.pending.is_none() => match next {
+                next = self.io.next(), if run.listening && self.pending.is_none() => match next {
                     Some(Ok(request)) => self.pending = Some(request),
                     // The client left: stop the program, unless the policy lets it finish.
                     _ => {
@@ -526,7 +541,7 @@ impl Connection {
             id: cmd.request().id,
             body: Body::Output(out),
         };
-        match tokio::time::timeout_at(limit.into(), self.writer.send(&frame)).await {
+        match tokio::time::timeout_at(limit.into(), self.io.send(&frame)).await {
             Ok(Ok(())) => {}
             Ok(Err(_)) => {
                 run.listening = false;
@@ -545,24 +560,24 @@ impl Connection {
 
     /// Sends the final answer to `req`; a client that does not take it within the idle
     /// timeout (it stopped reading) is dropped. False: the connection is over.
-    async fn send(&mut self, req: &Request, body: Body, shared: &Shared) -> bool {
+    async fn send(&mut self, req: &Request, body: Body) -> bool {
         let response = Response {
             counter: req.counter,
             id: req.id,
             body,
         };
-        self.send_response(&response, shared).await
+        self.send_response(&response).await
     }
 
     /// Writes `response` without flushing it (see [`Connection::next_request`]); the
     /// write itself flushes once the buffer is full.
-    async fn send_response(&mut self, response: &Response, shared: &Shared) -> bool {
-        let limit = shared.settings().limits.idle_timeout;
-        let sent = timeout(limit, self.writer.feed(response)).await;
+    async fn send_response(&mut self, response: &Response) -> bool {
+        let limit = self.settings.limits.idle_timeout;
+        let sent = bounded(limit, self.io.feed(response)).await;
         self.sent(sent)
     }
 
-    fn sent(&self, sent: Result<Result<(), FrameError>, tokio::time::error::Elapsed>) -> bool {
+    fn sent(&self, sent: Result<Result<(), FrameError>, Elapsed>) -> bool {
         match sent {
             Ok(Ok(())) => true,
             Ok(Err(e)) => {
@@ -577,7 +592,7 @@ impl Connection {
     }
 
     /// Answers a frame that could not be read, then the connection ends.
-    async fn unreadable(&mut self, err: FrameError, shared: &Shared) {
+    async fn unreadable(&mut self, err: FrameError) {
         let code = match &err {
             FrameError::TooLarge { .. } => ErrorCode::TooLarge,
             FrameError::Version(_) => ErrorCode::UnsupportedVersion,
@@ -595,7 +610,7 @@ impl Connection {
             id: [0; 16],
             body: Body::Err(failure),
         };
-        self.send_response(&response, shared).await;
+        self.send_response(&response).await;
     }
 }
 
@@ -626,4 +641,15 @@ async fn sleep_until_opt(at: Option<Instant>) {
         Some(at) => tokio::time::sleep_until(at.into()).await,
         None => std::future::pending().await,
     }
+}
+
+/// `timeout(limit, fut)`, without the timer when `fut` is ready at once (a write the
+/// socket takes, the common case): setting one up costs a clock read and a shared
+/// reference count per call.
+async fn bounded<F: Future>(limit: Duration, fut: F) -> Result<F::Output, Elapsed> {
+    let mut fut = std::pin::pin!(fut);
+    if let Some(out) = fut.as_mut().now_or_never() {
+        return Ok(out);
+    }
+    timeout(limit, fut).await
 }

@@ -12,6 +12,7 @@ pub mod dev;
 pub mod exec;
 pub mod gate;
 pub mod metrics;
+pub mod notice;
 pub mod policy;
 pub mod rate;
 pub mod replay;

@@ -9,8 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use openssl::ssl::SslContext;
 use tokio::net::TcpListener;
-use tokio::sync::{watch, Semaphore};
-use tokio_util::sync::CancellationToken;
+use tokio::sync::Semaphore;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
@@ -25,6 +24,7 @@ use crate::config::{Config, Limits};
 use crate::connection;
 use crate::gate::{Gate, GateRules, Turned};
 use crate::metrics::{Metrics, ResultLabel};
+use crate::notice::Notices;
 use crate::policy::Policy;
 use crate::rate::RateLimiter;
 use crate::replay::Store;
@@ -53,8 +53,9 @@ pub struct Shared {
     pub metrics: Metrics,
     /// Shared with the TLS callback, which refuses revoked identities.
     settings: Arc<RwLock<Arc<Settings>>>,
-    /// Ticks on every reload, so connections can check whether they were revoked.
-    pub reloads: watch::Sender<u64>,
+    /// Tells open connections of a reload (they check whether they were revoked) and
+    /// of shutdown.
+    pub notices: Arc<Notices>,
 }
 
 /// What a reload can change.
@@ -134,7 +135,7 @@ impl Shared {
             gate: Gate::new(gate_rules(&config.limits)),
             limiter: RateLimiter::default(),
             settings,
-            reloads: watch::Sender::new(0),
+            notices: Notices::new(),
         })
     }
 
@@ -150,7 +151,7 @@ impl Shared {
     /// open connections (they close if now revoked), and reopens the audit file.
     pub fn replace(&self, settings: Settings) -> std::io::Result<()> {
         *self.settings.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(settings);
-        self.reloads.send_modify(|n| *n += 1);
+        self.notices.reloaded();
         self.audit.reopen()
     }
 
@@ -184,7 +185,6 @@ fn gate_rules(l: &Limits) -> GateRules {
 /// away is closed at once, before any TLS work.
 pub async fn run(listener: TcpListener, shared: Arc<Shared>, shutdown: impl Future<Output = ()>) {
     let tracker = TaskTracker::new();
-    let cancel = CancellationToken::new();
     let mut turned_away = Throttle::default();
     tokio::pin!(shutdown);
     loop {
@@ -214,10 +214,10 @@ pub async fn run(listener: TcpListener, shared: Arc<Shared>, shutdown: impl Futu
                 continue;
             }
         };
-        let (shared, cancel) = (shared.clone(), cancel.clone());
+        let shared = shared.clone();
         tracker.spawn(async move {
             shared.metrics.open_connections.inc();
-            connection::serve(tcp, peer, shared.clone(), cancel).await;
+            connection::serve(tcp, peer, shared.clone()).await;
             shared.metrics.open_connections.dec();
             drop(pass);
         });
@@ -228,7 +228,7 @@ pub async fn run(listener: TcpListener, shared: Arc<Shared>, shutdown: impl Futu
         open = tracker.len(),
         "shutting down: accepting no more connections"
     );
-    cancel.cancel();
+    shared.notices.stop();
     tracker.close();
     if tokio::time::timeout(DRAIN, tracker.wait()).await.is_err() {
         warn!("connections still open after {DRAIN:?}; exiting anyway");
