@@ -95,7 +95,10 @@ impl<D, E: Serialize> Encoder<&E> for MsgCodec<D, E> {
     type Error = FrameError;
 
     fn encode(&mut self, item: &E, dst: &mut BytesMut) -> Result<(), FrameError> {
-        let payload = postcard::to_extend(item, vec![VERSION])?;
+        // Room for most messages at once, so the encoder does not grow it step by step.
+        let mut payload = Vec::with_capacity(256);
+        payload.push(VERSION);
+        let payload = postcard::to_extend(item, payload)?;
         if payload.len() > self.max {
             return Err(FrameError::TooLarge { max: self.max });
         }

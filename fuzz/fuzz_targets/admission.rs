@@ -31,6 +31,7 @@ fuzz_target!(|data: &[u8]| {
         executions: &executions,
         limiter: &limiter,
         rate: (1000.0, 1000.0),
+        tag_proven: false,
     };
     let key = PskIdentity { name: Ident::new("alice").expect("valid"), epoch: 0 };
     let _ = check(&req, req.counter, &key, &rules, req.issued_at);

@@ -78,6 +78,7 @@ fn admission(c: &mut Criterion) {
         executions: &executions,
         limiter: &limiter,
         rate: (1e12, 1e12),
+        tag_proven: false,
     };
     let req = request(&master, &key);
     let mut frame = BytesMut::new();

@@ -36,6 +36,10 @@ pub struct Rules<'a> {
     pub limiter: &'a RateLimiter,
     /// (requests per second, burst) per client.
     pub rate: (f64, f64),
+    /// This connection already proved this request's exact grant and tag: the HMAC over
+    /// the same name, grant and key gives the same answer, so it is not worked out
+    /// again. The caller sets it only on a byte-for-byte match (see [`proven`]).
+    pub tag_proven: bool,
 }
 
 /// Why a request was refused. [`Refusal::code`] is the one mapping to the wire.
@@ -166,7 +170,7 @@ pub fn check<'a>(
         });
     }
     // The name is the one the TLS handshake proved, never one from the message.
-    if !rules.tag_key.verify(&key.name, grant, &req.tag) {
+    if !rules.tag_proven && !rules.tag_key.verify(&key.name, grant, &req.tag) {
         return Err(Refusal::BadTag);
     }
     // The grant's epoch equals the key's (checked above), so the key decides.
@@ -199,6 +203,12 @@ pub fn check<'a>(
         reply: None,
     };
     Ok(Checked { admitted })
+}
+
+/// True if `req` carries exactly the grant and tag of `earlier`, a pair this connection
+/// proved before (the tag compared in constant time).
+pub fn proven(earlier: Option<&(Grant, [u8; 32])>, req: &Request) -> bool {
+    earlier.is_some_and(|(grant, tag)| *grant == req.grant && openssl::memcmp::eq(tag, &req.tag))
 }
 
 fn audience(grant: &Grant, target: &Ident, server: &Ident) -> Result<(), Refusal> {

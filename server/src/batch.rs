@@ -21,6 +21,9 @@ use std::time::Duration;
 /// Longest time a queued record waits before it is written.
 pub const DELAY: Duration = Duration::from_millis(1);
 
+/// Largest room a new queue starts with.
+const ROOM: usize = 1 << 20;
+
 /// A file and the bytes queued for it.
 #[derive(Debug)]
 pub struct Batched {
@@ -133,7 +136,10 @@ impl Shared {
 
     /// Takes the queue as one batch and the file to write it to, in that order.
     fn take(&self, mut state: MutexGuard<'_, State>) -> (Vec<u8>, MutexGuard<'_, Output>) {
-        let batch = std::mem::take(&mut state.queue);
+        // The next queue starts the size of this one, so that it does not grow step by
+        // step again (bounded, so one burst does not pin memory).
+        let room = Vec::with_capacity(state.queue.len().min(ROOM));
+        let batch = std::mem::replace(&mut state.queue, room);
         let out = self.file.lock().unwrap_or_else(|p| p.into_inner());
         (batch, out)
     }

@@ -22,7 +22,7 @@ use tracing::{debug, error, info, warn};
 use cmdchan_common::frame::{FrameError, MsgCodec};
 use cmdchan_common::ident::PskIdentity;
 use cmdchan_common::protocol::{
-    Body, ErrorCode, ExitInfo, Failure, Output, Reply, Request, Response,
+    Body, ErrorCode, ExitInfo, Failure, Grant, Output, Reply, Request, Response,
 };
 use cmdchan_common::time::{self, rfc3339};
 use cmdchan_common::tls::{self, Offered};
@@ -69,6 +69,7 @@ pub async fn serve(tcp: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
         key: Arc::new(key),
         peer,
         next_counter: 1,
+        proven: None,
         settings,
         notices: shared.notices.listen(),
         quiet_since: Instant::now(),
@@ -162,6 +163,8 @@ struct Connection {
     key: Arc<PskIdentity>,
     peer: SocketAddr,
     next_counter: u64,
+    /// The last grant and tag this connection proved (see `Rules::tag_proven`).
+    proven: Option<Box<(Grant, [u8; 32])>>,
     /// The settings this connection works under, taken again on a reload notice.
     settings: Arc<Settings>,
     notices: Listener,
@@ -304,11 +307,15 @@ impl Connection {
         let expected = self.next_counter;
         self.next_counter += 1;
         let settings = Arc::clone(&self.settings);
-        let rules = shared.rules(&settings);
+        let mut rules = shared.rules(&settings);
+        rules.tag_proven = admit::proven(self.proven.as_deref(), &req);
         // Admitted borrows the identity while running a program needs `&mut self`.
         let key = Arc::clone(&self.key);
         let admission =
             admit::admit(&req, expected, &key, &rules, &shared.replay, time::now()).await;
+        if admission.is_ok() && !rules.tag_proven {
+            self.proven = Some(Box::new((req.grant.clone(), req.tag)));
+        }
         let mut cmd = match admission {
             Ok(Admission::Admitted(cmd)) => cmd,
             Ok(Admission::Retry(entry)) => {

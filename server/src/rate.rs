@@ -26,18 +26,29 @@ impl RateLimiter {
     /// only they get past the tag check.
     pub fn take(&self, client: &str, rate: f64, burst: f64, now: Instant) -> Result<(), Duration> {
         let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
-        let bucket = buckets.entry(client.to_owned()).or_insert(Bucket {
+        let full = Bucket {
             tokens: burst,
             at: now,
-        });
+        };
+        let mut bucket = buckets.get(client).copied().unwrap_or(full);
         let elapsed = now.saturating_duration_since(bucket.at).as_secs_f64();
         bucket.tokens = (bucket.tokens + rate * elapsed).min(burst);
         bucket.at = now;
-        if bucket.tokens >= 1.0 {
+        let taken = bucket.tokens >= 1.0;
+        if taken {
             bucket.tokens -= 1.0;
-            return Ok(());
         }
-        Err(Duration::from_secs_f64((1.0 - bucket.tokens) / rate))
+        // The name is copied only for a client's first request.
+        match buckets.get_mut(client) {
+            Some(kept) => *kept = bucket,
+            None => {
+                buckets.insert(client.to_owned(), bucket);
+            }
+        }
+        match taken {
+            true => Ok(()),
+            false => Err(Duration::from_secs_f64((1.0 - bucket.tokens) / rate)),
+        }
     }
 }
 

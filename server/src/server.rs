@@ -165,6 +165,7 @@ impl Shared {
             executions: &self.executions,
             limiter: &self.limiter,
             rate: (settings.limits.rate, settings.limits.burst),
+            tag_proven: false,
         }
     }
 }

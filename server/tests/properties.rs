@@ -143,6 +143,7 @@ impl Fixture {
             executions: &self.executions,
             limiter: &self.limiter,
             rate: (1000.0, 1000.0),
+            tag_proven: false,
         }
     }
 }

@@ -264,3 +264,33 @@ async fn a_grant_edited_in_flight_by_the_client_library_is_refused() {
     );
     assert_refused_not_run(&server, ErrorCode::BadTag);
 }
+
+#[tokio::test]
+async fn after_a_good_request_an_edited_grant_or_tag_on_the_same_connection_is_refused() {
+    // The server skips the HMAC for an exact repeat of the grant and tag a connection
+    // already proved; anything else must be verified again.
+    let env = TestEnv::new();
+    let cred = env.provision("alice", "monitor", &["--expires", "1h"]);
+    let server = env.start(&[]);
+    let mut client = server.client(&cred).await;
+    let good = client.request("ping", &[]).unwrap();
+    assert_eq!(code_of(&client.exchange(&good).await.unwrap()), None);
+    let mut forever = client.request("ping", &[]).unwrap();
+    forever.grant.expires = None;
+    assert_eq!(
+        code_of(&client.exchange(&forever).await.unwrap()),
+        Some(ErrorCode::BadTag)
+    );
+    let mut forged = client.request("ping", &[]).unwrap();
+    forged.tag[31] ^= 1;
+    assert_eq!(
+        code_of(&client.exchange(&forged).await.unwrap()),
+        Some(ErrorCode::BadTag)
+    );
+    let again = client.request("ping", &[]).unwrap();
+    assert_eq!(
+        code_of(&client.exchange(&again).await.unwrap()),
+        None,
+        "the proven pair still passes"
+    );
+}

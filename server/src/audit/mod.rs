@@ -205,7 +205,8 @@ pub struct Record<'a> {
     /// Present (a status or null) on outcome records only.
     #[serde(skip_serializing_if = "Option::is_none")]
     exit: Option<Option<i32>>,
-    id: String,
+    #[serde(serialize_with = "hex_str")]
+    id: &'a [u8; 16],
     outcome: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     output_bytes: Option<u64>,
@@ -217,7 +218,8 @@ pub struct Record<'a> {
     /// As claimed: for a `bad tag` refusal it is not verified.
     role: &'a str,
     server: &'a str,
-    time: String,
+    #[serde(serialize_with = "display_str")]
+    time: humantime::Rfc3339Timestamp,
 }
 
 impl<'a> Record<'a> {
@@ -235,7 +237,7 @@ impl<'a> Record<'a> {
             duration_ms: None,
             epoch: key.epoch,
             exit: None,
-            id: hex::encode(req.id),
+            id: &req.id,
             outcome,
             output_bytes: None,
             params: None,
@@ -243,9 +245,24 @@ impl<'a> Record<'a> {
             reason: None,
             role: req.grant.role.as_str(),
             server: server.as_str(),
-            time: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
+            time: humantime::format_rfc3339_millis(SystemTime::now()),
         }
     }
+}
+
+// The two below write straight into the record's line, with no String in between.
+
+fn hex_str<S: serde::Serializer>(id: &&[u8; 16], s: S) -> Result<S::Ok, S::Error> {
+    let mut text = [0u8; 32];
+    hex::encode_to_slice(id, &mut text).map_err(serde::ser::Error::custom)?;
+    s.serialize_str(std::str::from_utf8(&text).map_err(serde::ser::Error::custom)?)
+}
+
+fn display_str<S: serde::Serializer>(
+    value: &impl std::fmt::Display,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    s.collect_str(value)
 }
 
 /// Parameter values as run; a secret one only as `sha256:HEX`.

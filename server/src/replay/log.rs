@@ -50,11 +50,19 @@ struct Inner {
     records: usize,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Deserialize)]
 struct Record {
     id: CommandId,
     until: u64,
     entry: Entry,
+}
+
+/// A [`Record`] as it is written, borrowing its parts (the same encoding).
+#[derive(Serialize)]
+struct Written<'a> {
+    id: &'a CommandId,
+    until: u64,
+    entry: &'a Entry,
 }
 
 impl LogStore {
@@ -93,10 +101,10 @@ impl LogStore {
         let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         let claim = inner.index.claim(id, entry, until, now)?;
         if claim == Claim::Fresh {
-            let record = Record {
-                id,
+            let record = Written {
+                id: &id,
                 until,
-                entry: entry.clone(),
+                entry,
             };
             if let Err(e) = self.append(&mut inner, &record, durable) {
                 // Not on disk, so not claimed: the request is refused and may be retried.
@@ -111,10 +119,10 @@ impl LogStore {
     pub fn finish(&self, id: CommandId, entry: &Entry, until: u64) -> Result<(), StoreError> {
         let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         inner.index.set(id, entry, until);
-        let record = Record {
-            id,
+        let record = Written {
+            id: &id,
             until,
-            entry: entry.clone(),
+            entry,
         };
         self.append(&mut inner, &record, false)
             .map_err(|e| self.unavailable(e))
@@ -128,7 +136,7 @@ impl LogStore {
             .len()
     }
 
-    fn append(&self, inner: &mut Inner, record: &Record, durable: bool) -> io::Result<()> {
+    fn append(&self, inner: &mut Inner, record: &Written<'_>, durable: bool) -> io::Result<()> {
         let bytes = encode(record)?;
         match durable {
             true => self.out.append_now(&bytes)?,
@@ -173,7 +181,7 @@ fn lock(path: &Path) -> io::Result<Flock<File>> {
     })
 }
 
-fn encode(record: &Record) -> io::Result<Vec<u8>> {
+fn encode(record: &Written<'_>) -> io::Result<Vec<u8>> {
     let body = postcard::to_stdvec(record).map_err(io::Error::other)?;
     let len = u32::try_from(body.len()).map_err(io::Error::other)?;
     let mut out = Vec::with_capacity(8 + body.len());
@@ -228,7 +236,11 @@ fn rewrite(path: &Path, index: &Index) -> io::Result<(File, usize)> {
         .open(&tmp)?;
     let mut records = 0;
     for (id, until, entry) in index.live() {
-        out.write_all(&encode(&Record { id, until, entry })?)?;
+        out.write_all(&encode(&Written {
+            id: &id,
+            until,
+            entry: &entry,
+        })?)?;
         records += 1;
     }
     out.sync_all()?;
