@@ -61,6 +61,10 @@ pub struct ServeOpts {
     /// Flush the replay log to disk after every write (survives power loss; slower).
     #[arg(long)]
     pub replay_fsync: bool,
+    /// Most command IDs remembered at once (about 100 bytes each); a server past it
+    /// refuses requests until older IDs leave the freshness window [default: 1000000].
+    #[arg(long)]
+    pub max_remembered_ids: Option<usize>,
     /// Fleet name: servers sharing a Redis replay store under the same name share their
     /// memory of command IDs [default: default].
     #[arg(long)]

@@ -33,9 +33,6 @@ use crate::revoke::{Reason, Revocations};
 /// How long shutdown waits for open connections to finish their request.
 const DRAIN: Duration = Duration::from_secs(30);
 
-/// Most command IDs remembered at once (about 100 bytes each).
-const MAX_REMEMBERED_IDS: usize = 1_000_000;
-
 /// What every connection reads: fixed at start-up but for `settings`, which SIGHUP
 /// replaces as a whole, so each request sees one consistent snapshot.
 #[derive(Debug)]
@@ -117,7 +114,7 @@ impl Shared {
         let (spec, fsync) = (&config.replay_store, config.replay_fsync);
         let replay = Store::open(
             spec,
-            MAX_REMEMBERED_IDS,
+            config.max_remembered_ids,
             fsync,
             time::now(),
             metrics.store.clone(),

@@ -242,3 +242,29 @@ async fn a_grant_that_expires_on_an_open_connection_is_refused_from_the_next_req
         other => panic!("expected expired, got {other:?}"),
     }
 }
+
+#[test]
+fn a_server_holding_its_limit_of_ids_refuses_rather_than_forgets() {
+    // Forgetting a live ID would let its request be replayed: past the limit the
+    // server fails closed, and the IDs it holds are still refused as replays.
+    let env = TestEnv::new();
+    let cred = env.provision("alice", "operator", &[]);
+    let server = env.start(&["--max-remembered-ids", "2"]);
+    for _ in 0..2 {
+        assert_eq!(
+            env.cmdchan(&server, &cred, &["ping"]).status.code(),
+            Some(0)
+        );
+    }
+    let out = env.cmdchan(&server, &cred, &["--json", "ping"]);
+    assert_eq!(out.status.code(), Some(75), "{}", text(&out.stdout));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["error"]["code"], "store unavailable");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("limit of 2"),
+        "{v}"
+    );
+}
