@@ -70,24 +70,37 @@ impl Index {
             self.prune(now);
             self.next_prune = now.saturating_add(1);
         }
-        match self.slots.get(&id) {
+        // One lookup for the common case, a fresh ID: the table is large and its keys
+        // random, so each lookup is likely a cache miss.
+        let expired = match self.slots.get(&id) {
             Some(slot) if u64::from(slot.until) >= now => {
                 return Ok(Claim::Seen(self.entry(&id, *slot)))
             }
-            _ if self.slots.len() >= self.max => return Err(StoreError::Full { max: self.max }),
-            _ => {}
+            Some(_) => true,
+            None if self.slots.len() >= self.max => {
+                return Err(StoreError::Full { max: self.max })
+            }
+            None => false,
+        };
+        if expired {
+            self.drop_answer(&id);
         }
-        self.set(id, entry, until);
+        self.put(id, entry, until);
         Ok(Claim::Fresh)
     }
 
     /// Sets the entry for `id` (used for finishing, and when reading a log back).
     pub fn set(&mut self, id: CommandId, entry: &Entry, until: u64) {
+        self.drop_answer(&id);
+        self.put(id, entry, until);
+    }
+
+    /// Sets the entry for `id`, which holds no answer.
+    fn put(&mut self, id: CommandId, entry: &Entry, until: u64) {
         let (when, done, answer) = match &entry.state {
             State::Running { since } => (*since, false, None),
             State::Done { at, answer } => (*at, true, answer.as_deref()),
         };
-        self.drop_answer(&id);
         if let Some(encoded) = answer.and_then(|a| postcard::to_stdvec(a).ok()) {
             if self.answer_bytes + encoded.len() <= ANSWER_BUDGET {
                 self.answer_bytes += encoded.len();
