@@ -6,12 +6,13 @@
     reason = "in a test, a panic is the failure report"
 )]
 
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use cmdchan::Reply;
 use cmdchan_common::ident::PskIdentity;
 use cmdchan_common::keys::Psk;
-use cmdchan_tests::{closed_within, raw_tls, tcp_from, text, TestEnv};
+use cmdchan_tests::{closed_within, raw_tls, tcp_from, text, Server, TestEnv};
 
 const QUICK: Duration = Duration::from_millis(500);
 
@@ -180,17 +181,9 @@ fn a_client_over_its_rate_is_refused_with_a_retry_after() {
     let env = TestEnv::new();
     let cred = env.provision("alice", "operator", &[]);
     let server = env.start(&["--rate", "0.5", "--burst", "2"]);
-    for _ in 0..2 {
-        assert_eq!(
-            env.cmdchan(&server, &cred, &["ping"]).status.code(),
-            Some(0)
-        );
-    }
-    let out = env.cmdchan(&server, &cred, &["--json", "ping"]);
-    assert_eq!(out.status.code(), Some(75), "{}", text(&out.stdout));
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(v["error"]["code"], "rate limited");
-    let wait = v["error"]["retry_after_ms"].as_u64().unwrap();
+    let error = third_ping_refused(&env, &server, &cred);
+    assert_eq!(error["code"], "rate limited");
+    let wait = error["retry_after_ms"].as_u64().unwrap();
     assert!(wait > 0 && wait <= 2000, "{wait}");
     let other = env.provision("bob", "operator", &[]);
     assert_eq!(
@@ -246,25 +239,23 @@ async fn a_grant_that_expires_on_an_open_connection_is_refused_from_the_next_req
 #[test]
 fn a_server_holding_its_limit_of_ids_refuses_rather_than_forgets() {
     // Forgetting a live ID would let its request be replayed: past the limit the
-    // server fails closed, and the IDs it holds are still refused as replays.
+    // server fails closed instead.
     let env = TestEnv::new();
     let cred = env.provision("alice", "operator", &[]);
     let server = env.start(&["--max-remembered-ids", "2"]);
+    let error = third_ping_refused(&env, &server, &cred);
+    assert_eq!(error["code"], "store unavailable");
+    let message = error["message"].as_str().unwrap();
+    assert!(message.contains("limit of 2"), "{message}");
+}
+
+/// Two pings pass, the third is refused (exit 75); returns its JSON error.
+fn third_ping_refused(env: &TestEnv, server: &Server, cred: &Path) -> serde_json::Value {
     for _ in 0..2 {
-        assert_eq!(
-            env.cmdchan(&server, &cred, &["ping"]).status.code(),
-            Some(0)
-        );
+        assert_eq!(env.cmdchan(server, cred, &["ping"]).status.code(), Some(0));
     }
-    let out = env.cmdchan(&server, &cred, &["--json", "ping"]);
+    let out = env.cmdchan(server, cred, &["--json", "ping"]);
     assert_eq!(out.status.code(), Some(75), "{}", text(&out.stdout));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(v["error"]["code"], "store unavailable");
-    assert!(
-        v["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("limit of 2"),
-        "{v}"
-    );
+    v["error"].clone()
 }

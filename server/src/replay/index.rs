@@ -77,9 +77,7 @@ impl Index {
                 return Ok(Claim::Seen(self.entry(&id, *slot)))
             }
             Some(_) => true,
-            None if self.slots.len() >= self.max => {
-                return Err(StoreError::Full { max: self.max })
-            }
+            None if self.slots.len() >= self.max => return Err(StoreError::Full { max: self.max }),
             None => false,
         };
         if expired {
