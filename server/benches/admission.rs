@@ -102,6 +102,17 @@ fn admission(c: &mut Criterion) {
     c.bench_function("pure checks (counter to policy)", |b| {
         b.iter(|| admit::check(&req, 1, &key, &rules, req.issued_at).is_ok())
     });
+    let proven = (req.grant.clone(), req.tag);
+    c.bench_function(
+        "pure checks, grant and tag proven earlier on the connection",
+        |b| {
+            b.iter(|| {
+                let mut rules = Rules { ..rules };
+                rules.tag_proven = admit::proven(Some(&proven), &req);
+                admit::check(&req, 1, &key, &rules, req.issued_at).is_ok()
+            })
+        },
+    );
 
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
