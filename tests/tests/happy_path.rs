@@ -126,6 +126,31 @@ fn dev_mode_makes_key_and_credential_and_serves_them() {
 }
 
 #[tokio::test]
+async fn a_connection_busy_for_longer_than_the_idle_timeout_stays_open() {
+    // The idle timer is checked against the last wait, not reset per request.
+    let env = TestEnv::new();
+    let cred = env.provision("alice", "operator", &[]);
+    let server = env.start(&["--idle-timeout", "1s"]);
+    let mut client = server.client(&cred).await;
+    for _ in 0..8 {
+        assert_eq!(
+            client.call("ping", &[]).await.unwrap(),
+            cmdchan::Reply::Pong
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    }
+    assert!(
+        server.log_lines("idle timeout").is_empty(),
+        "closed while busy:\n{}",
+        server.log()
+    );
+    assert!(
+        server.wait_for_log("idle timeout; closing"),
+        "and idle, it closes"
+    );
+}
+
+#[tokio::test]
 async fn a_connection_idle_past_the_idle_timeout_is_closed() {
     let env = TestEnv::new();
     let cred = env.provision("alice", "operator", &[]);
