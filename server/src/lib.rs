@@ -75,6 +75,9 @@ fn reload(shared: &Shared, running: &Config, opts: Option<&ServeOpts>) {
         if config.limits.max_executions != running.limits.max_executions {
             warn!("a max_executions change needs a restart; it is not applied");
         }
+        if config.max_remembered_ids != running.max_remembered_ids {
+            warn!("a max_remembered_ids change needs a restart; it is not applied");
+        }
         Settings::load(&config)
     });
     match settings.map(|s| shared.replace(s)) {
