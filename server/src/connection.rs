@@ -16,7 +16,7 @@ use tokio::net::TcpStream;
 use tokio::time::error::Elapsed;
 use tokio::time::{timeout, Sleep};
 use tokio_openssl::SslStream;
-use tokio_util::codec::{Framed, FramedParts};
+use tokio_util::codec::Framed;
 use tracing::{debug, error, info, warn};
 
 use cmdchan_common::frame::{FrameError, MsgCodec};
@@ -60,11 +60,11 @@ pub async fn serve(tcp: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
     let settings = shared.settings();
     // Frame buffers start small and grow for large frames only: most requests and
     // answers are under 200 bytes, and 1,000 idle connections should not hold 16 MiB.
-    // (From parts: `Framed::new` would allocate an 8 KiB write buffer only to drop it.)
-    let mut parts = FramedParts::new::<&Response>(stream, MsgCodec::new(settings.limits.max_frame));
-    parts.read_buf = BytesMut::with_capacity(FRAME_BUFFER);
-    parts.write_buf = BytesMut::with_capacity(FRAME_BUFFER);
-    let io = Framed::from_parts(parts);
+    let codec = MsgCodec::new(settings.limits.max_frame);
+    // Not `Framed::from_parts`: it grows both buffers to 8 KiB (32 KiB per idle
+    // connection instead of 20, measured).
+    let mut io = Framed::with_capacity(stream, codec, FRAME_BUFFER);
+    *io.write_buffer_mut() = BytesMut::with_capacity(FRAME_BUFFER);
     let mut conn = Connection {
         io,
         pending: None,
