@@ -314,7 +314,7 @@ impl<'a> Checked<'a> {
         let state = match a.action {
             Action::Builtin(b) => {
                 let reply = cmd::run(b, &a, policy);
-                let answer = crate::replay::keep(&[Body::Ok(reply.clone())]);
+                let answer = crate::replay::keep(vec![Body::Ok(reply.clone())]);
                 a.reply = Some(reply);
                 State::Done { at: now, answer }
             }

@@ -396,7 +396,7 @@ impl Connection {
     ) {
         let answer = kept.and_then(|mut bodies| {
             bodies.push(last.clone());
-            replay::keep(&bodies)
+            replay::keep(bodies)
         });
         let entry = Entry {
             client: self.key.name.to_string(),

@@ -241,17 +241,35 @@ impl Store {
     }
 }
 
-/// The answer to keep for retries, if it is small enough.
-pub fn keep(answer: &[Body]) -> Option<Vec<Body>> {
-    let size = postcard::to_stdvec(answer)
-        .map(|b| b.len())
-        .unwrap_or(usize::MAX);
-    (size <= OUTCOME_CAP).then(|| answer.to_vec())
+/// The answer to keep for retries, if it is small enough (measured without encoding it).
+pub fn keep(answer: Vec<Body>) -> Option<Vec<Body>> {
+    let size = postcard::experimental::serialized_size(&answer).unwrap_or(usize::MAX);
+    (size <= OUTCOME_CAP).then_some(answer)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use cmdchan_common::protocol::{Output, Reply, Stream};
+
+    #[test]
+    fn an_answer_is_kept_up_to_the_cap_as_encoded() {
+        let output = |n| {
+            Body::Output(Output {
+                stream: Stream::Stdout,
+                data: vec![b'x'; n],
+            })
+        };
+        let small = vec![output(10), Body::Ok(Reply::Pong)];
+        let encoded = postcard::to_stdvec(&small).expect("encodes").len();
+        assert_eq!(
+            postcard::experimental::serialized_size(&small).expect("sized"),
+            encoded,
+            "the cap is on the encoded size"
+        );
+        assert_eq!(keep(small.clone()), Some(small));
+        assert_eq!(keep(vec![output(OUTCOME_CAP)]), None, "over the cap");
+    }
 
     #[test]
     fn specs_parse_and_redis_passwords_stay_out_of_debug() {
