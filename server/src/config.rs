@@ -17,10 +17,6 @@ use crate::replay::StoreSpec;
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7433";
 
-/// Default for `max_remembered_ids`: about 100 MB of memory, and with the default 60 s
-/// window about 16,000 requests a second sustained.
-pub const DEFAULT_MAX_REMEMBERED_IDS: usize = 1_000_000;
-
 /// Everything `serve` needs, validated.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -35,9 +31,6 @@ pub struct Config {
     pub replay_store: StoreSpec,
     /// Flush the replay log to disk after every write.
     pub replay_fsync: bool,
-    /// Most command IDs the replay store holds at once; beyond it requests are refused
-    /// (`store unavailable`) until older IDs leave the window.
-    pub max_remembered_ids: usize,
     pub server_id: Ident,
     pub log_format: LogFormat,
     pub limits: Limits,
@@ -57,6 +50,9 @@ pub struct Limits {
     pub max_connections: usize,
     /// Most policy programs running at once, across all clients.
     pub max_executions: usize,
+    /// Most command IDs the replay store holds at once; beyond it requests are refused
+    /// (`store unavailable`) until older IDs leave the window.
+    pub max_remembered_ids: usize,
     /// Most connections open at once from one source address.
     pub max_connections_per_source: usize,
     /// Source networks that may connect; empty: any.
@@ -79,6 +75,8 @@ impl Default for Limits {
             idle_timeout: Duration::from_secs(300),
             max_connections: 1024,
             max_executions: 32,
+            // About 100 MB; with the 60 s window, about 16,000 requests a second.
+            max_remembered_ids: 1_000_000,
             max_connections_per_source: 64,
             allow: Vec::new(),
             penalty_after: 5,
@@ -154,6 +152,10 @@ impl Config {
                 .max_executions
                 .or(file.max_executions)
                 .unwrap_or(base.max_executions),
+            max_remembered_ids: opts
+                .max_remembered_ids
+                .or(file.max_remembered_ids)
+                .unwrap_or(base.max_remembered_ids),
             max_connections_per_source: opts
                 .max_connections_per_source
                 .or(file.max_connections_per_source)
@@ -173,13 +175,6 @@ impl Config {
             burst: opts.burst.or(file.burst).unwrap_or(base.burst),
         };
         check_limits(&limits)?;
-        let max_remembered_ids = opts
-            .max_remembered_ids
-            .or(file.max_remembered_ids)
-            .unwrap_or(DEFAULT_MAX_REMEMBERED_IDS);
-        if max_remembered_ids == 0 {
-            bail!("max_remembered_ids must be above zero");
-        }
         let Some(master) = opts.master.or(file.master) else {
             bail!("no master key given: pass --master PATH or set `master` in the config file")
         };
@@ -205,7 +200,6 @@ impl Config {
                 None => StoreSpec::default_file(),
             },
             replay_fsync: opts.replay_fsync || file.replay_fsync.unwrap_or(false),
-            max_remembered_ids,
             server_id,
             log_format: opts.log_format.or(file.log_format).unwrap_or_default(),
             limits,
@@ -247,8 +241,14 @@ fn check_limits(l: &Limits) -> anyhow::Result<()> {
             l.max_frame
         );
     }
-    if l.max_connections == 0 || l.max_executions == 0 || l.max_connections_per_source == 0 {
-        bail!("max_connections, max_connections_per_source and max_executions must be at least 1");
+    let counts = [
+        l.max_connections,
+        l.max_connections_per_source,
+        l.max_executions,
+        l.max_remembered_ids,
+    ];
+    if counts.contains(&0) {
+        bail!("max_connections, max_connections_per_source, max_executions and max_remembered_ids must be at least 1");
     }
     if !(l.rate > 0.0 && l.burst >= 1.0) {
         bail!("rate must be above 0 and burst at least 1");

@@ -46,7 +46,6 @@ pub fn prepare(opts: &DevOpts) -> anyhow::Result<Config> {
         metrics: None,
         replay_store: StoreSpec::File(opts.dir.join("seen.log")),
         replay_fsync: false,
-        max_remembered_ids: crate::config::DEFAULT_MAX_REMEMBERED_IDS,
         server_id: id,
         log_format: LogFormat::Text,
         limits: Limits::default(),

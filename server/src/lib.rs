@@ -72,11 +72,9 @@ fn reload(shared: &Shared, running: &Config, opts: Option<&ServeOpts>) {
         if fixed != (&running.listen, &running.master, &running.server_id, &running.audit_log) {
             warn!("listen, master, server_id and audit_log changes need a restart; they are not applied");
         }
-        if config.limits.max_executions != running.limits.max_executions {
-            warn!("a max_executions change needs a restart; it is not applied");
-        }
-        if config.max_remembered_ids != running.max_remembered_ids {
-            warn!("a max_remembered_ids change needs a restart; it is not applied");
+        let (new, old) = (&config.limits, &running.limits);
+        if (new.max_executions, new.max_remembered_ids) != (old.max_executions, old.max_remembered_ids) {
+            warn!("max_executions and max_remembered_ids changes need a restart; they are not applied");
         }
         Settings::load(&config)
     });

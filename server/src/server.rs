@@ -114,7 +114,7 @@ impl Shared {
         let (spec, fsync) = (&config.replay_store, config.replay_fsync);
         let replay = Store::open(
             spec,
-            config.max_remembered_ids,
+            config.limits.max_remembered_ids,
             fsync,
             time::now(),
             metrics.store.clone(),

@@ -70,8 +70,9 @@ impl Index {
             self.prune(now);
             self.next_prune = now.saturating_add(1);
         }
-        // One lookup for the common case, a fresh ID: the table is large and its keys
-        // random, so each lookup is likely a cache miss.
+        // A fresh ID (the common case) has no old answer to drop, so that lookup is
+        // skipped: the tables are large and their keys random, so each lookup is likely
+        // a cache miss.
         let expired = match self.slots.get(&id) {
             Some(slot) if u64::from(slot.until) >= now => {
                 return Ok(Claim::Seen(self.entry(&id, *slot)))
