@@ -14,7 +14,7 @@
 
 use std::fs::File;
 use std::io::{self, Write};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -34,10 +34,14 @@ pub struct Batched {
 /// Lock order: `state`, then `file`. A batch is taken from the queue and the file is
 /// locked before `state` is let go, so batches reach the file in queue order; the write
 /// itself runs without `state`, so callers queueing meanwhile never wait for the disk.
+///
+/// The writer thread sleeps in `thread::park` when the queue is empty, and a caller that
+/// queues the first bytes unparks it after letting go of `state`. Unlike a condition
+/// variable's notify, an unpark of a thread that is not parked makes no syscall: under
+/// load the writer is never parked, and no caller holds `state` across a wake-up.
 #[derive(Debug)]
 struct Shared {
     state: Mutex<State>,
-    queued: Condvar,
     file: Mutex<Output>,
 }
 
@@ -64,7 +68,6 @@ impl Batched {
                 failed: None,
                 stop: false,
             }),
-            queued: Condvar::new(),
             file: Mutex::new(Output { file, fsync }),
         });
         let writer = {
@@ -86,11 +89,19 @@ impl Batched {
         if let Some(e) = state.failed.take() {
             return Err(e);
         }
-        if state.queue.is_empty() {
-            self.shared.queued.notify_one();
-        }
+        let first = state.queue.is_empty();
         state.queue.extend_from_slice(bytes);
+        drop(state);
+        if first {
+            self.wake_writer();
+        }
         Ok(())
+    }
+
+    fn wake_writer(&self) {
+        if let Some(writer) = &self.writer {
+            writer.thread().unpark();
+        }
     }
 
     /// Writes the queue and then `bytes` before returning.
@@ -122,7 +133,7 @@ impl Drop for Batched {
     /// Writes what is queued; a clean stop loses nothing.
     fn drop(&mut self) {
         self.shared.lock().stop = true;
-        self.shared.queued.notify_one();
+        self.wake_writer();
         if let Some(writer) = self.writer.take() {
             let _ = writer.join();
         }
@@ -149,8 +160,12 @@ impl Shared {
     fn write_queued(&self) {
         loop {
             let mut state = self.lock();
-            while state.queue.is_empty() && !state.stop {
-                state = self.queued.wait(state).unwrap_or_else(|p| p.into_inner());
+            if state.queue.is_empty() && !state.stop {
+                // An unpark between here and `park` is not lost: `park` then returns
+                // at once.
+                drop(state);
+                std::thread::park();
+                continue;
             }
             let stop = state.stop;
             if !stop {

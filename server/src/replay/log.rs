@@ -98,14 +98,11 @@ impl LogStore {
         now: u64,
         durable: bool,
     ) -> Result<Claim, StoreError> {
+        // Encoded before the lock, which every connection shares; wasted only on a retry.
+        let record = encode(&id, until, entry).map_err(|e| self.unavailable(e))?;
         let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         let claim = inner.index.claim(id, entry, until, now)?;
         if claim == Claim::Fresh {
-            let record = Written {
-                id: &id,
-                until,
-                entry,
-            };
             if let Err(e) = self.append(&mut inner, &record, durable) {
                 // Not on disk, so not claimed: the request is refused and may be retried.
                 inner.index.remove(&id);
@@ -117,13 +114,9 @@ impl LogStore {
     }
 
     pub fn finish(&self, id: CommandId, entry: &Entry, until: u64) -> Result<(), StoreError> {
+        let record = encode(&id, until, entry).map_err(|e| self.unavailable(e))?;
         let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         inner.index.set(id, entry, until);
-        let record = Written {
-            id: &id,
-            until,
-            entry,
-        };
         self.append(&mut inner, &record, false)
             .map_err(|e| self.unavailable(e))
     }
@@ -136,11 +129,11 @@ impl LogStore {
             .len()
     }
 
-    fn append(&self, inner: &mut Inner, record: &Written<'_>, durable: bool) -> io::Result<()> {
-        let bytes = encode(record)?;
+    /// Appends an encoded record; under `inner`'s lock, so the file's order is the index's.
+    fn append(&self, inner: &mut Inner, record: &[u8], durable: bool) -> io::Result<()> {
         match durable {
-            true => self.out.append_now(&bytes)?,
-            false => self.out.append(&bytes)?,
+            true => self.out.append_now(record)?,
+            false => self.out.append(record)?,
         }
         inner.records += 1;
         Ok(())
@@ -181,8 +174,9 @@ fn lock(path: &Path) -> io::Result<Flock<File>> {
     })
 }
 
-fn encode(record: &Written<'_>) -> io::Result<Vec<u8>> {
-    let body = postcard::to_stdvec(record).map_err(io::Error::other)?;
+fn encode(id: &CommandId, until: u64, entry: &Entry) -> io::Result<Vec<u8>> {
+    let record = Written { id, until, entry };
+    let body = postcard::to_stdvec(&record).map_err(io::Error::other)?;
     let len = u32::try_from(body.len()).map_err(io::Error::other)?;
     let mut out = Vec::with_capacity(8 + body.len());
     out.extend_from_slice(&len.to_be_bytes());
@@ -236,11 +230,7 @@ fn rewrite(path: &Path, index: &Index) -> io::Result<(File, usize)> {
         .open(&tmp)?;
     let mut records = 0;
     for (id, until, entry) in index.live() {
-        out.write_all(&encode(&Written {
-            id: &id,
-            until,
-            entry: &entry,
-        })?)?;
+        out.write_all(&encode(&id, until, &entry)?)?;
         records += 1;
     }
     out.sync_all()?;
