@@ -35,10 +35,11 @@ pub struct Batched {
 /// locked before `state` is let go, so batches reach the file in queue order; the write
 /// itself runs without `state`, so callers queueing meanwhile never wait for the disk.
 ///
-/// The writer thread sleeps in `thread::park` when the queue is empty, and a caller that
-/// queues the first bytes unparks it after letting go of `state`. Unlike a condition
-/// variable's notify, an unpark of a thread that is not parked makes no syscall: under
-/// load the writer is never parked, and no caller holds `state` across a wake-up.
+/// The writer thread sleeps in `thread::park` when nothing was queued for a while, and
+/// a caller that queues into an empty queue unparks it after letting go of `state`.
+/// Unlike a condition variable's notify, an unpark of a thread that is not parked makes
+/// no syscall: under load the writer is never parked, and no caller holds `state` across
+/// a wake-up.
 #[derive(Debug)]
 struct Shared {
     state: Mutex<State>,
@@ -155,11 +156,15 @@ impl Shared {
         (batch, out)
     }
 
-    /// The writer thread: waits for a first queued record, lets others join it for
-    /// [`DELAY`], writes them all; until the owner is dropped.
+    /// The writer thread: parks until a first record is queued, then writes what was
+    /// queued once every [`DELAY`] until a [`DELAY`] passes with nothing queued; until
+    /// the owner is dropped.
+    ///
+    /// It parks only after a quiet [`DELAY`], not after each write: under steady load
+    /// it wakes once per batch from its sleep, and callers never have to wake it.
     fn write_queued(&self) {
         loop {
-            let mut state = self.lock();
+            let state = self.lock();
             if state.queue.is_empty() && !state.stop {
                 // An unpark between here and `park` is not lost: `park` then returns
                 // at once.
@@ -167,11 +172,23 @@ impl Shared {
                 std::thread::park();
                 continue;
             }
+            drop(state);
+            if self.write_while_busy() {
+                return;
+            }
+        }
+    }
+
+    /// Sleeps [`DELAY`] and writes what was queued meanwhile, again and again; false
+    /// after a quiet [`DELAY`], true once the owner stopped and the last batch is
+    /// written.
+    fn write_while_busy(&self) -> bool {
+        loop {
+            std::thread::sleep(DELAY);
+            let state = self.lock();
             let stop = state.stop;
-            if !stop {
-                drop(state);
-                std::thread::sleep(DELAY);
-                state = self.lock();
+            if state.queue.is_empty() && !stop {
+                return false;
             }
             let (batch, mut out) = self.take(state);
             if let Err(e) = out.write(&batch) {
@@ -179,7 +196,7 @@ impl Shared {
                 self.lock().failed = Some(e);
             }
             if stop {
-                return;
+                return true;
             }
         }
     }

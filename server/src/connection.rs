@@ -31,6 +31,7 @@ use crate::admit::{self, Action, Admission, Admitted};
 use crate::audit;
 use crate::cmd;
 use crate::exec::{self, Event};
+use crate::metrics::Tally;
 use crate::notice::{Listener, Notice};
 use crate::policy::{Invocation, Program};
 use crate::replay::{self, Entry, State};
@@ -74,6 +75,7 @@ pub async fn serve(tcp: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
         proven: None,
         settings,
         notices: shared.notices.listen(),
+        tally: Tally::default(),
         quiet_since: Instant::now(),
         idle: Box::pin(tokio::time::sleep(RELEASE_AFTER)),
     };
@@ -170,6 +172,7 @@ struct Connection {
     /// The settings this connection works under, taken again on a reload notice.
     settings: Arc<Settings>,
     notices: Listener,
+    tally: Tally,
     /// When the connection last began to wait for a request.
     quiet_since: Instant,
     /// One timer for the connection. It is moved on only when it fires, never per
@@ -321,14 +324,15 @@ impl Connection {
         let mut cmd = match admission {
             Ok(Admission::Admitted(cmd)) => cmd,
             Ok(Admission::Retry(entry)) => {
-                shared.metrics.count_request("", "retry", started.elapsed());
+                self.tally
+                    .count(&shared.metrics, "", "retry", started.elapsed());
                 return self.answer_retry(&req, entry, shared).await;
             }
             Err(refusal) => {
                 // The command label stays empty: a refused request's name is the peer's.
-                shared
-                    .metrics
-                    .count_request("", refusal.code().name(), started.elapsed());
+                let outcome = refusal.code().name();
+                self.tally
+                    .count(&shared.metrics, "", outcome, started.elapsed());
                 shared
                     .audit
                     .refused(&self.key, self.peer, &req, &refusal, started.elapsed());
@@ -351,9 +355,8 @@ impl Connection {
             .audit
             .admitted(&cmd, &key, self.peer, &body, started.elapsed());
         let (outcome, _, _) = audit::outcome(&body);
-        shared
-            .metrics
-            .count_request(cmd.command(), outcome, started.elapsed());
+        self.tally
+            .count(&shared.metrics, cmd.command(), outcome, started.elapsed());
         self.send(&req, body).await
     }
 
