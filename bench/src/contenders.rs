@@ -28,17 +28,29 @@ const USER_HZ: f64 = 100.0;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Kind {
     Cmdchan,
+    /// cmdchan-server without what each request costs beyond admission: no audit file
+    /// (and its log lines off), the memory replay store. Not a target, a yardstick: the
+    /// gap between it and `Cmdchan` is the price of the audit trail and the durable
+    /// replay log, the gap between it and `Ceiling` that of the protocol itself.
+    Lean,
     Ceiling,
     Stunnel,
     SServer,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 4] = [Kind::Cmdchan, Kind::Ceiling, Kind::Stunnel, Kind::SServer];
+    pub const ALL: [Kind; 5] = [
+        Kind::Cmdchan,
+        Kind::Lean,
+        Kind::Ceiling,
+        Kind::Stunnel,
+        Kind::SServer,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
             Kind::Cmdchan => "cmdchan",
+            Kind::Lean => "cmdchan-lean",
             Kind::Ceiling => "ceiling",
             Kind::Stunnel => "stunnel4",
             Kind::SServer => "s_server",
@@ -47,7 +59,7 @@ impl Kind {
 
     pub fn speaks(self) -> Speak {
         match self {
-            Kind::Cmdchan => Speak::Cmdchan,
+            Kind::Cmdchan | Kind::Lean => Speak::Cmdchan,
             _ => Speak::Echo,
         }
     }
@@ -55,6 +67,11 @@ impl Kind {
     /// openssl s_server serves one connection at a time: a handshake reference only.
     pub fn handshakes_only(self) -> bool {
         self == Kind::SServer
+    }
+
+    /// The lean cmdchan differs from the full one only per request.
+    pub fn round_trips_only(self) -> bool {
+        self == Kind::Lean
     }
 }
 
@@ -191,27 +208,34 @@ impl Running {
             .tempdir_in(keys.dir.path())?;
         let mut procs = Vec::new();
         let addr = match kind {
-            Kind::Cmdchan => {
+            Kind::Cmdchan | Kind::Lean => {
                 let mut cmd = Command::new(&tools.server);
                 cmd.arg("serve")
                     .arg("--master")
                     .arg(&keys.master)
                     .args(["--listen", "127.0.0.1:0", "--server-id", NAME])
-                    .arg("--audit-log")
-                    .arg(dir.path().join("audit.log"))
-                    .arg("--replay-store")
-                    .arg(format!("file:{}", dir.path().join("seen.log").display()))
-                    // The bench's one client makes far more than the default 50 requests
-                    // a second, over up to 1,000 connections from one address.
-                    .args(["--rate", "10000000", "--burst", "10000000"])
+                    .env_remove("RUST_LOG");
+                match kind {
+                    Kind::Lean => cmd
+                        .args(["--replay-store", "memory"])
+                        // Without a file, each admitted request is a log line.
+                        .env("RUST_LOG", "info,cmdchan::audit=warn"),
+                    _ => cmd
+                        .arg("--audit-log")
+                        .arg(dir.path().join("audit.log"))
+                        .arg("--replay-store")
+                        .arg(format!("file:{}", dir.path().join("seen.log").display())),
+                };
+                // The bench's one client makes far more than the default 50 requests
+                // a second, over up to 1,000 connections from one address.
+                cmd.args(["--rate", "10000000", "--burst", "10000000"])
                     .args(["--max-connections", "4096"])
                     .args(["--max-connections-per-source", "4096"])
                     // The server remembers up to 1,000,000 live command IDs, each for its
                     // freshness window: at the bench's rates a 60 s window fills that in
                     // seconds (the server then refuses, failing closed). A user at these
                     // rates shortens the window the same way.
-                    .args(["--freshness-window", "5s"])
-                    .env_remove("RUST_LOG");
+                    .args(["--freshness-window", "5s"]);
                 spawn_listening(cmd, &dir.path().join("server.log"), &mut procs)?
             }
             Kind::Ceiling => {

@@ -183,29 +183,38 @@ impl<'a> Report<'a> {
             "Median of {runs} runs (min–max); the bench took {:.0} s. Ratios are of medians.\n",
             self.took.as_secs_f64()
         );
+        let names: Vec<&str> = Kind::ALL.iter().map(|k| k.name()).collect();
         let _ = writeln!(
             out,
-            "| figure | cmdchan | ceiling | stunnel4 | s_server | cmdchan ÷ ceiling | cmdchan ÷ stunnel4 |"
+            "| figure | {} | cmdchan ÷ ceiling | cmdchan ÷ stunnel4 | cmdchan-lean ÷ ceiling |",
+            names.join(" | ")
         );
-        let _ = writeln!(out, "|---|--:|--:|--:|--:|--:|--:|");
+        let _ = writeln!(out, "|---|{}--:|--:|--:|", "--:|".repeat(names.len()));
         for row in rows() {
             let cells: Vec<String> = Kind::ALL
                 .iter()
                 .map(|&k| self.cell(row.measure, k, row.metric))
                 .collect();
-            let ratio = |b| {
-                self.ratio(row.measure, Kind::Cmdchan, b, row.metric)
+            let ratio = |a, b| {
+                self.ratio(row.measure, a, b, row.metric)
                     .map_or("".into(), |r| format!("{r:.2}×"))
             };
             let _ = writeln!(
                 out,
-                "| {} | {} | {} | {} |",
+                "| {} | {} | {} | {} | {} |",
                 row.label,
                 cells.join(" | "),
-                ratio(Kind::Ceiling),
-                ratio(Kind::Stunnel)
+                ratio(Kind::Cmdchan, Kind::Ceiling),
+                ratio(Kind::Cmdchan, Kind::Stunnel),
+                ratio(Kind::Lean, Kind::Ceiling)
             );
         }
+        let _ = writeln!(
+            out,
+            "\ncmdchan-lean is cmdchan-server with no audit file and the memory replay store: \
+             not a contender, but a yardstick of what the audit trail and the durable replay \
+             log cost per request."
+        );
         let _ = writeln!(out, "\nTargets:\n");
         for v in &self.verdicts {
             let value = v.value.map_or("not measured".into(), |x| format!("{x:.2}"));

@@ -64,7 +64,11 @@ impl Measure {
     ];
 
     fn applies_to(self, kind: Kind) -> bool {
-        matches!(self, Measure::Handshake(_)) || !kind.handshakes_only()
+        match self {
+            Measure::Handshake(_) => !kind.round_trips_only(),
+            Measure::RoundTrip { .. } => !kind.handshakes_only(),
+            Measure::Idle => !kind.handshakes_only() && !kind.round_trips_only(),
+        }
     }
 }
 
