@@ -149,6 +149,35 @@ fn admission(c: &mut Criterion) {
         });
     }
 
+    // A store at its limit refuses fresh IDs (fails closed); the refusal must stay as
+    // cheap as a claim, not cost a scan of every ID it holds.
+    const FULL: usize = 100_000;
+    let full = rt
+        .block_on(Store::open(
+            &StoreSpec::Memory,
+            FULL,
+            false,
+            0,
+            Default::default(),
+        ))
+        .expect("store");
+    let mut n = 0u128;
+    for _ in 0..FULL {
+        let id = next_id(&mut n);
+        rt.block_on(full.claim(id, &entry, u64::MAX / 2, 1, false))
+            .expect("fill");
+    }
+    c.bench_function(
+        &format!("refuse a command ID, the store full ({FULL} IDs)"),
+        |b| {
+            b.iter(|| {
+                let id = next_id(&mut n);
+                let refused = rt.block_on(full.claim(id, &entry, u64::MAX / 2, 1, false));
+                assert!(refused.is_err());
+            })
+        },
+    );
+
     let message = [7u8; 64];
     c.bench_function("floor: HMAC-SHA256 of 64 bytes", |b| {
         b.iter(|| {

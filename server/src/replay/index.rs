@@ -66,7 +66,10 @@ impl Index {
         until: u64,
         now: u64,
     ) -> Result<Claim, StoreError> {
-        if now >= self.next_prune || self.slots.len() >= self.max {
+        // At most once a second, full or not: a full table pruned on every claim made
+        // each refusal a scan of every ID held, under the store's lock (195 µs at
+        // 100,000 IDs in the admission bench, milliseconds at the default 1,000,000).
+        if now >= self.next_prune {
             self.prune(now);
             self.next_prune = now.saturating_add(1);
         }
