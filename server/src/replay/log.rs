@@ -98,7 +98,8 @@ impl LogStore {
         now: u64,
         durable: bool,
     ) -> Result<Claim, StoreError> {
-        // Encoded before the lock, which every connection shares; wasted only on a retry.
+        // Encoded before the lock, which every connection shares; wasted only when the ID
+        // was seen before.
         let record = encode(&id, until, entry).map_err(|e| self.unavailable(e))?;
         let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         let claim = inner.index.claim(id, entry, until, now)?;
