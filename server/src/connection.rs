@@ -28,7 +28,7 @@ use cmdchan_common::time::{self, rfc3339};
 use cmdchan_common::tls::{self, Offered};
 
 use crate::admit::{self, Action, Admission, Admitted};
-use crate::audit;
+use crate::audit::{self, Peer};
 use crate::cmd;
 use crate::exec::{self, Event};
 use crate::metrics::Tally;
@@ -70,7 +70,7 @@ pub async fn serve(tcp: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
         io,
         pending: None,
         key: Arc::new(key),
-        peer,
+        peer: Peer::new(peer),
         next_counter: 1,
         proven: None,
         settings,
@@ -165,7 +165,7 @@ struct Connection {
     pending: Option<Request>,
     /// Shared with each request's admission, which borrows it while `self` is busy.
     key: Arc<PskIdentity>,
-    peer: SocketAddr,
+    peer: Peer,
     next_counter: u64,
     /// The last grant and tag this connection proved (see `Rules::tag_proven`).
     proven: Option<Box<(Grant, [u8; 32])>>,
@@ -335,7 +335,7 @@ impl Connection {
                     .count(&shared.metrics, "", outcome, started.elapsed());
                 shared
                     .audit
-                    .refused(&self.key, self.peer, &req, &refusal, started.elapsed());
+                    .refused(&self.key, &self.peer, &req, &refusal, started.elapsed());
                 let failure = refusal.failure();
                 return self.send(&req, Body::Err(failure)).await && !refusal.closes_connection();
             }
@@ -353,7 +353,7 @@ impl Connection {
         };
         shared
             .audit
-            .admitted(&cmd, &key, self.peer, &body, started.elapsed());
+            .admitted(&cmd, &key, &self.peer, &body, started.elapsed());
         let (outcome, _, _) = audit::outcome(&body);
         self.tally
             .count(&shared.metrics, cmd.command(), outcome, started.elapsed());
@@ -370,7 +370,7 @@ impl Connection {
         shared: &Shared,
     ) -> Body {
         let mut kept = Some(Vec::new());
-        let body = match shared.audit.started(cmd, &self.key, self.peer, invocation) {
+        let body = match shared.audit.started(cmd, &self.key, &self.peer, invocation) {
             Ok(()) => {
                 // Earlier answers go out now, not after the program.
                 self.flush().await;
@@ -420,7 +420,7 @@ impl Connection {
     /// Answers a client that sent a command ID again: with the kept answer, or says the
     /// command is still running or ran with an answer too large to keep.
     async fn answer_retry(&mut self, req: &Request, entry: Entry, shared: &Shared) -> bool {
-        shared.audit.retried(&self.key, self.peer, req, &entry);
+        shared.audit.retried(&self.key, &self.peer, req, &entry);
         let failure = |code, message| vec![Body::Err(Failure::new(code, message))];
         let bodies = match entry.state {
             State::Done {

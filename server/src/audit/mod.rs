@@ -9,12 +9,13 @@
 //! recorded only as a SHA-256 digest.
 
 pub mod chain;
+mod stamp;
 pub mod verify;
 
 use std::io;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use std::borrow::Cow;
 
@@ -31,6 +32,7 @@ use crate::policy::Invocation;
 use crate::replay::{Entry, State};
 
 use self::chain::Chain;
+use self::stamp::Stamp;
 
 const TARGET: &str = "cmdchan::audit";
 
@@ -57,7 +59,7 @@ impl Audit {
         &self,
         cmd: &Admitted<'_>,
         key: &PskIdentity,
-        peer: SocketAddr,
+        peer: &Peer,
         inv: &Invocation,
     ) -> io::Result<()> {
         let Some(file) = &self.file else {
@@ -72,7 +74,7 @@ impl Audit {
         &self,
         cmd: &Admitted<'_>,
         key: &PskIdentity,
-        peer: SocketAddr,
+        peer: &Peer,
         body: &Body,
         took: Duration,
     ) {
@@ -115,7 +117,7 @@ impl Audit {
     pub fn refused(
         &self,
         key: &PskIdentity,
-        peer: SocketAddr,
+        peer: &Peer,
         req: &Request,
         refusal: &Refusal,
         took: Duration,
@@ -148,7 +150,7 @@ impl Audit {
     }
 
     /// A client sent a command ID it used before: answered from the store, nothing ran.
-    pub fn retried(&self, key: &PskIdentity, peer: SocketAddr, req: &Request, entry: &Entry) {
+    pub fn retried(&self, key: &PskIdentity, peer: &Peer, req: &Request, entry: &Entry) {
         let outcome = match entry.state {
             State::Running { .. } => "retry: in progress",
             State::Done {
@@ -193,6 +195,24 @@ pub fn outcome(body: &Body) -> (&'static str, Option<i32>, u64) {
     }
 }
 
+/// A client's address as text, made once per connection: every record and most log
+/// lines name it, and formatting an address costs more than the rest of a record's
+/// fields together.
+#[derive(Debug, Clone)]
+pub struct Peer(Box<str>);
+
+impl Peer {
+    pub fn new(addr: SocketAddr) -> Self {
+        Self(addr.to_string().into())
+    }
+}
+
+impl std::fmt::Display for Peer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 /// One line of the audit file, without the `prev` field the chain adds last. Absent
 /// fields are left out.
 #[derive(Debug, Serialize)]
@@ -212,14 +232,13 @@ pub struct Record<'a> {
     output_bytes: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     params: Option<Value>,
-    peer: SocketAddr,
+    peer: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     reason: Option<String>,
     /// As claimed: for a `bad tag` refusal it is not verified.
     role: &'a str,
     server: &'a str,
-    #[serde(serialize_with = "display_str")]
-    time: humantime::Rfc3339Timestamp,
+    time: Stamp,
 }
 
 impl<'a> Record<'a> {
@@ -227,7 +246,7 @@ impl<'a> Record<'a> {
     fn new(
         server: &'a Ident,
         key: &'a PskIdentity,
-        peer: SocketAddr,
+        peer: &'a Peer,
         req: &'a Request,
         outcome: &'a str,
     ) -> Self {
@@ -241,28 +260,20 @@ impl<'a> Record<'a> {
             outcome,
             output_bytes: None,
             params: None,
-            peer,
+            peer: &peer.0,
             reason: None,
             role: req.grant.role.as_str(),
             server: server.as_str(),
-            time: humantime::format_rfc3339_millis(SystemTime::now()),
+            time: Stamp::now(),
         }
     }
 }
 
-// The two below write straight into the record's line, with no String in between.
-
+/// Writes straight into the record's line, with no String in between.
 fn hex_str<S: serde::Serializer>(id: &&[u8; 16], s: S) -> Result<S::Ok, S::Error> {
     let mut text = [0u8; 32];
     hex::encode_to_slice(id, &mut text).map_err(serde::ser::Error::custom)?;
     s.serialize_str(std::str::from_utf8(&text).map_err(serde::ser::Error::custom)?)
-}
-
-fn display_str<S: serde::Serializer>(
-    value: &impl std::fmt::Display,
-    s: S,
-) -> Result<S::Ok, S::Error> {
-    s.collect_str(value)
 }
 
 /// Parameter values as run; a secret one only as `sha256:HEX`.
