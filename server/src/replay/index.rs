@@ -236,6 +236,24 @@ mod tests {
     }
 
     #[test]
+    fn each_id_keeps_its_own_client_when_clients_take_turns() {
+        let mut index = Index::new(10);
+        let clients = ["a", "b", "b", "a", "c", "a"];
+        for (i, client) in (0u8..).zip(clients) {
+            assert_eq!(
+                index.claim([i; 16], &entry(client), 100, 0),
+                Ok(Claim::Fresh)
+            );
+        }
+        for (i, client) in (0u8..).zip(clients) {
+            assert_eq!(
+                index.claim([i; 16], &entry("z"), 100, 0),
+                Ok(Claim::Seen(entry(client)))
+            );
+        }
+    }
+
+    #[test]
     fn expired_ids_are_pruned_so_memory_stays_bounded() {
         let mut index = Index::new(10);
         for i in 0..10u8 {
