@@ -231,6 +231,15 @@ mod tests {
         (path, file)
     }
 
+    /// Polls `done` until it holds; fails after 5 s.
+    fn eventually(what: &str, mut done: impl FnMut() -> bool) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while !done() {
+            assert!(std::time::Instant::now() < deadline, "{what}");
+            std::thread::sleep(DELAY);
+        }
+    }
+
     #[test]
     fn appends_land_in_order_and_append_now_writes_before_it_returns() {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -241,11 +250,9 @@ mod tests {
         out.append_now(b"three\n").expect("append_now");
         assert_eq!(std::fs::read(&path).expect("read"), b"one\ntwo\nthree\n");
         out.append(b"four\n").expect("append");
-        let deadline = std::time::Instant::now() + Duration::from_secs(5);
-        while std::fs::read(&path).expect("read").len() < 19 {
-            assert!(std::time::Instant::now() < deadline, "never written");
-            std::thread::sleep(DELAY);
-        }
+        eventually("never written", || {
+            std::fs::read(&path).expect("read").len() >= 19
+        });
         out.append(b"five\n").expect("append");
         drop(out);
         assert_eq!(
@@ -264,15 +271,13 @@ mod tests {
         let out = Batched::new(f, false).expect("batched");
         assert!(out.append_now(b"x").is_err(), "a full disk is an error");
         out.append(b"lost").expect("queued");
-        let deadline = std::time::Instant::now() + Duration::from_secs(5);
-        loop {
-            std::thread::sleep(DELAY * 2);
-            if let Err(e) = out.append(b"y") {
-                assert_eq!(e.raw_os_error(), Some(28), "ENOSPC: {e}");
-                break;
-            }
-            assert!(std::time::Instant::now() < deadline, "error never reported");
-        }
+        let mut reported = None;
+        eventually("error never reported", || {
+            reported = out.append(b"y").err();
+            reported.is_some()
+        });
+        let e = reported.expect("reported");
+        assert_eq!(e.raw_os_error(), Some(28), "ENOSPC: {e}");
     }
 
     #[test]

@@ -14,7 +14,7 @@ pub struct RateLimiter {
     buckets: Mutex<HashMap<String, Bucket>>,
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug)]
 struct Bucket {
     tokens: f64,
     at: Instant,
@@ -26,29 +26,30 @@ impl RateLimiter {
     /// only they get past the tag check.
     pub fn take(&self, client: &str, rate: f64, burst: f64, now: Instant) -> Result<(), Duration> {
         let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
-        let full = Bucket {
+        if let Some(bucket) = buckets.get_mut(client) {
+            return bucket.take(rate, burst, now);
+        }
+        // The name is copied only for a client's first request.
+        let mut bucket = Bucket {
             tokens: burst,
             at: now,
         };
-        let mut bucket = buckets.get(client).copied().unwrap_or(full);
-        let elapsed = now.saturating_duration_since(bucket.at).as_secs_f64();
-        bucket.tokens = (bucket.tokens + rate * elapsed).min(burst);
-        bucket.at = now;
-        let taken = bucket.tokens >= 1.0;
-        if taken {
-            bucket.tokens -= 1.0;
+        let taken = bucket.take(rate, burst, now);
+        buckets.insert(client.to_owned(), bucket);
+        taken
+    }
+}
+
+impl Bucket {
+    fn take(&mut self, rate: f64, burst: f64, now: Instant) -> Result<(), Duration> {
+        let elapsed = now.saturating_duration_since(self.at).as_secs_f64();
+        self.tokens = (self.tokens + rate * elapsed).min(burst);
+        self.at = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            return Ok(());
         }
-        // The name is copied only for a client's first request.
-        match buckets.get_mut(client) {
-            Some(kept) => *kept = bucket,
-            None => {
-                buckets.insert(client.to_owned(), bucket);
-            }
-        }
-        match taken {
-            true => Ok(()),
-            false => Err(Duration::from_secs_f64((1.0 - bucket.tokens) / rate)),
-        }
+        Err(Duration::from_secs_f64((1.0 - self.tokens) / rate))
     }
 }
 

@@ -16,10 +16,10 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
+use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use crate::batch::Batched;
-use serde::Serialize;
 
 /// The `prev` of a new chain's first record.
 pub const GENESIS: [u8; 32] = [0; 32];

@@ -12,12 +12,11 @@ pub mod chain;
 mod stamp;
 pub mod verify;
 
+use std::borrow::Cow;
 use std::io;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
-
-use std::borrow::Cow;
 
 use serde::Serialize;
 use serde_json::{Map, Value};
