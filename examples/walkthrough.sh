@@ -17,7 +17,7 @@ echo "== 2. the example config, with its paths moved into $WORK"
 sed -e "s|/etc/cmdchan|$WORK|; s|/var/log/cmdchan|$WORK|; s|0.0.0.0:7433|127.0.0.1:$PORT|" \
     examples/server.toml > "$WORK/server.toml"
 cp examples/policy.toml "$WORK/policy.toml"
-"$BIN/cmdchan-server" serve --config "$WORK/server.toml" --replay-store "file:$WORK/seen.log" 2> "$WORK/server.log" &
+"$BIN/cmdchan-server" serve --config "$WORK/server.toml" --replay-store "file:$WORK/replay" 2> "$WORK/server.log" &
 SERVER=$!
 sleep 1
 
@@ -35,4 +35,4 @@ echo "== 5. refused before anything runs: a value outside the role's list, and a
 
 echo "== 6. the audit trail is intact"
 kill "$SERVER"; wait "$SERVER" || true
-"$BIN/cmdchan-server" admin audit-verify "$WORK/audit.log"
+"$BIN/cmdchan-server" admin audit-verify "$WORK/audit.log" --master "$WORK/master.key"

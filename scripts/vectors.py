@@ -35,6 +35,12 @@ def psk(master: bytes, name: str, epoch: int) -> bytes:
 def tag_key(master: bytes) -> bytes:
     return hkdf_expand(hkdf_extract(b"cmdchan/v1", master), b(b"cmdchan/v1/tag-key"))
 
+def audit_key(master: bytes) -> bytes:
+    return hkdf_expand(hkdf_extract(b"cmdchan/v1", master), b(b"cmdchan/v1/audit-chain"))
+
+def audit_mac(key: bytes, text: str) -> str:   # mac_i = HMAC(audit key, text_i)
+    return hmac.new(key, text.encode(), hashlib.sha256).hexdigest()
+
 def grant_bytes(name, role, epoch, expires, servers) -> bytes:
     return (b(b"cmdchan/v1/grant") + b(name.encode()) + b(role.encode()) + u64(epoch)
             + opt(expires) + lst(servers))
@@ -55,6 +61,14 @@ def print_key_vectors():
     g0 = ("alice", "operator", 0, None, [])
     print("grant bytes (2) ", grant_bytes(*g0).hex())
     print("tag (2)         ", tag(master, *g0).hex())
+    akey = audit_key(master)
+    print("audit key       ", akey.hex())
+    header = ('{"chain":"new","server":"db1","time":"2030-01-01T00:00:00.000Z","seq":0,"prev":"'
+              + "0" * 64 + '"}')
+    mac0 = audit_mac(akey, header)
+    print("audit mac (0)   ", mac0)
+    record = '{"client":"alice","outcome":"ok","seq":1,"prev":"' + mac0 + '"}'
+    print("audit mac (1)   ", audit_mac(akey, record))
 
 
 # ---- Wire format (PROTOCOL.md §4–5): a hand-written postcard encoder ----

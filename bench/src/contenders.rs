@@ -224,7 +224,7 @@ impl Running {
                         .arg("--audit-log")
                         .arg(dir.path().join("audit.log"))
                         .arg("--replay-store")
-                        .arg(format!("file:{}", dir.path().join("seen.log").display())),
+                        .arg(format!("file:{}", dir.path().join("replay").display())),
                 };
                 // The bench's one client makes far more than the default 50 requests
                 // a second, over up to 1,000 connections from one address.

@@ -74,9 +74,11 @@ impl Exit {
             ErrorCode::Forbidden | ErrorCode::UnknownCommand | ErrorCode::BadArguments => {
                 Exit::Policy
             }
-            ErrorCode::Replay | ErrorCode::Stale | ErrorCode::BadCounter | ErrorCode::Duplicate => {
-                Exit::Replay
-            }
+            ErrorCode::Replay
+            | ErrorCode::Reused
+            | ErrorCode::Stale
+            | ErrorCode::BadCounter
+            | ErrorCode::Duplicate => Exit::Replay,
             ErrorCode::Malformed | ErrorCode::UnsupportedVersion | ErrorCode::TooLarge => {
                 Exit::Protocol
             }

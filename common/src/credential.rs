@@ -15,8 +15,7 @@ use crate::time;
 const WHAT: &str = "credential";
 
 /// Everything a client needs to talk to servers: who it is, what it was granted, its tag,
-/// its key and, optionally, where its server is.
-#[derive(Clone)]
+/// its key and, optionally, where its server is. Not `Clone`: the key is not copied.
 pub struct Credential {
     pub name: Ident,
     pub grant: Grant,
@@ -76,8 +75,10 @@ impl Credential {
     /// Parses the TOML text; the error never quotes the text, which holds the key.
     pub fn from_toml(text: &str) -> Result<Self, String> {
         let file: CredentialToml = toml::from_str(text).map_err(|e| {
+            // Line numbers count from 1: the newlines before the error, plus one.
             let line = e.span().map_or(0, |s| {
-                text[..s.start.min(text.len())].lines().count().max(1)
+                let before = text.get(..s.start).unwrap_or(text);
+                before.bytes().filter(|&b| b == b'\n').count() + 1
             });
             format!("is not a valid credential (line {line}): {}", e.message())
         })?;
@@ -118,10 +119,12 @@ impl Credential {
             tag: hex::encode(self.tag),
             psk: self.psk.to_hex().to_string(),
         };
-        let body = toml::to_string(&file).unwrap_or_default();
-        Zeroizing::new(format!(
-            "# cmdchan client credential: keep it secret (mode 0600)\n{body}"
-        ))
+        // Every copy of the text holds the key, so each is wiped when dropped.
+        let body = Zeroizing::new(toml::to_string(&file).unwrap_or_default());
+        let mut text = Zeroizing::new(String::with_capacity(body.len() + 64));
+        text.push_str("# cmdchan client credential: keep it secret (mode 0600)\n");
+        text.push_str(&body);
+        text
     }
 }
 
@@ -165,7 +168,7 @@ mod tests {
             (back.name, back.grant, back.tag),
             (cred.name, cred.grant, cred.tag)
         );
-        assert_eq!(back.psk, cred.psk);
+        assert!(back.psk.ct_eq(&cred.psk));
         assert_eq!(back.address, cred.address);
     }
 

@@ -28,6 +28,7 @@ const SALT: &[u8] = b"cmdchan/v1";
 pub enum Label {
     Psk,
     TagKey,
+    AuditKey,
 }
 
 impl Label {
@@ -35,6 +36,7 @@ impl Label {
         match self {
             Label::Psk => b"cmdchan/v1/psk",
             Label::TagKey => b"cmdchan/v1/tag-key",
+            Label::AuditKey => b"cmdchan/v1/audit-chain",
         }
     }
 }
@@ -50,8 +52,9 @@ pub enum KeyError {
     WrongLength(usize),
 }
 
-/// The server's master key: at least 256 bits, zeroized on drop, never printed.
-#[derive(Clone, Zeroize, ZeroizeOnDrop)]
+/// The server's master key: at least 256 bits, zeroized on drop, never printed, never
+/// copied.
+#[derive(Zeroize, ZeroizeOnDrop)]
 pub struct MasterKey(Vec<u8>);
 
 impl MasterKey {
@@ -92,6 +95,12 @@ impl MasterKey {
         TagKey(self.expand(&info))
     }
 
+    /// The key of the audit file's chain: `HKDF-Expand(PRK, bytes(label))`.
+    pub fn audit_key(&self) -> AuditKey {
+        let info = Canonical::new().bytes(Label::AuditKey.as_bytes()).finish();
+        AuditKey(self.expand(&info))
+    }
+
     fn expand(&self, info: &[u8]) -> [u8; KEY_LEN] {
         let mut okm = [0u8; KEY_LEN];
         // 32 bytes is far below HKDF-SHA256's limit of 255 * 32, so expand cannot fail.
@@ -106,8 +115,8 @@ impl fmt::Debug for MasterKey {
     }
 }
 
-/// A client's pre-shared key.
-#[derive(Clone, PartialEq, Eq, Zeroize, ZeroizeOnDrop)]
+/// A client's pre-shared key: never copied; compared only in constant time.
+#[derive(Zeroize, ZeroizeOnDrop)]
 pub struct Psk([u8; KEY_LEN]);
 
 impl Psk {
@@ -130,6 +139,11 @@ impl Psk {
     pub fn to_hex(&self) -> Zeroizing<String> {
         Zeroizing::new(hex::encode(self.0))
     }
+
+    /// Whether two keys are equal, in constant time.
+    pub fn ct_eq(&self, other: &Psk) -> bool {
+        openssl::memcmp::eq(&self.0, &other.0)
+    }
 }
 
 impl fmt::Debug for Psk {
@@ -138,8 +152,29 @@ impl fmt::Debug for Psk {
     }
 }
 
+/// The key of the audit file's keyed chain (see the server's `audit::chain`).
+#[derive(Zeroize, ZeroizeOnDrop)]
+pub struct AuditKey([u8; KEY_LEN]);
+
+impl AuditKey {
+    pub fn from_bytes(key: [u8; KEY_LEN]) -> Self {
+        Self(key)
+    }
+
+    /// The one deliberate way to see the key: the raw bytes, for the HMAC.
+    pub fn expose(&self) -> &[u8; KEY_LEN] {
+        &self.0
+    }
+}
+
+impl fmt::Debug for AuditKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("AuditKey(<secret>)")
+    }
+}
+
 /// The key that signs and verifies key-use tags (see `tag`).
-#[derive(Clone, Zeroize, ZeroizeOnDrop)]
+#[derive(Zeroize, ZeroizeOnDrop)]
 pub struct TagKey(pub(crate) [u8; KEY_LEN]);
 
 impl fmt::Debug for TagKey {
@@ -187,11 +222,20 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn audit_key_matches_protocol_md_vector() {
+        assert_eq!(
+            hex::encode(vector_master().audit_key().0),
+            "84a46eaad8abe71cf5e2980c5196f93be7ae14514e451fe71e34bdedb1679cfc"
+        );
+    }
+
+    #[test]
     fn psks_differ_by_name_and_epoch_and_from_the_tag_key() {
         let m = vector_master();
         let a0 = m.psk(&identity("alice", 0));
-        assert_ne!(a0, m.psk(&identity("alice", 1)));
-        assert_ne!(a0, m.psk(&identity("alicf", 0)));
+        assert!(!a0.ct_eq(&m.psk(&identity("alice", 1))));
+        assert!(!a0.ct_eq(&m.psk(&identity("alicf", 0))));
+        assert!(a0.ct_eq(&m.psk(&identity("alice", 0))));
         assert_ne!(a0.expose(), &m.tag_key().0);
     }
 

@@ -207,6 +207,7 @@ pub enum ErrorCode {
     WrongServer,
     Stale,
     Replay,
+    Reused,
     UnknownCommand,
     Forbidden,
     BadArguments,
@@ -220,7 +221,7 @@ pub enum ErrorCode {
 }
 
 /// Code numbers and names, in one table; PROTOCOL.md §6 lists the same.
-const CODES: [(ErrorCode, u16, &str); 19] = [
+const CODES: [(ErrorCode, u16, &str); 20] = [
     (ErrorCode::Malformed, 1, "malformed"),
     (ErrorCode::UnsupportedVersion, 2, "unsupported version"),
     (ErrorCode::TooLarge, 3, "too large"),
@@ -231,6 +232,7 @@ const CODES: [(ErrorCode, u16, &str); 19] = [
     (ErrorCode::WrongServer, 14, "wrong server"),
     (ErrorCode::Stale, 15, "stale"),
     (ErrorCode::Replay, 16, "replay"),
+    (ErrorCode::Reused, 17, "reused id"),
     (ErrorCode::UnknownCommand, 20, "unknown command"),
     (ErrorCode::Forbidden, 21, "forbidden"),
     (ErrorCode::BadArguments, 22, "bad arguments"),

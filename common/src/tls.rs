@@ -100,7 +100,8 @@ pub fn client_builder(identity: &PskIdentity, psk: &Psk) -> Result<SslContextBui
     harden(&mut b)?;
     let mut name = identity.to_string().into_bytes();
     name.push(0);
-    let psk = psk.clone();
+    // The context outlives the caller's borrow: it keeps its own copy, wiped on drop.
+    let psk = Psk::from_bytes(*psk.expose());
     b.set_psk_client_callback(move |_ssl, _hint, identity_out, psk_out| {
         let Some(out) = identity_out.get_mut(..name.len()) else {
             return Ok(0);

@@ -23,7 +23,7 @@ use cmdchan_common::time;
 use cmdchan_server::admit::{self, Rules};
 use cmdchan_server::policy::Policy;
 use cmdchan_server::rate::RateLimiter;
-use cmdchan_server::replay::{Entry, State, Store, StoreSpec};
+use cmdchan_server::replay::{Entry, State, Store, StoreOptions, StoreSpec};
 use cmdchan_server::revoke::Revocations;
 
 fn ident(s: &str) -> Ident {
@@ -121,14 +121,20 @@ fn admission(c: &mut Criterion) {
     let dir = tempfile::tempdir().expect("tempdir");
     let entry = Entry {
         client: "alice".into(),
-        state: State::Running { since: 1 },
+        digest: 1,
+        state: State::Running,
     };
     for (name, spec) in [
         ("memory", StoreSpec::Memory),
-        ("file", StoreSpec::File(dir.path().join("seen.log"))),
+        ("file", StoreSpec::File(dir.path().join("replay"))),
     ] {
         let store = rt
-            .block_on(Store::open(&spec, 50_000_000, false, 0, Default::default()))
+            .block_on(Store::open(
+                &spec,
+                &StoreOptions::with_max(50_000_000),
+                0,
+                Default::default(),
+            ))
             .expect("store");
         let mut n = 0u128;
         c.bench_function(&format!("claim a command ID ({name} store)"), |b| {
@@ -155,8 +161,7 @@ fn admission(c: &mut Criterion) {
     let full = rt
         .block_on(Store::open(
             &StoreSpec::Memory,
-            FULL,
-            false,
+            &StoreOptions::with_max(FULL),
             0,
             Default::default(),
         ))

@@ -8,7 +8,7 @@
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use cmdchan_server::replay::{Entry, State, Store, StoreSpec};
+use cmdchan_server::replay::{Entry, State, Store, StoreOptions, StoreSpec};
 
 /// IDs inserted to measure bytes per live ID.
 const FILL: u64 = 1_000_000;
@@ -25,7 +25,7 @@ fn main() {
     let dir = tempfile::tempdir().expect("tempdir");
     println!("| store | claims/s (1 client) | p50 | p99 | claims/s (64 clients) | memory per live ID | disk per live ID |");
     println!("|---|---|---|---|---|---|---|");
-    let file = StoreSpec::File(dir.path().join("seen.log"));
+    let file = StoreSpec::File(dir.path().join("replay"));
     for (name, spec) in [
         ("memory", StoreSpec::Memory),
         ("file (default)", file.clone()),
@@ -35,7 +35,7 @@ fn main() {
     }
     match RedisServer::start() {
         Some(redis) => {
-            let spec = StoreSpec::parse(&redis.url(), "bench").expect("url");
+            let spec = StoreSpec::parse(&redis.url()).expect("url");
             let row = runtime.block_on(measure(&spec, fill, || redis.used_memory(), None));
             print_row("redis (loopback)", &row);
         }
@@ -64,13 +64,19 @@ async fn measure(
     file: Option<&StoreSpec>,
 ) -> Row {
     let store = std::sync::Arc::new(
-        Store::open(spec, 10_000_000, false, 0, Default::default())
-            .await
-            .expect("store"),
+        Store::open(
+            spec,
+            &StoreOptions::with_max(10_000_000),
+            0,
+            Default::default(),
+        )
+        .await
+        .expect("store"),
     );
     let entry = Entry {
         client: "bench-client".into(),
-        state: State::Running { since: 1 },
+        digest: 1,
+        state: State::Running,
     };
     let mut latencies = Vec::with_capacity(SAMPLES as usize);
     let started = Instant::now();
@@ -148,7 +154,15 @@ fn rss_bytes() -> u64 {
 /// The log's size, when the store is the file store.
 fn disk(file: Option<&StoreSpec>) -> u64 {
     match file {
-        Some(StoreSpec::File(path)) => std::fs::metadata(path).map_or(0, |m| m.len()),
+        Some(StoreSpec::File(dir)) => std::fs::read_dir(dir)
+            .map(|entries| {
+                entries
+                    .flatten()
+                    .filter_map(|e| e.metadata().ok())
+                    .map(|m| m.len())
+                    .sum()
+            })
+            .unwrap_or(0),
         _ => 0,
     }
 }

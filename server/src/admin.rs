@@ -8,7 +8,7 @@ use anyhow::Context;
 use cmdchan_common::credential::Credential;
 use cmdchan_common::ident::PskIdentity;
 use cmdchan_common::keyfile;
-use cmdchan_common::keys::MasterKey;
+use cmdchan_common::keys::{AuditKey, MasterKey};
 use cmdchan_common::protocol::Grant;
 use cmdchan_common::time;
 
@@ -29,33 +29,48 @@ pub fn run(cmd: AdminCommand) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         AdminCommand::Inspect { credential, master } => inspect(&credential, master.as_deref()),
-        AdminCommand::AuditVerify { path, prev } => audit_verify(&path, prev.as_deref()),
+        AdminCommand::AuditVerify {
+            path,
+            master,
+            prev,
+            head,
+        } => {
+            let key = load_master(&master)?.audit_key();
+            audit_verify(&path, &key, prev.as_deref(), head.as_deref())
+        }
     }
 }
 
-/// Prints what the chain walk found; exit 1 if the chain is broken.
-pub fn audit_verify(path: &Path, prev: Option<&str>) -> anyhow::Result<ExitCode> {
-    let verdict =
-        verify::verify(path, prev).with_context(|| format!("reading {}", path.display()))?;
-    match verdict {
-        Verdict::Intact {
-            records,
-            first_prev,
-            last,
-        } => {
-            let start = match first_prev.bytes().all(|b| b == b'0') {
-                true => "a new chain".to_owned(),
-                false => format!("hash {first_prev} (the last record of the file before this one)"),
-            };
-            println!("ok: {records} records, chained from {start}");
-            println!("last hash: {last}");
-            Ok(ExitCode::SUCCESS)
+/// Prints what the chain walk found: the records, the gaps the server recorded, the
+/// last MAC; exit 1 if a record is not the server's.
+pub fn audit_verify(
+    path: &Path,
+    key: &AuditKey,
+    prev: Option<&str>,
+    head: Option<&str>,
+) -> anyhow::Result<ExitCode> {
+    let verdict = verify::verify(path, key, prev, head)
+        .with_context(|| format!("reading {}", path.display()))?;
+    let walk = match verdict {
+        Verdict::Intact(walk) => walk,
+        Verdict::Broken { line, why } => {
+            println!("BROKEN at line {line}: it {why}");
+            return Ok(ExitCode::FAILURE);
         }
-        Verdict::Broken { record, why } => {
-            println!("BROKEN at record {record} (line {record}): it {why}");
-            Ok(ExitCode::FAILURE)
-        }
+    };
+    let start = match walk.new_chain {
+        true => "a new chain".to_owned(),
+        false => format!(
+            "MAC {} (the last record of the file before this one)",
+            walk.first_prev
+        ),
+    };
+    println!("ok: {} records, starting {start}", walk.records);
+    for (line, records, error) in &walk.gaps {
+        println!("gap at line {line}: the server could not write {records} records ({error})");
     }
+    println!("last: seq {} mac {}", walk.last_seq, walk.last_mac);
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Reads a master key file, refusing exposed, short or malformed keys.
@@ -123,7 +138,7 @@ pub fn inspect(path: &Path, master: Option<&Path>) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     };
     let master = load_master(master)?;
-    let key_ok = master.psk(&cred.identity()) == cred.psk;
+    let key_ok = master.psk(&cred.identity()).ct_eq(&cred.psk);
     let tag_ok = master.tag_key().verify(&cred.name, g, &cred.tag);
     println!(
         "psk:          {}",

@@ -1,25 +1,31 @@
 //! Admission: the checks a request must pass, in a fixed order, before anything runs.
 //!
-//! Order (PROTOCOL.md §7): counter → tag → revocation → expiry → audience → freshness →
-//! command, arguments and policy → rate → capacity → command ID. Cheap local checks come first; the one
-//! with a side effect (remembering the ID) comes last, so an ID is recorded exactly when
-//! its command is about to run. [`check`] is pure: time and the session are arguments.
+//! Order (PROTOCOL.md §7): counter → rate → tag → revocation → expiry → audience →
+//! freshness → command, arguments and policy → capacity → command ID. The rate comes
+//! second so that every request, refused or not, costs its sender a token (the name is
+//! the one the TLS handshake proved). The one check with a side effect (remembering the
+//! ID) comes last, so an ID is recorded exactly when its command is about to run.
+//! Admission decides; it never runs anything. [`check`] is pure: time and the session
+//! are arguments.
 
 use std::fmt;
 
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
 use cmdchan_common::ident::{printable, Ident, PskIdentity};
 use cmdchan_common::keys::TagKey;
-use cmdchan_common::protocol::{Body, ErrorCode, Failure, Grant, Reply, Request};
+use cmdchan_common::protocol::{ErrorCode, Failure, Grant, Param, Request};
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use crate::cmd::{self, Builtin};
+use crate::cmd::Builtin;
 use crate::policy::{BindError, Command, Invocation, Policy, Program};
 use crate::rate::RateLimiter;
-use crate::replay::{Claim, Entry, State, Store, StoreError};
+use crate::replay::{Answer, Claim, Entry, State, Store, StoreError};
 use crate::revoke::{Revocations, Revoked};
 
 /// What admission needs to know about this server.
@@ -90,6 +96,8 @@ pub enum Refusal {
         retry_after: Duration,
     },
     Replay,
+    /// This client used the command ID before, for a different request.
+    Reused,
     StoreUnavailable(String),
 }
 
@@ -111,8 +119,8 @@ pub struct Admitted<'a> {
     fresh_until: u64,
     /// Execution slots held while the command runs; released on drop.
     slots: Vec<OwnedSemaphorePermit>,
-    /// A built-in's reply, worked out before its ID is claimed (see [`Checked::claim`]).
-    reply: Option<Reply>,
+    /// The request's digest, bound to its command ID (see [`digest`]).
+    digest: u64,
 }
 
 /// What an admitted request does.
@@ -128,8 +136,9 @@ pub enum Action<'a> {
 pub enum Admission<'a> {
     /// Run it.
     Admitted(Admitted<'a>),
-    /// The same client sent this command ID before: answer from what the store kept.
-    Retry(Entry),
+    /// The same client sent this same request before: answer from what the store kept
+    /// (a built-in runs again; it has no effect).
+    Retry(Entry, Admitted<'a>),
 }
 
 /// Runs every check in order, then claims the command ID.
@@ -142,9 +151,8 @@ pub async fn admit<'a>(
     now: u64,
 ) -> Result<Admission<'a>, Refusal> {
     check(request, expected_counter, key, rules, now)?
-        .throttle(rules)?
         .reserve(rules.executions)?
-        .claim(rules.policy, store, now)
+        .claim(store, now)
         .await
 }
 
@@ -162,6 +170,7 @@ pub fn check<'a>(
             got: req.counter,
         });
     }
+    throttle(&key.name, rules)?;
     let grant = &req.grant;
     if grant.epoch != key.epoch {
         return Err(Refusal::EpochMismatch {
@@ -200,9 +209,55 @@ pub fn check<'a>(
         action,
         fresh_until,
         slots: Vec::new(),
-        reply: None,
+        digest: digest(&key.name, req),
     };
     Ok(Checked { admitted })
+}
+
+/// Takes a token from the client's rate bucket; every request that got past the
+/// counter pays one, refused or not.
+fn throttle(client: &Ident, rules: &Rules<'_>) -> Result<(), Refusal> {
+    let (rate, burst) = rules.rate;
+    rules
+        .limiter
+        .take(client.as_str(), rate, burst, Instant::now())
+        .map_err(|retry_after| Refusal::RateLimited { retry_after })
+}
+
+/// The request as its digest covers it: every field but the counter, which changes
+/// when a request is retried on a new connection.
+#[derive(Serialize)]
+struct Digested<'a> {
+    id: &'a [u8; 16],
+    issued_at: u64,
+    target: &'a Ident,
+    grant: &'a Grant,
+    tag: &'a [u8; 32],
+    command: &'a str,
+    args: &'a [String],
+    params: &'a [Param],
+}
+
+/// `digest = first 8 bytes of SHA-256(bytes(client) || postcard(request without its
+/// counter))`: what binds a command ID to one request of one client.
+pub fn digest(client: &Ident, req: &Request) -> u64 {
+    let digested = Digested {
+        id: &req.id,
+        issued_at: req.issued_at,
+        target: &req.target,
+        grant: &req.grant,
+        tag: &req.tag,
+        command: &req.command,
+        args: &req.args,
+        params: &req.params,
+    };
+    let mut hash = Sha256::new();
+    hash.update((client.as_str().len() as u32).to_be_bytes());
+    hash.update(client.as_str());
+    // Encoding plain data into a Vec cannot fail.
+    hash.update(postcard::to_stdvec(&digested).unwrap_or_default());
+    let out = hash.finalize();
+    u64::from_be_bytes(out[..8].try_into().unwrap_or_default())
 }
 
 /// True if `req` carries exactly the grant and tag of `earlier`, a pair this connection
@@ -260,18 +315,6 @@ fn authorize<'a>(req: &Request, role: &Ident, policy: &'a Policy) -> Result<Acti
 }
 
 impl<'a> Checked<'a> {
-    /// Takes a token from the client's rate bucket (only proven clients get this far).
-    pub fn throttle(self, rules: &Rules<'_>) -> Result<Self, Refusal> {
-        let (rate, burst) = rules.rate;
-        match rules
-            .limiter
-            .take(self.admitted.client.as_str(), rate, burst, Instant::now())
-        {
-            Ok(()) => Ok(self),
-            Err(retry_after) => Err(Refusal::RateLimited { retry_after }),
-        }
-    }
-
     /// Takes an execution slot for a program (the global one and the command's own), so
     /// that over the limit the caller hears `busy` before its ID is used up.
     pub fn reserve(mut self, executions: &Arc<Semaphore>) -> Result<Self, Refusal> {
@@ -299,39 +342,30 @@ impl<'a> Checked<'a> {
     }
 
     /// Claims the command ID until the request could no longer pass freshness. Seen
-    /// before: by this client it is a retry, by anyone else a replay.
+    /// before: by this client for this same request it is a retry; by this client for
+    /// another request, a reuse; by anyone else, a replay.
     ///
-    /// A built-in has no effect, so its reply is worked out first and the claim stores
-    /// it as the ID's answer: one store write per built-in instead of a claim and an
-    /// outcome. A program's claim says it is running, and is in the store before it runs.
-    pub async fn claim(
-        self,
-        policy: &Policy,
-        store: &Store,
-        now: u64,
-    ) -> Result<Admission<'a>, Refusal> {
-        let mut a = self.admitted;
-        let state = match a.action {
-            Action::Builtin(b) => {
-                let reply = cmd::run(b, &a, policy);
-                let answer = crate::replay::keep(vec![Body::Ok(reply.clone())]);
-                a.reply = Some(reply);
-                State::Done { at: now, answer }
-            }
-            Action::Run(..) => State::Running { since: now },
+    /// A program's claim says it is running, and is durable before it runs. A built-in
+    /// has no effect: its claim is written in the background, and a retry runs it again.
+    pub async fn claim(self, store: &Store, now: u64) -> Result<Admission<'a>, Refusal> {
+        let a = self.admitted;
+        let (state, durable) = match a.action {
+            Action::Builtin(_) => (State::Done(Answer::Builtin), false),
+            Action::Run(..) => (State::Running, true),
         };
         let entry = Entry {
             client: a.client.to_string(),
+            digest: a.digest,
             state,
         };
-        let durable = matches!(a.action, Action::Run(..));
         match store
             .claim(a.request.id, &entry, a.fresh_until, now, durable)
             .await
         {
             Ok(Claim::Fresh) => Ok(Admission::Admitted(a)),
-            Ok(Claim::Seen(seen)) if seen.client == a.client.as_str() => Ok(Admission::Retry(seen)),
-            Ok(Claim::Seen(_)) => Err(Refusal::Replay),
+            Ok(Claim::Seen(seen)) if seen.client != a.client.as_str() => Err(Refusal::Replay),
+            Ok(Claim::Seen(seen)) if seen.digest != a.digest => Err(Refusal::Reused),
+            Ok(Claim::Seen(seen)) => Ok(Admission::Retry(seen, a)),
             Err(e @ (StoreError::Full { .. } | StoreError::Unavailable(_))) => {
                 Err(Refusal::StoreUnavailable(e.to_string()))
             }
@@ -366,9 +400,9 @@ impl Admitted<'_> {
     pub fn args(&self) -> &[String] {
         &self.request.args
     }
-    /// A built-in's reply, which its claim already stored; `None` for a program.
-    pub fn take_reply(&mut self) -> Option<Reply> {
-        self.reply.take()
+    /// The request's digest, bound to its command ID.
+    pub fn digest(&self) -> u64 {
+        self.digest
     }
 }
 
@@ -388,6 +422,7 @@ impl Refusal {
             Refusal::Busy(_) => ErrorCode::Busy,
             Refusal::RateLimited { .. } => ErrorCode::RateLimited,
             Refusal::Replay => ErrorCode::Replay,
+            Refusal::Reused => ErrorCode::Reused,
             Refusal::StoreUnavailable(_) => ErrorCode::StoreUnavailable,
         }
     }
@@ -451,6 +486,7 @@ impl fmt::Display for Refusal {
                 write!(f, "this client is over its request rate; send again in {} ms", retry_after.as_millis())
             }
             Refusal::Replay => f.write_str("this command ID was already used"),
+            Refusal::Reused => f.write_str("this client already used this command ID for a different request; use a fresh ID for each request"),
             Refusal::StoreUnavailable(why) => write!(f, "the replay store cannot take the command ID ({why}); try again later"),
         }
     }

@@ -1,81 +1,87 @@
-//! An append-only file written in batches (group commit), for the audit file and the
-//! replay log.
-//!
-//! A caller queues its bytes under a short lock; a writer thread writes whatever is
-//! queued at most [`DELAY`] later, in one `write(2)`. Bytes a caller must have in the
-//! kernel before it goes on (a program's `started` record, its command ID's claim) go
-//! through [`Batched::append_now`], which writes the queue and them, in order, before it
-//! returns.
+//! Group commit for the audit file and the replay log: callers queue records under a
+//! short lock; a writer thread hands whatever is queued to the file's [`Sink`] at most
+//! [`DELAY`] later, in one batch. A record a caller must have written before it goes on
+//! (a program's claim, its `started` and outcome records) goes through
+//! [`Batched::append_now`], which writes the queue first and then that record alone, so
+//! its success or failure is the caller's own and no one else's.
 //!
 //! Why: one `write(2)` per record, under a lock every connection shares, cost more than
-//! the rest of a request, and the lock made the runtime's threads wait for each other.
-//! The price: a record appended with [`Batched::append`] that is not yet written is
-//! lost if the process is killed (kill -9, OOM) within [`DELAY`]; a clean stop writes it.
+//! the rest of a request. The price: a record queued with [`Batched::append`] is lost if
+//! the process is killed (kill -9, OOM) within [`DELAY`]; a clean stop writes it. A
+//! batch that cannot be written is the sink's to handle (cut the torn bytes off, count
+//! what was lost): it is never reported to an unrelated caller.
 
-use std::fs::File;
-use std::io::{self, Write};
+use std::io;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Longest time a queued record waits before it is written.
 pub const DELAY: Duration = Duration::from_millis(1);
 
-/// Largest room a new queue starts with.
-const ROOM: usize = 1 << 20;
+/// How often the sink's [`Sink::tick`] runs.
+const TICK: Duration = Duration::from_secs(1);
 
-/// A file and the bytes queued for it.
-#[derive(Debug)]
-pub struct Batched {
-    shared: Arc<Shared>,
+/// Where batches go: a file with its own rules for framing and failure.
+pub trait Sink: Send + 'static {
+    type Item: Send + 'static;
+
+    /// Writes a batch of records queued in the background. A failure is the sink's to
+    /// handle and report (logs, a gap record); the records are gone either way.
+    fn write_queued(&mut self, batch: Vec<Self::Item>);
+
+    /// Writes one record a caller waits for; the error is that caller's.
+    fn write_now(&mut self, item: Self::Item) -> io::Result<()>;
+
+    /// Runs about once a second on the writer thread (upkeep such as dropping expired
+    /// segments, or writing a checkpoint).
+    fn tick(&mut self) {}
+}
+
+/// A sink and the records queued for it.
+pub struct Batched<S: Sink> {
+    shared: Arc<Shared<S>>,
     writer: Option<JoinHandle<()>>,
 }
 
-/// Lock order: `state`, then `file`. A batch is taken from the queue and the file is
+impl<S: Sink> std::fmt::Debug for Batched<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Batched").finish_non_exhaustive()
+    }
+}
+
+/// Lock order: `state`, then `sink`. A batch is taken from the queue and the sink is
 /// locked before `state` is let go, so batches reach the file in queue order; the write
 /// itself runs without `state`, so callers queueing meanwhile never wait for the disk.
 ///
-/// The writer thread sleeps in `thread::park` when nothing was queued for a while, and
-/// a caller that queues into an empty queue unparks it after letting go of `state`.
-/// Unlike a condition variable's notify, an unpark of a thread that is not parked makes
-/// no syscall: under load the writer is never parked, and no caller holds `state` across
-/// a wake-up.
-#[derive(Debug)]
-struct Shared {
-    state: Mutex<State>,
-    file: Mutex<Output>,
+/// The writer sleeps in `thread::park_timeout` while nothing is queued; a caller that
+/// queues into an empty queue unparks it after letting go of `state`. Unlike a
+/// condition variable's notify, an unpark of a thread that is not parked makes no
+/// syscall: under load the writer is never parked.
+struct Shared<S: Sink> {
+    state: Mutex<State<S::Item>>,
+    sink: Mutex<S>,
 }
 
-#[derive(Debug)]
-struct Output {
-    file: File,
-    /// `fdatasync` after each write.
-    fsync: bool,
-}
-
-#[derive(Debug)]
-struct State {
-    queue: Vec<u8>,
-    /// What went wrong writing queued bytes in the background, for the next caller.
-    failed: Option<io::Error>,
+struct State<T> {
+    queue: Vec<T>,
     stop: bool,
 }
 
-impl Batched {
-    pub fn new(file: File, fsync: bool) -> io::Result<Self> {
+impl<S: Sink> Batched<S> {
+    pub fn new(sink: S) -> io::Result<Self> {
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
                 queue: Vec::new(),
-                failed: None,
                 stop: false,
             }),
-            file: Mutex::new(Output { file, fsync }),
+            sink: Mutex::new(sink),
         });
         let writer = {
             let shared = Arc::clone(&shared);
             std::thread::Builder::new()
                 .name("cmdchan-append".into())
-                .spawn(move || shared.write_queued())?
+                .spawn(move || shared.run())?
         };
         Ok(Self {
             shared,
@@ -83,20 +89,33 @@ impl Batched {
         })
     }
 
-    /// Queues `bytes`; they are written within [`DELAY`]. An error is an earlier
-    /// background write that failed (those bytes are lost; these are not queued).
-    pub fn append(&self, bytes: &[u8]) -> io::Result<()> {
+    /// Queues `item`; it is written within [`DELAY`].
+    pub fn append(&self, item: S::Item) {
         let mut state = self.shared.lock();
-        if let Some(e) = state.failed.take() {
-            return Err(e);
-        }
         let first = state.queue.is_empty();
-        state.queue.extend_from_slice(bytes);
+        state.queue.push(item);
         drop(state);
         if first {
             self.wake_writer();
         }
-        Ok(())
+    }
+
+    /// Writes the queue, then `item`, before returning; the result is `item`'s.
+    pub fn append_now(&self, item: S::Item) -> io::Result<()> {
+        let (batch, mut sink) = self.shared.take(self.shared.lock());
+        if !batch.is_empty() {
+            sink.write_queued(batch);
+        }
+        sink.write_now(item)
+    }
+
+    /// Writes the queue, then runs `f` on the sink (rotation).
+    pub fn with_sink<T>(&self, f: impl FnOnce(&mut S) -> T) -> T {
+        let (batch, mut sink) = self.shared.take(self.shared.lock());
+        if !batch.is_empty() {
+            sink.write_queued(batch);
+        }
+        f(&mut sink)
     }
 
     fn wake_writer(&self) {
@@ -104,33 +123,9 @@ impl Batched {
             writer.thread().unpark();
         }
     }
-
-    /// Writes the queue and then `bytes` before returning.
-    pub fn append_now(&self, bytes: &[u8]) -> io::Result<()> {
-        let mut state = self.shared.lock();
-        if let Some(e) = state.failed.take() {
-            return Err(e);
-        }
-        state.queue.extend_from_slice(bytes);
-        let (batch, mut out) = self.shared.take(state);
-        out.write(&batch)
-    }
-
-    /// Writes the queue, then replaces the file with what `open` returns (rotation,
-    /// compaction). If `open` fails the old file stays.
-    pub fn replace<T>(
-        &self,
-        open: impl FnOnce(&mut File) -> io::Result<(File, T)>,
-    ) -> io::Result<T> {
-        let (batch, mut out) = self.shared.take(self.shared.lock());
-        out.write(&batch)?;
-        let (file, extra) = open(&mut out.file)?;
-        out.file = file;
-        Ok(extra)
-    }
 }
 
-impl Drop for Batched {
+impl<S: Sink> Drop for Batched<S> {
     /// Writes what is queued; a clean stop loses nothing.
     fn drop(&mut self) {
         self.shared.lock().stop = true;
@@ -141,79 +136,51 @@ impl Drop for Batched {
     }
 }
 
-impl Shared {
-    fn lock(&self) -> MutexGuard<'_, State> {
+impl<S: Sink> Shared<S> {
+    fn lock(&self) -> MutexGuard<'_, State<S::Item>> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Takes the queue as one batch and the file to write it to, in that order.
-    fn take(&self, mut state: MutexGuard<'_, State>) -> (Vec<u8>, MutexGuard<'_, Output>) {
-        // The next queue starts the size of this one, so that it does not grow step by
-        // step again (bounded, so one burst does not pin memory).
-        let room = Vec::with_capacity(state.queue.len().min(ROOM));
+    /// Takes the queue as one batch and the sink to write it to, in that order.
+    fn take<'a>(
+        &'a self,
+        mut state: MutexGuard<'a, State<S::Item>>,
+    ) -> (Vec<S::Item>, MutexGuard<'a, S>) {
+        let room = Vec::with_capacity(state.queue.len().min(4096));
         let batch = std::mem::replace(&mut state.queue, room);
-        let out = self.file.lock().unwrap_or_else(|p| p.into_inner());
-        (batch, out)
+        let sink = self.sink.lock().unwrap_or_else(|p| p.into_inner());
+        (batch, sink)
     }
 
-    /// The writer thread: parks until a first record is queued, then writes what was
-    /// queued once every [`DELAY`] until a [`DELAY`] passes with nothing queued; until
-    /// the owner is dropped.
-    ///
-    /// It parks only after a quiet [`DELAY`], not after each write: under steady load
-    /// it wakes once per batch from its sleep, and callers never have to wake it.
-    fn write_queued(&self) {
+    /// The writer thread: while records come, writes what was queued once every
+    /// [`DELAY`]; otherwise parks, waking for the next record or the next tick; until
+    /// the owner is dropped and the last batch written.
+    fn run(&self) {
+        let mut next_tick = Instant::now() + TICK;
         loop {
-            let state = self.lock();
-            if state.queue.is_empty() && !state.stop {
-                // An unpark between here and `park` is not lost: `park` then returns
-                // at once.
-                drop(state);
-                std::thread::park();
-                continue;
-            }
-            drop(state);
-            if self.write_while_busy() {
-                return;
-            }
-        }
-    }
-
-    /// Sleeps [`DELAY`] and writes what was queued meanwhile, again and again; false
-    /// after a quiet [`DELAY`], true once the owner stopped and the last batch is
-    /// written.
-    fn write_while_busy(&self) -> bool {
-        loop {
-            std::thread::sleep(DELAY);
             let state = self.lock();
             let stop = state.stop;
             if state.queue.is_empty() && !stop {
-                return false;
+                drop(state);
+                // An unpark between here and `park_timeout` is not lost: it returns at once.
+                std::thread::park_timeout(next_tick.saturating_duration_since(Instant::now()));
+            } else {
+                drop(state);
+                // Let the batch gather for a moment: under load, one write per DELAY.
+                std::thread::sleep(DELAY);
+                let (batch, mut sink) = self.take(self.lock());
+                if !batch.is_empty() {
+                    sink.write_queued(batch);
+                }
+                if stop {
+                    return;
+                }
             }
-            let (batch, mut out) = self.take(state);
-            if let Err(e) = out.write(&batch) {
-                drop(out);
-                self.lock().failed = Some(e);
-            }
-            if stop {
-                return true;
+            if Instant::now() >= next_tick {
+                self.sink.lock().unwrap_or_else(|p| p.into_inner()).tick();
+                next_tick = Instant::now() + TICK;
             }
         }
-    }
-}
-
-impl Output {
-    /// Writes one batch. A failed batch is not written again: after a partial write,
-    /// that would duplicate its start.
-    fn write(&mut self, batch: &[u8]) -> io::Result<()> {
-        if batch.is_empty() {
-            return Ok(());
-        }
-        self.file.write_all(batch)?;
-        if self.fsync {
-            self.file.sync_data()?;
-        }
-        Ok(())
     }
 }
 
@@ -221,75 +188,65 @@ impl Output {
 mod tests {
     use super::*;
 
-    fn file(dir: &tempfile::TempDir, name: &str) -> (std::path::PathBuf, File) {
-        let path = dir.path().join(name);
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)
-            .expect("open");
-        (path, file)
+    /// Records what it was given, in order; fails `write_now` of "bad".
+    #[derive(Default)]
+    struct Log(Arc<Mutex<Vec<String>>>);
+
+    impl Sink for Log {
+        type Item = &'static str;
+        fn write_queued(&mut self, batch: Vec<&'static str>) {
+            let mut seen = self.0.lock().expect("lock");
+            seen.extend(batch.into_iter().map(|s| format!("queued {s}")));
+        }
+        fn write_now(&mut self, item: &'static str) -> io::Result<()> {
+            if item == "bad" {
+                return Err(io::Error::other("disk full"));
+            }
+            self.0.lock().expect("lock").push(format!("now {item}"));
+            Ok(())
+        }
     }
 
-    /// Polls `done` until it holds; fails after 5 s.
     fn eventually(what: &str, mut done: impl FnMut() -> bool) {
-        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        let deadline = Instant::now() + Duration::from_secs(5);
         while !done() {
-            assert!(std::time::Instant::now() < deadline, "{what}");
+            assert!(Instant::now() < deadline, "{what}");
             std::thread::sleep(DELAY);
         }
     }
 
     #[test]
-    fn appends_land_in_order_and_append_now_writes_before_it_returns() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let (path, f) = file(&dir, "a.log");
-        let out = Batched::new(f, false).expect("batched");
-        out.append(b"one\n").expect("append");
-        out.append(b"two\n").expect("append");
-        out.append_now(b"three\n").expect("append_now");
-        assert_eq!(std::fs::read(&path).expect("read"), b"one\ntwo\nthree\n");
-        out.append(b"four\n").expect("append");
-        eventually("never written", || {
-            std::fs::read(&path).expect("read").len() >= 19
-        });
-        out.append(b"five\n").expect("append");
+    fn queued_records_land_in_order_before_one_written_now() {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let out = Batched::new(Log(seen.clone())).expect("batched");
+        out.append("one");
+        out.append("two");
+        out.append_now("three").expect("append_now");
+        let got = seen.lock().expect("lock").clone();
+        assert_eq!(got, ["queued one", "queued two", "now three"]);
+        out.append("four");
+        eventually("never written", || seen.lock().expect("lock").len() == 4);
+        out.append("five");
         drop(out);
         assert_eq!(
-            std::fs::read(&path).expect("read"),
-            b"one\ntwo\nthree\nfour\nfive\n"
+            seen.lock().expect("lock").last().map(String::as_str),
+            Some("queued five")
         );
     }
 
     #[test]
-    fn a_failed_background_write_is_reported_to_the_next_caller() {
-        // /dev/full takes opens but fails every write with ENOSPC.
-        let f = std::fs::OpenOptions::new()
-            .write(true)
-            .open("/dev/full")
-            .expect("/dev/full");
-        let out = Batched::new(f, false).expect("batched");
-        assert!(out.append_now(b"x").is_err(), "a full disk is an error");
-        out.append(b"lost").expect("queued");
-        let mut reported = None;
-        eventually("error never reported", || {
-            reported = out.append(b"y").err();
-            reported.is_some()
-        });
-        let e = reported.expect("reported");
-        assert_eq!(e.raw_os_error(), Some(28), "ENOSPC: {e}");
-    }
-
-    #[test]
-    fn replace_writes_the_queue_to_the_old_file_first() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let (old, f) = file(&dir, "old.log");
-        let out = Batched::new(f, false).expect("batched");
-        out.append(b"old\n").expect("append");
-        let (new, g) = file(&dir, "new.log");
-        out.replace(|_| Ok((g, ()))).expect("replace");
-        out.append_now(b"new\n").expect("append_now");
-        assert_eq!(std::fs::read(&old).expect("read"), b"old\n");
-        assert_eq!(std::fs::read(&new).expect("read"), b"new\n");
+    fn a_failed_write_now_is_its_callers_alone() {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let out = Batched::new(Log(seen.clone())).expect("batched");
+        out.append("other");
+        assert!(
+            out.append_now("bad").is_err(),
+            "the caller hears its own failure"
+        );
+        assert!(
+            out.append_now("good").is_ok(),
+            "and the next caller does not"
+        );
+        assert_eq!(seen.lock().expect("lock").len(), 2);
     }
 }

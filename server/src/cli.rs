@@ -52,23 +52,32 @@ pub struct ServeOpts {
     /// Hash-chained audit file (JSON lines), appended to; reopened on SIGHUP.
     #[arg(long)]
     pub audit_log: Option<PathBuf>,
-    /// Where command IDs are remembered: file:PATH (survives restarts), a redis:// URL
-    /// (shared by a fleet; rediss:// for TLS, credentials in the URL) or memory
-    /// [default: file:$STATE_DIRECTORY/seen.log, /var/lib/cmdchan/seen.log for root,
-    /// else ~/.local/state/cmdchan/seen.log].
+    /// Where command IDs are remembered: file:DIR (survives restarts), a redis:// URL
+    /// (shared by processes that answer as one server ID; rediss:// for TLS, credentials
+    /// in the URL: prefer the config file, which others cannot read, to this flag, which
+    /// `ps` shows) or memory [default: file:$STATE_DIRECTORY/replay,
+    /// /var/lib/cmdchan/replay for root, else ~/.local/state/cmdchan/replay].
     #[arg(long)]
     pub replay_store: Option<crate::replay::StoreArg>,
     /// Flush the replay log to disk after every write (survives power loss; slower).
     #[arg(long)]
     pub replay_fsync: bool,
-    /// Most command IDs remembered at once (about 100 bytes each); a server past it
+    /// Most command IDs remembered at once (40 to 64 bytes each); a server past it
     /// refuses requests until older IDs leave the freshness window [default: 1000000].
     #[arg(long)]
     pub max_remembered_ids: Option<usize>,
-    /// Fleet name: servers sharing a Redis replay store under the same name share their
-    /// memory of command IDs [default: default].
+    /// How far apart the clocks of servers sharing a Redis store may be: IDs are kept
+    /// this much longer than the window [default: 30s].
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub max_clock_skew: Option<Duration>,
+    /// Redis replicas that must acknowledge each claim (WAIT) before its command runs
+    /// [default: 0].
     #[arg(long)]
-    pub fleet: Option<String>,
+    pub redis_replicas: Option<u32>,
+    /// How the processes a program starts are tracked, so that stopping it stops them
+    /// all: a cgroup v2 per run, or as a child subreaper [default: auto, cgroup if it can].
+    #[arg(long, value_enum)]
+    pub process_tracking: Option<crate::exec::TrackingChoice>,
     /// This server's ID, matched against requests' target and grants' servers [default: host name].
     #[arg(long)]
     pub server_id: Option<Ident>,
@@ -87,6 +96,10 @@ pub struct ServeOpts {
     /// Time a client has to finish the TLS handshake [default: 10s].
     #[arg(long, value_parser = humantime::parse_duration)]
     pub handshake_timeout: Option<Duration>,
+    /// Time open connections get to finish at SIGTERM before their programs are stopped
+    /// [default: 30s].
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub drain_timeout: Option<Duration>,
     /// Time a connection may sit without a request [default: 5m].
     #[arg(long, value_parser = humantime::parse_duration)]
     pub idle_timeout: Option<Duration>,
@@ -149,13 +162,21 @@ pub enum AdminCommand {
         #[arg(long, default_value_t = 0)]
         epoch: u64,
     },
-    /// Check an audit file's hash chain and name the first broken record.
+    /// Check an audit file's keyed chain and name the first record that is not the
+    /// server's; gaps the server recorded (a full disk) are listed, not counted as edits.
     AuditVerify {
         path: PathBuf,
-        /// The hash the first record must chain from (the last hash of the file before
+        /// The server's master key file (the chain's key is derived from it).
+        #[arg(long)]
+        master: PathBuf,
+        /// The MAC the first record must continue from (the last MAC of the file before
         /// rotation, as this command printed it for that file).
         #[arg(long)]
         prev: Option<String>,
+        /// A checkpoint MAC from the server's log (journal) that must be in the file: a
+        /// file cut short or rewritten before it does not verify.
+        #[arg(long)]
+        head: Option<String>,
     },
     /// Show a credential without its secrets; with --master, check its tag.
     Inspect {

@@ -31,6 +31,12 @@ pub struct Config {
     pub replay_store: StoreSpec,
     /// Flush the replay log to disk after every write.
     pub replay_fsync: bool,
+    /// How far apart the clocks of servers sharing a Redis store may be.
+    pub max_clock_skew: Duration,
+    /// Redis replicas that must acknowledge each claim.
+    pub redis_replicas: u32,
+    /// How programs' processes are tracked.
+    pub process_tracking: crate::exec::TrackingChoice,
     pub server_id: Ident,
     pub log_format: LogFormat,
     pub limits: Limits,
@@ -47,6 +53,8 @@ pub struct Limits {
     pub max_frame: usize,
     pub handshake_timeout: Duration,
     pub idle_timeout: Duration,
+    /// Time open connections get to finish at shutdown.
+    pub drain_timeout: Duration,
     pub max_connections: usize,
     /// Most policy programs running at once, across all clients.
     pub max_executions: usize,
@@ -73,6 +81,7 @@ impl Default for Limits {
             max_frame: DEFAULT_MAX_FRAME,
             handshake_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(300),
+            drain_timeout: Duration::from_secs(30),
             max_connections: 1024,
             max_executions: 32,
             // About 100 MB; with the 60 s window, about 16,000 requests a second.
@@ -100,13 +109,16 @@ struct FileConfig {
     replay_store: Option<crate::replay::StoreArg>,
     replay_fsync: Option<bool>,
     max_remembered_ids: Option<usize>,
-    fleet: Option<String>,
+    max_clock_skew: Option<String>,
+    redis_replicas: Option<u32>,
+    process_tracking: Option<crate::exec::TrackingChoice>,
     server_id: Option<Ident>,
     log_format: Option<LogFormat>,
     freshness_window: Option<String>,
     max_frame: Option<usize>,
     handshake_timeout: Option<String>,
     idle_timeout: Option<String>,
+    drain_timeout: Option<String>,
     max_connections: Option<usize>,
     max_executions: Option<usize>,
     max_connections_per_source: Option<usize>,
@@ -144,6 +156,7 @@ impl Config {
                 base.handshake_timeout,
             )?,
             idle_timeout: pick(opts.idle_timeout, &file.idle_timeout, base.idle_timeout)?,
+            drain_timeout: pick(opts.drain_timeout, &file.drain_timeout, base.drain_timeout)?,
             max_connections: opts
                 .max_connections
                 .or(file.max_connections)
@@ -189,17 +202,20 @@ impl Config {
             audit_log: opts.audit_log.or(file.audit_log),
             metrics: opts.metrics.or(file.metrics),
             replay_store: match opts.replay_store.or(file.replay_store) {
-                Some(text) => {
-                    let fleet = opts
-                        .fleet
-                        .clone()
-                        .or(file.fleet.clone())
-                        .unwrap_or_else(|| "default".into());
-                    StoreSpec::parse(&text.0, &fleet).map_err(anyhow::Error::msg)?
-                }
+                Some(text) => StoreSpec::parse(&text.0).map_err(anyhow::Error::msg)?,
                 None => StoreSpec::default_file(),
             },
             replay_fsync: opts.replay_fsync || file.replay_fsync.unwrap_or(false),
+            max_clock_skew: pick(
+                opts.max_clock_skew,
+                &file.max_clock_skew,
+                Duration::from_secs(30),
+            )?,
+            redis_replicas: opts.redis_replicas.or(file.redis_replicas).unwrap_or(0),
+            process_tracking: opts
+                .process_tracking
+                .or(file.process_tracking)
+                .unwrap_or_default(),
             server_id,
             log_format: opts.log_format.or(file.log_format).unwrap_or_default(),
             limits,
@@ -215,10 +231,21 @@ pub fn default_listen() -> SocketAddr {
         .unwrap_or_else(|_| unreachable!("constant address"))
 }
 
+/// Reads the config file. Its errors give the line and column but never quote the
+/// line, and hide URL credentials in the message: the file may hold a Redis password.
 fn read_file(path: &Path) -> anyhow::Result<FileConfig> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("config file {}", path.display()))?;
-    toml::from_str(&text).with_context(|| format!("config file {} is not valid", path.display()))
+    toml::from_str(&text).map_err(|e| {
+        let at = e.span().map_or(String::new(), |span| {
+            let before = text.get(..span.start).unwrap_or(&text);
+            let line = before.bytes().filter(|&b| b == b'\n').count() + 1;
+            let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+            format!(" (line {line}, column {column})")
+        });
+        let message = crate::replay::redact(e.message());
+        anyhow::anyhow!("config file {} is not valid{at}: {message}", path.display())
+    })
 }
 
 fn pick(

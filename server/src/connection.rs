@@ -24,7 +24,7 @@ use cmdchan_common::ident::PskIdentity;
 use cmdchan_common::protocol::{
     Body, ErrorCode, ExitInfo, Failure, Grant, Output, Reply, Request, Response,
 };
-use cmdchan_common::time::{self, rfc3339};
+use cmdchan_common::time;
 use cmdchan_common::tls::{self, Offered};
 
 use crate::admit::{self, Action, Admission, Admitted};
@@ -34,7 +34,7 @@ use crate::exec::{self, Event};
 use crate::metrics::Tally;
 use crate::notice::{Listener, Notice};
 use crate::policy::{Invocation, Program};
-use crate::replay::{self, Entry, State};
+use crate::replay::{self, Answer, Entry, State};
 use crate::server::{Settings, Shared};
 
 type Channel = Framed<SslStream<TcpStream>, MsgCodec<Request, Response>>;
@@ -321,12 +321,12 @@ impl Connection {
         if admission.is_ok() && !rules.tag_proven {
             self.proven = Some(Box::new((req.grant.clone(), req.tag)));
         }
-        let mut cmd = match admission {
+        let cmd = match admission {
             Ok(Admission::Admitted(cmd)) => cmd,
-            Ok(Admission::Retry(entry)) => {
+            Ok(Admission::Retry(entry, cmd)) => {
                 self.tally
                     .count(&shared.metrics, "", "retry", started.elapsed());
-                return self.answer_retry(&req, entry, shared).await;
+                return self.answer_retry(&cmd, entry, &settings, shared).await;
             }
             Err(refusal) => {
                 // The command label stays empty: a refused request's name is the peer's.
@@ -341,12 +341,7 @@ impl Connection {
             }
         };
         let body = match cmd.action() {
-            Action::Builtin(b) => {
-                // Answered, and the answer stored, by its claim (see `Checked::claim`).
-                let b = *b;
-                let reply = cmd.take_reply();
-                Body::Ok(reply.unwrap_or_else(|| cmd::run(b, &cmd, &settings.policy)))
-            }
+            Action::Builtin(b) => Body::Ok(cmd::run(*b, &cmd, &settings.policy)),
             Action::Run(program, invocation) => {
                 self.run_program(&cmd, program, invocation, shared).await
             }
@@ -375,7 +370,9 @@ impl Connection {
                 // Earlier answers go out now, not after the program.
                 self.flush().await;
                 shared.metrics.running_programs.inc();
-                let body = self.execute(cmd, program, invocation, &mut kept).await;
+                let body = self
+                    .execute(cmd, program, invocation, &mut kept, shared)
+                    .await;
                 shared.metrics.running_programs.dec();
                 body
             }
@@ -397,49 +394,57 @@ impl Connection {
         last: &Body,
         shared: &Shared,
     ) {
-        let answer = kept.and_then(|mut bodies| {
-            bodies.push(last.clone());
-            replay::keep(bodies)
-        });
+        let answer = match kept {
+            Some(mut bodies) => {
+                bodies.push(last.clone());
+                replay::keep(bodies)
+            }
+            None => Answer::Dropped,
+        };
         let entry = Entry {
             client: self.key.name.to_string(),
-            state: State::Done {
-                at: time::now(),
-                answer,
-            },
+            digest: cmd.digest(),
+            state: State::Done(answer),
         };
-        let finished =
-            shared
-                .replay
-                .finish(cmd.request().id, &entry, cmd.fresh_until(), time::now());
+        // Durable before the answer goes out, as the claim was before the program ran:
+        // a retry after a crash hears this answer, not "in progress".
+        let finished = shared.replay.finish(
+            cmd.request().id,
+            &entry,
+            cmd.fresh_until(),
+            time::now(),
+            true,
+        );
         if let Err(e) = finished.await {
             warn!(client = %self.key, error = %e, "cannot record the outcome; a retry will hear \"in progress\"");
         }
     }
 
-    /// Answers a client that sent a command ID again: with the kept answer, or says the
-    /// command is still running or ran with an answer too large to keep.
-    async fn answer_retry(&mut self, req: &Request, entry: Entry, shared: &Shared) -> bool {
+    /// Answers a client that sent the same request again: with the kept answer, by
+    /// running a built-in again, or says the command is still running or ran with an
+    /// answer too large to keep.
+    async fn answer_retry(
+        &mut self,
+        cmd: &Admitted<'_>,
+        entry: Entry,
+        settings: &Settings,
+        shared: &Shared,
+    ) -> bool {
+        let req = cmd.request();
         shared.audit.retried(&self.key, &self.peer, req, &entry);
-        let failure = |code, message| vec![Body::Err(Failure::new(code, message))];
-        let bodies = match entry.state {
-            State::Done {
-                answer: Some(bodies),
-                ..
-            } => bodies,
-            State::Running { since } => failure(
+        let failure = |code, message: &str| vec![Body::Err(Failure::new(code, message))];
+        let bodies = match (entry.state, cmd.action()) {
+            (State::Done(Answer::Kept(bodies)), _) => bodies,
+            (State::Done(Answer::Builtin), Action::Builtin(b)) => {
+                vec![Body::Ok(cmd::run(*b, cmd, &settings.policy))]
+            }
+            (State::Running, _) => failure(
                 ErrorCode::InProgress,
-                format!(
-                    "this command ID is still running (since {}); ask again later",
-                    rfc3339(since)
-                ),
+                "this command ID is still running; ask again later",
             ),
-            State::Done { at, answer: None } => failure(
+            _ => failure(
                 ErrorCode::Duplicate,
-                format!(
-                    "this command ID already ran (finished {}); its answer was too large to keep",
-                    rfc3339(at)
-                ),
+                "this command ID already ran; its answer was too large to keep",
             ),
         };
         for body in bodies {
@@ -457,8 +462,9 @@ impl Connection {
         program: &Program,
         inv: &Invocation,
         kept: &mut Option<Vec<Body>>,
+        shared: &Shared,
     ) -> Body {
-        let mut running = match exec::spawn(program, &inv.argv) {
+        let mut running = match exec::spawn(program, &inv.argv, &shared.tracking) {
             Ok(running) => running,
             Err(e) => {
                 warn!(client = %self.key, command = program.name, error = %e, "cannot start {}", program.path.display());
@@ -501,11 +507,13 @@ impl Connection {
                 next = self.io.next(), if run.listening && self.pending.is_none() => match next {
                     Some(Ok(request)) => self.pending = Some(request),
                     // The client left: stop the program, unless the policy lets it finish.
+                    // Like a timeout: SIGTERM, so its traps run, then SIGKILL.
                     _ => {
                         run.listening = false;
-                        if !program.detach {
+                        if !program.detach && run.kill_at.is_none() {
                             info!(client = %self.key, command = program.name, "client disconnected; stopping the command");
-                            running.signal(Signal::SIGKILL);
+                            running.signal(Signal::SIGTERM);
+                            run.kill_at = Some(Instant::now() + KILL_GRACE);
                         }
                     }
                 },

@@ -22,16 +22,14 @@ use crate::admit::Rules;
 use crate::audit::Audit;
 use crate::config::{Config, Limits};
 use crate::connection;
+use crate::exec::Tracking;
 use crate::gate::{Gate, GateRules, Turned};
 use crate::metrics::{Metrics, ResultLabel};
 use crate::notice::Notices;
 use crate::policy::Policy;
 use crate::rate::RateLimiter;
-use crate::replay::Store;
+use crate::replay::{Store, StoreOptions};
 use crate::revoke::{Reason, Revocations};
-
-/// How long shutdown waits for open connections to finish their request.
-const DRAIN: Duration = Duration::from_secs(30);
 
 /// What every connection reads: fixed at start-up but for `settings`, which SIGHUP
 /// replaces as a whole, so each request sees one consistent snapshot.
@@ -48,6 +46,8 @@ pub struct Shared {
     pub gate: Arc<Gate>,
     pub limiter: RateLimiter,
     pub metrics: Metrics,
+    /// How programs' processes are tracked (and stopped).
+    pub tracking: Tracking,
     /// Shared with the TLS callback, which refuses revoked identities.
     settings: Arc<RwLock<Arc<Settings>>>,
     /// Tells open connections of a reload (they check whether they were revoked) and
@@ -102,8 +102,16 @@ impl Shared {
         let master = MasterKey::from_hex(&text)
             .map_err(|e| anyhow::anyhow!("master key file {} {e}", config.master.display()))?;
         let settings = Settings::load(config)?;
-        let audit = Audit::new(config.server_id.clone(), config.audit_log.as_deref())
-            .with_context(|| format!("opening the audit file {:?}", config.audit_log))?;
+        let audit_key = master.audit_key();
+        let audit = Audit::new(
+            config.server_id.clone(),
+            config.audit_log.as_deref(),
+            audit_key,
+        )
+        .with_context(|| match &config.audit_log {
+            Some(path) => format!("opening the audit file {}", path.display()),
+            None => "setting up the audit trail".to_owned(),
+        })?;
         let tag_key = master.tag_key();
         let settings = Arc::new(RwLock::new(Arc::new(settings)));
         let current = settings.clone();
@@ -111,17 +119,26 @@ impl Shared {
         let tls = tls::server_context(master, tls::FFDHE3072_PEM, refuse)
             .context("building the TLS context")?;
         let metrics = Metrics::default();
-        let (spec, fsync) = (&config.replay_store, config.replay_fsync);
+        let options = StoreOptions {
+            max_ids: config.limits.max_remembered_ids,
+            fsync: config.replay_fsync,
+            server_id: config.server_id.to_string(),
+            window: config.limits.freshness_window,
+            clock_skew: config.max_clock_skew,
+            redis_replicas: config.redis_replicas,
+        };
         let replay = Store::open(
-            spec,
-            config.limits.max_remembered_ids,
-            fsync,
+            &config.replay_store,
+            &options,
             time::now(),
             metrics.store.clone(),
         )
         .await
         .map_err(|e| anyhow::anyhow!("opening the replay store: {e}"))?;
+        let tracking = Tracking::init(config.process_tracking)
+            .context("setting up process tracking for programs")?;
         Ok(Self {
+            tracking,
             tls,
             tag_key,
             server_id: config.server_id.clone(),
@@ -183,6 +200,13 @@ fn gate_rules(l: &Limits) -> GateRules {
 /// away is closed at once, before any TLS work.
 pub async fn run(listener: TcpListener, shared: Arc<Shared>, shutdown: impl Future<Output = ()>) {
     let tracker = TaskTracker::new();
+    tokio::spawn(async {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tick.tick().await;
+            crate::exec::reap_orphans();
+        }
+    });
     let mut turned_away = Throttle::default();
     tokio::pin!(shutdown);
     loop {
@@ -228,9 +252,14 @@ pub async fn run(listener: TcpListener, shared: Arc<Shared>, shutdown: impl Futu
     );
     shared.notices.stop();
     tracker.close();
-    if tokio::time::timeout(DRAIN, tracker.wait()).await.is_err() {
-        warn!("connections still open after {DRAIN:?}; exiting anyway");
+    let drain = shared.settings().limits.drain_timeout;
+    if tokio::time::timeout(drain, tracker.wait()).await.is_err() {
+        warn!("connections still open after {drain:?}; stopping their programs and exiting");
     }
+    // Every process a program started goes with the server, also those that left
+    // their program's process group.
+    shared.tracking.stop_all();
+    shared.replay.close();
     info!("stopped");
 }
 

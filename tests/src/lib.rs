@@ -122,7 +122,19 @@ impl TestEnv {
 
     /// Starts `cmdchan-server serve` on a free loopback port with `extra` flags.
     pub fn start(&self, extra: &[&str]) -> Server {
-        let mut cmd = Command::new(bin("cmdchan-server"));
+        Server::spawn(self.serve_command(&[], extra))
+    }
+
+    /// The command [`TestEnv::start`] runs, behind `wrapper` (such as `faketime -f -5s`).
+    pub fn serve_command(&self, wrapper: &[&str], extra: &[&str]) -> Command {
+        let mut cmd = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut cmd = system(program);
+                cmd.args(args).arg(bin("cmdchan-server"));
+                cmd
+            }
+            None => Command::new(bin("cmdchan-server")),
+        };
         cmd.args([
             "serve",
             "--master",
@@ -134,10 +146,10 @@ impl TestEnv {
         if !extra.contains(&"--replay-store") {
             cmd.args([
                 "--replay-store",
-                &format!("file:{}", self.path("seen.log").display()),
+                &format!("file:{}", self.path("replay").display()),
             ]);
         }
-        Server::spawn(cmd)
+        cmd
     }
 
     /// Runs the `cmdchan` binary against `server` with credential `cred`.
@@ -519,6 +531,21 @@ impl Redis {
         }
     }
 
+    /// Freezes it (SIGSTOP): it holds its connections and answers nothing.
+    pub fn freeze(&self) {
+        self.send("-STOP");
+    }
+
+    /// Thaws a frozen Redis (SIGCONT): what it was sent meanwhile applies now.
+    pub fn thaw(&self) {
+        self.send("-CONT");
+    }
+
+    fn send(&self, signal: &str) {
+        let pid = self.child.as_ref().unwrap().id().to_string();
+        run(Command::new("kill").args([signal, &pid]));
+    }
+
     /// Stops it (SIGKILL), as an outage would.
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
@@ -598,4 +625,53 @@ pub async fn closed_within(tcp: &mut TcpStream, within: Duration) -> bool {
         tokio::time::timeout(within, tcp.read(&mut buf)).await,
         Ok(Ok(0)) | Ok(Err(_))
     )
+}
+
+/// A small tmpfs mounted for one test (a file system that fills up); unmounted on drop.
+/// Mounting needs root, which CI has: without it the test fails, it never skips.
+#[derive(Debug)]
+pub struct Tmpfs {
+    pub dir: PathBuf,
+}
+
+impl Tmpfs {
+    pub fn mount(dir: PathBuf, size: &str) -> Tmpfs {
+        std::fs::create_dir_all(&dir).unwrap();
+        let out = run(system("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(&dir));
+        assert!(
+            out.status.success(),
+            "cannot mount a tmpfs at {} (the full-disk tests need root): {}",
+            dir.display(),
+            text(&out.stderr)
+        );
+        Tmpfs { dir }
+    }
+
+    /// Fills the file system to the last byte with a file named `filler`.
+    pub fn fill(&self) {
+        let filler = self.dir.join("filler");
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&filler)
+            .unwrap();
+        let block = vec![0u8; 4096];
+        use std::io::Write;
+        while file.write_all(&block).is_ok() {}
+        // Whatever room is left is smaller than a block: take it byte by byte.
+        while file.write_all(&[0]).is_ok() {}
+    }
+
+    /// Frees what [`Tmpfs::fill`] took.
+    pub fn free(&self) {
+        let _ = std::fs::remove_file(self.dir.join("filler"));
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = run(Command::new("umount").arg("-l").arg(&self.dir));
+    }
 }

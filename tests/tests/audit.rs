@@ -59,7 +59,8 @@ fn records(log: &Path) -> Vec<Value> {
 }
 
 fn verify(env: &TestEnv, log: &Path, prev: Option<&str>) -> (Option<i32>, String) {
-    let mut args = vec!["audit-verify", log.to_str().unwrap()];
+    let master = env.master.to_str().unwrap();
+    let mut args = vec!["audit-verify", log.to_str().unwrap(), "--master", master];
     if let Some(prev) = prev {
         args.extend(["--prev", prev]);
     }
@@ -67,10 +68,12 @@ fn verify(env: &TestEnv, log: &Path, prev: Option<&str>) -> (Option<i32>, String
     (out.status.code(), text(&out.stdout))
 }
 
-fn last_hash(report: &str) -> String {
+/// The MAC of the last record, from `audit-verify`'s report.
+fn last_mac(report: &str) -> String {
     report
         .lines()
-        .find_map(|l| l.strip_prefix("last hash: "))
+        .find_map(|l| l.strip_prefix("last: "))
+        .and_then(|l| l.split(" mac ").nth(1))
         .unwrap()
         .to_owned()
 }
@@ -98,7 +101,12 @@ fn every_request_and_refusal_is_recorded_and_the_chain_verifies() {
         Some(77)
     );
 
-    let recs = records_when(&log, 5);
+    let recs = records_when(&log, 6);
+    assert_eq!(
+        recs[0]["chain"], "new",
+        "the file starts with a chain header"
+    );
+    let recs = &recs[1..];
     let outcomes: Vec<&str> = recs
         .iter()
         .map(|r| r["outcome"].as_str().unwrap())
@@ -117,7 +125,9 @@ fn every_request_and_refusal_is_recorded_and_the_chain_verifies() {
         "exit",
         "duration_ms",
         "output_bytes",
+        "seq",
         "prev",
+        "mac",
     ] {
         assert!(!ran[field].is_null(), "{field} missing in {ran}");
     }
@@ -132,8 +142,7 @@ fn every_request_and_refusal_is_recorded_and_the_chain_verifies() {
     assert_eq!(ran["params"]["user"], "alice");
     let secret = ran["params"]["password"].as_str().unwrap();
     assert!(
-        secret.starts_with("sha256:")
-            && !std::fs::read_to_string(&log).unwrap().contains("hunter2"),
+        secret.starts_with("hmac:") && !std::fs::read_to_string(&log).unwrap().contains("hunter2"),
         "{secret}"
     );
     assert_eq!(recs[4]["client"], "mallory");
@@ -142,7 +151,7 @@ fn every_request_and_refusal_is_recorded_and_the_chain_verifies() {
     let (code, report) = verify(&env, &log, None);
     assert_eq!(code, Some(0), "{report}");
     assert!(
-        report.starts_with("ok: 5 records, chained from a new chain"),
+        report.starts_with("ok: 6 records, starting a new chain"),
         "{report}"
     );
 }
@@ -156,7 +165,7 @@ fn audit_verify_names_the_record_after_an_edit_a_deletion_or_a_reordering() {
     for _ in 0..5 {
         env.cmdchan(&server, &cred, &["ping"]);
     }
-    records_when(&log, 5);
+    records_when(&log, 6);
     let lines: Vec<String> = std::fs::read_to_string(&log)
         .unwrap()
         .lines()
@@ -167,23 +176,33 @@ fn audit_verify_names_the_record_after_an_edit_a_deletion_or_a_reordering() {
         verify(&env, &path, None)
     };
     let mut edited = lines.clone();
-    edited[1] = edited[1].replace("\"ok\"", "\"forbidden\"");
-    assert_eq!(tampered("edited", edited), (Some(1), "BROKEN at record 3 (line 3): it does not follow record 2: record 2 was edited, or records were deleted or reordered here\n".into()));
+    edited[2] = edited[2].replace("\"ok\"", "\"forbidden\"");
+    assert_eq!(tampered("edited", edited), (Some(1), "BROKEN at line 3: it does not carry the MAC of its own text: it was edited, or the key is not this server's\n".into()));
+    let mut last_edited = lines.clone();
+    last_edited[5] = last_edited[5].replace("\"ok\"", "\"forbidden\"");
+    assert!(tampered("last", last_edited)
+        .1
+        .starts_with("BROKEN at line 6: "));
     let mut deleted = lines.clone();
     deleted.remove(2);
     assert!(tampered("deleted", deleted)
         .1
-        .starts_with("BROKEN at record 3 "));
+        .starts_with("BROKEN at line 3: it does not follow line 2"));
+    let mut head_deleted = lines.clone();
+    head_deleted.drain(..2);
+    assert!(tampered("head-deleted", head_deleted)
+        .1
+        .starts_with("BROKEN at line 1: it is not a chain header"));
     let mut reordered = lines.clone();
-    reordered.swap(1, 2);
+    reordered.swap(2, 3);
     assert!(tampered("reordered", reordered)
         .1
-        .starts_with("BROKEN at record 2 "));
+        .starts_with("BROKEN at line 3:"));
     let mut torn = lines;
     torn[3].truncate(20);
     assert!(tampered("torn", torn)
         .1
-        .starts_with("BROKEN at record 4 (line 4): it is not a JSON record"));
+        .starts_with("BROKEN at line 4: it is not a JSON record"));
 }
 
 #[test]
@@ -199,18 +218,18 @@ fn the_chain_continues_across_a_restart_and_a_rotation() {
     env.cmdchan(&server, &cred, &["ping"]);
     let (code, report) = verify(&env, &log, None);
     assert_eq!(code, Some(0), "{report}");
-    assert!(report.starts_with("ok: 2 records"), "{report}");
+    assert!(report.starts_with("ok: 3 records"), "{report}");
 
     let rotated = env.path("audit.log.1");
     std::fs::rename(&log, &rotated).unwrap();
     server.signal("HUP");
     assert!(server.wait_for_log("SIGHUP: policy and settings reloaded"));
     env.cmdchan(&server, &cred, &["ping"]);
-    let old_last = last_hash(&verify(&env, &rotated, None).1);
+    let old_last = last_mac(&verify(&env, &rotated, None).1);
     let (code, report) = verify(&env, &log, Some(&old_last));
     assert_eq!(code, Some(0), "{report}");
     assert!(
-        report.contains(&format!("chained from hash {old_last}")),
+        report.contains(&format!("starting MAC {old_last}")),
         "{report}"
     );
     let (code, _) = verify(&env, &log, Some(&"0".repeat(64)));

@@ -22,14 +22,7 @@ fn setup(env: &TestEnv) -> String {
 
 fn start(env: &TestEnv, policy: &str, redis: &Redis) -> Server {
     let url = redis.url();
-    env.start(&[
-        "--policy",
-        policy,
-        "--replay-store",
-        &url,
-        "--fleet",
-        "test",
-    ])
+    env.start(&["--policy", policy, "--replay-store", &url])
 }
 
 fn runs(env: &TestEnv) -> usize {

@@ -92,7 +92,7 @@ fn the_examples_walkthrough_runs_as_written() {
         "Filesystem",
         "refused (forbidden): role web-operator: this role may not use service = \"apache2\"",
         "refused (bad arguments): mount: value is not one of /, /var, /tmp",
-        "ok: 8 records, chained from a new chain",
+        "ok: 9 records, starting a new chain",
     ] {
         assert!(said.contains(expected), "{expected:?} missing in:\n{said}");
     }

@@ -10,7 +10,7 @@ use tokio::sync::Semaphore;
 
 use super::*;
 use crate::policy::Policy;
-use crate::replay::{Store, StoreSpec};
+use crate::replay::{Answer, Entry, State, Store, StoreSpec};
 
 const NOW: u64 = 1_800_000_000;
 
@@ -34,7 +34,15 @@ fn ident(s: &str) -> Ident {
 }
 
 async fn memory_store() -> Store {
-    Store::open(&StoreSpec::Memory, 100, false, 0, Default::default())
+    let opts = crate::replay::StoreOptions {
+        max_ids: 100,
+        fsync: false,
+        server_id: "db1".into(),
+        window: std::time::Duration::from_secs(60),
+        clock_skew: std::time::Duration::ZERO,
+        redis_replicas: 0,
+    };
+    Store::open(&StoreSpec::Memory, &opts, 0, Default::default())
         .await
         .expect("store")
 }
@@ -129,7 +137,7 @@ async fn a_good_request_is_admitted_once() {
     assert!(matches!(admitted.action(), Action::Builtin(Builtin::Ping)));
     let again = admit(&req, 1, &f.key, &f.rules(), &store, NOW).await;
     assert!(
-        matches!(again, Ok(Admission::Retry(_))),
+        matches!(again, Ok(Admission::Retry(..))),
         "not run a second time: {again:?}"
     );
 }
@@ -295,7 +303,7 @@ async fn an_id_is_forgotten_only_once_its_request_is_stale() {
         .expect("first");
     // At the last second the request is fresh, the ID is still remembered.
     let last = admit(&req, 1, &f.key, &f.rules(), &store, NOW + 60).await;
-    assert!(matches!(last, Ok(Admission::Retry(_))), "{last:?}");
+    assert!(matches!(last, Ok(Admission::Retry(..))), "{last:?}");
     // One second later the request is stale, so forgetting the ID is safe.
     assert!(matches!(
         admit(&req, 1, &f.key, &f.rules(), &store, NOW + 61).await,
@@ -363,12 +371,21 @@ async fn the_same_clients_id_again_is_a_retry_and_another_clients_is_a_replay() 
         .await
         .expect("first");
     let again = admit(&req, 1, &f.key, &f.rules(), &store, NOW).await;
-    // A built-in's claim already holds its answer, so the retry is answered with it.
-    let pong = Some(vec![Body::Ok(Reply::Pong)]);
+    // A built-in keeps no answer: its retry runs it again.
     assert!(
-        matches!(again, Ok(Admission::Retry(Entry { ref client, state: State::Done { ref answer, .. } }))
-            if client == "alice" && *answer == pong),
+        matches!(again, Ok(Admission::Retry(Entry { ref client, state: State::Done(Answer::Builtin), .. }, _))
+            if client == "alice"),
         "{again:?}"
+    );
+    // The same client, the same ID, another request: not a retry.
+    let mut other = req.clone();
+    other.command = "echo".into();
+    other.args = vec!["hi".into()];
+    assert_eq!(
+        admit(&other, 1, &f.key, &f.rules(), &store, NOW)
+            .await
+            .err(),
+        Some(Refusal::Reused)
     );
     // Bob proves his own name and holds a valid tag, yet reuses alice's ID.
     let bob = PskIdentity {

@@ -1,79 +1,115 @@
-//! The audit file: JSON lines, each carrying the SHA-256 of the line before it, so an
-//! edited, deleted or reordered record breaks the chain at that point.
+//! The audit file: JSON lines in a keyed chain. Each line carries its sequence number,
+//! the MAC of the line before it, and its own MAC under a key only the server (and its
+//! admin) holds, so an edited, deleted, reordered or inserted record breaks the chain,
+//! and nobody without the key can mend it by recomputing.
 //!
 //! ```text
-//! line_i = JSON object of record i, its last field "prev": hex(SHA-256(line_{i-1}))
-//!          (the hash is of the line without its newline)
-//! prev of a new chain's first record = 64 zeros
+//! text_i = record_i as a JSON object, without its closing brace,
+//!          then ,"seq":i,"prev":"hex(mac_{i-1})"}
+//! mac_i  = HMAC-SHA256(audit key, text_i)
+//! line_i = text_i without its closing brace, then ,"mac":"hex(mac_i)"}
 //! ```
-//! The chain continues across restarts (the last line is read back) and across rotation:
-//! after the file is moved away and the server reopens its path (SIGHUP), the new file's
-//! first record carries the hash of the old file's last record.
+//! Every file starts with a header record, `"chain":"new"` (seq 0, prev all zeros) or
+//! `"chain":"rotated"` (continuing the file before it), so a file whose first records
+//! were deleted no longer starts with a header. The chain advances only with what
+//! reached the file: a write that fails (a full disk) is cut off, and once writing works
+//! again a `"gap"` record says how many records were lost and why, so a full disk is
+//! never mistaken for an edit. About once a minute the head (seq and MAC) is logged as
+//! a checkpoint (target `cmdchan::audit::checkpoint`): kept in the system journal, it is
+//! an anchor a rewrite of the file cannot move (`audit-verify --head`).
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
+use hmac::{Hmac, KeyInit, Mac};
 use serde::Serialize;
-use sha2::{Digest, Sha256};
+use sha2::Sha256;
+use tracing::{error, info, warn};
 
-use crate::batch::Batched;
+use cmdchan_common::keys::AuditKey;
 
-/// The `prev` of a new chain's first record.
+use super::stamp::Stamp;
+use crate::batch::{Batched, Sink};
+
+/// The `prev` of a new chain's header.
 pub const GENESIS: [u8; 32] = [0; 32];
 
-/// An append-only, hash-chained audit file.
+/// How often the chain's head is logged as a checkpoint, when it moved.
+const CHECKPOINT: Duration = Duration::from_secs(60);
+
+/// `,"mac":"` + 64 hex digits + `"}`
+pub const MAC_SUFFIX: usize = 8 + 64 + 2;
+
+/// An append-only, keyed audit chain.
 #[derive(Debug)]
 pub struct Chain {
     path: PathBuf,
-    /// The hash of the last record appended; its lock orders the file.
-    last: Mutex<[u8; 32]>,
-    out: Batched,
+    out: Batched<Writer>,
+}
+
+/// A record queued for the file: its JSON object without the closing brace.
+#[derive(Debug)]
+pub struct Queued(Vec<u8>);
+
+/// The file and the head of its chain.
+struct Writer {
+    path: PathBuf,
+    file: File,
+    key: Arc<AuditKey>,
+    server: String,
+    /// Bytes of the file that are whole lines.
+    good: u64,
+    /// Bytes past `good` may be on disk (a cut that failed): cut them first.
+    torn: bool,
+    seq: u64,
+    last: [u8; 32],
+    /// Records that could not be written since the last gap record: count, first
+    /// failure's time, last error.
+    lost: Option<(u64, Stamp, String)>,
+    checkpoint: (u64, Instant),
 }
 
 impl Chain {
     /// Opens (or creates, mode 0600) the file at `path` and continues its chain.
-    pub fn open(path: &Path) -> io::Result<Self> {
-        let (file, last) = open_continuing(path, GENESIS)?;
+    pub fn open(path: &Path, key: Arc<AuditKey>, server: &str) -> io::Result<Self> {
+        let writer = Writer::open(path, key, server, None)?;
         Ok(Self {
             path: path.into(),
-            last: Mutex::new(last),
-            out: Batched::new(file, false)?,
+            out: Batched::new(writer)?,
         })
     }
 
-    /// Reopens the path (after rotation); a new, empty file continues the chain from
-    /// the last record written to the old one.
+    /// Reopens the path (after rotation): a new file continues the chain with a
+    /// `"rotated"` header.
     pub fn reopen(&self) -> io::Result<()> {
-        let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
-        *last = self.out.replace(|_| open_continuing(&self.path, *last))?;
-        Ok(())
+        self.out.with_sink(|w| {
+            let head = (w.seq, w.last);
+            let lost = w.lost.take();
+            let mut fresh = Writer::open(&w.path, w.key.clone(), &w.server, Some(head))?;
+            fresh.lost = lost;
+            *w = fresh;
+            Ok(())
+        })
     }
 
-    /// Appends `record` with its `prev` field, which comes last so that only the hash
-    /// is worked out under the lock. With `now`, the record is in the kernel when this
-    /// returns; otherwise it follows within [`crate::batch::DELAY`].
+    /// Appends `record`. With `now`, it is in the kernel when this returns and an error
+    /// is this record's; otherwise it follows within [`crate::batch::DELAY`].
     pub fn append(&self, record: &impl Serialize, now: bool) -> io::Result<()> {
         let mut bytes = Vec::with_capacity(512);
         serde_json::to_writer(&mut bytes, record)?;
-        // An object always ends in `}`; reopen it for the last field.
+        // An object always ends in `}`; reopen it for the chain's fields.
         bytes.pop();
-        bytes.extend_from_slice(br#","prev":""#);
-        let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
-        let at = bytes.len();
-        bytes.resize(at + 64, 0);
-        hex::encode_to_slice(*last, &mut bytes[at..]).map_err(io::Error::other)?;
-        bytes.extend_from_slice(b"\"}");
-        let hash = Sha256::digest(&bytes).into();
-        bytes.push(b'\n');
         match now {
-            true => self.out.append_now(&bytes)?,
-            false => self.out.append(&bytes)?,
+            true => self.out.append_now(Queued(bytes)),
+            false => {
+                self.out.append(Queued(bytes));
+                Ok(())
+            }
         }
-        *last = hash;
-        Ok(())
     }
 
     pub fn path(&self) -> &Path {
@@ -81,27 +117,191 @@ impl Chain {
     }
 }
 
-/// Opens for appending; the chain goes on from the file's last line, or from `carry`
-/// if the file is empty. A torn last line (no newline) is closed off and chained from.
-fn open_continuing(path: &Path, carry: [u8; 32]) -> io::Result<(File, [u8; 32])> {
-    let mut file = OpenOptions::new()
-        .create(true)
-        .append(true)
-        .read(true)
-        .mode(0o600)
-        .open(path)?;
-    let Some(last_line) = last_line(&mut file)? else {
-        return Ok((file, carry));
-    };
-    let hash = Sha256::digest(last_line.strip_suffix(b"\n").unwrap_or(&last_line)).into();
-    if !last_line.ends_with(b"\n") {
-        file.write_all(b"\n")?;
+impl Sink for Writer {
+    type Item = Queued;
+
+    fn write_queued(&mut self, batch: Vec<Queued>) {
+        let count = batch.len() as u64;
+        if let Err(e) = self.write(batch) {
+            self.lose(count, &e);
+        }
     }
-    Ok((file, hash))
+
+    fn write_now(&mut self, item: Queued) -> io::Result<()> {
+        self.write(vec![item]).inspect_err(|e| self.lose(1, e))
+    }
+
+    fn tick(&mut self) {
+        let (seq, at) = self.checkpoint;
+        if self.seq != seq && at.elapsed() >= CHECKPOINT {
+            info!(target: "cmdchan::audit::checkpoint", path = %self.path.display(), seq = self.seq, mac = %hex::encode(self.last), "audit checkpoint");
+            self.checkpoint = (self.seq, Instant::now());
+        }
+    }
 }
 
-/// The file's last line (with its newline, if it has one); `None` for an empty file.
-fn last_line(file: &mut File) -> io::Result<Option<Vec<u8>>> {
+impl Writer {
+    /// Opens `path` for appending. An existing chain goes on from its last line (a torn
+    /// last line is cut off and recorded as a gap); an empty file gets a header: a new
+    /// chain, or with `carry` the continuation of the file rotated away.
+    fn open(
+        path: &Path,
+        key: Arc<AuditKey>,
+        server: &str,
+        carry: Option<(u64, [u8; 32])>,
+    ) -> io::Result<Self> {
+        let mut file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .read(true)
+            .mode(0o600)
+            .open(path)?;
+        let (good, head, torn) = last_whole_line(&mut file)?;
+        let mut w = Self {
+            path: path.into(),
+            file,
+            key,
+            server: server.into(),
+            good,
+            torn: false,
+            seq: 0,
+            last: GENESIS,
+            lost: None,
+            checkpoint: (0, Instant::now()),
+        };
+        if torn > 0 {
+            warn!(path = %path.display(), bytes = torn, "the audit file ends in a torn record; cutting it off");
+            w.file.set_len(good)?;
+            w.lost = Some((1, Stamp::now(), "a torn record was cut off at start".into()));
+        }
+        match head {
+            Some((seq, mac)) => (w.seq, w.last) = (seq, mac),
+            None => {
+                let (kind, (seq, last)) = match carry {
+                    Some(head) => ("rotated", head),
+                    None => ("new", (u64::MAX, GENESIS)),
+                };
+                (w.seq, w.last) = (seq, last);
+                let header = Header {
+                    chain: kind,
+                    server,
+                    time: Stamp::now(),
+                };
+                let mut body = serde_json::to_vec(&header)?;
+                body.pop();
+                w.write(vec![Queued(body)])?;
+            }
+        }
+        w.checkpoint = (w.seq, Instant::now());
+        Ok(w)
+    }
+
+    /// Writes the pending gap record (if any), then `batch`, each line chained from the
+    /// one before; the head moves only once the write succeeded.
+    fn write(&mut self, batch: Vec<Queued>) -> io::Result<()> {
+        if self.torn {
+            self.file.set_len(self.good)?;
+            self.torn = false;
+        }
+        let (mut seq, mut last) = (self.seq, self.last);
+        let mut out = Vec::with_capacity(batch.len() * 400);
+        if let Some((records, since, why)) = &self.lost {
+            let gap = Gap {
+                gap: GapInfo {
+                    records: *records,
+                    since: *since,
+                    error: why,
+                },
+                server: &self.server,
+                time: Stamp::now(),
+            };
+            let mut body = serde_json::to_vec(&gap)?;
+            body.pop();
+            (seq, last) = self.chain(&mut out, &body, seq, last);
+        }
+        for Queued(body) in &batch {
+            (seq, last) = self.chain(&mut out, body, seq, last);
+        }
+        if let Err(e) = self.file.write_all(&out) {
+            self.torn = true;
+            if self.file.set_len(self.good).is_ok() {
+                self.torn = false;
+            }
+            return Err(e);
+        }
+        self.good += out.len() as u64;
+        (self.seq, self.last) = (seq, last);
+        if let Some((records, _, _)) = self.lost.take() {
+            warn!(path = %self.path.display(), records, "the audit file is written again; a gap record says how many records were lost");
+        }
+        Ok(())
+    }
+
+    /// Appends one line chained from (`seq`, `last`) to `out`; returns the new head.
+    fn chain(&self, out: &mut Vec<u8>, body: &[u8], seq: u64, last: [u8; 32]) -> (u64, [u8; 32]) {
+        let seq = seq.wrapping_add(1);
+        let start = out.len();
+        out.extend_from_slice(body);
+        out.extend_from_slice(b",\"seq\":");
+        out.extend_from_slice(seq.to_string().as_bytes());
+        out.extend_from_slice(b",\"prev\":\"");
+        let at = out.len();
+        out.resize(at + 64, 0);
+        // 32 bytes always fit 64 hex digits.
+        let _ = hex::encode_to_slice(last, &mut out[at..]);
+        out.extend_from_slice(b"\"}");
+        let mac = mac(&self.key, &out[start..]);
+        out.pop();
+        out.extend_from_slice(b",\"mac\":\"");
+        let at = out.len();
+        out.resize(at + 64, 0);
+        let _ = hex::encode_to_slice(mac, &mut out[at..]);
+        out.extend_from_slice(b"\"}\n");
+        (seq, mac)
+    }
+
+    fn lose(&mut self, count: u64, e: &io::Error) {
+        let (records, since, _) = self.lost.take().unwrap_or((0, Stamp::now(), String::new()));
+        self.lost = Some((records + count, since, e.to_string()));
+        error!(path = %self.path.display(), error = %e, lost = records + count, "cannot write the audit file; the records are counted in a gap record");
+    }
+}
+
+/// `mac = HMAC-SHA256(key, text)`
+pub fn mac(key: &AuditKey, text: &[u8]) -> [u8; 32] {
+    // HMAC accepts a key of any length, so this cannot fail.
+    let mac = <Hmac<Sha256> as KeyInit>::new_from_slice(key.expose())
+        .unwrap_or_else(|_| unreachable!("HMAC takes any key length"));
+    mac.chain_update(text).finalize().into_bytes().into()
+}
+
+#[derive(Serialize)]
+struct Header<'a> {
+    chain: &'a str,
+    server: &'a str,
+    time: Stamp,
+}
+
+#[derive(Serialize)]
+struct Gap<'a> {
+    gap: GapInfo<'a>,
+    server: &'a str,
+    time: Stamp,
+}
+
+#[derive(Serialize)]
+struct GapInfo<'a> {
+    records: u64,
+    since: Stamp,
+    error: &'a str,
+}
+
+/// A chain's head: the last record's seq and MAC.
+type Head = (u64, [u8; 32]);
+
+/// The length of the file's whole lines, the head of its last whole line (if any), and
+/// how many bytes follow it (a torn line).
+fn last_whole_line(file: &mut File) -> io::Result<(u64, Option<Head>, u64)> {
     let len = file.metadata()?.len();
     let mut window: u64 = 64 * 1024;
     loop {
@@ -109,13 +309,40 @@ fn last_line(file: &mut File) -> io::Result<Option<Vec<u8>>> {
         file.seek(SeekFrom::Start(start))?;
         let mut tail = Vec::new();
         file.read_to_end(&mut tail)?;
-        let body = tail.strip_suffix(b"\n").unwrap_or(&tail);
-        match body.iter().rposition(|&b| b == b'\n') {
-            Some(cut) => return Ok(Some(tail[cut + 1..].to_vec())),
-            None if start == 0 => return Ok((!tail.is_empty()).then_some(tail)),
-            None => window *= 2,
-        }
+        let ends: Vec<usize> = tail
+            .iter()
+            .enumerate()
+            .filter(|(_, &b)| b == b'\n')
+            .map(|(i, _)| i)
+            .collect();
+        let whole_end = ends.last().map(|&i| i + 1);
+        let Some(end) = whole_end else {
+            if start == 0 {
+                return Ok((0, None, len));
+            }
+            window *= 2;
+            continue;
+        };
+        let line_start = match ends.len() {
+            1 if start > 0 => {
+                window *= 2;
+                continue;
+            }
+            1 => 0,
+            n => ends[n - 2] + 1,
+        };
+        let line = &tail[line_start..end - 1];
+        let good = start + end as u64;
+        return Ok((good, head_of(line), len - good));
     }
+}
+
+/// `seq` and `mac` of a written line, if it has them.
+pub fn head_of(line: &[u8]) -> Option<(u64, [u8; 32])> {
+    let value: serde_json::Value = serde_json::from_slice(line).ok()?;
+    let seq = value.get("seq")?.as_u64()?;
+    let mac = hex::decode(value.get("mac")?.as_str()?).ok()?;
+    Some((seq, mac.try_into().ok()?))
 }
 
 #[cfg(test)]
@@ -123,56 +350,97 @@ mod tests {
     use super::*;
     use serde_json::{Map, Value};
 
+    fn key() -> Arc<AuditKey> {
+        Arc::new(AuditKey::from_bytes([7; 32]))
+    }
+
     fn record(n: u64) -> Map<String, Value> {
         let mut m = Map::new();
         m.insert("n".into(), Value::from(n));
         m
     }
 
+    fn lines(path: &Path) -> Vec<Value> {
+        std::fs::read_to_string(path)
+            .expect("read")
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("json"))
+            .collect()
+    }
+
+    /// PROTOCOL.md's audit chain vectors, also printed by scripts/vectors.py.
     #[test]
-    fn each_record_carries_the_hash_of_the_one_before() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("audit.log");
-        let chain = Chain::open(&path).expect("open");
-        chain.append(&record(1), true).expect("append");
-        chain.append(&record(2), true).expect("append");
-        let text = std::fs::read_to_string(&path).expect("read");
-        let lines: Vec<&str> = text.lines().collect();
-        assert!(lines[0].contains(&hex::encode(GENESIS)));
-        assert!(lines[1].contains(&hex::encode(Sha256::digest(lines[0].as_bytes()))));
+    fn macs_match_protocol_md_vectors() {
+        let key = AuditKey::from_bytes(
+            hex::decode("84a46eaad8abe71cf5e2980c5196f93be7ae14514e451fe71e34bdedb1679cfc")
+                .expect("hex")
+                .try_into()
+                .expect("32 bytes"),
+        );
+        let zeros = "0".repeat(64);
+        let header = format!("{{\"chain\":\"new\",\"server\":\"db1\",\"time\":\"2030-01-01T00:00:00.000Z\",\"seq\":0,\"prev\":\"{zeros}\"}}");
+        let mac0 = hex::encode(mac(&key, header.as_bytes()));
+        assert_eq!(
+            mac0,
+            "4d85ffa2c8e24c461cddbd3044a9bc637bf9fcbcce31082d0022044df128ed3d"
+        );
+        let record =
+            format!("{{\"client\":\"alice\",\"outcome\":\"ok\",\"seq\":1,\"prev\":\"{mac0}\"}}");
+        assert_eq!(
+            hex::encode(mac(&key, record.as_bytes())),
+            "86335da6e34599ee434c968cad3f97442c68ab2ab31ae4d0e313356f2f2b46d3"
+        );
     }
 
     #[test]
-    fn the_chain_continues_after_a_restart_and_a_torn_line() {
+    fn a_new_file_starts_with_a_header_and_each_line_chains_from_the_one_before() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("audit.log");
-        Chain::open(&path)
+        let chain = Chain::open(&path, key(), "s1").expect("open");
+        chain.append(&record(1), true).expect("append");
+        chain.append(&record(2), true).expect("append");
+        let got = lines(&path);
+        assert_eq!(got[0]["chain"], "new");
+        assert_eq!(got[0]["seq"], 0);
+        assert_eq!(got[0]["prev"], hex::encode(GENESIS));
+        assert_eq!(got[2]["seq"], 2);
+        assert_eq!(got[2]["prev"], got[1]["mac"]);
+    }
+
+    #[test]
+    fn the_chain_continues_after_a_restart_and_a_torn_line_becomes_a_gap() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("audit.log");
+        Chain::open(&path, key(), "s1")
             .expect("open")
             .append(&record(1), true)
             .expect("append");
         let mut f = OpenOptions::new().append(true).open(&path).expect("open");
         f.write_all(b"{\"torn\":").expect("write");
-        Chain::open(&path)
+        Chain::open(&path, key(), "s1")
             .expect("reopen")
             .append(&record(2), true)
             .expect("append");
-        let text = std::fs::read_to_string(&path).expect("read");
-        let lines: Vec<&str> = text.lines().collect();
-        assert_eq!(lines.len(), 3);
-        assert!(lines[2].contains(&hex::encode(Sha256::digest(b"{\"torn\":"))));
+        let got = lines(&path);
+        assert_eq!(got.len(), 4, "header, record, gap, record");
+        assert_eq!(got[2]["gap"]["records"], 1);
+        assert_eq!(got[2]["prev"], got[1]["mac"]);
+        assert_eq!(got[3]["n"], 2);
     }
 
     #[test]
-    fn a_rotated_file_starts_from_the_old_files_last_hash() {
+    fn a_rotated_file_starts_with_a_rotated_header_chained_from_the_old_file() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("audit.log");
-        let chain = Chain::open(&path).expect("open");
+        let chain = Chain::open(&path, key(), "s1").expect("open");
         chain.append(&record(1), true).expect("append");
-        let old = std::fs::read_to_string(&path).expect("read");
+        let old = lines(&path);
         std::fs::rename(&path, dir.path().join("audit.log.1")).expect("rotate");
         chain.reopen().expect("reopen");
         chain.append(&record(2), true).expect("append");
-        let new = std::fs::read_to_string(&path).expect("read");
-        assert!(new.contains(&hex::encode(Sha256::digest(old.trim_end().as_bytes()))));
+        let new = lines(&path);
+        assert_eq!(new[0]["chain"], "rotated");
+        assert_eq!(new[0]["prev"], old[1]["mac"]);
+        assert_eq!(new[0]["seq"], 2);
     }
 }

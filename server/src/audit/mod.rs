@@ -6,7 +6,7 @@
 //! A program gets a `started` record before it runs and its outcome after; if the
 //! `started` record cannot be written, the program does not run (fail closed).
 //! Strings a peer chose are escaped and cut to 64 characters; secret parameters are
-//! recorded only as a SHA-256 digest.
+//! recorded only as an HMAC under the audit key (no one without it can test guesses).
 
 pub mod chain;
 mod stamp;
@@ -16,19 +16,20 @@ use std::borrow::Cow;
 use std::io;
 use std::net::SocketAddr;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Serialize;
 use serde_json::{Map, Value};
-use sha2::{Digest, Sha256};
 use tracing::{debug, error, info, warn};
 
 use cmdchan_common::ident::{printable, printable_str, Ident, PskIdentity};
+use cmdchan_common::keys::AuditKey;
 use cmdchan_common::protocol::{Body, Reply, Request};
 
 use crate::admit::{Action, Admitted, Refusal};
 use crate::policy::Invocation;
-use crate::replay::{Entry, State};
+use crate::replay::{Answer, Entry, State};
 
 use self::chain::Chain;
 use self::stamp::Stamp;
@@ -39,13 +40,17 @@ const TARGET: &str = "cmdchan::audit";
 #[derive(Debug)]
 pub struct Audit {
     server: Ident,
+    key: Arc<AuditKey>,
     file: Option<Chain>,
 }
 
 impl Audit {
-    pub fn new(server: Ident, path: Option<&Path>) -> io::Result<Self> {
-        let file = path.map(Chain::open).transpose()?;
-        Ok(Self { server, file })
+    pub fn new(server: Ident, path: Option<&Path>, key: AuditKey) -> io::Result<Self> {
+        let key = Arc::new(key);
+        let file = path
+            .map(|p| Chain::open(p, key.clone(), server.as_str()))
+            .transpose()?;
+        Ok(Self { server, key, file })
     }
 
     /// Reopens the audit file at its path (for rotation).
@@ -65,10 +70,13 @@ impl Audit {
             return Ok(());
         };
         let mut r = Record::new(&self.server, key, peer, cmd.request(), "started");
-        r.params = Some(params(inv));
+        r.params = Some(self.params(inv));
         file.append(&r, true)
     }
 
+    /// Records an admitted request's outcome. A program's is written before this
+    /// returns, as its `started` record was: the file never shows a program that
+    /// started and whose answer was sent without its outcome.
     pub fn admitted(
         &self,
         cmd: &Admitted<'_>,
@@ -101,10 +109,11 @@ impl Audit {
             Some(_) => event!(debug),
             None => event!(info),
         }
-        self.write(|| {
+        let program = matches!(cmd.action(), Action::Run(..));
+        self.write(program, || {
             let mut r = Record::new(&self.server, key, peer, req, outcome);
             if let Action::Run(_, inv) = cmd.action() {
-                r.params = Some(params(inv));
+                r.params = Some(self.params(inv));
             }
             r.exit = Some(exit);
             r.duration_ms = Some(took.as_millis() as u64);
@@ -141,7 +150,7 @@ impl Audit {
             true => event!(warn),
             false => event!(info),
         }
-        self.write(|| {
+        self.write(false, || {
             let mut r = Record::new(&self.server, key, peer, req, refusal.code().name());
             r.reason = Some(refusal.to_string());
             r
@@ -151,11 +160,10 @@ impl Audit {
     /// A client sent a command ID it used before: answered from the store, nothing ran.
     pub fn retried(&self, key: &PskIdentity, peer: &Peer, req: &Request, entry: &Entry) {
         let outcome = match entry.state {
-            State::Running { .. } => "retry: in progress",
-            State::Done {
-                answer: Some(_), ..
-            } => "retry: answered",
-            State::Done { answer: None, .. } => "retry: duplicate",
+            State::Running => "retry: in progress",
+            State::Done(Answer::Kept(_)) => "retry: answered",
+            State::Done(Answer::Builtin) => "retry: ran the built-in again",
+            State::Done(Answer::Dropped) => "retry: duplicate",
         };
         info!(
             target: TARGET,
@@ -166,15 +174,36 @@ impl Audit {
             outcome,
             "retried"
         );
-        self.write(|| Record::new(&self.server, key, peer, req, outcome));
+        self.write(false, || Record::new(&self.server, key, peer, req, outcome));
     }
 
-    /// Appends the record `make` builds; it is built only when there is a file.
-    fn write<'a>(&self, make: impl FnOnce() -> Record<'a>) {
+    /// Appends the record `make` builds (only when there is a file); with `now`, before
+    /// returning. A record that cannot be written is counted in the file's next gap
+    /// record.
+    fn write<'a>(&self, now: bool, make: impl FnOnce() -> Record<'a>) {
         let Some(file) = &self.file else { return };
-        if let Err(e) = file.append(&make(), false) {
+        if let Err(e) = file.append(&make(), now) {
             error!(path = %file.path().display(), error = %e, "cannot write the audit file");
         }
+    }
+
+    /// Parameter values as run; a secret one only as `hmac:HEX` under the audit key.
+    fn params(&self, inv: &Invocation) -> Value {
+        let map: Map<String, Value> = inv
+            .values
+            .iter()
+            .map(|(name, value, secret)| {
+                let shown = match secret {
+                    true => format!(
+                        "hmac:{}",
+                        hex::encode(chain::mac(&self.key, value.as_bytes()))
+                    ),
+                    false => value.clone(),
+                };
+                (name.clone(), Value::String(shown))
+            })
+            .collect();
+        Value::Object(map)
     }
 }
 
@@ -273,20 +302,4 @@ fn hex_str<S: serde::Serializer>(id: &&[u8; 16], s: S) -> Result<S::Ok, S::Error
     let mut text = [0u8; 32];
     hex::encode_to_slice(id, &mut text).map_err(serde::ser::Error::custom)?;
     s.serialize_str(std::str::from_utf8(&text).map_err(serde::ser::Error::custom)?)
-}
-
-/// Parameter values as run; a secret one only as `sha256:HEX`.
-fn params(inv: &Invocation) -> Value {
-    let map: Map<String, Value> = inv
-        .values
-        .iter()
-        .map(|(name, value, secret)| {
-            let shown = match secret {
-                true => format!("sha256:{}", hex::encode(Sha256::digest(value.as_bytes()))),
-                false => value.clone(),
-            };
-            (name.clone(), Value::String(shown))
-        })
-        .collect();
-    Value::Object(map)
 }

@@ -1,65 +1,255 @@
-//! `admin audit-verify`: walks an audit file's hash chain and names the first record
-//! that does not follow from the one before it.
+//! `admin audit-verify`: walks an audit file's keyed chain and names the first record
+//! that is not what the server wrote, telling a gap the server recorded (a full disk)
+//! apart from an edit.
 
 use std::io::{self, BufRead, BufReader};
 use std::path::Path;
 
 use serde_json::Value;
-use sha2::{Digest, Sha256};
+
+use cmdchan_common::keys::AuditKey;
+
+use super::chain::{mac, GENESIS, MAC_SUFFIX};
 
 /// What a walk over the chain found.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Verdict {
-    /// Every record follows from the one before. `first_prev` is what the first record
-    /// chains from (zeros: a new chain; else the last hash of the file before rotation).
-    Intact {
-        records: u64,
-        first_prev: String,
-        last: String,
-    },
-    /// Record `record` (1-based line number) breaks the chain.
-    Broken { record: u64, why: String },
+    /// Every record is the server's and follows from the one before.
+    Intact(Walk),
+    /// Line `line` (1-based) is not what the server wrote there.
+    Broken { line: u64, why: String },
 }
 
-/// Checks the file at `path`; with `expected_prev`, the first record must chain from it.
-pub fn verify(path: &Path, expected_prev: Option<&str>) -> io::Result<Verdict> {
+/// An intact chain's figures.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Walk {
+    pub records: u64,
+    /// The file starts a new chain (else it continues a rotated file).
+    pub new_chain: bool,
+    /// What the first record chains from (all zeros for a new chain).
+    pub first_prev: String,
+    /// Gaps the server recorded: (line, records lost, error).
+    pub gaps: Vec<(u64, u64, String)>,
+    /// The last record's seq and MAC.
+    pub last_seq: u64,
+    pub last_mac: String,
+}
+
+/// Checks the file at `path` with the chain's `key`. With `prev`, the file must continue
+/// from that MAC (the last of the file before it); with `head`, a record with that MAC
+/// (a checkpoint from the journal) must be in the file.
+pub fn verify(
+    path: &Path,
+    key: &AuditKey,
+    prev: Option<&str>,
+    head: Option<&str>,
+) -> io::Result<Verdict> {
     let reader = BufReader::new(std::fs::File::open(path)?);
-    let mut last: Option<String> = None;
-    let mut first_prev = String::new();
-    let mut records = 0;
-    for line in reader.split(b'\n') {
+    let mut walk = Walk::default();
+    let mut head_seen = head.is_none();
+    for (n, line) in (1u64..).zip(reader.split(b'\n')) {
         let line = line?;
-        records += 1;
-        let broken = |why: String| {
-            Ok(Verdict::Broken {
-                record: records,
-                why,
-            })
+        let broken = |why: String| Ok(Verdict::Broken { line: n, why });
+        let record = match check_line(&line, key) {
+            Ok(record) => record,
+            Err(why) => return broken(why),
         };
-        let Some(prev) = serde_json::from_slice::<Value>(&line)
-            .ok()
-            .and_then(|v| v.get("prev")?.as_str().map(str::to_owned))
-        else {
-            return broken("is not a JSON record with a \"prev\" field (torn or edited)".into());
-        };
-        match (&last, expected_prev) {
-            (Some(hash), _) if *hash != prev => {
-                let before = records - 1;
+        let (seq, this_prev, this_mac) = record.chain;
+        if n == 1 {
+            let Some(kind) = record.value.get("chain").and_then(Value::as_str) else {
+                return broken(
+                    "is not a chain header: the file's first records were deleted".into(),
+                );
+            };
+            walk.new_chain = kind == "new";
+            if walk.new_chain && (this_prev != hex::encode(GENESIS) || seq != 0) {
+                return broken("says it starts a new chain but does not chain from zero".into());
+            }
+            if let Some(want) = prev.filter(|want| *want != this_prev) {
                 return broken(format!(
-                    "does not follow record {before}: record {before} was edited, or records were deleted or reordered here"
+                    "continues from {this_prev}, not from the expected {want}"
                 ));
             }
-            (None, Some(want)) if want != prev => {
-                return broken(format!("chains from {prev}, not from the expected {want}"));
+            walk.first_prev = this_prev.clone();
+        } else {
+            if this_prev != walk.last_mac || seq != walk.last_seq.wrapping_add(1) {
+                return broken(format!(
+                    "does not follow line {}: records were deleted, inserted or reordered here",
+                    n - 1
+                ));
             }
-            (None, _) => first_prev = prev,
-            _ => {}
+            if record.value.get("chain").is_some() {
+                return broken("is a chain header in the middle of a file".into());
+            }
         }
-        last = Some(hex::encode(Sha256::digest(&line)));
+        if let Some(gap) = record.value.get("gap") {
+            let lost = gap.get("records").and_then(Value::as_u64).unwrap_or(0);
+            let error = gap
+                .get("error")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_owned();
+            walk.gaps.push((n, lost, error));
+        }
+        head_seen |= head == Some(this_mac.as_str());
+        (walk.last_seq, walk.last_mac) = (seq, this_mac);
+        walk.records = n;
     }
-    Ok(Verdict::Intact {
-        records,
-        first_prev,
-        last: last.unwrap_or_default(),
+    if walk.records == 0 {
+        return Ok(Verdict::Broken {
+            line: 1,
+            why: "is missing: the file is empty".into(),
+        });
+    }
+    if !head_seen {
+        return Ok(Verdict::Broken {
+            line: walk.records,
+            why: "is the last line, and the checkpoint given with --head is not in the file: records were cut off or the file was rewritten".into(),
+        });
+    }
+    Ok(Verdict::Intact(walk))
+}
+
+/// A line whose MAC verified: its JSON and its (seq, prev, mac).
+struct Checked {
+    value: Value,
+    chain: (u64, String, String),
+}
+
+/// Checks one line's own MAC: `mac = HMAC(key, line without its mac field, closed)`.
+fn check_line(line: &[u8], key: &AuditKey) -> Result<Checked, String> {
+    let value: Value = serde_json::from_slice(line)
+        .map_err(|_| "is not a JSON record (torn or edited)".to_owned())?;
+    let field = |name: &str| value.get(name).and_then(Value::as_str).map(str::to_owned);
+    let (Some(seq), Some(prev), Some(this)) = (
+        value.get("seq").and_then(Value::as_u64),
+        field("prev"),
+        field("mac"),
+    ) else {
+        return Err("lacks its seq, prev or mac field (edited, or not an audit file)".into());
+    };
+    let cut = line.len().checked_sub(MAC_SUFFIX).ok_or("is too short")?;
+    let mut text = line[..cut].to_vec();
+    text.push(b'}');
+    if hex::encode(mac(key, &text)) != this {
+        return Err("does not carry the MAC of its own text: it was edited, or the key is not this server's".into());
+    }
+    Ok(Checked {
+        value,
+        chain: (seq, prev, this),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::audit::chain::Chain;
+    use std::sync::Arc;
+
+    fn key() -> Arc<AuditKey> {
+        Arc::new(AuditKey::from_bytes([3; 32]))
+    }
+
+    fn written(dir: &tempfile::TempDir, records: u64) -> std::path::PathBuf {
+        let path = dir.path().join("audit.log");
+        let chain = Chain::open(&path, key(), "s1").expect("open");
+        for n in 0..records {
+            chain
+                .append(&serde_json::json!({ "n": n }), true)
+                .expect("append");
+        }
+        path
+    }
+
+    fn lines(path: &Path) -> Vec<String> {
+        std::fs::read_to_string(path)
+            .expect("read")
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+
+    fn write(path: &Path, lines: &[String]) {
+        std::fs::write(path, lines.join("\n") + "\n").expect("write");
+    }
+
+    fn broken_at(path: &Path) -> u64 {
+        match verify(path, &key(), None, None).expect("verify") {
+            Verdict::Broken { line, .. } => line,
+            Verdict::Intact(w) => panic!("verified: {w:?}"),
+        }
+    }
+
+    #[test]
+    fn an_untouched_file_verifies() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = written(&dir, 5);
+        let Verdict::Intact(walk) = verify(&path, &key(), None, None).expect("verify") else {
+            panic!("broken")
+        };
+        assert_eq!((walk.records, walk.last_seq, walk.new_chain), (6, 5, true));
+    }
+
+    #[test]
+    fn deleting_the_first_records_is_caught() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = written(&dir, 5);
+        let all = lines(&path);
+        write(&path, &all[3..]);
+        assert_eq!(broken_at(&path), 1);
+    }
+
+    #[test]
+    fn editing_the_last_record_is_caught() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = written(&dir, 5);
+        let mut all = lines(&path);
+        let last = all.len() - 1;
+        all[last] = all[last].replace("\"n\":4", "\"n\":9");
+        write(&path, &all);
+        assert_eq!(broken_at(&path), 6);
+    }
+
+    #[test]
+    fn recomputing_an_unkeyed_chain_does_not_hide_an_edit() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = written(&dir, 3);
+        let mut all = lines(&path);
+        all[2] = all[2].replace("\"n\":1", "\"n\":7");
+        write(&path, &all);
+        let other = AuditKey::from_bytes([4; 32]);
+        assert!(matches!(
+            verify(&path, &other, None, None).expect("verify"),
+            Verdict::Broken { line: 1, .. }
+        ));
+        assert_eq!(broken_at(&path), 3);
+    }
+
+    #[test]
+    fn a_cut_off_tail_is_caught_by_a_checkpoint() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = written(&dir, 5);
+        let all = lines(&path);
+        let head: Value = serde_json::from_str(&all[5]).expect("json");
+        let head = head["mac"].as_str().expect("mac").to_owned();
+        assert!(matches!(
+            verify(&path, &key(), None, Some(&head)).expect("verify"),
+            Verdict::Intact(_)
+        ));
+        write(&path, &all[..4]);
+        assert!(matches!(
+            verify(&path, &key(), None, Some(&head)).expect("verify"),
+            Verdict::Broken { line: 4, .. }
+        ));
+    }
+
+    #[test]
+    fn a_deleted_record_in_the_middle_is_caught() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = written(&dir, 5);
+        let mut all = lines(&path);
+        all.remove(3);
+        write(&path, &all);
+        assert_eq!(broken_at(&path), 4);
+    }
 }

@@ -1,95 +1,112 @@
-//! The `file:` store: an append-only log of claims and outcomes, with an in-memory index.
+//! The `file:DIR` store: claims and outcomes appended to segment files, one segment per
+//! slice of expiry time, with the in-memory [`Table`] as the index.
 //!
 //! ```text
+//! DIR/seg-E.log   every record whose ID is kept until at most unix second E
+//!                 (E is a multiple of the slice, a tenth of the freshness window)
 //! record = u32be(len(body)) || u32be(crc32(body)) || body      body = postcard(Record)
 //! ```
-//! At start the log is read back (later records win), expired IDs are dropped, a torn or
-//! corrupt tail is cut off, and the file is rewritten with only the live IDs; it is
-//! rewritten the same way whenever dead records outnumber live ones.
+//! IDs expire with their window, so a segment whose E has passed holds nothing live and
+//! is unlinked whole: there is no compaction, dead records cost no disk past their
+//! slice, and dropping them takes no lock any request waits on.
 //!
-//! Durability: records are written in batches ([`crate::batch`]). A claim for a program
-//! is in the kernel before the program runs, so it survives the server being killed
-//! (kill -9, panic, OOM); other records (a built-in's claim, every outcome) follow within
-//! a millisecond, and a clean stop writes them all. Losing one to a kill costs nothing
-//! that matters: a built-in has no effect to repeat, and a program whose outcome was
-//! lost answers a retry with `in progress` until its window ends. With `fsync` each
-//! write is also flushed to disk (`fdatasync`), which survives power loss too. A lock
-//! file keeps a second server off the same log.
+//! Durability: a program's claim and its outcome are written (and with `fsync` flushed
+//! to disk) before the program runs and before its answer is sent. A built-in's claim is
+//! written in a batch within a millisecond: losing it to a kill costs nothing, as a
+//! built-in has no effect to repeat.
+//!
+//! A write that fails part-way (a full disk, EIO, EDQUOT, EFBIG) is cut off at once: the
+//! segment is truncated to its last whole record before anything else is appended, so a
+//! torn record can only ever be a segment's tail. While the cut cannot be made, every
+//! write to that segment fails and claims are refused (`store unavailable`); the store
+//! resumes by itself once it can write. At start a torn tail is cut off the same way,
+//! before the first claim is taken. A lock file keeps a second server off the directory.
 
+use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 
 use nix::fcntl::{Flock, FlockArg};
 use serde::{Deserialize, Serialize};
-use tracing::warn;
+use tracing::{error, info, warn};
 
 use cmdchan_common::protocol::CommandId;
 
-use super::{Claim, Entry, Index, StoreError};
-use crate::batch::Batched;
-
-/// Rewrite when the log holds this many more records than live IDs.
-const SLACK: usize = 10_000;
+use super::{Claim, Entry, StoreError, StoreOptions, Table};
+use crate::batch::{Batched, Sink};
 
 #[derive(Debug)]
 pub struct LogStore {
-    path: PathBuf,
-    inner: Mutex<Inner>,
-    /// Written under `inner`'s lock, so the file's order is the index's.
-    out: Batched,
+    dir: PathBuf,
+    table: Table,
+    /// Seconds of expiry time per segment.
+    slice: u64,
+    out: Batched<Segments>,
     _lock: Flock<File>,
 }
 
-#[derive(Debug)]
-struct Inner {
-    index: Index,
-    /// Records in the file.
-    records: usize,
-}
-
-#[derive(Debug, Deserialize)]
+/// One record: an ID's entry and until when it is kept.
+#[derive(Debug, Serialize, Deserialize)]
 struct Record {
     id: CommandId,
     until: u64,
     entry: Entry,
 }
 
-/// A [`Record`] as it is written, borrowing its parts (the same encoding).
-#[derive(Serialize)]
-struct Written<'a> {
-    id: &'a CommandId,
-    until: u64,
-    entry: &'a Entry,
+/// A record to append: the segment it belongs to and its encoded bytes.
+pub struct Pending {
+    segment: u64,
+    bytes: Vec<u8>,
 }
 
 impl LogStore {
-    /// Opens (creating if needed) the log at `path` and reads it back.
-    pub fn open(path: &Path, max_ids: usize, fsync: bool, now: u64) -> io::Result<Self> {
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(dir)?;
+    /// Opens (creating if needed) the directory, drops expired segments, cuts torn
+    /// tails and reads the rest back into the index.
+    pub fn open(dir: &Path, opts: &StoreOptions, now: u64) -> io::Result<Self> {
+        Self::open_with(dir, opts, now, Disk::file)
+    }
+
+    /// [`LogStore::open`] with segment files made by `wrap` (tests inject failures).
+    pub(crate) fn open_with(
+        dir: &Path,
+        opts: &StoreOptions,
+        now: u64,
+        wrap: fn(File) -> Disk,
+    ) -> io::Result<Self> {
+        if dir.is_file() {
+            return Err(io::Error::other(
+                "is a file; the file store is a directory of segments (give file:DIR)",
+            ));
         }
-        let lock = lock(path)?;
-        let mut index = Index::new(max_ids);
-        read_back(path, &mut index)?;
-        index.prune(now);
-        let (file, records) = rewrite(path, &index)?;
-        let inner = Mutex::new(Inner { index, records });
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)?;
+        let lock = lock(dir)?;
+        let table = Table::new(opts.max_ids);
+        let mut segments = Segments {
+            dir: dir.into(),
+            open: BTreeMap::new(),
+            fsync: opts.fsync,
+            wrap,
+            lost: 0,
+        };
+        segments.read_back(&table, now)?;
+        // A tenth of the window: about twenty segments live at once.
+        let slice = (opts.window.as_secs() / 10).max(1);
         Ok(Self {
-            path: path.into(),
-            inner,
-            out: Batched::new(file, fsync)?,
+            dir: dir.into(),
+            table,
+            slice,
+            out: Batched::new(segments)?,
             _lock: lock,
         })
     }
 
-    /// Claims `id`; with `durable` the claim is in the kernel (and with `fsync` on disk)
-    /// before this returns.
+    /// Claims `id`; with `durable` the claim is written (and with `fsync` on disk)
+    /// before this returns, and a claim that cannot be written is not made.
     pub fn claim(
         &self,
         id: CommandId,
@@ -98,86 +115,267 @@ impl LogStore {
         now: u64,
         durable: bool,
     ) -> Result<Claim, StoreError> {
-        // Encoded before the lock, which every connection shares; wasted only when the ID
-        // was seen before.
-        let record = encode(&id, until, entry).map_err(|e| self.unavailable(e))?;
-        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        let claim = inner.index.claim(id, entry, until, now)?;
+        let claim = self.table.claim(&id, entry, until, now)?;
         if claim == Claim::Fresh {
-            if let Err(e) = self.append(&mut inner, &record, durable) {
+            if let Err(e) = self.write(id, entry, until, durable) {
                 // Not on disk, so not claimed: the request is refused and may be retried.
-                inner.index.remove(&id);
-                return Err(self.unavailable(e));
+                self.table.remove(&id);
+                return Err(e);
             }
-            self.compact_if_due(&mut inner, now);
         }
         Ok(claim)
     }
 
-    pub fn finish(&self, id: CommandId, entry: &Entry, until: u64) -> Result<(), StoreError> {
-        let record = encode(&id, until, entry).map_err(|e| self.unavailable(e))?;
-        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        inner.index.set(id, entry, until);
-        self.append(&mut inner, &record, false)
-            .map_err(|e| self.unavailable(e))
+    /// Records `id`'s outcome; with `durable`, before this returns.
+    pub fn finish(
+        &self,
+        id: CommandId,
+        entry: &Entry,
+        until: u64,
+        durable: bool,
+    ) -> Result<(), StoreError> {
+        self.table.set(&id, entry, until);
+        self.write(id, entry, until, durable)
     }
 
     pub(super) fn len(&self) -> usize {
-        self.inner
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .index
-            .len()
+        self.table.len()
     }
 
-    /// Appends an encoded record; under `inner`'s lock, so the file's order is the index's.
-    fn append(&self, inner: &mut Inner, record: &[u8], durable: bool) -> io::Result<()> {
+    /// Drops expired IDs from the index and expired segments from the disk.
+    pub(super) fn maintain(&self, now: u64) {
+        self.table.sweep(now);
+        self.out.with_sink(|s| s.drop_expired(now));
+    }
+
+    pub(super) fn flush(&self) {
+        self.out.with_sink(|_| ());
+    }
+
+    fn write(
+        &self,
+        id: CommandId,
+        entry: &Entry,
+        until: u64,
+        durable: bool,
+    ) -> Result<(), StoreError> {
+        let record = Record {
+            id,
+            until,
+            entry: entry.clone(),
+        };
+        let bytes = encode(&record).map_err(|e| self.unavailable(&e))?;
+        // The segment's E: `until` rounded up to the slice.
+        let segment = until.div_ceil(self.slice).saturating_mul(self.slice);
+        let pending = Pending { segment, bytes };
         match durable {
-            true => self.out.append_now(record)?,
-            false => self.out.append(record)?,
-        }
-        inner.records += 1;
-        Ok(())
-    }
-
-    fn compact_if_due(&self, inner: &mut Inner, now: u64) {
-        if inner.records <= 2 * inner.index.len() + SLACK {
-            return;
-        }
-        inner.index.prune(now);
-        match self.out.replace(|_| rewrite(&self.path, &inner.index)) {
-            Ok(records) => inner.records = records,
-            Err(e) => {
-                warn!(path = %self.path.display(), error = %e, "cannot compact the replay log; it keeps growing")
+            true => self
+                .out
+                .append_now(pending)
+                .map_err(|e| self.unavailable(&e)),
+            false => {
+                self.out.append(pending);
+                Ok(())
             }
         }
     }
 
-    fn unavailable(&self, e: io::Error) -> StoreError {
-        StoreError::Unavailable(format!("cannot write {}: {e}", self.path.display()))
+    fn unavailable(&self, e: &io::Error) -> StoreError {
+        StoreError::Unavailable(format!("cannot write {}: {e}", self.dir.display()))
     }
 }
 
-fn lock(path: &Path) -> io::Result<Flock<File>> {
-    let mut name = path.as_os_str().to_owned();
-    name.push(".lock");
+/// The open segment files, keyed by E.
+struct Segments {
+    dir: PathBuf,
+    open: BTreeMap<u64, Segment>,
+    fsync: bool,
+    wrap: fn(File) -> Disk,
+    /// Batched records lost to failed writes since the last report.
+    lost: u64,
+}
+
+/// One segment: its file and how many of its bytes are whole records.
+struct Segment {
+    disk: Disk,
+    good: u64,
+    /// Bytes past `good` may be on disk (a cut that failed): cut them before writing.
+    torn: bool,
+}
+
+impl Sink for Segments {
+    type Item = Pending;
+
+    fn write_queued(&mut self, batch: Vec<Pending>) {
+        let count = batch.len() as u64;
+        let mut failed = None;
+        // Records of one segment go in one write; a batch seldom spans more than two.
+        let mut by_segment: BTreeMap<u64, Vec<u8>> = BTreeMap::new();
+        for p in batch {
+            by_segment
+                .entry(p.segment)
+                .or_default()
+                .extend_from_slice(&p.bytes);
+        }
+        for (segment, bytes) in by_segment {
+            if let Err(e) = self.append(segment, &bytes) {
+                failed = Some(e);
+            }
+        }
+        if let Some(e) = failed {
+            self.lost += count;
+            error!(dir = %self.dir.display(), error = %e, lost = self.lost, "cannot write the replay log; queued built-in claims were cut off (a built-in has no effect to repeat)");
+        } else if self.lost > 0 {
+            info!(dir = %self.dir.display(), "the replay log is written again");
+            self.lost = 0;
+        }
+    }
+
+    fn write_now(&mut self, item: Pending) -> io::Result<()> {
+        self.append(item.segment, &item.bytes)
+    }
+}
+
+impl Segments {
+    /// Appends whole records to segment `e`; on failure cuts the segment back to its
+    /// last whole record (or marks it to be cut before its next write).
+    fn append(&mut self, e: u64, bytes: &[u8]) -> io::Result<()> {
+        let fsync = self.fsync;
+        let segment = self.segment(e)?;
+        segment.cut()?;
+        let written = segment.disk.append(bytes).and_then(|()| match fsync {
+            true => segment.disk.sync(),
+            false => Ok(()),
+        });
+        match written {
+            Ok(()) => {
+                segment.good += bytes.len() as u64;
+                Ok(())
+            }
+            Err(e) => {
+                segment.torn = true;
+                // Best effort now; `cut` is tried again before the next write.
+                let _ = segment.cut();
+                Err(e)
+            }
+        }
+    }
+
+    fn segment(&mut self, e: u64) -> io::Result<&mut Segment> {
+        if !self.open.contains_key(&e) {
+            let path = self.dir.join(format!("seg-{e}.log"));
+            let file = OpenOptions::new()
+                .create(true)
+                .append(true)
+                .mode(0o600)
+                .open(&path)?;
+            let good = file.metadata()?.len();
+            if self.fsync {
+                // The new name must survive a power loss as much as what is written to it.
+                File::open(&self.dir)?.sync_all()?;
+            }
+            let disk = (self.wrap)(file);
+            self.open.insert(
+                e,
+                Segment {
+                    disk,
+                    good,
+                    torn: false,
+                },
+            );
+        }
+        self.open
+            .get_mut(&e)
+            .ok_or_else(|| io::Error::other("segment vanished"))
+    }
+
+    /// Closes and unlinks every segment whose records all expired before `now`.
+    fn drop_expired(&mut self, now: u64) {
+        self.open.retain(|&e, _| e >= now);
+        let Ok(entries) = fs::read_dir(&self.dir) else {
+            return;
+        };
+        for name in entries.flatten().map(|e| e.file_name()) {
+            if let Some(e) = segment_end(&name.to_string_lossy()) {
+                if e < now && !self.open.contains_key(&e) {
+                    let _ = fs::remove_file(self.dir.join(&name));
+                }
+            }
+        }
+    }
+
+    /// Reads every live segment into `table`, cutting torn tails; unlinks expired ones.
+    fn read_back(&mut self, table: &Table, now: u64) -> io::Result<()> {
+        self.drop_expired(now);
+        for entry in fs::read_dir(&self.dir)? {
+            let path = entry?.path();
+            let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
+            if name.as_deref().and_then(segment_end).is_none() {
+                continue;
+            }
+            let mut bytes = Vec::new();
+            File::open(&path)?.read_to_end(&mut bytes)?;
+            let whole = apply(&bytes, table, now);
+            if whole < bytes.len() {
+                warn!(path = %path.display(), bytes = bytes.len() - whole, "replay segment ends in a torn or corrupt record; cutting it off");
+                let file = OpenOptions::new().write(true).open(&path)?;
+                file.set_len(whole as u64)?;
+                file.sync_all()?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Segment {
+    /// Cuts bytes past the last whole record, if a failed write may have left some.
+    fn cut(&mut self) -> io::Result<()> {
+        if self.torn {
+            self.disk.truncate(self.good)?;
+            self.torn = false;
+        }
+        Ok(())
+    }
+}
+
+/// Applies the whole, intact records at the start of `bytes` to `table`; returns how
+/// many bytes they span (a torn or corrupt record and what follows are not applied).
+fn apply(bytes: &[u8], table: &Table, now: u64) -> usize {
+    let mut at = 0;
+    while let Some((record, len)) = decode(&bytes[at..]) {
+        if record.until >= now {
+            table.set(&record.id, &record.entry, record.until);
+        }
+        at += len;
+    }
+    at
+}
+
+/// `seg-E.log` → E.
+fn segment_end(name: &str) -> Option<u64> {
+    name.strip_prefix("seg-")?
+        .strip_suffix(".log")?
+        .parse()
+        .ok()
+}
+
+fn lock(dir: &Path) -> io::Result<Flock<File>> {
     let file = OpenOptions::new()
         .create(true)
         .write(true)
         .truncate(false)
         .mode(0o600)
-        .open(&name)?;
+        .open(dir.join("lock"))?;
     Flock::lock(file, FlockArg::LockExclusiveNonblock).map_err(|(_, errno)| {
         io::Error::other(format!(
             "{} is in use by another server ({errno})",
-            path.display()
+            dir.display()
         ))
     })
 }
 
-fn encode(id: &CommandId, until: u64, entry: &Entry) -> io::Result<Vec<u8>> {
-    let record = Written { id, until, entry };
-    let body = postcard::to_stdvec(&record).map_err(io::Error::other)?;
+fn encode(record: &Record) -> io::Result<Vec<u8>> {
+    let body = postcard::to_stdvec(record).map_err(io::Error::other)?;
     let len = u32::try_from(body.len()).map_err(io::Error::other)?;
     let mut out = Vec::with_capacity(8 + body.len());
     out.extend_from_slice(&len.to_be_bytes());
@@ -186,138 +384,223 @@ fn encode(id: &CommandId, until: u64, entry: &Entry) -> io::Result<Vec<u8>> {
     Ok(out)
 }
 
-/// Applies every whole, intact record of the log at `path` to `index`; stops at the
-/// first torn or corrupt one (what follows it cannot be trusted to be in order).
-fn read_back(path: &Path, index: &mut Index) -> io::Result<()> {
-    let mut bytes = Vec::new();
-    match File::open(path) {
-        Ok(mut f) => f.read_to_end(&mut bytes)?,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(e),
-    };
-    let mut rest = bytes.as_slice();
-    while !rest.is_empty() {
-        let Some((record, tail)) = decode(rest) else {
-            warn!(path = %path.display(), bytes = rest.len(), "replay log ends in a torn or corrupt record; dropping it");
-            break;
-        };
-        index.set(record.id, &record.entry, record.until);
-        rest = tail;
-    }
-    Ok(())
-}
-
-fn decode(bytes: &[u8]) -> Option<(Record, &[u8])> {
+/// The record at the start of `bytes` and its length, if whole and intact.
+fn decode(bytes: &[u8]) -> Option<(Record, usize)> {
     let len = u32::from_be_bytes(bytes.get(..4)?.try_into().ok()?) as usize;
     let crc = u32::from_be_bytes(bytes.get(4..8)?.try_into().ok()?);
-    let body = bytes.get(8..8 + len)?;
+    let body = bytes.get(8..8usize.checked_add(len)?)?;
     if crc32fast::hash(body) != crc {
         return None;
     }
-    Some((postcard::from_bytes(body).ok()?, &bytes[8 + len..]))
+    Some((postcard::from_bytes(body).ok()?, 8 + len))
 }
 
-/// Writes the live IDs to a new file and puts it in place of the old one atomically;
-/// returns the new file, open for appending, and its record count.
-fn rewrite(path: &Path, index: &Index) -> io::Result<(File, usize)> {
-    let mut tmp_name = path.as_os_str().to_owned();
-    tmp_name.push(".tmp");
-    let tmp = PathBuf::from(tmp_name);
-    let mut out = OpenOptions::new()
-        .create(true)
-        .write(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)?;
-    let mut records = 0;
-    for (id, until, entry) in index.live() {
-        out.write_all(&encode(&id, until, &entry)?)?;
-        records += 1;
+/// A segment file, or a test's stand-in that fails on cue.
+pub(crate) enum Disk {
+    File(File),
+    #[cfg(test)]
+    FailAfter {
+        file: File,
+        budget: std::sync::Arc<std::sync::atomic::AtomicI64>,
+    },
+}
+
+impl Disk {
+    fn file(file: File) -> Disk {
+        Disk::File(file)
     }
-    out.sync_all()?;
-    fs::rename(&tmp, path)?;
-    let file = OpenOptions::new().append(true).open(path)?;
-    Ok((file, records))
+
+    fn append(&mut self, bytes: &[u8]) -> io::Result<()> {
+        match self {
+            Disk::File(f) => f.write_all(bytes),
+            #[cfg(test)]
+            Disk::FailAfter { file, budget } => {
+                use std::sync::atomic::Ordering;
+                let left = budget.fetch_sub(bytes.len() as i64, Ordering::SeqCst);
+                if left >= bytes.len() as i64 {
+                    return file.write_all(bytes);
+                }
+                // Like a disk filling up: part of the bytes land, then ENOSPC.
+                let part = usize::try_from(left.max(0)).unwrap_or(0).min(bytes.len());
+                file.write_all(&bytes[..part])?;
+                Err(io::Error::from_raw_os_error(28))
+            }
+        }
+    }
+
+    fn truncate(&mut self, len: u64) -> io::Result<()> {
+        match self {
+            Disk::File(f) => f.set_len(len),
+            #[cfg(test)]
+            Disk::FailAfter { file, .. } => file.set_len(len),
+        }
+    }
+
+    fn sync(&mut self) -> io::Result<()> {
+        match self {
+            Disk::File(f) => f.sync_data(),
+            #[cfg(test)]
+            Disk::FailAfter { file, .. } => file.sync_data(),
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::replay::State;
+    use crate::replay::{Answer, State};
+    use std::sync::atomic::{AtomicI64, Ordering};
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    fn opts() -> StoreOptions {
+        StoreOptions {
+            max_ids: 1000,
+            fsync: false,
+            server_id: "s".into(),
+            window: Duration::from_secs(60),
+            clock_skew: Duration::ZERO,
+            redis_replicas: 0,
+        }
+    }
 
     fn entry(client: &str) -> Entry {
         Entry {
             client: client.into(),
-            state: State::Running { since: 1 },
+            digest: 1,
+            state: State::Running,
         }
+    }
+
+    fn id(n: u32) -> CommandId {
+        let mut id = [0u8; 16];
+        id[..4].copy_from_slice(&n.to_be_bytes());
+        id
     }
 
     #[test]
     fn claims_survive_reopening_and_expired_ones_do_not() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("seen.log");
-        {
-            let log = LogStore::open(&path, 100, false, 0).expect("open");
-            assert_eq!(
-                log.claim([1; 16], &entry("a"), 100, 0, true),
-                Ok(Claim::Fresh)
-            );
-            assert_eq!(
-                log.claim([2; 16], &entry("a"), 10, 0, true),
-                Ok(Claim::Fresh)
-            );
-            let done = Entry {
-                client: "a".into(),
-                state: State::Done {
-                    at: 5,
-                    answer: None,
-                },
-            };
-            log.finish([1; 16], &done, 100).expect("finish");
-        }
-        let log = LogStore::open(&path, 100, false, 50).expect("reopen");
         let done = Entry {
-            client: "a".into(),
-            state: State::Done {
-                at: 5,
-                answer: None,
-            },
+            state: State::Done(Answer::Dropped),
+            ..entry("a")
         };
+        {
+            let log = LogStore::open(dir.path(), &opts(), 0).expect("open");
+            assert_eq!(
+                log.claim(id(1), &entry("a"), 100, 0, true),
+                Ok(Claim::Fresh)
+            );
+            assert_eq!(log.claim(id(2), &entry("a"), 10, 0, true), Ok(Claim::Fresh));
+            log.finish(id(1), &done, 100, true).expect("finish");
+        }
+        let log = LogStore::open(dir.path(), &opts(), 50).expect("reopen");
         assert_eq!(
-            log.claim([1; 16], &entry("b"), 100, 50, true),
+            log.claim(id(1), &entry("b"), 100, 50, true),
             Ok(Claim::Seen(done))
         );
         assert_eq!(
-            log.claim([2; 16], &entry("b"), 100, 50, true),
+            log.claim(id(2), &entry("b"), 100, 50, true),
             Ok(Claim::Fresh),
             "expired at 10"
+        );
+        let segments = fs::read_dir(dir.path()).expect("dir").count();
+        assert_eq!(
+            segments, 2,
+            "the expired segment was unlinked (lock + one segment)"
         );
     }
 
     #[test]
-    fn a_torn_tail_is_dropped_and_the_rest_kept() {
+    fn a_torn_tail_is_cut_off_and_claims_after_it_survive_the_next_restart() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("seen.log");
         {
-            let log = LogStore::open(&path, 100, false, 0).expect("open");
-            log.claim([1; 16], &entry("a"), 100, 0, true)
-                .expect("claim");
+            let log = LogStore::open(dir.path(), &opts(), 0).expect("open");
+            log.claim(id(1), &entry("a"), 100, 0, true).expect("claim");
         }
-        let mut f = OpenOptions::new().append(true).open(&path).expect("open");
+        let seg = dir.path().join("seg-102.log");
+        let mut f = OpenOptions::new().append(true).open(&seg).expect("segment");
         f.write_all(&[0, 0, 0, 40, 1, 2]).expect("torn write");
-        let log = LogStore::open(&path, 100, false, 0).expect("reopen");
-        assert!(matches!(
-            log.claim([1; 16], &entry("b"), 100, 0, true),
-            Ok(Claim::Seen(_))
-        ));
+        {
+            let log = LogStore::open(dir.path(), &opts(), 0).expect("reopen");
+            assert!(matches!(
+                log.claim(id(1), &entry("b"), 100, 0, true),
+                Ok(Claim::Seen(_))
+            ));
+            assert_eq!(
+                log.claim(id(2), &entry("a"), 100, 0, true),
+                Ok(Claim::Fresh)
+            );
+        }
+        let log = LogStore::open(dir.path(), &opts(), 0).expect("reopen again");
+        assert!(
+            matches!(
+                log.claim(id(2), &entry("b"), 100, 0, true),
+                Ok(Claim::Seen(_))
+            ),
+            "a claim acknowledged after the cut is not lost"
+        );
+    }
+
+    /// A disk that fills up part-way through a record, then frees up: nothing claimed
+    /// before or after is lost, and no claim lands after torn bytes.
+    #[test]
+    fn a_write_that_fails_part_way_loses_no_acknowledged_claim() {
+        static BUDGET: std::sync::OnceLock<Arc<AtomicI64>> = std::sync::OnceLock::new();
+        let budget = BUDGET
+            .get_or_init(|| Arc::new(AtomicI64::new(i64::MAX)))
+            .clone();
+        fn wrap(file: File) -> Disk {
+            let budget = BUDGET.get().expect("set").clone();
+            Disk::FailAfter { file, budget }
+        }
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut acknowledged = Vec::new();
+        {
+            let log = LogStore::open_with(dir.path(), &opts(), 0, wrap).expect("open");
+            for n in 0..20 {
+                log.claim(id(n), &entry("a"), 100, 0, true).expect("claim");
+                acknowledged.push(n);
+            }
+            // Room for half a record: the next claim tears, and is refused.
+            budget.store(10, Ordering::SeqCst);
+            assert!(matches!(
+                log.claim(id(100), &entry("a"), 100, 0, true),
+                Err(StoreError::Unavailable(_))
+            ));
+            assert!(
+                log.claim(id(101), &entry("a"), 100, 0, true).is_err(),
+                "still full"
+            );
+            budget.store(i64::MAX, Ordering::SeqCst);
+            for n in 20..60 {
+                log.claim(id(n), &entry("a"), 100, 0, true)
+                    .expect("claim after space came back");
+                acknowledged.push(n);
+            }
+        }
+        let log = LogStore::open(dir.path(), &opts(), 0).expect("reopen");
+        for n in acknowledged {
+            assert!(
+                matches!(
+                    log.claim(id(n), &entry("b"), 100, 0, true),
+                    Ok(Claim::Seen(_))
+                ),
+                "claim {n} was lost"
+            );
+        }
+        assert_eq!(
+            log.claim(id(100), &entry("b"), 100, 0, true),
+            Ok(Claim::Fresh),
+            "the refused claim was not made"
+        );
     }
 
     #[test]
-    fn a_second_server_cannot_open_the_same_log() {
+    fn a_second_server_cannot_open_the_same_directory() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("seen.log");
-        let _first = LogStore::open(&path, 100, false, 0).expect("open");
-        let err = LogStore::open(&path, 100, false, 0).expect_err("locked");
+        let _first = LogStore::open(dir.path(), &opts(), 0).expect("open");
+        let err = LogStore::open(dir.path(), &opts(), 0).expect_err("locked");
         assert!(
             err.to_string().contains("in use by another server"),
             "{err}"
@@ -325,21 +608,22 @@ mod tests {
     }
 
     #[test]
-    fn the_log_is_rewritten_when_mostly_dead() {
+    fn segments_of_expired_slices_are_unlinked_while_serving() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("seen.log");
-        let log = LogStore::open(&path, 1_000_000, false, 0).expect("open");
-        for i in 0..(SLACK as u32 + 10) {
-            let mut id = [0u8; 16];
-            id[..4].copy_from_slice(&i.to_be_bytes());
-            // Each ID expires at once, so the log is almost all dead records.
-            log.claim(id, &entry("a"), u64::from(i), u64::from(i), true)
+        let log = LogStore::open(dir.path(), &opts(), 0).expect("open");
+        for n in 0..100 {
+            log.claim(id(n), &entry("a"), u64::from(n), 0, false)
                 .expect("claim");
         }
-        let size = fs::metadata(&path).expect("meta").len();
+        log.maintain(50);
+        let ends: Vec<u64> = fs::read_dir(dir.path())
+            .expect("dir")
+            .filter_map(|e| segment_end(&e.ok()?.file_name().to_string_lossy()))
+            .collect();
         assert!(
-            size < 10_000 * 20,
-            "the log was not compacted: {size} bytes"
+            !ends.is_empty() && ends.iter().all(|&e| e >= 50),
+            "{ends:?}"
         );
+        assert_eq!(log.len(), 50);
     }
 }

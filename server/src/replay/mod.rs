@@ -1,16 +1,22 @@
-//! The seen-ID store: each command ID is claimed once, for one client, until its request
-//! goes stale; the store also keeps what happened to it, so a client's retry gets the
-//! original answer instead of a second run.
+//! The seen-ID store: each command ID is claimed once, for one client and one request,
+//! until that request goes stale; the store also keeps what happened to it, so a
+//! client's retry gets the original answer instead of a second run.
 //!
-//! Backends: `memory` (one process, forgets on restart), `file:PATH` (the default: an
-//! append-only log that survives restarts and kill -9, see `log`), `redis://…` (one
-//! memory for a fleet of servers, see `redis`).
+//! Its scope is one server ID: every request names the server it is for (its target),
+//! so a request cannot run on two servers, and a store is shared only by the processes
+//! that answer as one server ID.
+//!
+//! Backends: `memory` (one process, forgets on restart), `file:DIR` (the default:
+//! segment files that survive restarts, kill -9 and a full disk, see `log`), `redis://…`
+//! (one memory for a pool of processes, see `redis`).
 
-mod index;
 mod log;
 mod redis;
+mod table;
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
@@ -18,9 +24,9 @@ use cmdchan_common::protocol::{Body, CommandId};
 
 use crate::metrics::StoreMetrics;
 
-pub use self::index::Index;
 pub use self::log::LogStore;
 pub use self::redis::RedisStore;
+pub use self::table::Table;
 
 /// Largest answer kept for retries, encoded; a bigger one is remembered only as "ran".
 pub const OUTCOME_CAP: usize = 64 * 1024;
@@ -30,15 +36,29 @@ pub const OUTCOME_CAP: usize = 64 * 1024;
 pub struct Entry {
     /// The client that claimed the ID; anyone else using it is replaying it.
     pub client: String,
+    /// The first 8 bytes of the request's digest (see `admit::digest`): the same
+    /// client sending another request under this ID is not retrying.
+    pub digest: u64,
     pub state: State,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum State {
-    /// Admitted at this unix second and not finished yet.
-    Running { since: u64 },
-    /// Finished at this unix second; the answer's bodies if they fit [`OUTCOME_CAP`].
-    Done { at: u64, answer: Option<Vec<Body>> },
+    /// Admitted, and not finished yet.
+    Running,
+    /// Finished.
+    Done(Answer),
+}
+
+/// What a finished command left for a retry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Answer {
+    /// A program's answer, its bodies in order, if it fit [`OUTCOME_CAP`].
+    Kept(Vec<Body>),
+    /// A built-in: no effect, so a retry is answered by running it again.
+    Builtin,
+    /// A program whose answer was too large to keep: a retry hears `duplicate`.
+    Dropped,
 }
 
 /// The result of claiming an ID.
@@ -62,28 +82,25 @@ pub enum StoreError {
 /// Where command IDs are remembered, with the store's latency and error counts.
 #[derive(Debug)]
 pub struct Store {
-    backend: Backend,
+    backend: Arc<Backend>,
     metrics: StoreMetrics,
 }
 
 #[derive(Debug)]
 enum Backend {
-    Memory(std::sync::Mutex<Index>),
+    Memory(Table),
     Log(LogStore),
-    Redis(RedisStore),
+    Redis(Box<RedisStore>),
 }
 
 /// How the operator named the store (`--replay-store`).
 #[derive(Clone, PartialEq, Eq)]
 pub enum StoreSpec {
     Memory,
+    /// A directory of segment files.
     File(PathBuf),
-    /// A Redis URL (`redis://`, `rediss://` for TLS, `redis+unix://`), with the fleet
-    /// name that namespaces its keys.
-    Redis {
-        url: String,
-        fleet: String,
-    },
+    /// A Redis URL (`redis://`, `rediss://` for TLS, `redis+unix://`).
+    Redis(String),
 }
 
 impl std::fmt::Debug for StoreSpec {
@@ -91,13 +108,13 @@ impl std::fmt::Debug for StoreSpec {
         match self {
             StoreSpec::Memory => f.write_str("memory"),
             StoreSpec::File(path) => write!(f, "file:{}", path.display()),
-            StoreSpec::Redis { url, fleet } => write!(f, "{} (fleet {fleet})", redact(url)),
+            StoreSpec::Redis(url) => f.write_str(&redact(url)),
         }
     }
 }
 
-/// `--replay-store` as typed: kept as text until the fleet name is known, and shown by
-/// `Debug` without the user and password a Redis URL may hold.
+/// `--replay-store` as typed, shown by `Debug` without the user and password a Redis
+/// URL may hold.
 #[derive(Clone, Default, PartialEq, Eq, serde::Deserialize)]
 #[serde(transparent)]
 pub struct StoreArg(pub String);
@@ -115,33 +132,48 @@ impl std::fmt::Debug for StoreArg {
     }
 }
 
-/// A URL without its user and password (`redis://***@host:6379/0`).
-fn redact(url: &str) -> String {
-    match url.split_once("://").zip(url.rsplit_once('@')) {
-        Some(((scheme, _), (_, host))) => format!("{scheme}://***@{host}"),
-        None => url.to_owned(),
+/// `text` with the user and password of every URL in it replaced by `***`
+/// (`redis://***@host:6379/0`): for errors and logs that may quote a URL.
+pub fn redact(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find("://") {
+        let (head, tail) = rest.split_at(at + 3);
+        out.push_str(head);
+        // The authority ends at the first '/', white space or quote.
+        let end = tail
+            .find(|c: char| c == '/' || c.is_whitespace() || "\"'`".contains(c))
+            .unwrap_or(tail.len());
+        let authority = &tail[..end];
+        match authority.rfind('@') {
+            Some(userinfo) => {
+                out.push_str("***");
+                out.push_str(&authority[userinfo..]);
+            }
+            None => out.push_str(authority),
+        }
+        rest = &tail[end..];
     }
+    out.push_str(rest);
+    out
 }
 
 impl StoreSpec {
-    pub fn parse(text: &str, fleet: &str) -> Result<Self, String> {
+    pub fn parse(text: &str) -> Result<Self, String> {
         let redis = ["redis://", "rediss://", "redis+unix://"]
             .iter()
             .any(|p| text.starts_with(p));
         match text {
             "memory" => Ok(Self::Memory),
-            _ if redis => Ok(Self::Redis {
-                url: text.into(),
-                fleet: fleet.into(),
-            }),
+            _ if redis => Ok(Self::Redis(text.into())),
             _ => match text.strip_prefix("file:") {
                 Some(path) if !path.is_empty() => Ok(Self::File(path.into())),
-                _ => Err("a replay store is memory, file:PATH or a redis:// URL".into()),
+                _ => Err("a replay store is memory, file:DIR or a redis:// URL".into()),
             },
         }
     }
 
-    /// The default: a log in systemd's state directory, `/var/lib/cmdchan` for root,
+    /// The default: segments in systemd's state directory, `/var/lib/cmdchan` for root,
     /// or `~/.local/state/cmdchan` for anyone else.
     pub fn default_file() -> Self {
         let dir = match (
@@ -153,32 +185,66 @@ impl StoreSpec {
             (None, Some(home)) => Path::new(&home).join(".local/state/cmdchan"),
             (None, None) => "/var/lib/cmdchan".into(),
         };
-        Self::File(dir.join("seen.log"))
+        Self::File(dir.join("replay"))
+    }
+}
+
+/// What a store is opened with besides its spec.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// Most live IDs held by a local store (it fails closed beyond).
+    pub max_ids: usize,
+    /// Flush the file store to disk after every write.
+    pub fsync: bool,
+    /// The server ID: Redis keys live under it.
+    pub server_id: String,
+    /// The freshness window: the file store cuts its segments in slices of it.
+    pub window: Duration,
+    /// How far apart the clocks of servers sharing a Redis may be; keys live this much
+    /// longer than the window asks.
+    pub clock_skew: Duration,
+    /// Replicas that must acknowledge a Redis claim (`WAIT`) before it counts; 0: none.
+    pub redis_replicas: u32,
+}
+
+impl StoreOptions {
+    /// Defaults for `max_ids` IDs: no fsync, a 60 s window, no skew, no replicas.
+    pub fn with_max(max_ids: usize) -> Self {
+        Self {
+            max_ids,
+            fsync: false,
+            server_id: "default".into(),
+            window: Duration::from_secs(60),
+            clock_skew: Duration::ZERO,
+            redis_replicas: 0,
+        }
     }
 }
 
 impl Store {
-    /// Opens the store; `max_ids` bounds the live IDs held (the store fails closed beyond).
+    /// Opens the store. A Redis that cannot be reached now is not an error: requests
+    /// are refused with `store unavailable` until it answers.
     pub async fn open(
         spec: &StoreSpec,
-        max_ids: usize,
-        fsync: bool,
+        opts: &StoreOptions,
         now: u64,
         metrics: StoreMetrics,
     ) -> Result<Self, String> {
         let backend = match spec {
-            StoreSpec::Memory => Backend::Memory(std::sync::Mutex::new(Index::new(max_ids))),
-            StoreSpec::File(path) => {
-                let log = LogStore::open(path, max_ids, fsync, now);
-                Backend::Log(log.map_err(|e| format!("{}: {e}", path.display()))?)
+            StoreSpec::Memory => Backend::Memory(Table::new(opts.max_ids)),
+            StoreSpec::File(dir) => {
+                let log = LogStore::open(dir, opts, now);
+                Backend::Log(log.map_err(|e| format!("{}: {e}", dir.display()))?)
             }
-            StoreSpec::Redis { url, fleet } => Backend::Redis(RedisStore::open(url, fleet).await?),
+            StoreSpec::Redis(url) => Backend::Redis(Box::new(RedisStore::open(url, opts)?)),
         };
+        let backend = Arc::new(backend);
+        maintain(Arc::downgrade(&backend));
         Ok(Self { backend, metrics })
     }
 
     /// Claims `id` for `entry.client` until `until`, if nobody has it; atomic. `durable`
-    /// (the command has effects) makes the file store write the claim before returning.
+    /// (the command has effects) makes the claim durable before this returns.
     pub async fn claim(
         &self,
         id: CommandId,
@@ -188,11 +254,8 @@ impl Store {
         durable: bool,
     ) -> Result<Claim, StoreError> {
         let started = std::time::Instant::now();
-        let claimed = match &self.backend {
-            Backend::Memory(index) => index
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .claim(id, entry, until, now),
+        let claimed = match &*self.backend {
+            Backend::Memory(table) => table.claim(&id, entry, until, now),
             Backend::Log(log) => log.claim(id, entry, until, now, durable),
             Backend::Redis(redis) => redis.claim(id, entry, until, now).await,
         };
@@ -205,32 +268,30 @@ impl Store {
         claimed
     }
 
-    /// Records what became of a claimed ID.
+    /// Records what became of a claimed ID; with `durable`, before this returns.
     pub async fn finish(
         &self,
         id: CommandId,
         entry: &Entry,
         until: u64,
         now: u64,
+        durable: bool,
     ) -> Result<(), StoreError> {
-        match &self.backend {
-            Backend::Memory(index) => {
-                index
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .set(id, entry, until);
+        match &*self.backend {
+            Backend::Memory(table) => {
+                table.set(&id, entry, until);
                 Ok(())
             }
-            Backend::Log(log) => log.finish(id, entry, until),
+            Backend::Log(log) => log.finish(id, entry, until, durable),
             Backend::Redis(redis) => redis.finish(id, entry, until, now).await,
         }
     }
 
-    /// IDs held in this process (live or waiting to be pruned); 0 for Redis, whose
+    /// IDs held in this process (live or waiting to be swept); 0 for Redis, whose
     /// keys expire by themselves.
     pub fn len(&self) -> usize {
-        match &self.backend {
-            Backend::Memory(index) => index.lock().unwrap_or_else(|p| p.into_inner()).len(),
+        match &*self.backend {
+            Backend::Memory(table) => table.len(),
             Backend::Log(log) => log.len(),
             Backend::Redis(_) => 0,
         }
@@ -239,12 +300,47 @@ impl Store {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+
+    /// Writes what is queued and stops background work (a clean stop loses nothing).
+    pub fn close(&self) {
+        if let Backend::Log(log) = &*self.backend {
+            log.flush();
+        }
+    }
+}
+
+/// Once a second, on a thread of its own (a sweep of a million IDs takes milliseconds,
+/// which a runtime thread must not spend): drops expired IDs and segments. Ends when
+/// the store is dropped.
+fn maintain(backend: std::sync::Weak<Backend>) {
+    let spawned = std::thread::Builder::new()
+        .name("cmdchan-sweep".into())
+        .spawn(move || loop {
+            std::thread::sleep(Duration::from_secs(1));
+            let Some(backend) = backend.upgrade() else {
+                return;
+            };
+            let now = cmdchan_common::time::now();
+            match &*backend {
+                Backend::Memory(table) => {
+                    table.sweep(now);
+                }
+                Backend::Log(log) => log.maintain(now),
+                Backend::Redis(redis) => redis.maintain(),
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::error!(error = %e, "cannot start the replay store's sweeper; expired IDs stay until restart");
+    }
 }
 
 /// The answer to keep for retries, if it is small enough (measured without encoding it).
-pub fn keep(answer: Vec<Body>) -> Option<Vec<Body>> {
+pub fn keep(answer: Vec<Body>) -> Answer {
     let size = postcard::experimental::serialized_size(&answer).unwrap_or(usize::MAX);
-    (size <= OUTCOME_CAP).then_some(answer)
+    match size <= OUTCOME_CAP {
+        true => Answer::Kept(answer),
+        false => Answer::Dropped,
+    }
 }
 
 #[cfg(test)]
@@ -267,26 +363,39 @@ mod tests {
             encoded,
             "the cap is on the encoded size"
         );
-        assert_eq!(keep(small.clone()), Some(small));
-        assert_eq!(keep(vec![output(OUTCOME_CAP)]), None, "over the cap");
+        assert_eq!(keep(small.clone()), Answer::Kept(small));
+        assert_eq!(
+            keep(vec![output(OUTCOME_CAP)]),
+            Answer::Dropped,
+            "over the cap"
+        );
     }
 
     #[test]
     fn specs_parse_and_redis_passwords_stay_out_of_debug() {
-        assert_eq!(StoreSpec::parse("memory", "f"), Ok(StoreSpec::Memory));
+        assert_eq!(StoreSpec::parse("memory"), Ok(StoreSpec::Memory));
         assert_eq!(
-            StoreSpec::parse("file:/x/seen.log", "f"),
-            Ok(StoreSpec::File("/x/seen.log".into()))
+            StoreSpec::parse("file:/x/replay"),
+            Ok(StoreSpec::File("/x/replay".into()))
         );
-        assert!(StoreSpec::parse("file:", "f").is_err());
-        assert!(StoreSpec::parse("mysql://x", "f").is_err());
-        let spec = StoreSpec::parse("redis://user:s3cret@db:6379/2", "prod").expect("redis");
+        assert!(StoreSpec::parse("file:").is_err());
+        assert!(StoreSpec::parse("mysql://x").is_err());
+        let spec = StoreSpec::parse("redis://user:s3cret@db:6379/2").expect("redis");
         let arg: StoreArg = "redis://user:s3cret@db:6379/2".parse().expect("infallible");
         assert!(!format!("{arg:?}").contains("s3cret"));
         let shown = format!("{spec:?}");
         assert!(
-            !shown.contains("s3cret") && shown.contains("db:6379/2") && shown.contains("prod"),
+            !shown.contains("s3cret") && shown.contains("db:6379/2"),
             "{shown}"
         );
+    }
+
+    #[test]
+    fn redact_hides_the_credentials_of_every_url_in_a_text() {
+        let text = r#"line 3: replay_store = "redis://u:pw@h:1/0" and rediss://:pw2@x/1, file:/a"#;
+        let shown = redact(text);
+        assert!(!shown.contains("pw"), "{shown}");
+        assert!(shown.contains("redis://***@h:1/0") && shown.contains("rediss://***@x/1"));
+        assert_eq!(redact("no url here"), "no url here");
     }
 }

@@ -180,14 +180,14 @@ async fn honest(
     tally: Arc<Tally>,
     answered: Arc<Mutex<HashMap<String, bool>>>,
 ) {
-    let cred = Credential::load(&cred).unwrap();
     let mut n = 0u64;
     while Instant::now() < deadline {
+        let cred = Credential::load(&cred).unwrap();
         let opts = Options {
             target: Some(SERVER_ID.parse().unwrap()),
             ..Options::default()
         };
-        let mut client = match Client::connect(cred.clone(), Some(&addr.to_string()), opts).await {
+        let mut client = match Client::connect(cred, Some(&addr.to_string()), opts).await {
             Ok(c) => c,
             Err(e) => {
                 tally

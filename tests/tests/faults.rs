@@ -1,0 +1,345 @@
+//! At most once and an honest audit trail on an operator's bad day: a full disk, a
+//! frozen Redis, clocks apart, programs whose children leave their process group, and a
+//! drain that runs out. Each test injects the fault and asserts that nothing ran twice
+//! and nothing acknowledged was lost. Side effects are counted in a file.
+
+#![allow(
+    clippy::unwrap_used,
+    reason = "in a test, a panic is the failure report"
+)]
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use cmdchan::{ErrorCode, Reply, Request};
+use cmdchan_tests::{eventually, process_gone, text, Redis, Server, TestEnv, Tmpfs};
+
+fn count_policy(env: &TestEnv) -> PathBuf {
+    let runs = env.path("runs");
+    env.script("count.sh", &format!("echo run >> {}", runs.display()));
+    let dir = env.dir.path().display();
+    let policy = format!(
+        "[roles.ops]\ncommands = [\"ping\", \"count\"]\n[commands.count]\nprogram = \"{dir}/count.sh\"\n"
+    );
+    env.write("policy.toml", &policy)
+}
+
+fn runs(env: &TestEnv) -> usize {
+    std::fs::read_to_string(env.path("runs")).map_or(0, |s| s.lines().count())
+}
+
+fn code(result: &Result<Reply, cmdchan::Error>) -> Option<ErrorCode> {
+    match result {
+        Err(cmdchan::Error::Refused(f)) => Some(f.code),
+        _ => None,
+    }
+}
+
+/// Sends `req` again on a new connection to `server` (same ID and issue time).
+async fn resend(server: &Server, cred: &Path, req: &Request) -> Result<Reply, cmdchan::Error> {
+    let mut client = server.client(cred).await;
+    let mut again = req.clone();
+    again.counter = 1;
+    client.run(&again, |_| {}).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_under_the_replay_log_never_makes_a_command_run_twice() {
+    let env = TestEnv::new();
+    let disk = Tmpfs::mount(env.path("disk"), "256k");
+    let policy = count_policy(&env);
+    let store = format!("file:{}", disk.dir.join("replay").display());
+    let args = [
+        "--policy",
+        policy.to_str().unwrap(),
+        "--replay-store",
+        &store,
+    ];
+    let cred = env.provision("alice", "ops", &[]);
+    let server = env.start(&args);
+    let mut client = server.client(&cred).await;
+    let mut acknowledged = Vec::new();
+    for _ in 0..10 {
+        let req = client.request("count", &[]).unwrap();
+        client.run(&req, |_| {}).await.unwrap();
+        acknowledged.push(req);
+    }
+    disk.fill();
+    // The segment's last page still has room: claims go on until it is used up, then
+    // every claim is refused, and none of those runs.
+    let mut refused = 0;
+    for _ in 0..400 {
+        let req = client.request("count", &[]).unwrap();
+        match client.run(&req, |_| {}).await {
+            Ok(_) if refused == 0 => acknowledged.push(req),
+            Ok(reply) => panic!("a claim was taken after the disk was full: {reply:?}"),
+            Err(e) => {
+                assert_eq!(code(&Err(e)), Some(ErrorCode::StoreUnavailable));
+                refused += 1;
+                if refused == 20 {
+                    break;
+                }
+            }
+        }
+    }
+    assert_eq!(
+        refused, 20,
+        "the full disk refused nothing: it was not full"
+    );
+    assert_eq!(runs(&env), acknowledged.len(), "a refused command ran");
+    disk.free();
+    for _ in 0..40 {
+        let req = client.request("count", &[]).unwrap();
+        client
+            .run(&req, |_| {})
+            .await
+            .expect("the store resumes by itself");
+        acknowledged.push(req);
+    }
+    server.kill();
+
+    let server = env.start(&args);
+    let before = runs(&env);
+    for req in &acknowledged {
+        let again = resend(&server, &cred, req).await;
+        assert!(matches!(again, Ok(Reply::Exit(_))), "{again:?}");
+    }
+    assert_eq!(
+        runs(&env),
+        before,
+        "an acknowledged command ran a second time"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_under_the_audit_file_leaves_a_recorded_gap_not_an_edit() {
+    let env = TestEnv::new();
+    let disk = Tmpfs::mount(env.path("disk"), "256k");
+    let policy = count_policy(&env);
+    let log = disk.dir.join("audit.log");
+    let cred = env.provision("alice", "ops", &[]);
+    let server = env.start(&[
+        "--policy",
+        policy.to_str().unwrap(),
+        "--audit-log",
+        log.to_str().unwrap(),
+    ]);
+    let mut client = server.client(&cred).await;
+    for _ in 0..5 {
+        assert_eq!(client.call("ping", &[]).await.unwrap(), Reply::Pong);
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    disk.fill();
+    // The file's last page still has room: programs run until it is used up; then the
+    // started record cannot be written and nothing runs.
+    let mut ran = 0;
+    for _ in 0..100 {
+        client.call("ping", &[]).await.unwrap();
+        let req = client.request("count", &[]).unwrap();
+        match client.run(&req, |_| {}).await {
+            Ok(_) => ran += 1,
+            refused => {
+                assert_eq!(code(&refused), Some(ErrorCode::Internal), "{refused:?}");
+                break;
+            }
+        }
+    }
+    assert_eq!(runs(&env), ran, "a program ran without its started record");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    disk.free();
+    for _ in 0..5 {
+        client.call("ping", &[]).await.unwrap();
+    }
+    let verified = || {
+        let out = env.admin(&[
+            "audit-verify",
+            log.to_str().unwrap(),
+            "--master",
+            env.master.to_str().unwrap(),
+        ]);
+        (out.status.code(), text(&out.stdout))
+    };
+    assert!(
+        eventually(10, || verified().1.contains("gap at line")),
+        "{}",
+        verified().1
+    );
+    let (status, report) = verified();
+    assert_eq!(status, Some(0), "a full disk looks like an edit: {report}");
+    assert!(report.contains("No space left on device"), "{report}");
+}
+
+const ESCAPE: &str = r#"
+[roles.ops]
+commands = ["escape"]
+[commands.escape]
+program = "{dir}/escape.sh"
+timeout = "1s"
+"#;
+
+/// A program whose child leaves its process group and session (`setsid -f`), keeping
+/// the output pipe, as a daemon would.
+fn escape_setup(env: &TestEnv, extra: &[&str]) -> (Server, PathBuf) {
+    let pid = env.path("escaped.pid");
+    env.script(
+        "escape.sh",
+        &format!(
+            "setsid -f sh -c 'echo $$ > {}; exec sleep 8.5'\nsleep 30",
+            pid.display()
+        ),
+    );
+    let dir = env.dir.path().to_str().unwrap();
+    let policy = env.write("policy.toml", &ESCAPE.replace("{dir}", dir));
+    let cred = env.provision("alice", "ops", &[]);
+    let mut args = vec!["--policy", policy.to_str().unwrap()];
+    args.extend(extra);
+    (env.start(&args), cred)
+}
+
+fn escaped_pid(env: &TestEnv) -> u32 {
+    let path = env.path("escaped.pid");
+    assert!(eventually(5, || std::fs::read_to_string(&path)
+        .is_ok_and(|s| s.ends_with('\n'))));
+    std::fs::read_to_string(path)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+async fn a_child_that_leaves_its_group_is_stopped_at_the_timeout(tracking: &str) {
+    let env = TestEnv::new();
+    let (server, cred) = escape_setup(&env, &["--process-tracking", tracking]);
+    let mut client = server.client(&cred).await;
+    let started = Instant::now();
+    let reply = client.call("escape", &[]).await.unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "the escaped child held the answer for {:?}",
+        started.elapsed()
+    );
+    assert!(
+        matches!(reply, Reply::Exit(ref e) if e.timed_out),
+        "{reply:?}"
+    );
+    let pid = escaped_pid(&env);
+    assert!(
+        eventually(3, || process_gone(pid)),
+        "the escaped child {pid} survived"
+    );
+}
+
+#[tokio::test]
+async fn a_child_that_leaves_its_process_group_is_stopped_with_cgroups() {
+    a_child_that_leaves_its_group_is_stopped_at_the_timeout("cgroup").await;
+}
+
+#[tokio::test]
+async fn a_child_that_leaves_its_process_group_is_stopped_as_a_subreaper() {
+    a_child_that_leaves_its_group_is_stopped_at_the_timeout("subreaper").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_the_drain_runs_out_every_process_a_program_started_is_stopped() {
+    for tracking in ["cgroup", "subreaper"] {
+        let env = TestEnv::new();
+        let (server, cred) = escape_setup(
+            &env,
+            &["--process-tracking", tracking, "--drain-timeout", "1s"],
+        );
+        let policy = env.path("policy.toml");
+        std::fs::write(
+            &policy,
+            std::fs::read_to_string(&policy)
+                .unwrap()
+                .replace("\"1s\"", "\"60s\""),
+        )
+        .unwrap();
+        server.signal("HUP");
+        assert!(server.wait_for_log("SIGHUP: policy and settings reloaded"));
+        let mut client = server.client(&cred).await;
+        let running = tokio::spawn(async move { client.call("escape", &[]).await });
+        let pid_file = env.path("escaped.pid");
+        if !eventually(5, || pid_file.exists()) {
+            panic!(
+                "{tracking}: never started: {:?}\n{}",
+                running.await,
+                server.log()
+            );
+        }
+        let pid = escaped_pid(&env);
+        let stopped = Instant::now();
+        assert_eq!(server.terminate().code(), Some(0));
+        assert!(stopped.elapsed() < Duration::from_secs(10));
+        assert!(
+            eventually(3, || process_gone(pid)),
+            "{tracking}: the escaped child {pid} outlived the server"
+        );
+        let _ = running.await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claim_that_timed_out_on_a_frozen_redis_is_taken_back_and_its_retry_runs_once() {
+    let env = TestEnv::new();
+    let redis = Redis::start();
+    let policy = count_policy(&env);
+    let cred = env.provision("alice", "ops", &[]);
+    let server = env.start(&[
+        "--policy",
+        policy.to_str().unwrap(),
+        "--replay-store",
+        &redis.url(),
+    ]);
+    let mut client = server.client(&cred).await;
+    assert_eq!(client.call("ping", &[]).await.unwrap(), Reply::Pong);
+    let req = client.request("count", &[]).unwrap();
+    redis.freeze();
+    let refused = client.run(&req, |_| {}).await;
+    assert_eq!(
+        code(&refused),
+        Some(ErrorCode::StoreUnavailable),
+        "{refused:?}"
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    redis.thaw();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let again = resend(&server, &cred, &req).await;
+    assert!(
+        matches!(again, Ok(Reply::Exit(_))),
+        "the ID was stranded: {again:?}"
+    );
+    let third = resend(&server, &cred, &req).await;
+    assert!(matches!(third, Ok(Reply::Exit(_))), "{third:?}");
+    assert_eq!(runs(&env), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_servers_on_one_redis_with_clocks_5s_apart_never_run_a_command_twice() {
+    let env = TestEnv::new();
+    let redis = Redis::start();
+    let policy = count_policy(&env);
+    let cred = env.provision("alice", "ops", &[]);
+    let url = redis.url();
+    let args = [
+        "--policy",
+        policy.to_str().unwrap(),
+        "--replay-store",
+        &url,
+        "--freshness-window",
+        "3s",
+    ];
+    let ahead = env.start(&args);
+    let mut lagging = env.serve_command(&["faketime", "-f", "-5s"], &args);
+    lagging.env("FAKETIME_DONT_FAKE_MONOTONIC", "1");
+    let lagging = Server::spawn(lagging);
+
+    let mut client = ahead.client(&cred).await;
+    let req = client.request("count", &[]).unwrap();
+    client.run(&req, |_| {}).await.unwrap();
+    // Past the window on the correct clock, inside it on the lagging one.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let again = resend(&lagging, &cred, &req).await;
+    assert!(matches!(again, Ok(Reply::Exit(_))), "{again:?}");
+    assert_eq!(runs(&env), 1, "the lagging server ran the command again");
+}
