@@ -73,6 +73,9 @@ pub struct LoadOpts {
     /// The one TLS suite to offer [default: all of cmdchan's].
     #[arg(long)]
     pub cipher: Option<String>,
+    /// Also report the operations completed in each second (`slices`).
+    #[arg(long)]
+    pub slices: bool,
 }
 
 /// What one load run measured.
@@ -86,6 +89,9 @@ pub struct Outcome {
     pub p99_us: f64,
     pub errors: u64,
     pub first_error: Option<String>,
+    /// With `--slices`: operations completed in each second of the run, in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub slices: Vec<u64>,
 }
 
 impl Outcome {
@@ -123,6 +129,7 @@ async fn run(opts: LoadOpts) -> anyhow::Result<Outcome> {
         speak: opts.speak,
         depth: opts.depth.max(1),
         length: Duration::from_secs_f64(opts.seconds),
+        slices: opts.slices,
     });
     match opts.mode {
         Mode::Handshake => spread(&load, opts.conns, handshakes).await,
@@ -139,12 +146,15 @@ struct Load {
     speak: Speak,
     depth: usize,
     length: Duration,
+    slices: bool,
 }
 
 /// What one task measured.
 #[derive(Default)]
 struct Tally {
     ops: u64,
+    /// Operations completed in each second since the start, if asked for.
+    slices: Vec<u64>,
     latencies_us: Vec<u32>,
     errors: u64,
     first_error: Option<String>,
@@ -179,6 +189,12 @@ async fn spread(load: &Arc<Load>, n: usize, task: Task) -> anyhow::Result<Outcom
         all.errors += tally.errors;
         all.latencies_us.extend(tally.latencies_us);
         all.first_error = all.first_error.or(tally.first_error);
+        if all.slices.len() < tally.slices.len() {
+            all.slices.resize(tally.slices.len(), 0);
+        }
+        for (sum, n) in all.slices.iter_mut().zip(tally.slices) {
+            *sum += n;
+        }
     }
     all.latencies_us.sort_unstable();
     Ok(Outcome {
@@ -188,6 +204,7 @@ async fn spread(load: &Arc<Load>, n: usize, task: Task) -> anyhow::Result<Outcom
         p99_us: percentile(&all.latencies_us, 0.99),
         errors: all.errors,
         first_error: all.first_error,
+        slices: all.slices,
     })
 }
 
@@ -224,7 +241,8 @@ fn round_trips(load: Arc<Load>, barrier: Arc<Barrier>) -> Run {
         let mut tally = Tally::default();
         let conn = connect(&load).await;
         barrier.wait().await;
-        let deadline = Instant::now() + load.length;
+        let start = Instant::now();
+        let deadline = start + load.length;
         let mut conn = match conn {
             Ok(stream) => Conn::new(stream, &load),
             Err(e) => {
@@ -240,6 +258,13 @@ fn round_trips(load: Arc<Load>, barrier: Arc<Barrier>) -> Run {
             }
             tally.ops += load.depth as u64;
             tally.latencies_us.push(micros(began));
+            if load.slices {
+                let second = usize::try_from(start.elapsed().as_secs()).unwrap_or(usize::MAX);
+                if tally.slices.len() <= second {
+                    tally.slices.resize(second + 1, 0);
+                }
+                tally.slices[second] += load.depth as u64;
+            }
         }
         let end = Instant::now();
         let _ = conn.stream.shutdown().await;

@@ -34,6 +34,12 @@ enum Cmd {
     /// The plain TCP echo server behind stunnel4.
     #[command(hide = true)]
     Echo,
+    /// Sustained pipelined load on cmdchan with IDs expiring meanwhile: the slowest
+    /// second against the median, and the p99.
+    Steady {
+        #[arg(long, default_value_t = 25.0)]
+        seconds: f64,
+    },
 }
 
 fn main() -> ExitCode {
@@ -43,6 +49,7 @@ fn main() -> ExitCode {
         Some(Cmd::Load(o)) => load::main(o).map(|()| ExitCode::SUCCESS),
         Some(Cmd::Ceiling(o)) => echo::ceiling(o).map(|()| ExitCode::SUCCESS),
         Some(Cmd::Echo) => echo::plain().map(|()| ExitCode::SUCCESS),
+        Some(Cmd::Steady { seconds }) => run::steady(seconds),
     };
     result.unwrap_or_else(|e| {
         eprintln!("cmdchan-bench: {e:#}");

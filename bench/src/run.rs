@@ -206,3 +206,66 @@ fn speak_arg(kind: Kind) -> &'static str {
         crate::load::Speak::Echo => "echo",
     }
 }
+
+/// `cmdchan-bench steady`: 25 s of pipelined load (16 connections × 8 requests in
+/// flight) on cmdchan as a user runs it (file replay store, audit file) with a 5 s
+/// window, so IDs expire and are dropped while the server works. Prints each second's
+/// rate, the slowest second against the median, and the p99 of a batch; fails when the
+/// slowest second is under half the median or the p99 is over 20 ms.
+pub fn steady(seconds: f64) -> anyhow::Result<ExitCode> {
+    let tools = Tools::find()?;
+    let keys = Keys::provision(&tools)?;
+    let running = Running::start(Kind::Cmdchan, &tools, &keys)?;
+    let out = Command::new(&tools.me)
+        .arg("load")
+        .args(["--addr", &running.addr.to_string()])
+        .arg("--cred")
+        .arg(&keys.cred)
+        .args([
+            "--speak",
+            "cmdchan",
+            "--mode",
+            "round-trip",
+            "--conns",
+            "16",
+            "--depth",
+            "8",
+        ])
+        .args(["--seconds", &seconds.to_string(), "--slices"])
+        .stderr(Stdio::inherit())
+        .output()?;
+    let outcome: Outcome = serde_json::from_slice(&out.stdout).with_context(|| {
+        format!(
+            "load said: {}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            running.logs()
+        )
+    })?;
+    if outcome.errors > 0 {
+        bail!(
+            "{} errors, the first: {:?}",
+            outcome.errors,
+            outcome.first_error
+        );
+    }
+    // The last second is cut short by the end of the run.
+    let whole = &outcome.slices[..outcome.slices.len().saturating_sub(1)];
+    let mut sorted = whole.to_vec();
+    sorted.sort_unstable();
+    let median = sorted.get(sorted.len() / 2).copied().unwrap_or(0) as f64;
+    let slowest = sorted.first().copied().unwrap_or(0) as f64;
+    let ratio = slowest / median.max(1.0);
+    println!("requests per second, each second: {whole:?}");
+    println!("median second {median:.0}/s, slowest {slowest:.0}/s: {ratio:.2} × the median (target ≥ 0.50)");
+    println!(
+        "p99 of a batch of 8: {:.1} ms (target ≤ 20 ms)",
+        outcome.p99_us / 1000.0
+    );
+    let met = ratio >= 0.5 && outcome.p99_us <= 20_000.0;
+    println!("{}", if met { "met" } else { "MISSED" });
+    Ok(if met {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}

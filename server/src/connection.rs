@@ -442,6 +442,10 @@ impl Connection {
                 ErrorCode::InProgress,
                 "this command ID is still running; ask again later",
             ),
+            (State::Done(Answer::Interrupted), _) => failure(
+                ErrorCode::Duplicate,
+                "this command ID started, and the server stopped while it ran: it may or may not have finished, and it is not run again",
+            ),
             _ => failure(
                 ErrorCode::Duplicate,
                 "this command ID already ran; its answer was too large to keep",

@@ -343,3 +343,111 @@ async fn two_servers_on_one_redis_with_clocks_5s_apart_never_run_a_command_twice
     assert!(matches!(again, Ok(Reply::Exit(_))), "{again:?}");
     assert_eq!(runs(&env), 1, "the lagging server ran the command again");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outcome_survives_a_kill_9_right_after_its_answer() {
+    let env = TestEnv::new();
+    let policy = count_policy(&env);
+    let args = ["--policy", policy.to_str().unwrap()];
+    let cred = env.provision("alice", "ops", &[]);
+    let server = env.start(&args);
+    let mut client = server.client(&cred).await;
+    let req = client.request("count", &[]).unwrap();
+    let first = client.run(&req, |_| {}).await.unwrap();
+    server.kill();
+    let server = env.start(&args);
+    let again = resend(&server, &cred, &req).await;
+    assert_eq!(
+        again.unwrap(),
+        first,
+        "the retry heard the first answer, not 'in progress'"
+    );
+    assert_eq!(runs(&env), 1);
+}
+
+/// Rounds of load with kill -9 at a random moment: every request sent is sent again
+/// after the restart. Each program run appends its request's own mark, so a mark seen
+/// twice is a command that ran twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_at_random_points_under_load_runs_nothing_twice_and_loses_no_answer() {
+    let env = TestEnv::new();
+    let marks = env.path("marks");
+    env.script("mark.sh", &format!("echo \"$1\" >> {}", marks.display()));
+    let dir = env.dir.path().display();
+    let policy = env.write(
+        "policy.toml",
+        &format!("[roles.ops]\ncommands = [\"mark\"]\n[commands.mark]\nprogram = \"{dir}/mark.sh\"\nargs = [\"{{m}}\"]\n[[commands.mark.params]]\nname = \"m\"\ntype = \"string\"\nrequired = true\n"),
+    );
+    let args = [
+        "--policy",
+        policy.to_str().unwrap(),
+        "--rate",
+        "100000",
+        "--burst",
+        "100000",
+    ];
+    let cred = env.provision("alice", "ops", &[]);
+    let mut sent: Vec<(Request, Option<Reply>)> = Vec::new();
+    for round in 0..5u64 {
+        let server = env.start(&args);
+        let addr = server.addr;
+        let mut tasks = Vec::new();
+        for worker in 0..4u64 {
+            let mut client = server.client(&cred).await;
+            tasks.push(tokio::spawn(async move {
+                let mut mine = Vec::new();
+                for n in 0..1000u64 {
+                    let mark = format!("r{round}w{worker}n{n}");
+                    let req = client.request("mark", &[mark]).unwrap();
+                    let reply = client.run(&req, |_| {}).await.ok();
+                    let lost = reply.is_none();
+                    mine.push((req, reply));
+                    if lost {
+                        break;
+                    }
+                }
+                mine
+            }));
+        }
+        // A moment in the first 300 ms, different each round.
+        let pause = 50 + (u64::from(std::process::id()) * 7919 + round * 104_729) % 250;
+        tokio::time::sleep(Duration::from_millis(pause)).await;
+        server.kill();
+        for task in tasks {
+            sent.extend(task.await.unwrap());
+        }
+        let _ = addr;
+    }
+    let server = env.start(&args);
+    let mut client = server.client(&cred).await;
+    let mut counter = 0;
+    for (req, first) in &sent {
+        counter += 1;
+        let mut again = req.clone();
+        again.counter = counter;
+        let reply = client.run(&again, |_| {}).await;
+        match first {
+            // Acknowledged: the store answers, nothing runs.
+            Some(first) => assert_eq!(reply.as_ref().ok(), Some(first), "{reply:?}"),
+            // Its fate was unknown: it runs now, or it was interrupted by the kill
+            // and is not run again.
+            None => assert!(
+                reply.is_ok() || code(&reply) == Some(ErrorCode::Duplicate),
+                "{:?}: {reply:?}\n{}",
+                req.args,
+                server.log()
+            ),
+        }
+    }
+    let text = std::fs::read_to_string(&marks).unwrap();
+    let mut seen = std::collections::HashSet::new();
+    for mark in text.lines() {
+        assert!(seen.insert(mark), "{mark} ran twice");
+    }
+    let acknowledged = sent.iter().filter(|(_, r)| r.is_some()).count();
+    assert!(
+        acknowledged > 20,
+        "too little load to prove anything: {acknowledged}"
+    );
+    assert!(seen.len() >= acknowledged);
+}

@@ -164,6 +164,7 @@ impl Audit {
             State::Done(Answer::Kept(_)) => "retry: answered",
             State::Done(Answer::Builtin) => "retry: ran the built-in again",
             State::Done(Answer::Dropped) => "retry: duplicate",
+            State::Done(Answer::Interrupted) => "retry: interrupted",
         };
         info!(
             target: TARGET,

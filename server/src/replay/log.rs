@@ -34,7 +34,7 @@ use tracing::{error, info, warn};
 
 use cmdchan_common::protocol::CommandId;
 
-use super::{Claim, Entry, StoreError, StoreOptions, Table};
+use super::{Answer, Claim, Entry, State, StoreError, StoreOptions, Table};
 use crate::batch::{Batched, Sink};
 
 #[derive(Debug)]
@@ -342,7 +342,12 @@ impl Segment {
 /// many bytes they span (a torn or corrupt record and what follows are not applied).
 fn apply(bytes: &[u8], table: &Table, now: u64) -> usize {
     let mut at = 0;
-    while let Some((record, len)) = decode(&bytes[at..]) {
+    while let Some((mut record, len)) = decode(&bytes[at..]) {
+        // A program still running when the last server stopped was stopped with it
+        // (or lost track of): it is never run again, and its retry is told so.
+        if record.entry.state == State::Running {
+            record.entry.state = State::Done(Answer::Interrupted);
+        }
         if record.until >= now {
             table.set(&record.id, &record.entry, record.until);
         }
@@ -448,7 +453,6 @@ impl Disk {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::replay::{Answer, State};
     use std::sync::atomic::{AtomicI64, Ordering};
     use std::sync::Arc;
     use std::time::Duration;

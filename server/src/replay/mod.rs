@@ -59,6 +59,10 @@ pub enum Answer {
     Builtin,
     /// A program whose answer was too large to keep: a retry hears `duplicate`.
     Dropped,
+    /// A program that was running when the server stopped without a word (kill -9,
+    /// power loss): it may or may not have finished, so it is not run again, and a
+    /// retry hears `duplicate` saying so.
+    Interrupted,
 }
 
 /// The result of claiming an ID.

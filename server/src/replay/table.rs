@@ -84,7 +84,8 @@ const RUNNING: u32 = 0 << 24;
 const KEPT: u32 = 1 << 24;
 const BUILTIN: u32 = 2 << 24;
 const DROPPED: u32 = 3 << 24;
-const STATE_BITS: u32 = 3 << 24;
+const INTERRUPTED: u32 = 4 << 24;
+const STATE_BITS: u32 = 7 << 24;
 
 /// Client names, each stored once per shard.
 #[derive(Default)]
@@ -346,6 +347,7 @@ impl Shard {
             State::Running => RUNNING,
             State::Done(Answer::Builtin) => BUILTIN,
             State::Done(Answer::Dropped) => DROPPED,
+            State::Done(Answer::Interrupted) => INTERRUPTED,
             State::Done(Answer::Kept(bodies)) => {
                 let budget = ANSWER_BUDGET / SHARDS;
                 match postcard::to_stdvec(bodies) {
@@ -369,6 +371,7 @@ impl Shard {
             RUNNING => State::Running,
             KEPT => State::Done(answer(self.answers.get(&slot.key))),
             BUILTIN => State::Done(Answer::Builtin),
+            INTERRUPTED => State::Done(Answer::Interrupted),
             _ => State::Done(Answer::Dropped),
         };
         Entry {
