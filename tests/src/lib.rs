@@ -675,3 +675,216 @@ impl Drop for Tmpfs {
         let _ = run(Command::new("umount").arg("-l").arg(&self.dir));
     }
 }
+
+/// A free loopback TCP port (for servers that need one chosen beforehand).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn redis_cli(port: u16, args: &[&str]) -> String {
+    let mut cli = system("redis-cli");
+    cli.args(["-p", &port.to_string()]).args(args);
+    text(&run(&mut cli).stdout)
+}
+
+/// Spawns `redis-server ARGS` quietly; the caller kills it.
+fn redis_server(args: &[&str]) -> Child {
+    system("redis-server")
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+/// A Redis Cluster of three primaries on loopback, without persistence; killed on drop.
+#[derive(Debug)]
+pub struct RedisCluster {
+    nodes: Vec<Child>,
+    pub ports: Vec<u16>,
+    _dir: TempDir,
+}
+
+impl RedisCluster {
+    pub fn start() -> RedisCluster {
+        let dir = tempfile::tempdir().unwrap();
+        let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+        let nodes = ports
+            .iter()
+            .map(|port| {
+                let conf = dir.path().join(format!("nodes-{port}.conf"));
+                redis_server(&[
+                    "--port",
+                    &port.to_string(),
+                    "--bind",
+                    "127.0.0.1",
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-config-file",
+                    conf.to_str().unwrap(),
+                    "--dir",
+                    dir.path().to_str().unwrap(),
+                ])
+            })
+            .collect();
+        let cluster = RedisCluster {
+            nodes,
+            ports,
+            _dir: dir,
+        };
+        for &port in &cluster.ports {
+            assert!(
+                eventually(10, || redis_cli(port, &["PING"]).trim() == "PONG"),
+                "node {port} did not start"
+            );
+        }
+        let mut create = system("redis-cli");
+        create.args(["--cluster", "create"]);
+        create.args(cluster.ports.iter().map(|p| format!("127.0.0.1:{p}")));
+        create.args(["--cluster-replicas", "0", "--cluster-yes"]);
+        let out = run(&mut create);
+        assert!(
+            out.status.success(),
+            "redis-cli --cluster create: {}",
+            text(&out.stderr)
+        );
+        for &port in &cluster.ports {
+            assert!(
+                eventually(20, || redis_cli(port, &["CLUSTER", "INFO"])
+                    .contains("cluster_state:ok")),
+                "the cluster did not come up"
+            );
+        }
+        cluster
+    }
+
+    pub fn url(&self) -> String {
+        let nodes: Vec<String> = self
+            .ports
+            .iter()
+            .map(|p| format!("127.0.0.1:{p}"))
+            .collect();
+        format!("redis+cluster://{}", nodes.join(","))
+    }
+}
+
+impl Drop for RedisCluster {
+    fn drop(&mut self) {
+        for node in &mut self.nodes {
+            let _ = node.kill();
+            let _ = node.wait();
+        }
+    }
+}
+
+/// A Redis primary, one replica and one Sentinel (quorum 1) on loopback; killed on drop.
+#[derive(Debug)]
+pub struct RedisSentinel {
+    children: Vec<Child>,
+    pub primary: u16,
+    pub replica: u16,
+    pub sentinel: u16,
+    _dir: TempDir,
+}
+
+impl RedisSentinel {
+    pub const SERVICE: &'static str = "cmdchan-test";
+
+    pub fn start() -> RedisSentinel {
+        let dir = tempfile::tempdir().unwrap();
+        let (primary, replica, sentinel) = (free_port(), free_port(), free_port());
+        let base = ["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"];
+        let p = primary.to_string();
+        let mut children = vec![redis_server(&[&["--port", &p][..], &base[..]].concat())];
+        assert!(eventually(10, || redis_cli(primary, &["PING"]).trim() == "PONG"));
+        let r = replica.to_string();
+        children.push(redis_server(
+            &[
+                &["--port", &r, "--replicaof", "127.0.0.1", &p][..],
+                &base[..],
+            ]
+            .concat(),
+        ));
+        assert!(
+            eventually(20, || redis_cli(replica, &["INFO", "replication"])
+                .contains("master_link_status:up")),
+            "the replica did not sync"
+        );
+        let conf = dir.path().join("sentinel.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "port {sentinel}\nbind 127.0.0.1\nsentinel monitor {s} 127.0.0.1 {primary} 1\n\
+                 sentinel down-after-milliseconds {s} 1000\nsentinel failover-timeout {s} 5000\n",
+                s = Self::SERVICE
+            ),
+        )
+        .unwrap();
+        children.push(redis_server(&[conf.to_str().unwrap(), "--sentinel"]));
+        let s = RedisSentinel {
+            children,
+            primary,
+            replica,
+            sentinel,
+            _dir: dir,
+        };
+        assert!(
+            eventually(20, || s.primary_port() == Some(primary)),
+            "the sentinel does not know the primary"
+        );
+        assert!(
+            eventually(20, || redis_cli(
+                sentinel,
+                &["SENTINEL", "REPLICAS", Self::SERVICE]
+            )
+            .contains(&r)),
+            "the sentinel does not know the replica"
+        );
+        s
+    }
+
+    /// The port of the primary as the Sentinel names it now.
+    pub fn primary_port(&self) -> Option<u16> {
+        let out = redis_cli(
+            self.sentinel,
+            &["SENTINEL", "get-master-addr-by-name", Self::SERVICE],
+        );
+        out.lines().nth(1)?.trim().parse().ok()
+    }
+
+    /// Makes the replica the primary (`SENTINEL FAILOVER`) and waits until it is.
+    pub fn failover(&self) {
+        redis_cli(self.sentinel, &["SENTINEL", "FAILOVER", Self::SERVICE]);
+        assert!(
+            eventually(30, || self.primary_port() == Some(self.replica)
+                && redis_cli(self.replica, &["ROLE"]).starts_with("master")),
+            "the failover did not happen"
+        );
+    }
+
+    pub fn url(&self) -> String {
+        format!(
+            "redis+sentinel://127.0.0.1:{}/{}",
+            self.sentinel,
+            Self::SERVICE
+        )
+    }
+}
+
+impl Drop for RedisSentinel {
+    fn drop(&mut self) {
+        for child in &mut self.children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}

@@ -124,3 +124,96 @@ async fn a_tls_redis_with_a_password_works_and_the_password_stays_out_of_the_log
     assert_eq!(runs(&env), 1, "the ID was remembered in the TLS Redis");
     assert!(!server.log().contains("s3cret-redis-pass"));
 }
+
+/// Sends `req` again on a new connection to `server` (same ID and issue time).
+async fn resend(
+    server: &Server,
+    cred: &std::path::Path,
+    req: &cmdchan::Request,
+) -> Result<Reply, cmdchan::Error> {
+    let mut client = server.client(cred).await;
+    let mut again = req.clone();
+    again.counter = 1;
+    client.run(&again, |_| {}).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_cluster_claims_each_id_once_across_the_servers_of_one_id() {
+    let env = TestEnv::new();
+    let policy = setup(&env);
+    let cluster = cmdchan_tests::RedisCluster::start();
+    let url = cluster.url();
+    let args = [
+        "--policy",
+        policy.as_str(),
+        "--replay-store",
+        &url,
+        "--redis-replicas",
+        "0",
+    ];
+    let (a, b) = (env.start(&args), env.start(&args));
+    let cred = env.provision("alice", "ops", &[]);
+    let mut client = a.client(&cred).await;
+    let mut sent = Vec::new();
+    // Enough IDs to land on every node's slots.
+    for _ in 0..30 {
+        let req = client.request("count", &[]).unwrap();
+        client.run(&req, |_| {}).await.unwrap();
+        sent.push(req);
+    }
+    for req in &sent {
+        let again = resend(&b, &cred, req).await;
+        assert!(matches!(again, Ok(Reply::Exit(_))), "{again:?}");
+    }
+    assert_eq!(runs(&env), 30, "the other server ran a claimed ID again");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_sentinel_failover_acknowledged_claims_hold_and_service_resumes() {
+    let env = TestEnv::new();
+    let policy = setup(&env);
+    let sentinel = cmdchan_tests::RedisSentinel::start();
+    let url = sentinel.url();
+    let args = [
+        "--policy",
+        policy.as_str(),
+        "--replay-store",
+        &url,
+        "--redis-replicas",
+        "1",
+    ];
+    let server = env.start(&args);
+    let cred = env.provision("alice", "ops", &[]);
+    let mut client = server.client(&cred).await;
+    let mut sent = Vec::new();
+    for _ in 0..10 {
+        let req = client.request("count", &[]).unwrap();
+        client.run(&req, |_| {}).await.unwrap();
+        sent.push(req);
+    }
+    sentinel.failover();
+    // The server finds the new primary by itself; a request in between may be refused.
+    let fresh = client.request("count", &[]).unwrap();
+    let mut answered = None;
+    for _ in 0..50 {
+        match resend(&server, &cred, &fresh).await {
+            Err(cmdchan::Error::Refused(f)) if f.code == ErrorCode::StoreUnavailable => {
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            }
+            other => {
+                answered = Some(other);
+                break;
+            }
+        }
+    }
+    assert!(matches!(answered, Some(Ok(Reply::Exit(_)))), "{answered:?}");
+    for req in &sent {
+        let again = resend(&server, &cred, req).await;
+        assert!(matches!(again, Ok(Reply::Exit(_))), "{again:?}");
+    }
+    assert_eq!(
+        runs(&env),
+        11,
+        "a claim acknowledged before the failover was lost"
+    );
+}

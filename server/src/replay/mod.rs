@@ -103,7 +103,8 @@ pub enum StoreSpec {
     Memory,
     /// A directory of segment files.
     File(PathBuf),
-    /// A Redis URL (`redis://`, `rediss://` for TLS, `redis+unix://`).
+    /// A Redis URL (`redis://`, `rediss://` for TLS, `redis+unix://`, `redis+sentinel://`,
+    /// `redis+cluster://`).
     Redis(String),
 }
 
@@ -164,9 +165,15 @@ pub fn redact(text: &str) -> String {
 
 impl StoreSpec {
     pub fn parse(text: &str) -> Result<Self, String> {
-        let redis = ["redis://", "rediss://", "redis+unix://"]
-            .iter()
-            .any(|p| text.starts_with(p));
+        let redis = [
+            "redis://",
+            "rediss://",
+            "redis+unix://",
+            "redis+sentinel://",
+            "redis+cluster://",
+        ]
+        .iter()
+        .any(|p| text.starts_with(p));
         match text {
             "memory" => Ok(Self::Memory),
             _ if redis => Ok(Self::Redis(text.into())),
@@ -261,7 +268,8 @@ impl Store {
         let claimed = match &*self.backend {
             Backend::Memory(table) => table.claim(&id, entry, until, now),
             Backend::Log(log) => log.claim(id, entry, until, now, durable),
-            Backend::Redis(redis) => redis.claim(id, entry, until, now).await,
+            // Boxed: the Redis future is large, and it is the rare backend.
+            Backend::Redis(redis) => Box::pin(redis.claim(id, entry, until, now)).await,
         };
         self.metrics
             .latency
@@ -287,7 +295,7 @@ impl Store {
                 Ok(())
             }
             Backend::Log(log) => log.finish(id, entry, until, durable),
-            Backend::Redis(redis) => redis.finish(id, entry, until, now).await,
+            Backend::Redis(redis) => Box::pin(redis.finish(id, entry, until, now)).await,
         }
     }
 
