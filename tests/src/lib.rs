@@ -125,6 +125,20 @@ impl TestEnv {
         Server::spawn(self.serve_command(&[], extra))
     }
 
+    /// Runs `cmdchan-server serve ARGS` to its end (for start-up errors), with the
+    /// scratch master key.
+    pub fn admin_like_serve(&self, args: &[&str]) -> Output {
+        let mut cmd = Command::new(bin("cmdchan-server"));
+        cmd.args([
+            "serve",
+            "--master",
+            self.master.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+        ]);
+        run(cmd.args(args))
+    }
+
     /// The command [`TestEnv::start`] runs, behind `wrapper` (such as `faketime -f -5s`).
     pub fn serve_command(&self, wrapper: &[&str], extra: &[&str]) -> Command {
         let mut cmd = match wrapper.split_first() {

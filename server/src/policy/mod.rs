@@ -130,26 +130,36 @@ impl Policy {
                 bail!("unknown command {name:?}");
             }
         }
-        for (cmd, limits) in &r.restrict {
-            let Some(Command::Program(p)) = self.lookup(cmd) else {
+        if let Some(cmd) = r.restrict.keys().find(|cmd| !r.commands.contains(*cmd)) {
+            bail!("restrict: {cmd} is not in this role's commands");
+        }
+        // Each allowed value is kept as the program would get it (an integer in canonical
+        // form), so it compares with the checked value of a request.
+        let mut restrict = BTreeMap::new();
+        for (cmd, limits) in r.restrict {
+            let Some(Command::Program(p)) = self.lookup(&cmd) else {
                 bail!("restrict: {cmd:?} is not a declared program")
             };
-            if !r.commands.contains(cmd) {
-                bail!("restrict: {cmd} is not in this role's commands");
-            }
+            let mut canonical = Restrictions::new();
             for (param, values) in limits {
-                let Some(spec) = p.params.iter().find(|s| &s.name == param) else {
+                let Some(spec) = p.params.iter().find(|s| s.name == param) else {
                     bail!("restrict: {cmd} has no parameter {param}")
                 };
-                for v in values {
-                    spec.check(v)
-                        .map_err(|e| anyhow::anyhow!("restrict: {cmd}.{param} value {v:?} {e}"))?;
-                }
+                let checked = values
+                    .iter()
+                    .map(|v| {
+                        spec.check(v).map_err(|e| {
+                            anyhow::anyhow!("restrict: {cmd}.{param} value {} {e}", spec.shown(v))
+                        })
+                    })
+                    .collect::<anyhow::Result<Vec<_>>>()?;
+                canonical.insert(param, checked);
             }
+            restrict.insert(cmd, canonical);
         }
         Ok(Role {
             commands: r.commands.into_iter().collect(),
-            restrict: r.restrict,
+            restrict,
         })
     }
 

@@ -155,6 +155,27 @@ impl ParamSpec {
         }
     }
 
+    /// The value an absent parameter takes without a default: `false` for a flag.
+    pub fn absent(&self) -> Option<String> {
+        matches!(self.kind, Kind::Flag(_)).then(|| "false".to_owned())
+    }
+
+    /// A value as refusals may show it: quoted, or `(secret)` for a secret parameter.
+    pub fn shown(&self, value: &str) -> String {
+        match self.secret {
+            true => "(secret)".to_owned(),
+            false => format!("{value:?}"),
+        }
+    }
+
+    /// The values a role is limited to, as refusals may show them.
+    pub fn shown_list(&self, values: &[String]) -> String {
+        match self.secret {
+            true => "values the policy keeps secret".to_owned(),
+            false => values.join(", "),
+        }
+    }
+
     /// The argv element a checked value becomes; `None`: no element (a false flag).
     pub fn argument(&self, checked: &str) -> Option<String> {
         match &self.kind {
@@ -184,12 +205,17 @@ impl ParamSpec {
             Kind::OneOf(values) => ParamKind::OneOf(values.clone()),
             Kind::Flag(_) => ParamKind::Flag,
         };
+        // A secret's default and allowed values are as secret as the values sent.
+        let (default, allowed) = match self.secret {
+            true => (None, Vec::new()),
+            false => (self.default.clone(), allowed.to_vec()),
+        };
         ParamInfo {
             name: self.name.clone(),
             kind,
             required: self.required,
-            default: self.default.clone(),
-            allowed: allowed.to_vec(),
+            default,
+            allowed,
             secret: self.secret,
             description: self.description.clone(),
         }

@@ -123,6 +123,11 @@ impl Program {
 
     /// Binds positional values (in declared order) and named ones to the parameters,
     /// checks each, applies the role's `allowed` values, and builds the argv.
+    ///
+    /// A restricted parameter is restricted whether it is given or not: the value it
+    /// takes (given, else its default, else `false` for a flag) must be one the role is
+    /// allowed, and an optional one with no value at all is refused for that role
+    /// (leaving a value out must not be a way around its restriction).
     pub fn bind(
         &self,
         positional: &[String],
@@ -132,7 +137,18 @@ impl Program {
         let given = self.collect(positional, named).map_err(BindError::Bad)?;
         let mut checked: Vec<Option<String>> = Vec::with_capacity(self.params.len());
         for (spec, value) in self.params.iter().zip(given) {
-            let Some(value) = value.or_else(|| spec.default.clone()) else {
+            let limit = allowed.and_then(|a| a.get(&spec.name));
+            let value = value
+                .or_else(|| spec.default.clone())
+                .or_else(|| spec.absent());
+            let Some(value) = value else {
+                if let Some(values) = limit {
+                    return Err(BindError::Forbidden(format!(
+                        "this role must give {} (one of: {})",
+                        spec.name,
+                        spec.shown_list(values)
+                    )));
+                }
                 if spec.required {
                     return Err(BindError::Bad(format!(
                         "missing required parameter {}",
@@ -145,11 +161,13 @@ impl Program {
             let value = spec
                 .check(&value)
                 .map_err(|e| BindError::Bad(format!("{}: value {e}", spec.name)))?;
-            let limit = allowed.and_then(|a| a.get(&spec.name));
             if limit.is_some_and(|values| !values.contains(&value)) {
+                // A secret's value never goes into a refusal (which reaches the log, the
+                // audit file and the reply).
                 return Err(BindError::Forbidden(format!(
-                    "this role may not use {} = {value:?}",
-                    spec.name
+                    "this role may not use {} = {}",
+                    spec.name,
+                    spec.shown(&value)
                 )));
             }
             checked.push(Some(value));

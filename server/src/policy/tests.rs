@@ -111,3 +111,143 @@ fn load_errors_name_the_problem() {
         assert!(err.contains(expected), "{text}: {err}");
     }
 }
+
+const OPTIONAL_TARGET: &str = r#"
+[roles.limited]
+commands = ["deploy"]
+[roles.limited.restrict.deploy]
+target = ["safe"]
+verbose = ["false"]
+token = ["s3cr3t-token"]
+
+[roles.free]
+commands = ["deploy"]
+
+[commands.deploy]
+program = "/bin/echo"
+args = ["{target}", "{verbose}", "{token}"]
+[[commands.deploy.params]]
+name = "target"
+type = "string"
+[[commands.deploy.params]]
+name = "verbose"
+type = "flag"
+arg = "-v"
+[[commands.deploy.params]]
+name = "token"
+type = "string"
+secret = true
+default = "s3cr3t-token"
+"#;
+
+fn param(name: &str, value: &str) -> Param {
+    Param {
+        name: name.into(),
+        value: value.into(),
+    }
+}
+
+/// The attack: a role restricted to `target = ["safe"]` leaves the optional `target`
+/// out, hoping a restriction applies only to values given.
+#[test]
+fn leaving_out_a_restricted_optional_parameter_is_forbidden() {
+    let p = Policy::parse(OPTIONAL_TARGET).expect("parse");
+    let Some(Command::Program(deploy)) = p.lookup("deploy") else {
+        panic!("no program")
+    };
+    let limited = p.restrictions(&role("limited"), "deploy");
+    assert_eq!(
+        deploy.bind(&[], &[], limited).err(),
+        Some(BindError::Forbidden(
+            "this role must give target (one of: safe)".into()
+        ))
+    );
+    let ok = deploy
+        .bind(&[], &[param("target", "safe")], limited)
+        .expect("safe");
+    assert_eq!(
+        ok.argv,
+        ["safe", "s3cr3t-token"],
+        "absent flag = false, allowed"
+    );
+    assert!(
+        deploy
+            .bind(
+                &[],
+                &[param("target", "safe"), param("verbose", "true")],
+                limited
+            )
+            .is_err(),
+        "the flag is restricted to false"
+    );
+    assert!(
+        deploy
+            .bind(&[], &[], p.restrictions(&role("free"), "deploy"))
+            .is_ok(),
+        "an unrestricted role may leave it out"
+    );
+}
+
+#[test]
+fn a_refused_secret_value_is_never_quoted() {
+    let p = Policy::parse(OPTIONAL_TARGET).expect("parse");
+    let Some(Command::Program(deploy)) = p.lookup("deploy") else {
+        panic!("no program")
+    };
+    let limited = p.restrictions(&role("limited"), "deploy");
+    let refused = deploy
+        .bind(
+            &[],
+            &[param("target", "safe"), param("token", "hunter2-guess")],
+            limited,
+        )
+        .expect_err("not the allowed token");
+    let BindError::Forbidden(why) = refused else {
+        panic!("{refused:?}")
+    };
+    assert_eq!(why, "this role may not use token = (secret)");
+    assert!(!why.contains("hunter2") && !why.contains("s3cr3t"));
+}
+
+#[test]
+fn restricted_integers_compare_in_canonical_form() {
+    let text = r#"
+[roles.r]
+commands = ["tail"]
+[roles.r.restrict.tail]
+lines = ["010"]
+[commands.tail]
+program = "/bin/echo"
+args = ["{lines}"]
+[[commands.tail.params]]
+name = "lines"
+type = "integer"
+required = true
+"#;
+    let p = Policy::parse(text).expect("parse");
+    let Some(Command::Program(tail)) = p.lookup("tail") else {
+        panic!("no program")
+    };
+    let limited = p.restrictions(&role("r"), "tail");
+    assert_eq!(
+        tail.bind(&["10".into()], &[], limited).expect("10").argv,
+        ["10"]
+    );
+    assert!(tail.bind(&["11".into()], &[], limited).is_err());
+}
+
+/// The sibling of the refusal leak: `describe` and `commands` must not list a secret
+/// parameter's default or the values a role is limited to.
+#[test]
+fn describe_never_shows_a_secret_default_or_allowed_value() {
+    let p = Policy::parse(OPTIONAL_TARGET).expect("parse");
+    let info = p.describe(&role("limited"), "deploy").expect("described");
+    let token = info
+        .params
+        .iter()
+        .find(|i| i.name == "token")
+        .expect("token");
+    assert_eq!((token.default.as_deref(), token.allowed.len()), (None, 0));
+    let shown = format!("{:?}", p.commands_for(&role("limited")));
+    assert!(!shown.contains("s3cr3t-token"), "{shown}");
+}
