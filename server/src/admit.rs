@@ -450,7 +450,8 @@ impl Refusal {
         )
     }
 
-    /// Whether this is something an operator should look at (logged at WARN).
+    /// Whether this is something an operator should look at (logged at WARN), and a
+    /// strike against the connection: not a mistake or a server's own limit.
     pub fn is_security_event(&self) -> bool {
         !matches!(
             self,
@@ -458,6 +459,7 @@ impl Refusal {
                 | Refusal::BadArguments(_)
                 | Refusal::Busy(_)
                 | Refusal::RateLimited { .. }
+                | Refusal::StoreUnavailable(_)
         )
     }
 }

@@ -262,9 +262,10 @@ fn pick(
 }
 
 fn check_limits(l: &Limits) -> anyhow::Result<()> {
-    if l.max_frame < 256 || l.max_frame > u32::MAX as usize {
+    // Below 1 KiB a request with a grant and a few arguments would not fit.
+    if l.max_frame < 1024 || l.max_frame > u32::MAX as usize {
         bail!(
-            "max_frame must be between 256 bytes and 4 GiB, not {}",
+            "max_frame must be between 1024 bytes and 4 GiB, not {}",
             l.max_frame
         );
     }

@@ -27,7 +27,7 @@ use cmdchan_common::protocol::{
 use cmdchan_common::time;
 use cmdchan_common::tls::{self, Offered};
 
-use crate::admit::{self, Action, Admission, Admitted};
+use crate::admit::{self, Action, Admission, Admitted, Refusal};
 use crate::audit::{self, Peer};
 use crate::cmd;
 use crate::exec::{self, Event};
@@ -47,6 +47,10 @@ const FRAME_BUFFER: usize = 512;
 
 /// A connection quiet this long gives back its frame buffers.
 const RELEASE_AFTER: Duration = Duration::from_secs(1);
+
+/// Security refusals (bad tag, replay, forbidden…) a connection may earn before it is
+/// closed and its source penalized.
+const STRIKES: u32 = 3;
 
 /// How long the final close_notify may take.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -72,6 +76,7 @@ pub async fn serve(tcp: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
         key: Arc::new(key),
         peer: Peer::new(peer),
         next_counter: 1,
+        strikes: 0,
         proven: None,
         settings,
         notices: shared.notices.listen(),
@@ -167,6 +172,8 @@ struct Connection {
     key: Arc<PskIdentity>,
     peer: Peer,
     next_counter: u64,
+    /// Security refusals this connection earned (see [`Connection::struck`]).
+    strikes: u32,
     /// The last grant and tag this connection proved (see `Rules::tag_proven`).
     proven: Option<Box<(Grant, [u8; 32])>>,
     /// The settings this connection works under, taken again on a reload notice.
@@ -290,6 +297,25 @@ impl Connection {
         }
     }
 
+    /// Counts a security refusal against the connection: after [`STRIKES`] of them it
+    /// is closed and its source is penalized like a failed handshake, so that refused
+    /// requests cost their sender a handshake each few, then time.
+    fn struck(&mut self, refusal: &Refusal, shared: &Shared) -> bool {
+        if !refusal.is_security_event() {
+            return false;
+        }
+        self.strikes += 1;
+        if self.strikes < STRIKES {
+            return false;
+        }
+        warn!(client = %self.key, peer = %self.peer, "closing the connection after {STRIKES} security refusals");
+        let source = self.peer.addr().ip();
+        if let Some(penalty) = shared.gate.misbehaved(source, Instant::now()) {
+            warn!(%source, "penalty: refusing {source} for {}s after repeated security refusals", penalty.as_secs());
+        }
+        true
+    }
+
     /// Drops the frame buffers when they hold nothing; they grow again on the next frame.
     fn release_buffers(&mut self) {
         if self.io.read_buffer().is_empty() {
@@ -337,11 +363,15 @@ impl Connection {
                     .audit
                     .refused(&self.key, &self.peer, &req, &refusal, started.elapsed());
                 let failure = refusal.failure();
-                return self.send(&req, Body::Err(failure)).await && !refusal.closes_connection();
+                let sent = self.send(&req, Body::Err(failure)).await;
+                return sent && !refusal.closes_connection() && !self.struck(&refusal, shared);
             }
         };
         let body = match cmd.action() {
-            Action::Builtin(b) => Body::Ok(cmd::run(*b, &cmd, &settings.policy)),
+            Action::Builtin(b) => fit(
+                Body::Ok(cmd::run(*b, &cmd, &settings.policy)),
+                settings.limits.max_frame,
+            ),
             Action::Run(program, invocation) => {
                 self.run_program(&cmd, program, invocation, shared).await
             }
@@ -436,7 +466,8 @@ impl Connection {
         let bodies = match (entry.state, cmd.action()) {
             (State::Done(Answer::Kept(bodies)), _) => bodies,
             (State::Done(Answer::Builtin), Action::Builtin(b)) => {
-                vec![Body::Ok(cmd::run(*b, cmd, &settings.policy))]
+                let body = Body::Ok(cmd::run(*b, cmd, &settings.policy));
+                vec![fit(body, settings.limits.max_frame)]
             }
             (State::Running, _) => failure(
                 ErrorCode::InProgress,
@@ -549,12 +580,43 @@ impl Connection {
         if out.data.is_empty() || !run.listening {
             return;
         }
+        // Each output frame must fit the frame limit the server was given.
+        let chunk = output_chunk(self.settings.limits.max_frame);
+        if out.data.len() <= chunk {
+            return self
+                .send_output(cmd, run, program, out, running, kept)
+                .await;
+        }
+        let Output { stream, data } = out;
+        for piece in data.chunks(chunk) {
+            let out = Output {
+                stream,
+                data: piece.to_vec(),
+            };
+            self.send_output(cmd, run, program, out, running, kept)
+                .await;
+            if !run.listening {
+                return;
+            }
+        }
+    }
+
+    /// Sends one output frame (and keeps it for a retry while the answer fits the
+    /// store's cap).
+    async fn send_output(
+        &mut self,
+        cmd: &Admitted<'_>,
+        run: &mut Run,
+        program: &Program,
+        out: Output,
+        running: &exec::Running,
+        kept: &mut Option<Vec<Body>>,
+    ) {
         let limit = if run.info.timed_out {
             Instant::now() + KILL_GRACE
         } else {
             run.deadline
         };
-        // Keep what was sent for a retry, while it fits the store's cap.
         let fits = |k: &Vec<Body>| output_bytes(k) + out.data.len() <= replay::OUTCOME_CAP;
         *kept = kept.take().filter(fits).map(|mut k| {
             k.push(Body::Output(out.clone()));
@@ -658,6 +720,33 @@ fn output_bytes(bodies: &[Body]) -> usize {
             }
         })
         .sum()
+}
+
+/// Bytes of output per frame: 16 KiB, or less when the frame limit is lower (a frame
+/// also holds the version, counter, ID and body tags: at most 64 bytes more).
+fn output_chunk(max_frame: usize) -> usize {
+    exec::CHUNK.min(max_frame.saturating_sub(64)).max(1)
+}
+
+/// `body`, or an error saying it does not fit the frame limit: every request gets an
+/// answer, also one whose reply (a long `commands` list) is larger than `max_frame`.
+fn fit(body: Body, max_frame: usize) -> Body {
+    let large = matches!(
+        body,
+        Body::Ok(Reply::Commands(_) | Reply::Describe(_) | Reply::Echo(_) | Reply::Whoami(_))
+    );
+    if !large {
+        return body;
+    }
+    let size = postcard::experimental::serialized_size(&body).unwrap_or(usize::MAX);
+    // Version, counter and ID around the body: at most 27 bytes.
+    match size.saturating_add(27) <= max_frame {
+        true => body,
+        false => Body::Err(Failure::new(
+            ErrorCode::Internal,
+            format!("the answer ({size} bytes) is larger than this server's max_frame ({max_frame}); ask its operator to raise it"),
+        )),
+    }
 }
 
 async fn sleep_until_opt(at: Option<Instant>) {

@@ -59,13 +59,16 @@ struct State {
     records: HashMap<IpAddr, Record>,
 }
 
-/// A source's failed handshakes.
+/// A source's failed handshakes (and connections closed for refusals).
 #[derive(Debug, Clone, Copy)]
 struct Record {
     failures: u32,
     penalties: u32,
     blocked_until: Option<Instant>,
     last_failure: Instant,
+    /// Some failures were connections closed for security refusals: those were made
+    /// with a good handshake, so a good handshake does not clear them.
+    misbehaved: bool,
 }
 
 /// A connection let through; dropping it frees its place.
@@ -113,6 +116,16 @@ impl Gate {
 
     /// Counts a failed handshake; returns the penalty when one starts (log it once).
     pub fn failed(&self, source: IpAddr, now: Instant) -> Option<Duration> {
+        self.count(source, now, false)
+    }
+
+    /// Counts a connection closed for security refusals like a failed handshake, except
+    /// that the source's next good handshake does not wipe it out.
+    pub fn misbehaved(&self, source: IpAddr, now: Instant) -> Option<Duration> {
+        self.count(source, now, true)
+    }
+
+    fn count(&self, source: IpAddr, now: Instant, misbehaved: bool) -> Option<Duration> {
         let rules = &self.rules;
         let mut state = self.lock();
         // Forget sources quiet for longer than the longest penalty, so the map stays small.
@@ -124,9 +137,11 @@ impl Gate {
             penalties: 0,
             blocked_until: None,
             last_failure: now,
+            misbehaved,
         };
         let record = state.records.entry(canonical(source)).or_insert(fresh);
         record.last_failure = now;
+        record.misbehaved |= misbehaved;
         // A connection let in before the block began does not count towards the next one.
         if record.blocked_until.is_some_and(|u| u > now) {
             return None;
@@ -147,9 +162,14 @@ impl Gate {
         Some(penalty)
     }
 
-    /// A successful handshake clears the source's record.
+    /// A successful handshake clears the source's record, unless it misbehaved after
+    /// handshakes that succeeded.
     pub fn succeeded(&self, source: IpAddr) {
-        self.lock().records.remove(&canonical(source));
+        let mut state = self.lock();
+        let source = canonical(source);
+        if state.records.get(&source).is_some_and(|r| !r.misbehaved) {
+            state.records.remove(&source);
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -264,5 +284,15 @@ mod tests {
             gate.enter(src, at(20)).is_ok(),
             "a good handshake lifts the block and resets the record"
         );
+    }
+
+    #[test]
+    fn a_source_closed_for_refusals_is_not_forgiven_by_its_next_good_handshake() {
+        let gate = Gate::new(rules());
+        let (src, t0) = (ip("10.0.0.7"), Instant::now());
+        assert_eq!(gate.misbehaved(src, t0), None);
+        gate.succeeded(src);
+        assert_eq!(gate.misbehaved(src, t0), Some(Duration::from_secs(1)));
+        assert!(matches!(gate.enter(src, t0), Err(Turned::Penalized { .. })));
     }
 }

@@ -200,11 +200,14 @@ fn gate_rules(l: &Limits) -> GateRules {
 /// away is closed at once, before any TLS work.
 pub async fn run(listener: TcpListener, shared: Arc<Shared>, shutdown: impl Future<Output = ()>) {
     let tracker = TaskTracker::new();
-    tokio::spawn(async {
+    // Upkeep, once a second: reap what programs left behind, write refusal summaries.
+    let upkeep = shared.clone();
+    tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         loop {
             tick.tick().await;
             crate::exec::reap_orphans();
+            upkeep.audit.flush(time::now());
         }
     });
     let mut turned_away = Throttle::default();

@@ -877,12 +877,20 @@ impl RedisSentinel {
 
     /// Makes the replica the primary (`SENTINEL FAILOVER`) and waits until it is.
     pub fn failover(&self) {
-        redis_cli(self.sentinel, &["SENTINEL", "FAILOVER", Self::SERVICE]);
-        assert!(
-            eventually(30, || self.primary_port() == Some(self.replica)
-                && redis_cli(self.replica, &["ROLE"]).starts_with("master")),
-            "the failover did not happen"
-        );
+        // The Sentinel refuses (NOGOODSLAVE, INPROG) until it has seen the replica in
+        // sync and after a recent failover; ask again until it happens.
+        let done = || {
+            self.primary_port() == Some(self.replica)
+                && redis_cli(self.replica, &["ROLE"]).starts_with("master")
+        };
+        let happened = eventually(60, || {
+            if !done() {
+                redis_cli(self.sentinel, &["SENTINEL", "FAILOVER", Self::SERVICE]);
+                std::thread::sleep(Duration::from_millis(500));
+            }
+            done()
+        });
+        assert!(happened, "the failover did not happen");
     }
 
     pub fn url(&self) -> String {

@@ -127,3 +127,168 @@ fn a_redis_password_in_a_broken_config_line_is_never_printed() {
         "{said}"
     );
 }
+
+/// Writes `n` pipelined `ping`s for `cred` (counters from 1) on a raw connection from
+/// `source`, reads answers until the server closes; returns how many were refusals for
+/// security (not `rate limited`), how many pongs, and how many answers in all.
+async fn pipelined(
+    addr: std::net::SocketAddr,
+    source: &str,
+    cred: &std::path::Path,
+    n: u64,
+) -> Option<(u64, u64, u64)> {
+    use futures::{SinkExt, StreamExt};
+    let cred = cmdchan::Credential::load(cred).unwrap();
+    let stream = cmdchan_tests::raw_tls_from(source, addr, &cred.identity(), &cred.psk)
+        .await
+        .ok()?;
+    let codec =
+        cmdchan_common::frame::MsgCodec::<cmdchan::Response, cmdchan::Request>::new(1 << 20);
+    let mut io = tokio_util::codec::Framed::new(stream, codec);
+    for counter in 1..=n {
+        let mut id = [0u8; 16];
+        openssl::rand::rand_bytes(&mut id).unwrap();
+        let req = cmdchan::Request {
+            counter,
+            id,
+            issued_at: cmdchan_common::time::now(),
+            target: cmdchan_tests::SERVER_ID.parse().unwrap(),
+            grant: cred.grant.clone(),
+            tag: cred.tag,
+            command: "ping".into(),
+            args: vec![],
+            params: vec![],
+        };
+        if io.feed(&req).await.is_err() {
+            break;
+        }
+    }
+    let _ = io.flush().await;
+    let (mut refused, mut pongs, mut all) = (0, 0, 0);
+    while all < n {
+        let Some(Ok(response)) = io.next().await else {
+            break;
+        };
+        all += 1;
+        match response.body {
+            cmdchan::Body::Err(f) if f.code == ErrorCode::RateLimited => {}
+            cmdchan::Body::Err(_) => refused += 1,
+            _ => pongs += 1,
+        }
+    }
+    Some((refused, pongs, all))
+}
+
+/// The attack: one authenticated client pipelines thousands of requests that are
+/// refused (a bad tag), to fill the disk with audit records and log lines and to cost
+/// the server work for free. Refusals now cost it: its connection closes after a few,
+/// its source is penalized, its audit records and log lines stay bounded (one whole
+/// record per second and reason, the rest counted in a summary), and an honest client
+/// on another address is served meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_refused_requests_costs_its_sender_and_leaves_the_audit_bounded() {
+    let env = TestEnv::new();
+    let log = env.path("audit.log");
+    let server = env.start(&["--audit-log", log.to_str().unwrap()]);
+    let honest = env.provision("alice", "ops", &[]);
+    let mallory = env.provision("mallory", "ops", &[]);
+    cmdchan_tests::edit_credential(&mallory, "role", "\"admin\"");
+    let addr = server.addr;
+    let flood = tokio::spawn(async move {
+        let (mut refused, mut answered, mut connections) = (0, 0, 0);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+        while std::time::Instant::now() < deadline {
+            if let Some((r, _, all)) = pipelined(addr, "127.0.0.3", &mallory, 1000).await {
+                refused += r;
+                answered += all;
+                connections += 1;
+            }
+        }
+        (refused, answered, connections)
+    });
+    let mut served = 0;
+    for _ in 0..20 {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        let (refused, pongs, _) = pipelined(addr, "127.0.0.2", &honest, 1)
+            .await
+            .expect("honest connects");
+        assert_eq!((refused, pongs), (0, 1), "the honest client was not served");
+        served += 1;
+    }
+    let (refused, answered, connections) = flood.await.unwrap();
+    assert_eq!(served, 20);
+    assert!(
+        refused <= 3 * connections,
+        "a connection answered more than 3 security refusals"
+    );
+    let refused = answered;
+    assert!(
+        server.wait_for_log("penalty: refusing 127.0.0.3"),
+        "{}",
+        server.log()
+    );
+    // Every refusal answered is in the audit file, whole or counted in a summary.
+    let counted = || {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        let records: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .filter(|r: &serde_json::Value| r["client"] == "mallory")
+            .collect();
+        let total: u64 = records
+            .iter()
+            .map(|r| r["count"].as_u64().unwrap_or(1))
+            .sum();
+        (records.len(), total)
+    };
+    assert!(
+        eventually(5, || counted().1 == refused),
+        "{:?} of {refused}",
+        counted()
+    );
+    let (records, _) = counted();
+    assert!(
+        records <= 12,
+        "{records} audit records for {refused} refusals"
+    );
+    let lines = server.log_lines("client=mallory").len();
+    assert!(lines <= 24, "{lines} log lines for {refused} refusals");
+}
+
+/// Before: with `--max-frame` under 16.5 KiB the server's own output frames did not fit,
+/// so `commands` got no answer and a program's output was lost while it was killed.
+#[test]
+fn with_the_smallest_max_frame_every_request_gets_its_whole_answer() {
+    let env = TestEnv::new();
+    env.script("big.sh", "printf '%070000d' 0");
+    let dir = env.dir.path().to_str().unwrap();
+    let mut policy = String::from("[roles.ops]\ncommands = [\"ping\", \"commands\", \"big\"");
+    // Enough commands that the `commands` answer is far over 1 KiB.
+    for n in 0..40 {
+        policy += &format!(", \"c{n}\"");
+    }
+    policy += "]\n";
+    policy += &format!("[commands.big]\nprogram = \"{dir}/big.sh\"\n");
+    for n in 0..40 {
+        policy += &format!("[commands.c{n}]\ndescription = \"a command with a long description to fill the list up\"\nprogram = \"{dir}/big.sh\"\n");
+    }
+    let policy = env.write("policy.toml", &policy);
+    let server = env.start(&["--policy", policy.to_str().unwrap(), "--max-frame", "1024"]);
+    let cred = env.provision("alice", "ops", &[]);
+    let out = env.cmdchan(&server, &cred, &["big"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(out.stdout.len(), 70_000, "the whole output arrived");
+    let out = env.cmdchan(&server, &cred, &["--json", "commands"]);
+    let reply: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(reply["error"]["code"], "internal", "{reply}");
+    assert!(reply["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("larger than this server's max_frame (1024)"));
+    let out = env.cmdchan(&server, &cred, &["ping"]);
+    assert_eq!(
+        text(&out.stdout),
+        "pong\n",
+        "the connection and the server are fine"
+    );
+}

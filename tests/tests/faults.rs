@@ -74,7 +74,12 @@ async fn a_full_disk_under_the_replay_log_never_makes_a_command_run_twice() {
             Ok(_) if refused == 0 => acknowledged.push(req),
             Ok(reply) => panic!("a claim was taken after the disk was full: {reply:?}"),
             Err(e) => {
-                assert_eq!(code(&Err(e)), Some(ErrorCode::StoreUnavailable));
+                let failed = Err(e);
+                assert_eq!(
+                    code(&failed),
+                    Some(ErrorCode::StoreUnavailable),
+                    "{failed:?}"
+                );
                 refused += 1;
                 if refused == 20 {
                     break;
@@ -330,8 +335,13 @@ async fn two_servers_on_one_redis_with_clocks_5s_apart_never_run_a_command_twice
         "3s",
     ];
     let ahead = env.start(&args);
-    let mut lagging = env.serve_command(&["faketime", "-f", "-5s"], &args);
-    lagging.env("FAKETIME_DONT_FAKE_MONOTONIC", "1");
+    // libfaketime preloaded into the server itself (not the faketime wrapper, which
+    // would be the process the harness kills).
+    let mut lagging = env.serve_command(&[], &args);
+    lagging
+        .env("LD_PRELOAD", libfaketime())
+        .env("FAKETIME", "-5s")
+        .env("FAKETIME_DONT_FAKE_MONOTONIC", "1");
     let lagging = Server::spawn(lagging);
 
     let mut client = ahead.client(&cred).await;
@@ -450,4 +460,19 @@ async fn kill_9_at_random_points_under_load_runs_nothing_twice_and_loses_no_answ
         "too little load to prove anything: {acknowledged}"
     );
     assert!(seen.len() >= acknowledged);
+}
+
+/// Where Debian's faketime package keeps libfaketime; fails loudly without it.
+fn libfaketime() -> String {
+    cmdchan_tests::system("faketime");
+    let found = [
+        "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1",
+        "/usr/lib/aarch64-linux-gnu/faketime/libfaketime.so.1",
+        "/usr/lib/faketime/libfaketime.so.1",
+    ]
+    .into_iter()
+    .find(|p| Path::new(p).exists());
+    found
+        .expect("libfaketime.so.1 is missing: install faketime (scripts/test does)")
+        .to_owned()
 }

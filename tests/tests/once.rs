@@ -74,9 +74,11 @@ async fn an_id_admitted_before_a_kill_9_is_still_refused_after_the_restart() {
     );
     let mut slow_again = slow.clone();
     slow_again.counter = 2;
+    // It was running when the server died: it is not run again, and the retry is told
+    // its run was interrupted.
     assert_eq!(
         code(&client.run(&slow_again, |_| {}).await),
-        Some(ErrorCode::InProgress)
+        Some(ErrorCode::Duplicate)
     );
     assert_eq!(runs(&env), 2, "nothing ran a second time");
     assert!(server.log_lines("admitted").is_empty());

@@ -9,6 +9,7 @@
 //! recorded only as an HMAC under the audit key (no one without it can test guesses).
 
 pub mod chain;
+mod flood;
 mod stamp;
 pub mod verify;
 
@@ -42,6 +43,7 @@ pub struct Audit {
     server: Ident,
     key: Arc<AuditKey>,
     file: Option<Chain>,
+    flood: flood::Flood,
 }
 
 impl Audit {
@@ -50,7 +52,12 @@ impl Audit {
         let file = path
             .map(|p| Chain::open(p, key.clone(), server.as_str()))
             .transpose()?;
-        Ok(Self { server, key, file })
+        Ok(Self {
+            server,
+            key,
+            file,
+            flood: flood::Flood::default(),
+        })
     }
 
     /// Reopens the audit file at its path (for rotation).
@@ -122,6 +129,10 @@ impl Audit {
         });
     }
 
+    /// Records a refusal. A flood stays bounded: per client and reason, the first
+    /// refusal of each second is logged and recorded whole, and the others of that
+    /// second are counted into one summary (logged and recorded when the second is over,
+    /// see [`Audit::flush`]), so the refusals are never hidden, only grouped.
     pub fn refused(
         &self,
         key: &PskIdentity,
@@ -130,6 +141,15 @@ impl Audit {
         refusal: &Refusal,
         took: Duration,
     ) {
+        let code = refusal.code().name();
+        if !self
+            .flood
+            .first_this_second(&key.name, code, cmdchan_common::time::now(), |summary| {
+                self.summarise(summary)
+            })
+        {
+            return;
+        }
         macro_rules! event {
             ($level:ident) => {
                 $level!(
@@ -139,7 +159,7 @@ impl Audit {
                     %peer,
                     command = %printable(req.command.as_bytes()),
                     id = %hex::encode(&req.id),
-                    outcome = refusal.code().name(),
+                    outcome = code,
                     duration_us = took.as_micros() as u64,
                     reason = %refusal,
                     "refused"
@@ -151,10 +171,30 @@ impl Audit {
             false => event!(info),
         }
         self.write(false, || {
-            let mut r = Record::new(&self.server, key, peer, req, refusal.code().name());
+            let mut r = Record::new(&self.server, key, peer, req, code);
             r.reason = Some(refusal.to_string());
             r
         });
+    }
+
+    /// Writes the summaries of refusals counted in seconds that are over (about once a
+    /// second, from the server's upkeep task).
+    pub fn flush(&self, now: u64) {
+        for summary in self.flood.over(now) {
+            self.summarise(summary);
+        }
+    }
+
+    fn summarise(&self, s: flood::Summary) {
+        warn!(
+            target: TARGET,
+            client = %s.client,
+            outcome = s.code,
+            count = s.count,
+            second = %cmdchan_common::time::rfc3339(s.second),
+            "refused: more refusals like the one logged, in that second"
+        );
+        self.write(false, || Record::summary(&self.server, &s));
     }
 
     /// A client sent a command ID it used before: answered from the store, nothing ran.
@@ -228,11 +268,15 @@ pub fn outcome(body: &Body) -> (&'static str, Option<i32>, u64) {
 /// lines name it, and formatting an address costs more than the rest of a record's
 /// fields together.
 #[derive(Debug, Clone)]
-pub struct Peer(Box<str>);
+pub struct Peer(Box<str>, SocketAddr);
 
 impl Peer {
     pub fn new(addr: SocketAddr) -> Self {
-        Self(addr.to_string().into())
+        Self(addr.to_string().into(), addr)
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.1
     }
 }
 
@@ -264,6 +308,9 @@ pub struct Record<'a> {
     peer: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     reason: Option<String>,
+    /// On a summary record: how many refusals it stands for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    count: Option<u64>,
     /// As claimed: for a `bad tag` refusal it is not verified.
     role: &'a str,
     server: &'a str,
@@ -291,7 +338,35 @@ impl<'a> Record<'a> {
             params: None,
             peer: &peer.0,
             reason: None,
+            count: None,
             role: req.grant.role.as_str(),
+            server: server.as_str(),
+            time: Stamp::now(),
+        }
+    }
+}
+
+impl<'a> Record<'a> {
+    /// A summary of refusals counted in one second.
+    fn summary(server: &'a Ident, s: &'a flood::Summary) -> Self {
+        Self {
+            client: s.client.as_str(),
+            command: Cow::Borrowed(""),
+            duration_ms: None,
+            epoch: 0,
+            exit: None,
+            id: &[0; 16],
+            outcome: s.code,
+            output_bytes: None,
+            params: None,
+            peer: "",
+            reason: Some(format!(
+                "{} more refusals of this client for this reason in the second from {}",
+                s.count,
+                cmdchan_common::time::rfc3339(s.second)
+            )),
+            count: Some(s.count),
+            role: "",
             server: server.as_str(),
             time: Stamp::now(),
         }

@@ -142,17 +142,17 @@ impl Program {
                 .or_else(|| spec.default.clone())
                 .or_else(|| spec.absent());
             let Some(value) = value else {
+                if spec.required {
+                    return Err(BindError::Bad(format!(
+                        "missing required parameter {}",
+                        spec.name
+                    )));
+                }
                 if let Some(values) = limit {
                     return Err(BindError::Forbidden(format!(
                         "this role must give {} (one of: {})",
                         spec.name,
                         spec.shown_list(values)
-                    )));
-                }
-                if spec.required {
-                    return Err(BindError::Bad(format!(
-                        "missing required parameter {}",
-                        spec.name
                     )));
                 }
                 checked.push(None);
