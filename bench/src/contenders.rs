@@ -229,6 +229,8 @@ impl Running {
                 // The bench's one client makes far more than the default 50 requests
                 // a second, over up to 1,000 connections from one address.
                 cmd.args(["--rate", "10000000", "--burst", "10000000"])
+                    // The bench measures DHE-PSK handshakes too, which are opt-in.
+                    .arg("--dhe")
                     .args(["--max-connections", "4096"])
                     .args(["--max-connections-per-source", "4096"])
                     // The server remembers each command ID for its freshness window, up

@@ -31,7 +31,12 @@ pub struct CeilingOpts {
 pub fn ceiling(opts: CeilingOpts) -> anyhow::Result<()> {
     let text = read_private("master key", &opts.master)?;
     let master = MasterKey::from_hex(&text).context("reading the master key")?;
-    let ctx = Arc::new(tls::server_context(master, tls::FFDHE3072_PEM, |_| None)?);
+    let ctx = Arc::new(tls::server_context(
+        master,
+        tls::FFDHE3072_PEM,
+        true,
+        |_| None,
+    )?);
     serve(move |tcp| {
         let ctx = Arc::clone(&ctx);
         async move { echo_tls(&ctx, tcp).await }

@@ -116,6 +116,15 @@ pub struct ServeOpts {
     /// [default: any].
     #[arg(long, value_delimiter = ',')]
     pub allow: Option<Vec<ipnet::IpNet>>,
+    /// Accept the DHE-PSK suites (ffdhe3072) besides ECDHE-PSK. Off by default: a DHE
+    /// key generation costs the server ~9 ms of CPU for any ClientHello, before the
+    /// client proves anything.
+    #[arg(long)]
+    pub dhe: bool,
+    /// IPv6 sources are counted (caps, penalties) per prefix of this length, since one
+    /// host usually holds a whole /64 [default: 64].
+    #[arg(long)]
+    pub ipv6_prefix: Option<u8>,
     /// Failed handshakes from one source before it is penalized [default: 5].
     #[arg(long)]
     pub penalty_after: Option<u32>,

@@ -37,6 +37,8 @@ pub struct Config {
     pub redis_replicas: u32,
     /// How programs' processes are tracked.
     pub process_tracking: crate::exec::TrackingChoice,
+    /// Accept the DHE-PSK suites too.
+    pub dhe: bool,
     pub server_id: Ident,
     pub log_format: LogFormat,
     pub limits: Limits,
@@ -65,6 +67,8 @@ pub struct Limits {
     pub max_connections_per_source: usize,
     /// Source networks that may connect; empty: any.
     pub allow: Vec<IpNet>,
+    /// IPv6 sources count per prefix of this many bits.
+    pub ipv6_prefix: u8,
     /// Failed handshakes before a source's first penalty.
     pub penalty_after: u32,
     pub penalty_base: Duration,
@@ -88,6 +92,7 @@ impl Default for Limits {
             max_remembered_ids: 1_000_000,
             max_connections_per_source: 64,
             allow: Vec::new(),
+            ipv6_prefix: 64,
             penalty_after: 5,
             penalty_base: Duration::from_secs(2),
             penalty_max: Duration::from_secs(600),
@@ -112,6 +117,8 @@ struct FileConfig {
     max_clock_skew: Option<String>,
     redis_replicas: Option<u32>,
     process_tracking: Option<crate::exec::TrackingChoice>,
+    dhe: Option<bool>,
+    ipv6_prefix: Option<u8>,
     server_id: Option<Ident>,
     log_format: Option<LogFormat>,
     freshness_window: Option<String>,
@@ -178,6 +185,10 @@ impl Config {
                 .clone()
                 .or(file.allow.clone())
                 .unwrap_or(base.allow.clone()),
+            ipv6_prefix: opts
+                .ipv6_prefix
+                .or(file.ipv6_prefix)
+                .unwrap_or(base.ipv6_prefix),
             penalty_after: opts
                 .penalty_after
                 .or(file.penalty_after)
@@ -216,6 +227,7 @@ impl Config {
                 .process_tracking
                 .or(file.process_tracking)
                 .unwrap_or_default(),
+            dhe: opts.dhe || file.dhe.unwrap_or(false),
             server_id,
             log_format: opts.log_format.or(file.log_format).unwrap_or_default(),
             limits,
@@ -277,6 +289,12 @@ fn check_limits(l: &Limits) -> anyhow::Result<()> {
     ];
     if counts.contains(&0) {
         bail!("max_connections, max_connections_per_source, max_executions and max_remembered_ids must be at least 1");
+    }
+    if !(1..=128).contains(&l.ipv6_prefix) {
+        bail!(
+            "ipv6_prefix must be between 1 and 128, not {}",
+            l.ipv6_prefix
+        );
     }
     if !(l.rate > 0.0 && l.burst >= 1.0) {
         bail!("rate must be above 0 and burst at least 1");

@@ -28,6 +28,7 @@ use cmdchan_common::time;
 use cmdchan_common::tls::{self, Offered};
 
 use crate::admit::{self, Action, Admission, Admitted, Refusal};
+use crate::alerts::Uniform;
 use crate::audit::{self, Peer};
 use crate::cmd;
 use crate::exec::{self, Event};
@@ -37,7 +38,7 @@ use crate::policy::{Invocation, Program};
 use crate::replay::{self, Answer, Entry, State};
 use crate::server::{Settings, Shared};
 
-type Channel = Framed<SslStream<TcpStream>, MsgCodec<Request, Response>>;
+type Channel = Framed<SslStream<Uniform<TcpStream>>, MsgCodec<Request, Response>>;
 
 /// After a program's timeout: SIGTERM to its group, then SIGKILL this much later.
 const KILL_GRACE: Duration = Duration::from_secs(2);
@@ -96,11 +97,11 @@ async fn handshake(
     tcp: TcpStream,
     peer: SocketAddr,
     shared: &Shared,
-) -> Option<(SslStream<TcpStream>, PskIdentity)> {
+) -> Option<(SslStream<Uniform<TcpStream>>, PskIdentity)> {
     let ssl = Ssl::new(&shared.tls)
         .inspect_err(|e| warn!(%peer, error = %e, "cannot set up TLS"))
         .ok()?;
-    let mut stream = SslStream::new(ssl, tcp).ok()?;
+    let mut stream = SslStream::new(ssl, Uniform::new(tcp)).ok()?;
     let limit = shared.settings().limits.handshake_timeout;
     match timeout(limit, Pin::new(&mut stream).accept()).await {
         Err(_) => {
@@ -119,13 +120,13 @@ async fn handshake(
             }
             None
         }
-        Ok(Ok(())) => match tls::offered(stream.ssl()) {
+        Ok(Ok(())) => match tls::offered(stream.ssl()).cloned() {
             Some(Offered::Identity(key)) => {
+                stream.get_mut().handshake_done();
                 let cipher = stream.ssl().current_cipher().map_or("?", |c| c.name());
                 debug!(client = %key, %peer, cipher, "handshake done");
                 shared.gate.succeeded(peer.ip());
                 shared.metrics.count_handshake("ok");
-                let key = key.clone();
                 Some((stream, key))
             }
             // Unreachable in practice: a decoy key is random, so no client can match it.

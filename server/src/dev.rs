@@ -49,6 +49,7 @@ pub fn prepare(opts: &DevOpts) -> anyhow::Result<Config> {
         max_clock_skew: std::time::Duration::from_secs(30),
         redis_replicas: 0,
         process_tracking: Default::default(),
+        dhe: false,
         server_id: id,
         log_format: LogFormat::Text,
         limits: Limits::default(),

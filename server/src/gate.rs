@@ -18,6 +18,8 @@ pub struct GateRules {
     pub allow: Vec<IpNet>,
     pub max_connections: usize,
     pub max_per_source: usize,
+    /// An IPv6 source is its prefix of this many bits (a host usually holds a /64).
+    pub ipv6_prefix: u8,
     /// Failed handshakes a source may have before its first penalty.
     pub penalty_after: u32,
     /// The first penalty; each next one doubles, up to `penalty_max`.
@@ -88,11 +90,13 @@ impl Gate {
 
     /// Lets a connection from `source` in, or says why not.
     pub fn enter(self: &Arc<Self>, source: IpAddr, now: Instant) -> Result<Pass, Turned> {
-        let source = canonical(source);
-        if !self.rules.allow.is_empty() && !self.rules.allow.iter().any(|net| net.contains(&source))
+        let address = canonical(source);
+        if !self.rules.allow.is_empty()
+            && !self.rules.allow.iter().any(|net| net.contains(&address))
         {
             return Err(Turned::NotAllowed);
         }
+        let source = self.source(source);
         let mut state = self.lock();
         if let Some(until) = state.records.get(&source).and_then(|r| r.blocked_until) {
             if until > now {
@@ -139,7 +143,7 @@ impl Gate {
             last_failure: now,
             misbehaved,
         };
-        let record = state.records.entry(canonical(source)).or_insert(fresh);
+        let record = state.records.entry(self.source(source)).or_insert(fresh);
         record.last_failure = now;
         record.misbehaved |= misbehaved;
         // A connection let in before the block began does not count towards the next one.
@@ -165,10 +169,22 @@ impl Gate {
     /// A successful handshake clears the source's record, unless it misbehaved after
     /// handshakes that succeeded.
     pub fn succeeded(&self, source: IpAddr) {
+        let source = self.source(source);
         let mut state = self.lock();
-        let source = canonical(source);
         if state.records.get(&source).is_some_and(|r| !r.misbehaved) {
             state.records.remove(&source);
+        }
+    }
+
+    /// What counts as one source: an IPv4 address, or an IPv6 address's prefix.
+    fn source(&self, ip: IpAddr) -> IpAddr {
+        match canonical(ip) {
+            IpAddr::V6(v6) => {
+                let bits = u32::from(self.rules.ipv6_prefix.min(128));
+                let mask = u128::MAX.checked_shl(128 - bits).unwrap_or(0);
+                IpAddr::V6((u128::from(v6) & mask).into())
+            }
+            v4 => v4,
         }
     }
 
@@ -207,6 +223,7 @@ mod tests {
             allow: vec![],
             max_connections: 3,
             max_per_source: 2,
+            ipv6_prefix: 64,
             penalty_after: 2,
             penalty_base: Duration::from_secs(1),
             penalty_max: Duration::from_secs(4),
@@ -294,5 +311,32 @@ mod tests {
         gate.succeeded(src);
         assert_eq!(gate.misbehaved(src, t0), Some(Duration::from_secs(1)));
         assert!(matches!(gate.enter(src, t0), Err(Turned::Penalized { .. })));
+    }
+
+    /// The attack: one host holds a /64 and comes from a new address each time.
+    #[test]
+    fn ipv6_sources_count_per_prefix_so_a_64_is_one_source() {
+        let gate = Gate::new(rules());
+        let now = Instant::now();
+        let _a = gate.enter(ip("2001:db8::1"), now).expect("first");
+        let _b = gate.enter(ip("2001:db8::2:3"), now).expect("second");
+        assert_eq!(
+            gate.enter(ip("2001:db8::ffff:1"), now).err(),
+            Some(Turned::SourceFull)
+        );
+        assert!(
+            gate.enter(ip("2001:db8:0:1::1"), now).is_ok(),
+            "another /64"
+        );
+        for n in 0..2 {
+            gate.failed(ip(&format!("2001:db8:0:2::{n}")), now);
+        }
+        assert!(
+            matches!(
+                gate.enter(ip("2001:db8:0:2::99"), now),
+                Err(Turned::Penalized { .. })
+            ),
+            "penalties too"
+        );
     }
 }

@@ -2,6 +2,7 @@
 
 pub mod admin;
 pub mod admit;
+pub mod alerts;
 pub mod audit;
 pub mod batch;
 pub mod cli;

@@ -116,7 +116,7 @@ impl Shared {
         let settings = Arc::new(RwLock::new(Arc::new(settings)));
         let current = settings.clone();
         let refuse = move |id: &PskIdentity| read(&current).revoked(id);
-        let tls = tls::server_context(master, tls::FFDHE3072_PEM, refuse)
+        let tls = tls::server_context(master, tls::FFDHE3072_PEM, config.dhe, refuse)
             .context("building the TLS context")?;
         let metrics = Metrics::default();
         let options = StoreOptions {
@@ -189,6 +189,7 @@ fn gate_rules(l: &Limits) -> GateRules {
         allow: l.allow.clone(),
         max_connections: l.max_connections,
         max_per_source: l.max_connections_per_source,
+        ipv6_prefix: l.ipv6_prefix,
         penalty_after: l.penalty_after,
         penalty_base: l.penalty_base,
         penalty_max: l.penalty_max,

@@ -54,7 +54,7 @@ fn psk_args<'a>(identity: &'a str, psk: &'a str, cipher: &'a str) -> Vec<&'a str
 fn openssl_s_client_completes_with_the_psk_from_admin_psk() {
     let env = TestEnv::new();
     let psk = env.psk_hex("alice");
-    let server = env.start(&[]);
+    let server = env.start(&["--dhe"]);
     let addr = server.addr.to_string();
     let out = s_client(
         &addr,
@@ -75,7 +75,7 @@ fn openssl_s_client_completes_with_the_psk_from_admin_psk() {
 fn server_prefers_ecdhe_psk_chacha20_when_a_client_offers_all_four() {
     let env = TestEnv::new();
     let psk = env.psk_hex("alice");
-    let server = env.start(&[]);
+    let server = env.start(&["--dhe"]);
     let all = "DHE-PSK-AES128-GCM-SHA256:DHE-PSK-AES256-GCM-SHA384:ECDHE-PSK-CHACHA20-POLY1305";
     let out = s_client(&server.addr.to_string(), &psk_args("alice", &psk, all));
     assert!(
@@ -275,4 +275,110 @@ fn renegotiation_is_refused() {
         .unwrap();
     let _ = child.wait();
     assert!(err.contains("no renegotiation"), "{err}");
+}
+
+/// The attack: DHE-PSK makes the server generate an ffdhe3072 key (~9 ms of CPU) for
+/// any ClientHello, before the client proves anything. It is off unless asked for.
+#[test]
+fn dhe_psk_is_refused_unless_the_server_is_told_to_take_it() {
+    let env = TestEnv::new();
+    let psk = env.psk_hex("alice");
+    let server = env.start(&[]);
+    let out = s_client(
+        &server.addr.to_string(),
+        &psk_args("alice", &psk, "DHE-PSK-AES256-GCM-SHA384"),
+    );
+    assert!(
+        out.contains("alert handshake failure")
+            || out.contains("no shared cipher")
+            || out.contains("Cipher is (NONE)"),
+        "{out}"
+    );
+    assert!(!out.contains("Cipher is DHE-PSK"), "{out}");
+}
+
+/// A hand-made TLS 1.2 client: ClientHello for ECDHE-PSK-CHACHA20-POLY1305 over X25519,
+/// then a ClientKeyExchange whose PSK identity is `identity_len` bytes (no OpenSSL
+/// client sends one over 256 bytes). Returns the description of the alert the server
+/// sent back.
+fn alert_for_identity_of(addr: std::net::SocketAddr, identity_len: usize) -> u8 {
+    use std::io::{Read, Write};
+    let mut tcp = std::net::TcpStream::connect(addr).unwrap();
+    tcp.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    let record = |kind: u8, body: &[u8]| {
+        let mut r = vec![kind, 3, 3];
+        r.extend_from_slice(&(body.len() as u16).to_be_bytes());
+        r.extend_from_slice(body);
+        r
+    };
+    let handshake = |kind: u8, body: &[u8]| {
+        let mut h = vec![kind];
+        h.extend_from_slice(&(body.len() as u32).to_be_bytes()[1..]);
+        h.extend_from_slice(body);
+        h
+    };
+    let mut hello = vec![3, 3];
+    hello.extend_from_slice(&[7; 32]); // random
+    hello.push(0); // no session ID
+    hello.extend_from_slice(&[0, 2, 0xcc, 0xac]); // ECDHE-PSK-CHACHA20-POLY1305
+    hello.extend_from_slice(&[1, 0]); // no compression
+    let extensions = [
+        &[0x00, 0x0a, 0, 4, 0, 2, 0x00, 0x1d][..], // supported_groups: x25519
+        &[0x00, 0x0b, 0, 2, 1, 0][..],             // ec_point_formats: uncompressed
+    ]
+    .concat();
+    hello.extend_from_slice(&(extensions.len() as u16).to_be_bytes());
+    hello.extend_from_slice(&extensions);
+    tcp.write_all(&record(22, &handshake(1, &hello))).unwrap();
+    // Read the server's flight up to ServerHelloDone (handshake type 14).
+    let mut flight = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !flight.windows(4).any(|w| w == [14, 0, 0, 0]) {
+        let n = tcp.read(&mut buf).unwrap();
+        assert!(
+            n > 0,
+            "the server closed before ServerHelloDone: {flight:?}"
+        );
+        flight.extend_from_slice(&buf[..n]);
+    }
+    let mut kx = (identity_len as u16).to_be_bytes().to_vec();
+    kx.extend(std::iter::repeat_n(b'a', identity_len));
+    kx.push(32);
+    kx.extend_from_slice(&[9; 32]); // an X25519 public key
+    tcp.write_all(&record(22, &handshake(16, &kx))).unwrap();
+    tcp.write_all(&record(20, &[1])).unwrap(); // ChangeCipherSpec
+    tcp.write_all(&record(22, &[0; 40])).unwrap(); // a "Finished" that cannot decrypt
+    let mut reply = Vec::new();
+    while reply.len() < 7 {
+        let n = tcp.read(&mut buf).unwrap_or(0);
+        if n == 0 {
+            break;
+        }
+        reply.extend_from_slice(&buf[..n]);
+    }
+    assert_eq!(
+        reply.get(..6),
+        Some(&[21, 3, 3, 0, 2, 2][..]),
+        "not a fatal alert: {reply:?}"
+    );
+    reply[6]
+}
+
+/// The probe: an identity over 256 bytes got alert 50 (`decode_error`) where every
+/// other refused identity or key gets alert 20 (`bad_record_mac`).
+#[test]
+fn an_identity_over_256_bytes_gets_the_same_alert_as_a_wrong_key() {
+    let env = TestEnv::new();
+    let server = env.start(&[]);
+    assert_eq!(
+        alert_for_identity_of(server.addr, 20),
+        20,
+        "an unknown short identity"
+    );
+    assert_eq!(
+        alert_for_identity_of(server.addr, 300),
+        20,
+        "an identity over 256 bytes"
+    );
 }
