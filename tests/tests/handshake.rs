@@ -343,7 +343,7 @@ fn alert_for_identity_of(addr: std::net::SocketAddr, identity_len: usize) -> u8 
         flight.extend_from_slice(&buf[..n]);
     }
     let mut kx = (identity_len as u16).to_be_bytes().to_vec();
-    kx.extend(std::iter::repeat_n(b'a', identity_len));
+    kx.extend(vec![b'a'; identity_len]);
     kx.push(32);
     kx.extend_from_slice(&[9; 32]); // an X25519 public key
     tcp.write_all(&record(22, &handshake(16, &kx))).unwrap();
