@@ -1,17 +1,19 @@
 //! Frames: a 4-byte big-endian length, then the protocol version byte and a postcard value.
 //!
 //! [`MsgCodec`] is the only place bytes become messages. It refuses a frame longer than the
-//! configured maximum before buffering it, and tells a clean close (EOF between frames)
-//! from a hang-up mid-frame.
+//! configured maximum before buffering it, reads a large frame only within a memory
+//! budget shared by every connection, and tells a clean close (EOF between frames) from
+//! a hang-up mid-frame.
 
 use std::io;
 use std::marker::PhantomData;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 
-use bytes::{BufMut, BytesMut};
+use bytes::{Buf, BufMut, BytesMut};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use tokio_util::codec::length_delimited::LengthDelimitedCodecError;
-use tokio_util::codec::{Decoder, Encoder, LengthDelimitedCodec};
+use tokio_util::codec::{Decoder, Encoder};
 
 use crate::protocol::VERSION;
 
@@ -33,6 +35,8 @@ pub enum FrameError {
     Trailing(usize),
     #[error("frame does not decode: {0}")]
     Malformed(#[from] postcard::Error),
+    #[error("a frame of {0} bytes does not fit in the memory left for large frames; send it again later")]
+    NoMemory(usize),
     #[error(transparent)]
     Io(#[from] io::Error),
 }
@@ -40,23 +44,88 @@ pub enum FrameError {
 /// Decodes frames into `D` and encodes `E` into frames, for one side of a connection.
 #[derive(Debug)]
 pub struct MsgCodec<D, E> {
-    inner: LengthDelimitedCodec,
     max: usize,
+    /// The length of the frame whose header was read and whose body is still coming.
+    pending: Option<usize>,
+    /// Memory shared by every connection for frames larger than [`SMALL_FRAME`].
+    budget: Option<FrameBudget>,
+    /// Bytes this codec holds of the budget, for the frame being read.
+    held: usize,
     _types: PhantomData<fn(E) -> D>,
+}
+
+/// Frames up to this size are read without asking the budget.
+pub const SMALL_FRAME: usize = 64 * 1024;
+
+/// Bytes that partly read large frames may take across all connections. Without it,
+/// each of a thousand connections could park a maximum-size frame half sent.
+#[derive(Debug, Clone)]
+pub struct FrameBudget(Arc<AtomicUsize>);
+
+impl FrameBudget {
+    pub fn new(bytes: usize) -> Self {
+        Self(Arc::new(AtomicUsize::new(bytes)))
+    }
+
+    fn take(&self, n: usize) -> bool {
+        self.0
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |left| {
+                left.checked_sub(n)
+            })
+            .is_ok()
+    }
+
+    fn give(&self, n: usize) {
+        self.0.fetch_add(n, Ordering::AcqRel);
+    }
 }
 
 impl<D, E> MsgCodec<D, E> {
     /// A codec whose frames carry at most `max` payload bytes, in both directions.
     pub fn new(max: usize) -> Self {
-        let inner = LengthDelimitedCodec::builder()
-            .length_field_length(4)
-            .max_frame_length(max)
-            .new_codec();
         Self {
-            inner,
             max,
+            pending: None,
+            budget: None,
+            held: 0,
             _types: PhantomData,
         }
+    }
+
+    /// The same, with frames over [`SMALL_FRAME`] read only within `budget`: one that
+    /// does not fit is refused ([`FrameError::NoMemory`]) rather than buffered.
+    pub fn with_budget(max: usize, budget: FrameBudget) -> Self {
+        Self {
+            budget: Some(budget),
+            ..Self::new(max)
+        }
+    }
+
+    /// Takes budget for a large frame of `len` bytes, before its body is buffered.
+    fn reserve(&mut self, len: usize) -> Result<(), FrameError> {
+        let Some(budget) = &self.budget else {
+            return Ok(());
+        };
+        if len <= SMALL_FRAME {
+            return Ok(());
+        }
+        if !budget.take(len) {
+            return Err(FrameError::NoMemory(len));
+        }
+        self.held = len;
+        Ok(())
+    }
+
+    fn release(&mut self) {
+        if let Some(budget) = &self.budget {
+            budget.give(std::mem::take(&mut self.held));
+        }
+    }
+}
+
+impl<D, E> Drop for MsgCodec<D, E> {
+    fn drop(&mut self) {
+        self.release();
     }
 }
 
@@ -65,12 +134,30 @@ impl<D: DeserializeOwned, E> Decoder for MsgCodec<D, E> {
     type Error = FrameError;
 
     fn decode(&mut self, src: &mut BytesMut) -> Result<Option<D>, FrameError> {
-        let frame = match self.inner.decode(src) {
-            Ok(Some(frame)) => frame,
-            Ok(None) => return Ok(None),
-            Err(e) if is_too_large(&e) => return Err(FrameError::TooLarge { max: self.max }),
-            Err(e) => return Err(e.into()),
+        let len = match self.pending {
+            Some(len) => len,
+            None => {
+                let Some(header) = src.get(..4) else {
+                    return Ok(None);
+                };
+                let len = u32::from_be_bytes([header[0], header[1], header[2], header[3]]) as usize;
+                // Refused on its length, before any of its body is buffered.
+                if len > self.max {
+                    return Err(FrameError::TooLarge { max: self.max });
+                }
+                self.reserve(len)?;
+                src.advance(4);
+                src.reserve(len);
+                self.pending = Some(len);
+                len
+            }
         };
+        if src.len() < len {
+            return Ok(None);
+        }
+        let frame = src.split_to(len);
+        self.pending = None;
+        self.release();
         let (&version, body) = frame.split_first().ok_or(FrameError::Empty)?;
         if version != VERSION {
             return Err(FrameError::Version(version));
@@ -85,7 +172,7 @@ impl<D: DeserializeOwned, E> Decoder for MsgCodec<D, E> {
     fn decode_eof(&mut self, src: &mut BytesMut) -> Result<Option<D>, FrameError> {
         match self.decode(src)? {
             Some(item) => Ok(Some(item)),
-            None if src.is_empty() => Ok(None),
+            None if src.is_empty() && self.pending.is_none() => Ok(None),
             None => Err(FrameError::Truncated),
         }
     }
@@ -111,11 +198,6 @@ impl<D, E: Serialize> Encoder<&E> for MsgCodec<D, E> {
         dst.extend_from_slice(&payload);
         Ok(())
     }
-}
-
-fn is_too_large(e: &io::Error) -> bool {
-    e.get_ref()
-        .is_some_and(|inner| inner.is::<LengthDelimitedCodecError>())
 }
 
 #[cfg(test)]
@@ -262,6 +344,29 @@ mod tests {
             frame_hex(&response(Body::Ok(Reply::Exit(exit)))),
             "0000001d0101000102030405060708090a0b0c0d0e0f000401010000dc0bac0201"
         );
+    }
+
+    #[test]
+    fn large_frames_share_one_budget_and_give_it_back_when_read_or_dropped() {
+        let budget = FrameBudget::new(150_000);
+        let mut a = Codec::with_budget(DEFAULT_MAX_FRAME, budget.clone());
+        let mut b = Codec::with_budget(DEFAULT_MAX_FRAME, budget.clone());
+        let header = |n: u32| BytesMut::from(&n.to_be_bytes()[..]);
+        assert!(a.decode(&mut header(100_000)).expect("fits").is_none());
+        assert!(matches!(
+            b.decode(&mut header(100_000)),
+            Err(FrameError::NoMemory(100_000))
+        ));
+        assert!(
+            b.decode(&mut header(1_000)).expect("small").is_none(),
+            "small frames need no budget"
+        );
+        drop(a);
+        let mut c = Codec::with_budget(DEFAULT_MAX_FRAME, budget);
+        assert!(c
+            .decode(&mut header(100_000))
+            .expect("given back")
+            .is_none());
     }
 
     #[test]

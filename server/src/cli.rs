@@ -93,6 +93,10 @@ pub struct ServeOpts {
     /// Largest frame accepted, in bytes [default: 1048576].
     #[arg(long)]
     pub max_frame: Option<usize>,
+    /// Memory that partly read frames over 64 KiB may take across all connections; a
+    /// large frame beyond it is refused with `busy` [default: 67108864].
+    #[arg(long)]
+    pub max_frame_memory: Option<usize>,
     /// Time a client has to finish the TLS handshake [default: 10s].
     #[arg(long, value_parser = humantime::parse_duration)]
     pub handshake_timeout: Option<Duration>,

@@ -53,6 +53,8 @@ pub struct Config {
 pub struct Limits {
     pub freshness_window: Duration,
     pub max_frame: usize,
+    /// Bytes partly read large frames may take across all connections.
+    pub max_frame_memory: usize,
     pub handshake_timeout: Duration,
     pub idle_timeout: Duration,
     /// Time open connections get to finish at shutdown.
@@ -83,6 +85,7 @@ impl Default for Limits {
         Self {
             freshness_window: Duration::from_secs(60),
             max_frame: DEFAULT_MAX_FRAME,
+            max_frame_memory: 64 << 20,
             handshake_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(300),
             drain_timeout: Duration::from_secs(30),
@@ -123,6 +126,7 @@ struct FileConfig {
     log_format: Option<LogFormat>,
     freshness_window: Option<String>,
     max_frame: Option<usize>,
+    max_frame_memory: Option<usize>,
     handshake_timeout: Option<String>,
     idle_timeout: Option<String>,
     drain_timeout: Option<String>,
@@ -157,6 +161,10 @@ impl Config {
                 base.freshness_window,
             )?,
             max_frame: opts.max_frame.or(file.max_frame).unwrap_or(base.max_frame),
+            max_frame_memory: opts
+                .max_frame_memory
+                .or(file.max_frame_memory)
+                .unwrap_or(base.max_frame_memory),
             handshake_timeout: pick(
                 opts.handshake_timeout,
                 &file.handshake_timeout,
@@ -289,6 +297,13 @@ fn check_limits(l: &Limits) -> anyhow::Result<()> {
     ];
     if counts.contains(&0) {
         bail!("max_connections, max_connections_per_source, max_executions and max_remembered_ids must be at least 1");
+    }
+    if l.max_frame_memory < l.max_frame {
+        bail!(
+            "max_frame_memory ({}) must hold at least one frame of max_frame ({})",
+            l.max_frame_memory,
+            l.max_frame
+        );
     }
     if !(1..=128).contains(&l.ipv6_prefix) {
         bail!(

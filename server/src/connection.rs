@@ -53,6 +53,9 @@ const RELEASE_AFTER: Duration = Duration::from_secs(1);
 /// closed and its source penalized.
 const STRIKES: u32 = 3;
 
+/// How long a frame may take to arrive whole once it has begun.
+const FRAME_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// How long the final close_notify may take.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -66,7 +69,7 @@ pub async fn serve(tcp: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
     let settings = shared.settings();
     // Frame buffers start small and grow for large frames only: most requests and
     // answers are under 200 bytes, and 1,000 idle connections should not hold 16 MiB.
-    let codec = MsgCodec::new(settings.limits.max_frame);
+    let codec = MsgCodec::with_budget(settings.limits.max_frame, shared.frames.clone());
     // Not `Framed::from_parts`: it grows both buffers to 8 KiB (32 KiB per idle
     // connection instead of 20, measured).
     let mut io = Framed::with_capacity(stream, codec, FRAME_BUFFER);
@@ -254,7 +257,11 @@ impl Connection {
     /// timeout. Otherwise the timer is set for the next thing due: giving back the
     /// frame buffers, or the idle timeout.
     fn idled_out(&mut self) -> bool {
-        let limit = self.settings.limits.idle_timeout;
+        // A frame begun must be whole soon: a client may not park a partial one.
+        let limit = match self.io.read_buffer().is_empty() {
+            true => self.settings.limits.idle_timeout,
+            false => self.settings.limits.idle_timeout.min(FRAME_TIMEOUT),
+        };
         let quiet = self.quiet_since.elapsed();
         if quiet >= limit {
             return true;
@@ -682,6 +689,7 @@ impl Connection {
     async fn unreadable(&mut self, err: FrameError) {
         let code = match &err {
             FrameError::TooLarge { .. } => ErrorCode::TooLarge,
+            FrameError::NoMemory(_) => ErrorCode::Busy,
             FrameError::Version(_) => ErrorCode::UnsupportedVersion,
             FrameError::Malformed(_) | FrameError::Trailing(_) | FrameError::Empty => {
                 ErrorCode::Malformed

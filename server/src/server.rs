@@ -13,6 +13,7 @@ use tokio::sync::Semaphore;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
+use cmdchan_common::frame::FrameBudget;
 use cmdchan_common::ident::{Ident, PskIdentity};
 use cmdchan_common::keyfile;
 use cmdchan_common::keys::{MasterKey, TagKey};
@@ -48,6 +49,8 @@ pub struct Shared {
     pub metrics: Metrics,
     /// How programs' processes are tracked (and stopped).
     pub tracking: Tracking,
+    /// Memory for partly read large frames, shared by every connection.
+    pub frames: FrameBudget,
     /// Shared with the TLS callback, which refuses revoked identities.
     settings: Arc<RwLock<Arc<Settings>>>,
     /// Tells open connections of a reload (they check whether they were revoked) and
@@ -139,6 +142,7 @@ impl Shared {
             .context("setting up process tracking for programs")?;
         Ok(Self {
             tracking,
+            frames: FrameBudget::new(config.limits.max_frame_memory),
             tls,
             tag_key,
             server_id: config.server_id.clone(),

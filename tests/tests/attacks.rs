@@ -292,3 +292,58 @@ fn with_the_smallest_max_frame_every_request_gets_its_whole_answer() {
         "the connection and the server are fine"
     );
 }
+
+/// The attack: an authenticated client parks a maximum-size frame half sent on each of
+/// many connections (about 1 GiB at the connection cap). Large partial frames now share
+/// one budget: past it a large frame is refused with `busy`, and the memory comes back
+/// when the parked connection goes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parked_partial_frames_cannot_take_more_than_the_frame_memory() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let env = TestEnv::new();
+    let server = env.start(&["--max-frame-memory", "1048576"]);
+    let cred = env.provision("alice", "ops", &[]);
+    let park = |len: u32| {
+        let (addr, cred) = (server.addr, cred.clone());
+        async move {
+            let mut stream = server_raw(addr, &cred).await;
+            stream.write_all(&len.to_be_bytes()).await.unwrap();
+            stream.write_all(&[2; 1000]).await.unwrap();
+            stream.flush().await.unwrap();
+            stream
+        }
+    };
+    let first = park(1_000_000).await;
+    // Let the server read the first header before the second arrives.
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let mut second = park(600_000).await;
+    let mut answer = vec![0u8; 256];
+    let n = tokio::time::timeout(std::time::Duration::from_secs(5), second.read(&mut answer))
+        .await
+        .expect("the server answers at once")
+        .unwrap();
+    let codec_answer = &answer[..n];
+    // A counter-0 error response, code 32 (busy), then the connection ends.
+    assert!(n > 20 && codec_answer[4] == 1, "{codec_answer:?}");
+    let response: cmdchan::Response = postcard::from_bytes(&codec_answer[5..]).unwrap();
+    assert!(
+        matches!(response.body, cmdchan::Body::Err(ref f) if f.code == ErrorCode::Busy),
+        "{response:?}"
+    );
+    drop(first);
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let mut third = park(600_000).await;
+    let waited =
+        tokio::time::timeout(std::time::Duration::from_secs(1), third.read(&mut answer)).await;
+    assert!(waited.is_err(), "the budget did not come back: {waited:?}");
+}
+
+async fn server_raw(
+    addr: std::net::SocketAddr,
+    cred: &std::path::Path,
+) -> tokio_openssl::SslStream<tokio::net::TcpStream> {
+    let cred = cmdchan::Credential::load(cred).unwrap();
+    cmdchan_tests::raw_tls(addr, &cred.identity(), &cred.psk)
+        .await
+        .unwrap()
+}
