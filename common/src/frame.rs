@@ -173,7 +173,11 @@ impl<D: DeserializeOwned, E> Decoder for MsgCodec<D, E> {
         match self.decode(src)? {
             Some(item) => Ok(Some(item)),
             None if src.is_empty() && self.pending.is_none() => Ok(None),
-            None => Err(FrameError::Truncated),
+            None => {
+                self.pending = None;
+                self.release();
+                Err(FrameError::Truncated)
+            }
         }
     }
 }

@@ -450,8 +450,14 @@ impl Refusal {
         )
     }
 
-    /// Whether this is something an operator should look at (logged at WARN), and a
-    /// strike against the connection: not a mistake or a server's own limit.
+    /// Whether an operator should look at it (logged at WARN): a security event, or a
+    /// store that cannot take IDs (nothing runs until it can).
+    pub fn is_warning(&self) -> bool {
+        self.is_security_event() || matches!(self, Refusal::StoreUnavailable(_))
+    }
+
+    /// Whether this is a strike against the connection: not a mistake, a server's own
+    /// limit or a store that cannot answer.
     pub fn is_security_event(&self) -> bool {
         !matches!(
             self,

@@ -39,6 +39,7 @@ pub async fn serve(config: Config, opts: Option<ServeOpts>) -> anyhow::Result<()
     // "listening" and the first poll of the shutdown future must still drain, not kill.
     let shutdown = shutdown_signal()?;
     let mut hangup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
+    descriptors(&config);
     let shared = Arc::new(Shared::load(&config).await?);
     let listener = TcpListener::bind(config.listen)
         .await
@@ -49,7 +50,7 @@ pub async fn serve(config: Config, opts: Option<ServeOpts>) -> anyhow::Result<()
             .await
             .with_context(|| format!("serving metrics on {at}"))?;
         info!("metrics at http://{}/metrics", metrics.local_addr()?);
-        tokio::spawn(metrics::serve(metrics, shared.clone()));
+        tokio::spawn(metrics::serve(metrics, Arc::clone(&shared.metrics)));
     }
     let reloader = shared.clone();
     tokio::spawn(async move {
@@ -60,6 +61,24 @@ pub async fn serve(config: Config, opts: Option<ServeOpts>) -> anyhow::Result<()
     info!(server_id = %shared.server_id, "listening on {addr}");
     server::run(listener, shared, shutdown).await;
     Ok(())
+}
+
+/// Raises the soft limit on open files to the hard one, and warns if even that cannot
+/// hold every connection the limits allow (a connection, three pipes per program, the
+/// metrics endpoint's, and a margin for files): past it, accepts fail on both ports.
+fn descriptors(config: &Config) {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
+        return;
+    };
+    if soft < hard && setrlimit(Resource::RLIMIT_NOFILE, hard, hard).is_err() {
+        warn!("cannot raise the open-file limit from {soft} to {hard}");
+    }
+    let l = &config.limits;
+    let needed = (l.max_connections + 3 * l.max_executions + 32 + 64) as u64;
+    if hard < needed {
+        warn!("the open-file limit ({hard}) is below what max_connections and max_executions need ({needed}): lower them, or raise LimitNOFILE");
+    }
 }
 
 /// Applies a new policy and settings, or logs why not and keeps the old ones.

@@ -18,9 +18,14 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
-use tracing::debug;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tracing::warn;
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResultLabel {
@@ -176,37 +181,130 @@ fn latency_buckets() -> impl Iterator<Item = f64> {
     exponential_buckets(0.0001, 2.0, 19)
 }
 
-/// Answers `GET /metrics` on `listener` until the process ends; anything else is 404.
-/// One request per connection, read with a small bound and a timeout.
-pub async fn serve(listener: TcpListener, metrics: Arc<crate::server::Shared>) {
-    while let Ok((mut tcp, peer)) = listener.accept().await {
-        let metrics = metrics.clone();
-        tokio::spawn(async move {
-            let mut head = Vec::with_capacity(512);
-            let mut buf = [0u8; 512];
-            let read = tokio::time::timeout(Duration::from_secs(5), async {
-                while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 8192 {
-                    match tcp.read(&mut buf).await {
-                        Ok(0) | Err(_) => break,
-                        Ok(n) => head.extend_from_slice(&buf[..n]),
-                    }
-                }
-            });
-            if read.await.is_err() {
-                return debug!(%peer, "metrics request timed out");
+/// Connections the metrics endpoint serves at once; more wait in the listen queue.
+const METRICS_CONNECTIONS: usize = 32;
+
+/// How long one metrics connection may last.
+const METRICS_DEADLINE: Duration = Duration::from_secs(10);
+
+/// The OpenMetrics text format, which `prometheus-client` writes.
+const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// Serves `GET /metrics` (any query string) on `listener` until the process ends;
+/// anything else is 404. At most [`METRICS_CONNECTIONS`] connections at once, each for
+/// at most [`METRICS_DEADLINE`]; accept errors (out of file descriptors) are waited out,
+/// so a flood on this port neither stops it nor takes the main port's descriptors.
+pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>) {
+    let app = axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(move || {
+            let metrics = Arc::clone(&metrics);
+            async move {
+                (
+                    [(axum::http::header::CONTENT_TYPE, OPENMETRICS)],
+                    metrics.render(),
+                )
             }
-            let reply = match head.starts_with(b"GET /metrics ") {
-                true => {
-                    let body = metrics.metrics.render();
-                    let kind = "text/plain; version=0.0.4; charset=utf-8";
-                    format!("HTTP/1.1 200 OK\r\nContent-Type: {kind}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len())
-                }
-                false => "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-                    .to_owned(),
+        }),
+    );
+    let capped = Capped {
+        listener,
+        slots: Arc::new(Semaphore::new(METRICS_CONNECTIONS)),
+    };
+    if let Err(e) = axum::serve(capped, app).await {
+        warn!(error = %e, "the metrics endpoint stopped");
+    }
+}
+
+/// A listener that takes a slot before it accepts and survives accept errors.
+struct Capped {
+    listener: TcpListener,
+    slots: Arc<Semaphore>,
+}
+
+impl axum::serve::Listener for Capped {
+    type Io = Limited;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Limited, SocketAddr) {
+        loop {
+            // The semaphore is never closed.
+            let Ok(slot) = Arc::clone(&self.slots).acquire_owned().await else {
+                continue;
             };
-            let _ = tcp.write_all(reply.as_bytes()).await;
-            let _ = tcp.shutdown().await;
-        });
+            match self.listener.accept().await {
+                Ok((tcp, peer)) => {
+                    let deadline = Box::pin(tokio::time::sleep(METRICS_DEADLINE));
+                    return (
+                        Limited {
+                            tcp,
+                            deadline,
+                            _slot: slot,
+                        },
+                        peer,
+                    );
+                }
+                Err(e) => {
+                    warn!(error = %e, "metrics: accept failed; backing off");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+}
+
+/// A metrics connection: its slot, given back when it closes, and its deadline.
+struct Limited {
+    tcp: TcpStream,
+    deadline: Pin<Box<tokio::time::Sleep>>,
+    _slot: OwnedSemaphorePermit,
+}
+
+impl Limited {
+    fn expired(&mut self, cx: &mut Context<'_>) -> bool {
+        self.deadline.as_mut().poll(cx).is_ready()
+    }
+}
+
+fn timed_out() -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::TimedOut, "metrics connection deadline")
+}
+
+impl AsyncRead for Limited {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        if self.expired(cx) {
+            return Poll::Ready(Err(timed_out()));
+        }
+        Pin::new(&mut self.tcp).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Limited {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        if self.expired(cx) {
+            return Poll::Ready(Err(timed_out()));
+        }
+        Pin::new(&mut self.tcp).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.tcp).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.tcp).poll_shutdown(cx)
     }
 }
 

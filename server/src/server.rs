@@ -46,7 +46,7 @@ pub struct Shared {
     /// Allowlist, connection caps and penalties (fixed at start-up).
     pub gate: Arc<Gate>,
     pub limiter: RateLimiter,
-    pub metrics: Metrics,
+    pub metrics: Arc<Metrics>,
     /// How programs' processes are tracked (and stopped).
     pub tracking: Tracking,
     /// Memory for partly read large frames, shared by every connection.
@@ -121,7 +121,7 @@ impl Shared {
         let refuse = move |id: &PskIdentity| read(&current).revoked(id);
         let tls = tls::server_context(master, tls::FFDHE3072_PEM, config.dhe, refuse)
             .context("building the TLS context")?;
-        let metrics = Metrics::default();
+        let metrics = Arc::new(Metrics::default());
         let options = StoreOptions {
             max_ids: config.limits.max_remembered_ids,
             fsync: config.replay_fsync,

@@ -347,3 +347,77 @@ async fn server_raw(
         .await
         .unwrap()
 }
+
+/// `GET PATH` on the metrics endpoint; the status line and the whole answer.
+fn scrape(addr: &str, path: &str) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut tcp = std::net::TcpStream::connect(addr).ok()?;
+    tcp.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .ok()?;
+    let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    tcp.write_all(request.as_bytes()).ok()?;
+    let mut answer = String::new();
+    tcp.read_to_string(&mut answer).ok()?;
+    Some(answer)
+}
+
+/// The attack: 1,100 connections to the metrics port ran the server out of file
+/// descriptors; the metrics accept loop ended for good and the main port's accepts
+/// failed too. Now the endpoint takes 32 connections at a time, waits accept errors out,
+/// and both ports serve again once the flood ends, while a server with too few file
+/// descriptors for the flood never stops the main port for good either.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_flood_on_the_metrics_port_kills_neither_endpoint() {
+    let env = TestEnv::new();
+    let cred = env.provision("alice", "operator", &[]);
+    // Too few descriptors for the flood on purpose: the server meets EMFILE.
+    let mut cmd = env.serve_command(
+        &["prlimit", "--nofile=40:40", "--"],
+        &["--metrics", "127.0.0.1:0"],
+    );
+    cmd.env("RUST_LOG", "info");
+    let server = cmdchan_tests::Server::spawn(cmd);
+    assert!(server.wait_for_log("metrics at http://"));
+    let line = server.log_lines("metrics at http://").remove(0);
+    let addr = line
+        .split("http://")
+        .nth(1)
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap()
+        .to_owned();
+    let ok = scrape(&addr, "/metrics?x=1").unwrap();
+    assert!(ok.starts_with("HTTP/1.1 200 OK"), "{ok}");
+    assert!(
+        ok.to_ascii_lowercase()
+            .contains("content-type: application/openmetrics-text; version=1.0.0; charset=utf-8"),
+        "{ok}"
+    );
+    assert!(scrape(&addr, "/other").unwrap().starts_with("HTTP/1.1 404"));
+    let mut flood = Vec::new();
+    for _ in 0..100 {
+        if let Ok(tcp) = std::net::TcpStream::connect(&addr) {
+            flood.push(tcp);
+        }
+    }
+    assert!(
+        server.wait_for_log("metrics: accept failed") || server.wait_for_log("accept failed"),
+        "the flood never ran the server out of descriptors:\n{}",
+        server.log()
+    );
+    drop(flood);
+    // Both endpoints come back by themselves.
+    assert!(
+        eventually(20, || scrape(&addr, "/metrics")
+            .is_some_and(|a| a.starts_with("HTTP/1.1 200"))),
+        "the metrics endpoint stayed down:\n{}",
+        server.log()
+    );
+    assert!(
+        eventually(20, || env.cmdchan(&server, &cred, &["ping"]).status.code()
+            == Some(0)),
+        "the main port stayed down:\n{}",
+        server.log()
+    );
+}

@@ -118,7 +118,7 @@ async fn the_metrics_endpoint_counts_handshakes_requests_and_refusals() {
     let scrape = || {
         use std::io::{Read, Write};
         let mut tcp = std::net::TcpStream::connect(&addr).unwrap();
-        tcp.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        tcp.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
             .unwrap();
         let mut body = String::new();
         tcp.read_to_string(&mut body).unwrap();

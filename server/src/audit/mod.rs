@@ -166,7 +166,7 @@ impl Audit {
                 )
             };
         }
-        match refusal.is_security_event() {
+        match refusal.is_warning() {
             true => event!(warn),
             false => event!(info),
         }
