@@ -256,15 +256,25 @@ pub fn default_listen() -> SocketAddr {
 fn read_file(path: &Path) -> anyhow::Result<FileConfig> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("config file {}", path.display()))?;
-    toml::from_str(&text).map_err(|e| {
+    parse_file(&text).map_err(|e| anyhow::anyhow!("config file {} is not valid{e}", path.display()))
+}
+
+/// Checks config file text as [`Config::load`] reads it; the error is what would follow
+/// "config file PATH is not valid" (for fuzzing, and for `check`).
+pub fn check_text(text: &str) -> Result<(), String> {
+    parse_file(text).map(|_| ())
+}
+
+fn parse_file(text: &str) -> Result<FileConfig, String> {
+    toml::from_str(text).map_err(|e| {
         let at = e.span().map_or(String::new(), |span| {
-            let before = text.get(..span.start).unwrap_or(&text);
+            let before = text.get(..span.start).unwrap_or(text);
             let line = before.bytes().filter(|&b| b == b'\n').count() + 1;
             let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
             format!(" (line {line}, column {column})")
         });
         let message = crate::replay::redact(e.message());
-        anyhow::anyhow!("config file {} is not valid{at}: {message}", path.display())
+        format!("{at}: {message}")
     })
 }
 

@@ -44,7 +44,16 @@ pub fn verify(
     prev: Option<&str>,
     head: Option<&str>,
 ) -> io::Result<Verdict> {
-    let reader = BufReader::new(std::fs::File::open(path)?);
+    verify_from(BufReader::new(std::fs::File::open(path)?), key, prev, head)
+}
+
+/// [`verify`] over any reader (the file's bytes are whoever wrote them last's).
+pub fn verify_from(
+    reader: impl BufRead,
+    key: &AuditKey,
+    prev: Option<&str>,
+    head: Option<&str>,
+) -> io::Result<Verdict> {
     let mut walk = Walk::default();
     let mut head_seen = head.is_none();
     for (n, line) in (1u64..).zip(reader.split(b'\n')) {

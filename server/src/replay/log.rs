@@ -356,6 +356,17 @@ fn apply(bytes: &[u8], table: &Table, now: u64) -> usize {
     at
 }
 
+/// How many bytes at the start of a segment's `bytes` are whole, intact records (what
+/// recovery keeps): for fuzzing the decoder of a file an attacker with disk access, or
+/// a torn write, controls.
+pub fn whole_records(bytes: &[u8]) -> usize {
+    let mut at = 0;
+    while let Some((_, len)) = decode(&bytes[at..]) {
+        at += len;
+    }
+    at
+}
+
 /// `seg-E.log` → E.
 fn segment_end(name: &str) -> Option<u64> {
     name.strip_prefix("seg-")?

@@ -24,7 +24,7 @@ use cmdchan_common::protocol::{Body, CommandId};
 
 use crate::metrics::StoreMetrics;
 
-pub use self::log::LogStore;
+pub use self::log::{whole_records, LogStore};
 pub use self::redis::RedisStore;
 pub use self::table::Table;
 
