@@ -14,6 +14,8 @@ pub enum Exit {
     Usage,
     Unavailable,
     Software,
+    /// The server cut the output at the command's limit (with `--fail-truncated`).
+    Truncated,
     TempFail,
     Protocol,
     Auth,
@@ -30,6 +32,7 @@ impl Exit {
             Exit::Usage => 64,
             Exit::Unavailable => 69,
             Exit::Software => 70,
+            Exit::Truncated => 74,
             Exit::TempFail => 75,
             Exit::Protocol => 76,
             Exit::Auth => 77,
@@ -52,6 +55,43 @@ impl Exit {
             Error::Tls(_) => Exit::Software,
             Error::Refused(failure) => Exit::of_code(failure.code),
         }
+    }
+
+    /// The client's own error codes, beside the server's (1–35), for `--json`: a name
+    /// and a number in 100–199, so every failure has both.
+    pub const LOCAL_CODES: [(&'static str, u16); 9] = [
+        ("usage", 100),
+        ("credential", 101),
+        ("no address", 102),
+        ("cannot connect", 103),
+        ("handshake failed", 104),
+        ("timeout", 105),
+        ("connection lost", 106),
+        ("protocol error", 107),
+        ("tls setup", 108),
+    ];
+
+    /// The number of one of [`Exit::LOCAL_CODES`].
+    pub fn number_of(code: &str) -> u16 {
+        Self::LOCAL_CODES
+            .iter()
+            .find(|(name, _)| *name == code)
+            .map_or(199, |(_, n)| *n)
+    }
+
+    /// The code of a failure the server did not name.
+    pub fn local_code(error: &Error) -> (&'static str, u16) {
+        let name = match error {
+            Error::NoAddress | Error::NoTarget(_) => "no address",
+            Error::Connect { .. } => "cannot connect",
+            Error::Handshake { .. } => "handshake failed",
+            Error::Timeout(_) => "timeout",
+            Error::Closed | Error::Lost(_) => "connection lost",
+            Error::Protocol(_) => "protocol error",
+            Error::Tls(_) => "tls setup",
+            Error::Refused(_) => "protocol error",
+        };
+        (name, Self::number_of(name))
     }
 
     /// How a remote program ended, as `timeout(1)` and shells report it.

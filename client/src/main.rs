@@ -4,114 +4,168 @@ mod doctor;
 mod exit;
 mod output;
 
+use std::ffi::OsString;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{CommandFactory, Parser};
+use clap::{CommandFactory, Parser, Subcommand};
 
 use cmdchan::{Client, Credential, Ident, Options, Param};
 
 use crate::exit::Exit;
+use crate::output::Mode;
 
 /// Send a command to a cmdchan server over TLS-PSK.
 ///
+/// Everything after COMMAND is the command's, exactly as typed (`--json`, `--help` and
+/// `--` included); the client's own options come before it. `cmdchan run COMMAND …`
+/// runs a remote command that has the name of one of the client's own (`doctor`).
+///
 /// Exit status: a program's own status (124 if it timed out, 128+N if signal N ended
 /// it); otherwise 0 ok; 64 usage; 69 cannot connect or handshake refused; 70 server
-/// error; 75 temporary, retry later (busy, store unavailable); 76 protocol error; 77
-/// refused: authentication (bad tag, revoked, expired, wrong server); 78 credential file
-/// problem; 79 refused: replay or stale; 80 refused: policy (forbidden, unknown command,
-/// bad arguments).
+/// error; 74 output truncated (with --fail-truncated); 75 temporary, retry later (busy,
+/// store unavailable); 76 protocol error; 77 refused: authentication (bad tag, revoked,
+/// expired, wrong server); 78 credential file problem; 79 refused: replay or stale; 80
+/// refused: policy (forbidden, unknown command, bad arguments); 141 stdout was closed
+/// (`cmdchan … | head`). With --nagios: 0–3 only.
 #[derive(Debug, Parser)]
-#[command(name = "cmdchan", version = cmdchan_common::protocol::VERSION_LINE)]
+#[command(
+    name = "cmdchan",
+    version = cmdchan_common::protocol::VERSION_LINE,
+    subcommand_value_name = "COMMAND",
+    subcommand_help_heading = "Commands of the client itself (anything else is a remote command)"
+)]
 struct Opts {
     #[command(flatten)]
     to: Target,
     /// Print one JSON object instead of text.
-    #[arg(long)]
+    #[arg(long, global = true)]
     json: bool,
+    /// One Nagios status line on stdout for every outcome, and the 0–3 convention.
+    #[arg(long, global = true, conflicts_with = "json")]
+    nagios: bool,
+    /// Exit 74 when the server cut the output at the command's limit.
+    #[arg(long, global = true)]
+    fail_truncated: bool,
     /// Longest silence from the server while a command runs.
-    #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
+    #[arg(long, global = true, default_value = "10m", value_parser = humantime::parse_duration)]
     answer_timeout: Duration,
     /// Times to reconnect and resend (same command ID, so it never runs twice) if the
     /// connection is lost before the answer.
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, global = true, default_value_t = 3)]
     retries: u32,
     /// A named parameter, NAME=VALUE (repeat for several).
-    #[arg(long = "arg", value_name = "NAME=VALUE", value_parser = parse_param)]
+    #[arg(long = "arg", global = true, value_name = "NAME=VALUE", value_parser = parse_param)]
     params: Vec<Param>,
-    /// The command to run (try `commands`).
-    command: String,
-    /// Its arguments.
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
-    args: Vec<String>,
+    #[command(subcommand)]
+    command: Cmd,
 }
 
-/// `cmdchan doctor --cred PATH [--server HOST:PORT] [--server-id ID]`: checks the
-/// credential and the path to the server, and says what to fix.
-#[derive(Debug, Parser)]
-#[command(name = "cmdchan doctor")]
-struct DoctorOpts {
-    #[command(flatten)]
-    to: Target,
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Check the credential and the path to the server, and say what to fix.
+    Doctor,
+    /// Write shell completions and man pages into DIR.
+    Generate { dir: PathBuf },
+    /// Run a remote command, also one named like a command of the client's.
+    Run {
+        command: String,
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// A remote command and its arguments, exactly as typed.
+    #[command(external_subcommand)]
+    Remote(Vec<OsString>),
 }
 
-/// Which credential, and which server, both `cmdchan` and `cmdchan doctor` use.
+/// Which credential, and which server.
 #[derive(Debug, clap::Args)]
 struct Target {
     /// Credential file (from `cmdchan-server admin provision`).
-    #[arg(long, env = "CMDCHAN_CRED")]
-    cred: PathBuf,
+    #[arg(long, global = true, env = "CMDCHAN_CRED")]
+    cred: Option<PathBuf>,
     /// Server address HOST:PORT [default: the credential's address].
-    #[arg(long)]
+    #[arg(long, global = true)]
     server: Option<String>,
     /// Server ID to address [default: the grant's only server, else the host of --server].
-    #[arg(long)]
+    #[arg(long, global = true)]
     server_id: Option<Ident>,
     /// Limit for connecting and the TLS handshake.
-    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    #[arg(long, global = true, default_value = "10s", value_parser = humantime::parse_duration)]
     timeout: Duration,
 }
 
 fn main() -> ExitCode {
-    // `doctor` as the first argument is the local check; a remote command of that name
-    // can still be run with an option first (`cmdchan --cred C doctor`).
-    // `generate DIR` writes completions and man pages (for packaging; not listed).
-    if std::env::args().nth(1).as_deref() == Some("generate") {
-        let Some(dir) = std::env::args_os().nth(2) else {
-            return Exit::Usage.into();
-        };
-        return match cmdchan_common::assets::generate(Opts::command(), dir.as_ref()) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("cmdchan: cannot write completions and man pages: {e}");
-                Exit::Software.into()
-            }
-        };
-    }
-    if std::env::args().nth(1).as_deref() == Some("doctor") {
-        return match DoctorOpts::try_parse_from(std::env::args().skip(1)) {
-            Ok(d) => block_on(doctor::run(
-                &d.to.cred,
-                d.to.server.as_deref(),
-                d.to.server_id,
-                d.to.timeout,
-            )),
-            Err(e) => usage(&e),
-        };
-    }
     let opts = match Opts::try_parse() {
         Ok(opts) => opts,
         Err(e) => return usage(&e),
     };
-    block_on(run(opts))
+    let mode = Mode::of(opts.json, opts.nagios);
+    match opts.command {
+        Cmd::Generate { ref dir } => generate(dir),
+        Cmd::Doctor => {
+            let Some(cred) = opts.to.cred.clone() else {
+                return output::local_error(mode, "usage", "doctor needs --cred FILE", Exit::Usage)
+                    .into();
+            };
+            block_on(doctor::run(
+                &cred,
+                opts.to.server.as_deref(),
+                opts.to.server_id.clone(),
+                opts.to.timeout,
+            ))
+        }
+        Cmd::Run {
+            ref command,
+            ref args,
+        } => {
+            let (command, args) = (command.clone(), args.clone());
+            block_on(run(opts, command, args))
+        }
+        Cmd::Remote(ref words) => {
+            let mut words = words.iter().map(|w| w.to_string_lossy().into_owned());
+            let command = words.next().unwrap_or_default();
+            let args = words.collect();
+            block_on(run(opts, command, args))
+        }
+    }
 }
 
+/// A usage error: as JSON with `--json` (among the client's own options), else clap's
+/// text; help and version exit 0.
 fn usage(e: &clap::Error) -> ExitCode {
-    let _ = e.print();
-    match e.use_stderr() {
-        true => Exit::Usage.into(),
-        false => ExitCode::SUCCESS,
+    if !e.use_stderr() {
+        let _ = e.print();
+        return ExitCode::SUCCESS;
+    }
+    let own_options: Vec<String> = std::env::args()
+        .skip(1)
+        .take_while(|a| a.starts_with('-'))
+        .collect();
+    let mode = Mode::of(
+        own_options.iter().any(|a| a == "--json"),
+        own_options.iter().any(|a| a == "--nagios"),
+    );
+    if mode == Mode::Text {
+        let _ = e.print();
+        return Exit::Usage.into();
+    }
+    let message = e.kind().as_str().unwrap_or("usage error").to_owned();
+    let message = format!("{message} (run cmdchan --help)");
+    output::local_error(mode, "usage", &message, Exit::Usage).into()
+}
+
+fn generate(dir: &std::path::Path) -> ExitCode {
+    match cmdchan_common::assets::generate(Opts::command(), dir) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!(
+                "cmdchan: cannot write completions and man pages into {}: {e}",
+                dir.display()
+            );
+            Exit::Software.into()
+        }
     }
 }
 
@@ -126,10 +180,19 @@ fn block_on(work: impl std::future::Future<Output = Exit>) -> ExitCode {
     runtime.block_on(work).into()
 }
 
-async fn run(opts: Opts) -> Exit {
-    let cred = match Credential::load(&opts.to.cred) {
+async fn run(opts: Opts, command: String, args: Vec<String>) -> Exit {
+    let mode = Mode::of(opts.json, opts.nagios);
+    let Some(cred_path) = opts.to.cred else {
+        return output::local_error(
+            mode,
+            "usage",
+            "no credential: pass --cred FILE or set CMDCHAN_CRED",
+            Exit::Usage,
+        );
+    };
+    let cred = match Credential::load(&cred_path) {
         Ok(cred) => cred,
-        Err(e) => return output::local_error(opts.json, &e.to_string(), Exit::Config),
+        Err(e) => return output::local_error(mode, "credential", &e.to_string(), Exit::Config),
     };
     let options = Options {
         target: opts.to.server_id,
@@ -140,21 +203,21 @@ async fn run(opts: Opts) -> Exit {
     };
     let mut client = match Client::connect(cred, opts.to.server.as_deref(), options).await {
         Ok(client) => client,
-        Err(e) => return output::error(opts.json, &e),
+        Err(e) => return output::error(mode, &e),
     };
-    let mut request = match client.request(&opts.command, &opts.args) {
+    let mut request = match client.request(&command, &args) {
         Ok(request) => request,
-        Err(e) => return output::error(opts.json, &e),
+        Err(e) => return output::error(mode, &e),
     };
     request.params = opts.params;
-    let mut sink = output::Sink::new(opts.json);
+    let mut sink = output::Sink::new(mode, opts.fail_truncated);
     let result = client
         .run_with_retry(&mut request, |out| sink.write(out))
         .await;
     client.close().await;
     match result {
         Ok(reply) => sink.reply(&reply),
-        Err(e) => output::error(opts.json, &e),
+        Err(e) => output::error(mode, &e),
     }
 }
 

@@ -11,97 +11,207 @@ use cmdchan_common::time;
 
 use crate::exit::Exit;
 
+/// How results are printed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Text,
+    /// One JSON object at the end.
+    Json,
+    /// One Nagios status line, and an exit status of 0–3.
+    Nagios,
+}
+
+impl Mode {
+    pub fn of(json: bool, nagios: bool) -> Self {
+        match (json, nagios) {
+            (true, _) => Mode::Json,
+            (false, true) => Mode::Nagios,
+            (false, false) => Mode::Text,
+        }
+    }
+}
+
 /// Where program output goes while it streams.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Sink {
-    json: bool,
+    mode: Mode,
+    fail_truncated: bool,
     stdout: Vec<u8>,
     stderr: Vec<u8>,
 }
 
+/// Exit status when our stdout was closed: what a shell shows for a process killed
+/// by SIGPIPE (128 + 13).
+const STDOUT_CLOSED: i32 = 141;
+
 impl Sink {
-    pub fn new(json: bool) -> Self {
+    pub fn new(mode: Mode, fail_truncated: bool) -> Self {
         Self {
-            json,
-            ..Self::default()
+            mode,
+            fail_truncated,
+            stdout: Vec::new(),
+            stderr: Vec::new(),
         }
     }
 
-    /// Text mode: straight to our own stdout or stderr. JSON mode: kept for the end
-    /// (the server's output limit bounds it).
+    /// Text and Nagios modes: stderr straight through; stdout straight through in text
+    /// mode. JSON mode, and stdout in Nagios mode: kept for the end (the server's output
+    /// limit bounds it).
+    ///
+    /// A closed stdout (`cmdchan … | head -1`) ends the client at once, as SIGPIPE ends
+    /// other programs in a pipeline: the connection goes with it, and the server stops
+    /// the remote program (SIGTERM, then SIGKILL).
     pub fn write(&mut self, out: &Output) {
-        match (self.json, out.stream) {
-            (true, Stream::Stdout) => self.stdout.extend_from_slice(&out.data),
-            (true, Stream::Stderr) => self.stderr.extend_from_slice(&out.data),
-            (false, Stream::Stdout) => write_now(&mut std::io::stdout().lock(), &out.data),
-            (false, Stream::Stderr) => write_now(&mut std::io::stderr().lock(), &out.data),
+        match (self.mode, out.stream) {
+            (Mode::Json | Mode::Nagios, Stream::Stdout) => self.stdout.extend_from_slice(&out.data),
+            (Mode::Json, Stream::Stderr) => self.stderr.extend_from_slice(&out.data),
+            (Mode::Text, Stream::Stdout) => {
+                let mut stdout = std::io::stdout().lock();
+                if let Err(e) = stdout.write_all(&out.data).and_then(|()| stdout.flush()) {
+                    if e.kind() == std::io::ErrorKind::BrokenPipe {
+                        std::process::exit(STDOUT_CLOSED);
+                    }
+                }
+            }
+            (Mode::Text | Mode::Nagios, Stream::Stderr) => {
+                let mut stderr = std::io::stderr().lock();
+                let _ = stderr.write_all(&out.data).and_then(|()| stderr.flush());
+            }
         }
     }
 
     /// Prints the final reply; returns the exit status.
     pub fn reply(self, reply: &Reply) -> Exit {
-        let exit = match reply {
+        let mut exit = match reply {
             Reply::Exit(info) => Exit::of_program(info),
             _ => Exit::Ok,
         };
-        match (self.json, reply) {
-            (true, Reply::Exit(info)) => {
-                let stdout = String::from_utf8_lossy(&self.stdout);
-                let stderr = String::from_utf8_lossy(&self.stderr);
-                let reply = json!({ "exit": exit_json(info), "stdout": stdout, "stderr": stderr });
+        let truncated = matches!(reply, Reply::Exit(info) if info.truncated);
+        if truncated && self.fail_truncated {
+            exit = Exit::Truncated;
+        }
+        match (self.mode, reply) {
+            (Mode::Json, Reply::Exit(info)) => {
+                let (stdout, out_encoding) = text_or_base64(&self.stdout);
+                let (stderr, err_encoding) = text_or_base64(&self.stderr);
+                let reply = json!({
+                    "exit": exit_json(info),
+                    "stdout": stdout,
+                    "stdout_encoding": out_encoding,
+                    "stderr": stderr,
+                    "stderr_encoding": err_encoding,
+                });
                 println!(
                     "{}",
                     json!({ "ok": true, "exit": exit.code(), "reply": reply })
                 );
             }
-            (true, reply) => println!(
+            (Mode::Json, reply) => println!(
                 "{}",
                 json!({ "ok": true, "exit": exit.code(), "reply": reply_json(reply) })
             ),
-            (false, Reply::Exit(info)) => exit_text(info),
-            (false, reply) => print!("{}", reply_text(reply)),
+            (Mode::Nagios, reply) => return nagios_reply(reply, &self.stdout),
+            (Mode::Text, Reply::Exit(info)) => exit_text(info),
+            (Mode::Text, reply) => print!("{}", reply_text(reply)),
         }
         exit
     }
 }
 
-fn write_now(w: &mut impl Write, data: &[u8]) {
-    // A closed stdout (`cmdchan … | head`) is not an error worth reporting.
-    let _ = w.write_all(data).and_then(|()| w.flush());
+/// Output as JSON text: the text itself if it is UTF-8, else base64, and which.
+fn text_or_base64(bytes: &[u8]) -> (String, &'static str) {
+    match std::str::from_utf8(bytes) {
+        Ok(text) => (text.to_owned(), "utf-8"),
+        Err(_) => (openssl::base64::encode_block(bytes), "base64"),
+    }
 }
 
-pub fn error(as_json: bool, err: &Error) -> Exit {
+/// Nagios: a program that exited 0–3 is a plugin: its output and status pass through.
+/// Anything else is one status line: CRITICAL for a timeout, UNKNOWN otherwise.
+fn nagios_reply(reply: &Reply, stdout: &[u8]) -> Exit {
+    match reply {
+        Reply::Exit(info) if !info.timed_out && matches!(info.code, Some(0..=3)) => {
+            let mut out = std::io::stdout().lock();
+            let _ = out.write_all(stdout);
+            Exit::Remote(u8::try_from(info.code.unwrap_or(3)).unwrap_or(3))
+        }
+        Reply::Exit(info) if info.timed_out => nagios_line(2, "the check timed out on the server"),
+        Reply::Exit(info) => {
+            let how = match (info.code, info.signal) {
+                (Some(code), _) => format!("the check exited {code}, outside 0-3"),
+                (None, Some(signal)) => format!("the check was ended by signal {signal}"),
+                (None, None) => "the check ended without a status".to_owned(),
+            };
+            nagios_line(3, &how)
+        }
+        other => nagios_line(0, reply_text(other).lines().next().unwrap_or("ok")),
+    }
+}
+
+/// Prints `STATE: cmdchan: what` and returns the Nagios status.
+fn nagios_line(status: u8, what: &str) -> Exit {
+    let state = ["OK", "WARNING", "CRITICAL", "UNKNOWN"][usize::from(status.min(3))];
+    println!("{state}: cmdchan: {what}");
+    Exit::Remote(status)
+}
+
+pub fn error(mode: Mode, err: &Error) -> Exit {
     let exit = Exit::of(err);
-    match (as_json, err) {
-        (true, Error::Refused(f)) => {
+    let (code, number) = match err {
+        Error::Refused(f) => (f.code.name(), f.code.number()),
+        other => Exit::local_code(other),
+    };
+    match mode {
+        Mode::Json => {
+            let retry_after_ms = match err {
+                Error::Refused(f) => f.retry_after_ms,
+                _ => None,
+            };
             let e = json!({
-                "code": f.code.name(),
-                "number": f.code.number(),
-                "message": f.message,
-                "retry_after_ms": f.retry_after_ms,
+                "code": code,
+                "number": number,
+                "message": message(err),
+                "retry_after_ms": retry_after_ms,
             });
             println!(
                 "{}",
                 json!({ "ok": false, "exit": exit.code(), "error": e })
             );
         }
-        (true, other) => println!(
-            "{}",
-            json!({ "ok": false, "exit": exit.code(), "error": { "message": other.to_string() } })
-        ),
-        (false, Error::Refused(f)) => eprintln!("cmdchan: refused ({}): {}", f.code, f.message),
-        (false, other) => eprintln!("cmdchan: {other}"),
+        Mode::Nagios => {
+            let status = if matches!(err, Error::Timeout(_)) {
+                2
+            } else {
+                3
+            };
+            return nagios_line(status, &format!("{code}: {}", message(err)));
+        }
+        Mode::Text => match err {
+            Error::Refused(f) => eprintln!("cmdchan: refused ({}): {}", f.code, f.message),
+            other => eprintln!("cmdchan: {other}"),
+        },
     }
     exit
 }
 
-pub fn local_error(as_json: bool, message: &str, exit: Exit) -> Exit {
-    match as_json {
-        true => println!(
+fn message(err: &Error) -> String {
+    match err {
+        Error::Refused(f) => f.message.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// An error found before any server was asked: `code` is one of the client's own
+/// names (see [`Exit::local_code`]).
+pub fn local_error(mode: Mode, code: &str, message: &str, exit: Exit) -> Exit {
+    let number = Exit::number_of(code);
+    match mode {
+        Mode::Json => println!(
             "{}",
-            json!({ "ok": false, "exit": exit.code(), "error": { "message": message } })
+            json!({ "ok": false, "exit": exit.code(), "error": { "code": code, "number": number, "message": message } })
         ),
-        false => eprintln!("cmdchan: {message}"),
+        Mode::Nagios => return nagios_line(3, &format!("{code}: {message}")),
+        Mode::Text => eprintln!("cmdchan: {message}"),
     }
     exit
 }

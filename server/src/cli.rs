@@ -23,6 +23,10 @@ pub struct Opts {
 pub enum Command {
     /// Run the daemon.
     Serve(Box<ServeOpts>),
+    /// Check what `serve` would load with these options (config file, policy and its
+    /// programs, key file, limits, replay store settings), like `sshd -t`: prints OK, or
+    /// what is wrong and exits 1. The unit's ExecReload runs it before SIGHUP.
+    Check(Box<ServeOpts>),
     /// Make and inspect keys and client credentials.
     #[command(subcommand)]
     Admin(AdminCommand),

@@ -38,12 +38,35 @@ fn run(opts: Opts) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::SUCCESS);
         }
         Command::Serve(serve) => (Config::load(&serve)?, Some(*serve)),
+        Command::Check(opts) => return Ok(check(&opts)),
         Command::Dev(d) => (dev::prepare(&d)?, None),
     };
     init_logging(config.log_format);
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(cmdchan_server::serve(config, reload_from))?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// `check`: everything `serve` loads before it listens, without listening.
+fn check(opts: &cmdchan_server::cli::ServeOpts) -> ExitCode {
+    let checked = Config::load(opts).and_then(|config| {
+        cmdchan_server::server::Settings::load(&config)?;
+        admin::load_master(&config.master)?;
+        Ok(config)
+    });
+    match checked {
+        Ok(config) => {
+            println!(
+                "OK: config, policy and master key of server {} are valid",
+                config.server_id
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            println!("cmdchan-server: the configuration is not valid: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 /// Logs go to stderr; `RUST_LOG` refines the level (default `info`).

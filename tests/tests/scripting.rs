@@ -1,0 +1,307 @@
+//! `cmdchan` in scripts, the way ssh is used: arguments after the command are the
+//! command's, every failure has one JSON shape, a closed stdout stops the remote program,
+//! Ctrl-C lets its TERM trap run, truncation can fail a script, and Nagios gets one
+//! status line and 0–3.
+
+#![allow(
+    clippy::unwrap_used,
+    reason = "in a test, a panic is the failure report"
+)]
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use cmdchan_tests::{bin, eventually, process_gone, text, Server, TestEnv, SERVER_ID};
+use serde_json::Value;
+
+const POLICY: &str = r#"
+[roles.ops]
+commands = ["ping", "echo", "endless", "trap", "binary", "big", "check"]
+[commands.endless]
+program = "{dir}/endless.sh"
+[commands.trap]
+program = "{dir}/trap.sh"
+[commands.binary]
+program = "{dir}/binary.sh"
+[commands.big]
+program = "{dir}/big.sh"
+output_limit = 100
+[commands.check]
+program = "{dir}/check.sh"
+args = ["{status}"]
+[[commands.check.params]]
+name = "status"
+type = "integer"
+required = true
+"#;
+
+fn setup(env: &TestEnv) -> (Server, std::path::PathBuf) {
+    env.script(
+        "endless.sh",
+        &format!(
+            "echo $$ > {}\nwhile :; do echo line; sleep 0.2; done",
+            env.path("endless.pid").display()
+        ),
+    );
+    env.script(
+        "trap.sh",
+        &format!(
+            "trap 'echo trapped > {}; exit 3' TERM\necho $$ > {}\nsleep 30 &\nwait",
+            env.path("trapped").display(),
+            env.path("trap.pid").display()
+        ),
+    );
+    env.script("binary.sh", "printf '\\377\\376ok'");
+    env.script("big.sh", "printf '%0500d' 0");
+    env.script("check.sh", "echo \"DISK OK - all fine\"\nexit \"$1\"");
+    let dir = env.dir.path().to_str().unwrap();
+    let policy = env.write("policy.toml", &POLICY.replace("{dir}", dir));
+    let server = env.start(&["--policy", policy.to_str().unwrap()]);
+    (server, env.provision("alice", "ops", &[]))
+}
+
+fn json(out: &std::process::Output) -> Value {
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&out.stdout)))
+}
+
+#[test]
+fn options_after_the_command_reach_the_command_unchanged() {
+    let env = TestEnv::new();
+    let (server, cred) = setup(&env);
+    let out = env.cmdchan(
+        &server,
+        &cred,
+        &["echo", "--json", "--retries", "5", "--", "--x", "--help"],
+    );
+    assert_eq!(
+        text(&out.stdout),
+        "--json --retries 5 -- --x --help\n",
+        "{}",
+        text(&out.stderr)
+    );
+    // A remote command named like one of the client's.
+    let out = env.cmdchan(&server, &cred, &["--json", "run", "doctor"]);
+    assert_eq!(json(&out)["error"]["code"], "unknown command");
+}
+
+#[test]
+fn every_failure_has_a_code_and_a_number_in_json() {
+    let env = TestEnv::new();
+    let cred = env.provision("alice", "ops", &[]);
+    let unreachable = cmdchan_tests::free_port();
+    let mut cmd = Command::new(bin("cmdchan"));
+    cmd.args(["--json", "--cred", cred.to_str().unwrap(), "--server"])
+        .arg(format!("127.0.0.1:{unreachable}"))
+        .args(["--server-id", SERVER_ID, "ping"]);
+    let out = cmdchan_tests::run(&mut cmd);
+    assert_eq!(out.status.code(), Some(69));
+    let reply = json(&out);
+    assert_eq!(
+        (
+            reply["error"]["code"].as_str(),
+            reply["error"]["number"].as_u64()
+        ),
+        (Some("cannot connect"), Some(103)),
+        "{reply}"
+    );
+    let out = cmdchan_tests::run(Command::new(bin("cmdchan")).args(["--json", "--no-such-option"]));
+    assert_eq!(out.status.code(), Some(64));
+    assert_eq!(json(&out)["error"]["code"], "usage");
+    let out = cmdchan_tests::run(Command::new(bin("cmdchan")).args([
+        "--json",
+        "--cred",
+        "/nonexistent",
+        "ping",
+    ]));
+    assert_eq!(
+        (out.status.code(), json(&out)["error"]["number"].as_u64()),
+        (Some(78), Some(101))
+    );
+}
+
+#[test]
+fn output_that_is_not_utf8_comes_back_as_base64_and_truncation_can_fail_a_script() {
+    let env = TestEnv::new();
+    let (server, cred) = setup(&env);
+    let reply = json(&env.cmdchan(&server, &cred, &["--json", "binary"]));
+    assert_eq!(reply["reply"]["stdout_encoding"], "base64", "{reply}");
+    assert_eq!(reply["reply"]["stdout"], "//5vaw==");
+    assert_eq!(reply["reply"]["stderr_encoding"], "utf-8");
+    assert_eq!(env.cmdchan(&server, &cred, &["big"]).status.code(), Some(0));
+    assert_eq!(
+        env.cmdchan(&server, &cred, &["--fail-truncated", "big"])
+            .status
+            .code(),
+        Some(74)
+    );
+}
+
+#[test]
+fn nagios_gets_one_status_line_and_0_to_3_for_every_outcome() {
+    let env = TestEnv::new();
+    let (server, cred) = setup(&env);
+    let out = env.cmdchan(&server, &cred, &["--nagios", "check", "2"]);
+    assert_eq!(
+        (out.status.code(), text(&out.stdout)),
+        (Some(2), "DISK OK - all fine\n".into())
+    );
+    let out = env.cmdchan(&server, &cred, &["--nagios", "no-such-check"]);
+    assert_eq!(out.status.code(), Some(3));
+    assert!(
+        text(&out.stdout).starts_with("UNKNOWN: cmdchan: unknown command: "),
+        "{}",
+        text(&out.stdout)
+    );
+    let out = env.cmdchan(&server, &cred, &["--nagios", "check", "7"]);
+    assert_eq!(
+        (out.status.code(), text(&out.stdout)),
+        (
+            Some(3),
+            "UNKNOWN: cmdchan: the check exited 7, outside 0-3\n".into()
+        )
+    );
+    let mut cmd = Command::new(bin("cmdchan"));
+    cmd.args(["--nagios", "--cred", cred.to_str().unwrap(), "--server"])
+        .arg(format!("127.0.0.1:{}", cmdchan_tests::free_port()))
+        .arg("ping");
+    let out = cmdchan_tests::run(&mut cmd);
+    assert_eq!(out.status.code(), Some(3));
+    assert_eq!(
+        text(&out.stdout).lines().count(),
+        1,
+        "{}",
+        text(&out.stdout)
+    );
+}
+
+fn spawn_cmdchan(
+    server: &Server,
+    cred: &std::path::Path,
+    args: &[&str],
+    stdout: Stdio,
+) -> std::process::Child {
+    Command::new(bin("cmdchan"))
+        .args([
+            "--cred",
+            cred.to_str().unwrap(),
+            "--server",
+            &server.addr.to_string(),
+            "--server-id",
+            SERVER_ID,
+        ])
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(stdout)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+#[test]
+fn cmdchan_piped_into_head_returns_at_once_and_the_remote_program_stops() {
+    let env = TestEnv::new();
+    let (server, cred) = setup(&env);
+    let started = Instant::now();
+    let mut head = Command::new("head")
+        .arg("-1")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = Stdio::from(head.stdin.take().unwrap());
+    let mut client = spawn_cmdchan(&server, &cred, &["endless"], stdout);
+    let first = head.wait_with_output().unwrap();
+    assert_eq!(text(&first.stdout), "line\n");
+    let status = client.wait().unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert_eq!(status.code(), Some(141), "as a process that SIGPIPE ended");
+    let pid: u32 = std::fs::read_to_string(env.path("endless.pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(
+        eventually(5, || process_gone(pid)),
+        "the remote program kept running"
+    );
+}
+
+#[test]
+fn ctrl_c_to_the_client_lets_the_programs_term_trap_run() {
+    let env = TestEnv::new();
+    let (server, cred) = setup(&env);
+    let mut client = spawn_cmdchan(&server, &cred, &["trap"], Stdio::null());
+    assert!(
+        eventually(10, || env.path("trap.pid").exists()),
+        "{}",
+        server.log()
+    );
+    std::thread::sleep(Duration::from_millis(200));
+    cmdchan_tests::run(Command::new("kill").args(["-INT", &client.id().to_string()]));
+    let _ = client.wait();
+    assert!(
+        eventually(5, || std::fs::read_to_string(env.path("trapped"))
+            .is_ok_and(|t| t == "trapped\n")),
+        "the TERM trap did not run:\n{}",
+        server.log()
+    );
+}
+
+#[test]
+fn doctor_and_generate_are_real_subcommands() {
+    let env = TestEnv::new();
+    let dir = env.path("assets");
+    let out = cmdchan_tests::run(Command::new(bin("cmdchan")).args(["generate", "--help"]));
+    assert_eq!(out.status.code(), Some(0));
+    assert!(!env.path("--help").exists() && text(&out.stdout).contains("DIR"));
+    let out = cmdchan_tests::run(Command::new(bin("cmdchan")).arg("generate"));
+    assert_eq!(out.status.code(), Some(64));
+    assert!(text(&out.stderr).contains("<DIR>"), "{}", text(&out.stderr));
+    let out = cmdchan_tests::run(Command::new(bin("cmdchan")).args(["generate", "a", "b"]));
+    assert_eq!(
+        out.status.code(),
+        Some(64),
+        "an extra argument is an error, not ignored"
+    );
+    let out = cmdchan_tests::run(Command::new(bin("cmdchan")).arg("generate").arg(&dir));
+    assert_eq!(out.status.code(), Some(0));
+    assert!(dir.join("completions/cmdchan.bash").exists());
+}
+
+#[test]
+fn check_fails_a_policy_that_names_a_missing_program_and_passes_a_good_one() {
+    let env = TestEnv::new();
+    let bad = env.write(
+        "bad.toml",
+        "[roles.ops]\ncommands = [\"x\"]\n[commands.x]\nprogram = \"/nonexistent/x\"\n",
+    );
+    let master = env.master.to_str().unwrap().to_owned();
+    let check = |policy: &std::path::Path| {
+        let mut cmd = Command::new(bin("cmdchan-server"));
+        cmd.args([
+            "check",
+            "--master",
+            &master,
+            "--server-id",
+            "db1",
+            "--policy",
+        ])
+        .arg(policy);
+        cmdchan_tests::run(&mut cmd)
+    };
+    let out = check(&bad);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stdout).contains("program /nonexistent/x does not exist"),
+        "{}",
+        text(&out.stdout)
+    );
+    let good = env.write("good.toml", "[roles.ops]\ncommands = [\"ping\"]\n");
+    let out = check(&good);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stdout));
+    assert!(text(&out.stdout).starts_with("OK"));
+}
