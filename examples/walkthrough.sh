@@ -2,16 +2,19 @@
 # From nothing to a command run and audited, on one machine over loopback. Run it from
 # the repository after `cargo build --release` (or set BIN to where the binaries are):
 #     sh examples/walkthrough.sh
+# The server listens on a free port (PORT=N to choose one), so a development server
+# already on 7433 is never the one that answers.
 set -eu
 BIN=${BIN:-target/release}
-PORT=${PORT:-7433}
+PORT=${PORT:-0}
 WORK=$(mktemp -d)
-trap 'kill "$SERVER" 2>/dev/null || true; rm -rf "$WORK"' EXIT
+SERVER=""
+trap 'if [ -n "$SERVER" ]; then kill "$SERVER" 2>/dev/null || true; fi; rm -rf "$WORK"' EXIT
 
 echo "== 1. a master key, and a credential for the client web-ops (role web-operator)"
 "$BIN/cmdchan-server" admin init --master "$WORK/master.key"
 "$BIN/cmdchan-server" admin provision --master "$WORK/master.key" --name web-ops \
-    --role web-operator --server web1 --expires 30d --address "127.0.0.1:$PORT" --out "$WORK/web-ops.cred"
+    --role web-operator --server web1 --expires 30d --out "$WORK/web-ops.cred"
 
 echo "== 2. the example config, with its paths moved into $WORK"
 sed -e "s|/etc/cmdchan|$WORK|; s|/var/log/cmdchan|$WORK|; s|0.0.0.0:7433|127.0.0.1:$PORT|" \
@@ -19,20 +22,29 @@ sed -e "s|/etc/cmdchan|$WORK|; s|/var/log/cmdchan|$WORK|; s|0.0.0.0:7433|127.0.0
 cp examples/policy.toml "$WORK/policy.toml"
 "$BIN/cmdchan-server" serve --config "$WORK/server.toml" --replay-store "file:$WORK/replay" 2> "$WORK/server.log" &
 SERVER=$!
-sleep 1
+# The address the server got, from its "listening on ADDR" line.
+ADDR=""
+for _ in 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20; do
+    ADDR=$(sed -n 's/.*listening on \([0-9.:]*\).*/\1/p' "$WORK/server.log" | head -n 1)
+    [ -n "$ADDR" ] && break
+    sleep 0.5
+done
+[ -n "$ADDR" ] || { cat "$WORK/server.log"; echo "the server did not start"; exit 1; }
+C="$BIN/cmdchan --cred $WORK/web-ops.cred --server $ADDR"
 
-echo "== 3. what may this client run?"
-"$BIN/cmdchan" --cred "$WORK/web-ops.cred" commands
-"$BIN/cmdchan" --cred "$WORK/web-ops.cred" describe restart-service
+echo "== 3. what may this client run? (the server is on $ADDR)"
+$C commands
+$C describe restart-service
 
 echo "== 4. run two of them"
-"$BIN/cmdchan" --cred "$WORK/web-ops.cred" disk-usage /
-"$BIN/cmdchan" --cred "$WORK/web-ops.cred" --arg lines=3 tail-log /var/log/dpkg.log
+$C disk-usage /
+$C --arg lines=3 tail-log /var/log/dpkg.log
 
 echo "== 5. refused before anything runs: a value outside the role's list, and an injection"
-"$BIN/cmdchan" --cred "$WORK/web-ops.cred" restart-service apache2 || echo "exit $? (policy)"
-"$BIN/cmdchan" --cred "$WORK/web-ops.cred" disk-usage '/; rm -rf /' || echo "exit $? (policy)"
+$C restart-service apache2 || echo "exit $? (policy)"
+$C disk-usage '/; rm -rf /' || echo "exit $? (policy)"
 
 echo "== 6. the audit trail is intact"
 kill "$SERVER"; wait "$SERVER" || true
+SERVER=""
 "$BIN/cmdchan-server" admin audit-verify "$WORK/audit.log" --master "$WORK/master.key"

@@ -27,6 +27,12 @@ pub enum KeyFileError {
     NotAFile { what: &'static str, path: PathBuf },
     #[error("{what} file {} already exists; pass --force to replace it", path.display())]
     Exists { what: &'static str, path: PathBuf },
+    #[error("cannot write the {what} file {}: the directory {} does not exist; create it with: install -d -m 0700 {}", path.display(), dir.display(), dir.display())]
+    NoDirectory {
+        what: &'static str,
+        path: PathBuf,
+        dir: PathBuf,
+    },
     #[error("{what} file {}: {source}", path.display())]
     Io {
         what: &'static str,
@@ -107,6 +113,16 @@ pub fn write_private(
         return Err(KeyFileError::Exists {
             what,
             path: path.into(),
+        });
+    }
+    if let Some(dir) = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty() && !d.is_dir())
+    {
+        return Err(KeyFileError::NoDirectory {
+            what,
+            path: path.into(),
+            dir: dir.into(),
         });
     }
     let tmp = temp_path(path);
@@ -191,6 +207,14 @@ mod tests {
             err.contains("mode 0640") && err.contains("chmod 600"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn writing_into_a_missing_directory_says_how_to_make_it() {
+        let err = write_private("master key", Path::new("/nonexistent-dir/k"), b"x", false)
+            .expect_err("no directory")
+            .to_string();
+        assert!(err.contains("the directory /nonexistent-dir does not exist; create it with: install -d -m 0700 /nonexistent-dir"), "{err}");
     }
 
     #[test]

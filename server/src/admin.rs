@@ -91,7 +91,15 @@ pub fn init(path: &Path, force: bool) -> anyhow::Result<ExitCode> {
 
 pub fn provision(opts: &ProvisionOpts) -> anyhow::Result<ExitCode> {
     let master = load_master(&opts.master)?;
-    let expires = time::parse_expiry(&opts.expires, time::now())?;
+    let now = time::now();
+    let expires = time::parse_expiry(&opts.expires, now)?;
+    if let Some(at) = expires.filter(|&at| at <= now) {
+        anyhow::bail!(
+            "--expires {} is in the past ({}): the credential would never work",
+            opts.expires,
+            time::rfc3339(at)
+        );
+    }
     let grant = Grant {
         role: opts.role.clone(),
         epoch: opts.epoch,

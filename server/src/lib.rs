@@ -31,6 +31,11 @@ use crate::cli::ServeOpts;
 use crate::config::Config;
 use crate::server::{Settings, Shared};
 
+/// The server could not listen on its address (in use, not permitted): exit 69.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot listen on {0}: {1}")]
+pub struct CannotListen(pub std::net::SocketAddr, pub std::io::Error);
+
 /// Loads everything `config` names, binds, and serves until SIGINT or SIGTERM. On
 /// SIGHUP it reads `opts` (the command line and the config file it names) again and
 /// puts the new policy and settings in force, or keeps the old ones if anything is wrong.
@@ -43,7 +48,7 @@ pub async fn serve(config: Config, opts: Option<ServeOpts>) -> anyhow::Result<()
     let shared = Arc::new(Shared::load(&config).await?);
     let listener = TcpListener::bind(config.listen)
         .await
-        .with_context(|| format!("listening on {}", config.listen))?;
+        .map_err(|e| CannotListen(config.listen, e))?;
     let addr = listener.local_addr()?;
     if let Some(at) = config.metrics {
         let metrics = TcpListener::bind(at)

@@ -20,15 +20,34 @@ fn main() -> ExitCode {
         let status = cmdchan_server::exec::helper(&args[2..]);
         return ExitCode::from(u8::try_from(status).unwrap_or(127));
     }
-    let opts = Opts::parse();
+    let opts = match Opts::try_parse() {
+        Ok(opts) => opts,
+        Err(e) => {
+            let _ = e.print();
+            return match e.use_stderr() {
+                true => ExitCode::from(EX_USAGE),
+                false => ExitCode::SUCCESS,
+            };
+        }
+    };
     match run(opts) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("cmdchan-server: error: {e:#}");
-            ExitCode::FAILURE
+            match e.downcast_ref::<cmdchan_server::CannotListen>() {
+                Some(_) => ExitCode::from(EX_UNAVAILABLE),
+                None => ExitCode::from(EX_CONFIG),
+            }
         }
     }
 }
+
+// Exit statuses, the sysexits convention the client uses too: 0 done; 1 `check` or
+// `audit-verify` found a problem; 64 usage; 69 cannot listen on the address; 78
+// anything else that stopped it (a config, key, policy or file it cannot use).
+const EX_USAGE: u8 = 64;
+const EX_UNAVAILABLE: u8 = 69;
+const EX_CONFIG: u8 = 78;
 
 fn run(opts: Opts) -> anyhow::Result<ExitCode> {
     let (config, reload_from) = match opts.command {

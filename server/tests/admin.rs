@@ -76,7 +76,7 @@ fn init_writes_a_private_256_bit_key_and_never_overwrites_silently() {
     assert_eq!((key.trim().len(), mode(master.as_ref())), (64, 0o600));
     assert!(key.trim().bytes().all(|b| b.is_ascii_hexdigit()));
     let again = server(&["admin", "init", "--master", &master]);
-    assert_eq!(again.status.code(), Some(1));
+    assert_eq!(again.status.code(), Some(78));
     assert!(
         stderr(&again).contains("already exists; pass --force"),
         "{}",
@@ -202,7 +202,7 @@ fn invalid_names_are_refused_before_anything_is_written() {
             "--out",
             &cred,
         ]);
-        assert_eq!(out.status.code(), Some(2), "{bad:?} accepted");
+        assert_eq!(out.status.code(), Some(64), "{bad:?} accepted");
         assert!(!Path::new(&cred).exists());
     }
 }
@@ -213,7 +213,7 @@ fn serve_refuses_a_group_readable_master_key_and_says_how_to_fix_it() {
     let master = dir.master();
     std::fs::set_permissions(&master, std::fs::Permissions::from_mode(0o640)).expect("chmod");
     let out = serve(&master);
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(78));
     let err = stderr(&out);
     assert!(
         err.contains(&master)
@@ -231,7 +231,7 @@ fn serve_refuses_a_short_or_missing_master_key() {
     std::fs::write(&short, "ab".repeat(31)).expect("write");
     std::fs::set_permissions(&short, std::fs::Permissions::from_mode(0o600)).expect("chmod");
     let out = serve(&short);
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(78));
     assert!(
         stderr(&out).contains("holds 31 bytes; at least 32 (256 bits) are required"),
         "{}",
@@ -240,7 +240,7 @@ fn serve_refuses_a_short_or_missing_master_key() {
 
     let missing = dir.path("missing.key");
     let out = serve(&missing);
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(78));
     assert!(
         stderr(&out).contains("does not exist; create one with: cmdchan-server admin init"),
         "{}",
@@ -259,6 +259,45 @@ fn a_config_file_with_an_unknown_key_is_refused() {
     )
     .expect("write");
     let out = server(&["serve", "--config", &config]);
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(78));
     assert!(stderr(&out).contains("listen_addr"), "{}", stderr(&out));
+}
+
+#[test]
+fn provision_refuses_an_expiry_in_the_past_and_init_names_a_missing_directory() {
+    let dir = Dir::new();
+    let master = dir.master();
+    let cred = dir.path("late.cred");
+    let out = server(&[
+        "admin",
+        "provision",
+        "--master",
+        &master,
+        "--out",
+        &cred,
+        "--name",
+        "late",
+        "--role",
+        "operator",
+        "--expires",
+        "2020-01-01T00:00:00Z",
+    ]);
+    assert!(!out.status.success());
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        said.contains("--expires 2020-01-01T00:00:00Z is in the past"),
+        "{said}"
+    );
+    assert!(!std::path::Path::new(&cred).exists());
+    let out = server(&[
+        "admin",
+        "init",
+        "--master",
+        "/nonexistent-cmdchan/master.key",
+    ]);
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        said.contains("install -d -m 0700 /nonexistent-cmdchan"),
+        "{said}"
+    );
 }

@@ -73,17 +73,16 @@ fn the_systemd_unit_verifies_without_a_warning() {
 fn the_examples_walkthrough_runs_as_written() {
     let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
     let bin_dir = bin("cmdchan-server").parent().unwrap().to_owned();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    // No PORT: the walk-through finds a free one itself, so a server already on 7433
+    // (the README's first command) is never the one it talks to.
+    let busy = std::net::TcpListener::bind("127.0.0.1:7433");
     let mut cmd = cmdchan_tests::system("sh");
     cmd.arg("examples/walkthrough.sh")
         .current_dir(root)
         .env("BIN", bin_dir)
-        .env("PORT", port.to_string());
+        .env_remove("PORT");
     let out = run(&mut cmd);
+    drop(busy);
     let said = text(&out.stdout) + &text(&out.stderr);
     assert!(out.status.success(), "{said}");
     for expected in [

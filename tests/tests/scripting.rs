@@ -305,3 +305,39 @@ fn check_fails_a_policy_that_names_a_missing_program_and_passes_a_good_one() {
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stdout));
     assert!(text(&out.stdout).starts_with("OK"));
 }
+
+#[test]
+fn the_server_exits_with_the_sysexits_convention() {
+    let env = TestEnv::new();
+    let out =
+        cmdchan_tests::run(Command::new(bin("cmdchan-server")).args(["serve", "--no-such-flag"]));
+    assert_eq!(out.status.code(), Some(64), "usage");
+    let out = env.admin_like_serve(&["--policy", "/nonexistent/policy.toml"]);
+    assert_eq!(
+        out.status.code(),
+        Some(78),
+        "a config it cannot use: {}",
+        text(&out.stderr)
+    );
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let mut cmd = Command::new(bin("cmdchan-server"));
+    cmd.args([
+        "serve",
+        "--master",
+        env.master.to_str().unwrap(),
+        "--server-id",
+        "db1",
+        "--listen",
+        &addr,
+    ]);
+    cmd.arg("--replay-store")
+        .arg(format!("file:{}", env.path("replay").display()));
+    let out = cmdchan_tests::run(&mut cmd);
+    assert_eq!(
+        out.status.code(),
+        Some(69),
+        "cannot listen: {}",
+        text(&out.stderr)
+    );
+}
