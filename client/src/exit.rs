@@ -48,6 +48,8 @@ impl Exit {
             Error::NoAddress | Error::NoTarget(_) => Exit::Usage,
             Error::Connect { .. }
             | Error::Handshake { .. }
+            | Error::RefusedBeforeTls { .. }
+            | Error::NotTls { .. }
             | Error::Timeout(_)
             | Error::Closed
             | Error::Lost(_) => Exit::Unavailable,
@@ -59,7 +61,7 @@ impl Exit {
 
     /// The client's own error codes, beside the server's (1–35), for `--json`: a name
     /// and a number in 100–199, so every failure has both.
-    pub const LOCAL_CODES: [(&'static str, u16); 9] = [
+    pub const LOCAL_CODES: [(&'static str, u16); 11] = [
         ("usage", 100),
         ("credential", 101),
         ("no address", 102),
@@ -69,6 +71,8 @@ impl Exit {
         ("connection lost", 106),
         ("protocol error", 107),
         ("tls setup", 108),
+        ("refused before tls", 109),
+        ("not tls", 110),
     ];
 
     /// The number of one of [`Exit::LOCAL_CODES`].
@@ -85,6 +89,8 @@ impl Exit {
             Error::NoAddress | Error::NoTarget(_) => "no address",
             Error::Connect { .. } => "cannot connect",
             Error::Handshake { .. } => "handshake failed",
+            Error::RefusedBeforeTls { .. } => "refused before tls",
+            Error::NotTls { .. } => "not tls",
             Error::Timeout(_) => "timeout",
             Error::Closed | Error::Lost(_) => "connection lost",
             Error::Protocol(_) => "protocol error",

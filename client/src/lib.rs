@@ -82,6 +82,10 @@ pub enum Error {
     Connect { addr: String, source: io::Error },
     #[error("TLS handshake with {addr} failed: {detail}. The server refused this credential's key (the name is unknown to it, the key or master key differs, or the epoch is wrong), or it offers no TLS 1.2 (EC)DHE-PSK suite; the server's log says which")]
     Handshake { addr: String, detail: String },
+    #[error("{addr} closed the connection before any TLS reply: the server turned this address away before looking at any key (not in its allow list, penalized for failed handshakes or refusals, or over a connection limit); the server's log says which")]
+    RefusedBeforeTls { addr: String },
+    #[error("what answers at {addr} does not speak TLS ({detail}): is this the cmdchan port?")]
+    NotTls { addr: String, detail: String },
     #[error("no answer from the server within {0:?}")]
     Timeout(Duration),
     #[error("the server closed the connection without answering")]
@@ -287,14 +291,30 @@ async fn handshake(
         })?;
     let _ = tcp.set_nodelay(true);
     let mut stream = SslStream::new(Ssl::new(ctx)?, tcp)?;
-    Pin::new(&mut stream)
-        .connect()
-        .await
-        .map_err(|e| Error::Handshake {
-            addr: addr.to_owned(),
-            detail: e.ssl_error().map_or_else(|| e.to_string(), alert_reason),
-        })?;
+    if let Err(e) = Pin::new(&mut stream).connect().await {
+        return Err(handshake_failed(addr, stream.ssl(), &e));
+    }
     Ok(stream)
+}
+
+/// Tells apart why a handshake failed: a TLS alert (the key, the suites), a connection
+/// closed before any TLS reply (turned away before TLS), or something that is not TLS.
+fn handshake_failed(addr: &str, ssl: &openssl::ssl::SslRef, e: &openssl::ssl::Error) -> Error {
+    let detail = e.ssl_error().map_or_else(|| e.to_string(), alert_reason);
+    let addr = addr.to_owned();
+    if detail.contains("wrong version number") || detail.contains("packet length too long") {
+        return Error::NotTls { addr, detail };
+    }
+    // Still writing or waiting for the first server message: nothing TLS came back.
+    let state = ssl.state_string_long();
+    let nothing_back = state.contains("client hello") || state.contains("before");
+    let lower = detail.to_ascii_lowercase();
+    let closed =
+        e.io_error().is_some() || lower.contains("unexpected eof") || lower.contains("syscall");
+    if nothing_back && closed && !lower.contains("alert") {
+        return Error::RefusedBeforeTls { addr };
+    }
+    Error::Handshake { addr, detail }
 }
 
 /// OpenSSL's reason for the failure ("sslv3 alert bad record mac"), without the noise.

@@ -341,3 +341,58 @@ fn the_server_exits_with_the_sysexits_convention() {
         text(&out.stderr)
     );
 }
+
+/// Before: a reset before any TLS reply, and a port that speaks something else, were
+/// both blamed on the key.
+#[test]
+fn a_refusal_before_tls_and_a_port_that_is_not_tls_are_told_apart_from_a_wrong_key() {
+    let env = TestEnv::new();
+    let server = env.start(&["--allow", "10.0.0.0/8"]);
+    let cred = env.provision("alice", "ops", &[]);
+    let out = env.cmdchan(&server, &cred, &["--json", "ping"]);
+    assert_eq!(out.status.code(), Some(69));
+    let reply = json(&out);
+    assert_eq!(reply["error"]["code"], "refused before tls", "{reply}");
+    assert!(reply["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("allow list"));
+    let out = cmdchan_tests::run(Command::new(bin("cmdchan")).args([
+        "--cred",
+        cred.to_str().unwrap(),
+        "--server",
+        &server.addr.to_string(),
+        "--server-id",
+        SERVER_ID,
+        "doctor",
+    ]));
+    assert!(
+        text(&out.stdout).contains("allow"),
+        "doctor names the allowlist: {}",
+        text(&out.stdout)
+    );
+
+    // Something else on the port: an SSH banner.
+    let other = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = other.local_addr().unwrap();
+    std::thread::spawn(move || {
+        use std::io::Write;
+        while let Ok((mut tcp, _)) = other.accept() {
+            let _ = tcp.write_all(b"SSH-2.0-OpenSSH_9.2p1 Debian-2\r\n");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    });
+    let mut cmd = Command::new(bin("cmdchan"));
+    cmd.args([
+        "--json",
+        "--cred",
+        cred.to_str().unwrap(),
+        "--server",
+        &addr.to_string(),
+        "--server-id",
+        SERVER_ID,
+        "ping",
+    ]);
+    let reply = json(&cmdchan_tests::run(&mut cmd));
+    assert_eq!(reply["error"]["code"], "not tls", "{reply}");
+}
