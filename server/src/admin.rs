@@ -93,9 +93,9 @@ pub fn provision(opts: &ProvisionOpts) -> anyhow::Result<ExitCode> {
     let master = load_master(&opts.master)?;
     let now = time::now();
     let expires = time::parse_expiry(&opts.expires, now)?;
-    if let Some(at) = expires.filter(|&at| at <= now) {
+    if let Some(at) = expires.filter(|&at| at <= now && !opts.expired_ok) {
         anyhow::bail!(
-            "--expires {} is in the past ({}): the credential would never work",
+            "--expires {} is in the past ({}): the credential would never work (pass --expired-ok to write it anyway)",
             opts.expires,
             time::rfc3339(at)
         );

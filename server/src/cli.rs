@@ -230,6 +230,10 @@ pub struct ProvisionOpts {
     /// Replace an existing credential file.
     #[arg(long)]
     pub force: bool,
+    /// Write a credential whose expiry has already passed (refused otherwise: it could
+    /// never work), to try how servers and clients handle an expired grant.
+    #[arg(long)]
+    pub expired_ok: bool,
 }
 
 #[derive(Debug, Args)]

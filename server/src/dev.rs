@@ -69,5 +69,6 @@ fn demo(master: &Path, out: &Path, listen: SocketAddr) -> anyhow::Result<Provisi
         servers: vec![],
         address: Some(format!("{DEV_SERVER_ID}:{}", listen.port())),
         force: false,
+        expired_ok: false,
     })
 }

@@ -74,7 +74,11 @@ fn a_tag_copied_from_another_client_is_refused_bad_tag() {
 #[test]
 fn an_expired_grant_is_refused() {
     let env = TestEnv::new();
-    let cred = env.provision("alice", "operator", &["--expires", "2020-01-01T00:00:00Z"]);
+    let cred = env.provision(
+        "alice",
+        "operator",
+        &["--expires", "2020-01-01T00:00:00Z", "--expired-ok"],
+    );
     let server = env.start(&[]);
     let (code, err) = ping(&env, &server, &cred);
     assert_eq!(code, Some(77), "{err}");

@@ -55,7 +55,11 @@ fn doctor_passes_a_good_credential_and_names_each_problem() {
         "it says how to check: {report}"
     );
 
-    let expired = env.provision("bob", "operator", &["--expires", "2020-01-01T00:00:00Z"]);
+    let expired = env.provision(
+        "bob",
+        "operator",
+        &["--expires", "2020-01-01T00:00:00Z", "--expired-ok"],
+    );
     let out = doctor(&server, &expired, &[]);
     assert_eq!(out.status.code(), Some(77));
     assert!(text(&out.stdout).contains("FAIL  the grant expired at 2020-01-01T00:00:00Z"));
