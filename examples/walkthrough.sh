@@ -11,9 +11,11 @@ WORK=$(mktemp -d)
 SERVER=""
 trap 'if [ -n "$SERVER" ]; then kill "$SERVER" 2>/dev/null || true; fi; rm -rf "$WORK"' EXIT
 
-echo "== 1. a master key, and a credential for the client web-ops (role web-operator)"
-"$BIN/cmdchan-server" admin init --master "$WORK/master.key"
-"$BIN/cmdchan-server" admin provision --master "$WORK/master.key" --name web-ops \
+echo "== 1. a root key (the admin's), the key of zone web (the server's), and a credential"
+echo "==    for the client web-ops (role web-operator in zone web)"
+"$BIN/cmdchan-server" admin init --root "$WORK/root.key"
+"$BIN/cmdchan-server" admin zone-key --root "$WORK/root.key" --zone web --out "$WORK/zone.key"
+"$BIN/cmdchan-server" admin provision --root "$WORK/root.key" --zone web --name web-ops \
     --role web-operator --server web1 --expires 30d --out "$WORK/web-ops.cred"
 
 echo "== 2. the example config, with its paths moved into $WORK"
@@ -47,4 +49,4 @@ $C disk-usage '/; rm -rf /' || echo "exit $? (policy)"
 echo "== 6. the audit trail is intact"
 kill "$SERVER"; wait "$SERVER" || true
 SERVER=""
-"$BIN/cmdchan-server" admin audit-verify "$WORK/audit.log" --master "$WORK/master.key"
+"$BIN/cmdchan-server" admin audit-verify "$WORK/audit.log" --zone-key "$WORK/zone.key"

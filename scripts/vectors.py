@@ -2,6 +2,7 @@
 """Independent reference for PROTOCOL.md's key derivations and tag, using only Python's
 standard library. Prints the test vectors; the Rust unit tests check the same values, so
 two implementations written apart must agree."""
+import base64
 import hashlib
 import hmac
 import struct
@@ -28,41 +29,97 @@ def hkdf_expand(prk: bytes, info: bytes, length: int = 32) -> bytes:
         out, i = out + t, i + 1
     return out[:length]
 
-def psk(master: bytes, name: str, epoch: int) -> bytes:
-    prk = hkdf_extract(b"cmdchan/v1", master)
-    return hkdf_expand(prk, b(b"cmdchan/v1/psk") + b(name.encode()) + u64(epoch))
+# ---- Keys (PROTOCOL.md §3): root → zone key → psk, tag key, identity key, audit key ----
 
-def tag_key(master: bytes) -> bytes:
-    return hkdf_expand(hkdf_extract(b"cmdchan/v1", master), b(b"cmdchan/v1/tag-key"))
+def zone_key(root: bytes, zone: str, generation: int) -> bytes:
+    prk = hkdf_extract(b"cmdchan/v2", root)
+    return hkdf_expand(prk, b(b"cmdchan/v2/zone") + b(zone.encode()) + u64(generation))
 
-def audit_key(master: bytes) -> bytes:
-    return hkdf_expand(hkdf_extract(b"cmdchan/v1", master), b(b"cmdchan/v1/audit-chain"))
+def zone_prk(zkey: bytes) -> bytes:
+    return hkdf_extract(b"cmdchan/v2", zkey)
+
+def psk(zkey: bytes, zone: str, name: str, epoch: int) -> bytes:
+    return hkdf_expand(zone_prk(zkey), b(b"cmdchan/v2/psk") + b(zone.encode()) + b(name.encode()) + u64(epoch))
+
+def labelled(zkey: bytes, zone: str, label: bytes) -> bytes:
+    return hkdf_expand(zone_prk(zkey), b(label) + b(zone.encode()))
+
+def grant_bytes(zone, name, role, epoch, expires, servers) -> bytes:
+    return (b(b"cmdchan/v2/grant") + b(zone.encode()) + b(name.encode()) + b(role.encode())
+            + u64(epoch) + opt(expires) + lst(servers))
+
+def tag(zkey, zone, name, role, epoch, expires, servers) -> bytes:
+    msg = grant_bytes(zone, name, role, epoch, expires, servers)
+    return hmac.new(labelled(zkey, zone, b"cmdchan/v2/tag-key"), msg, hashlib.sha256).digest()
 
 def audit_mac(key: bytes, text: str) -> str:   # mac_i = HMAC(audit key, text_i)
     return hmac.new(key, text.encode(), hashlib.sha256).hexdigest()
 
-def grant_bytes(name, role, epoch, expires, servers) -> bytes:
-    return (b(b"cmdchan/v1/grant") + b(name.encode()) + b(role.encode()) + u64(epoch)
-            + opt(expires) + lst(servers))
+# ChaCha20-Poly1305 (RFC 8439), written out so that only the standard library is used.
+def _rotl(v, c):
+    return ((v << c) & 0xffffffff) | (v >> (32 - c))
 
-def tag(master, name, role, epoch, expires, servers) -> bytes:
-    msg = grant_bytes(name, role, epoch, expires, servers)
-    return hmac.new(tag_key(master), msg, hashlib.sha256).digest()
+def _quarter(x, a, b_, c, d):
+    x[a] = (x[a] + x[b_]) & 0xffffffff; x[d] = _rotl(x[d] ^ x[a], 16)
+    x[c] = (x[c] + x[d]) & 0xffffffff; x[b_] = _rotl(x[b_] ^ x[c], 12)
+    x[a] = (x[a] + x[b_]) & 0xffffffff; x[d] = _rotl(x[d] ^ x[a], 8)
+    x[c] = (x[c] + x[d]) & 0xffffffff; x[b_] = _rotl(x[b_] ^ x[c], 7)
+
+def chacha20_block(key: bytes, counter: int, nonce: bytes) -> bytes:
+    state = ([0x61707865, 0x3320646e, 0x79622d32, 0x6b206574] + list(struct.unpack("<8I", key))
+             + [counter] + list(struct.unpack("<3I", nonce)))
+    x = state[:]
+    for _ in range(10):
+        _quarter(x, 0, 4, 8, 12); _quarter(x, 1, 5, 9, 13); _quarter(x, 2, 6, 10, 14); _quarter(x, 3, 7, 11, 15)
+        _quarter(x, 0, 5, 10, 15); _quarter(x, 1, 6, 11, 12); _quarter(x, 2, 7, 8, 13); _quarter(x, 3, 4, 9, 14)
+    return struct.pack("<16I", *[(x[i] + state[i]) & 0xffffffff for i in range(16)])
+
+def chacha20(key: bytes, counter: int, nonce: bytes, data: bytes) -> bytes:
+    out = bytearray()
+    for i in range(0, len(data), 64):
+        block = chacha20_block(key, counter + i // 64, nonce)
+        out += bytes(a ^ k for a, k in zip(data[i:i + 64], block))
+    return bytes(out)
+
+def poly1305(key: bytes, msg: bytes) -> bytes:
+    r = int.from_bytes(key[:16], "little") & 0x0ffffffc0ffffffc0ffffffc0fffffff
+    s_ = int.from_bytes(key[16:], "little")
+    acc, p = 0, (1 << 130) - 5
+    for i in range(0, len(msg), 16):
+        n = int.from_bytes(msg[i:i + 16] + b"\x01", "little")
+        acc = ((acc + n) * r) % p
+    return ((acc + s_) & ((1 << 128) - 1)).to_bytes(16, "little")
+
+def seal(key: bytes, nonce: bytes, aad: bytes, plaintext: bytes) -> bytes:
+    otk = chacha20_block(key, 0, nonce)[:32]
+    ct = chacha20(key, 1, nonce, plaintext)
+    pad = lambda x: x + b"\x00" * (-len(x) % 16)
+    mac = poly1305(otk, pad(aad) + pad(ct) + struct.pack("<QQ", len(aad), len(ct)))
+    return ct + mac
+
+def sealed_identity(zkey: bytes, zone: str, generation: int, name: str, epoch: int, nonce: bytes) -> str:
+    plaintext = bytes([len(name)]) + name.encode() + bytes(128 - len(name)) + u64(epoch)
+    aad = b(b"cmdchan/v2/identity") + b(zone.encode()) + u64(generation)
+    raw = nonce + seal(labelled(zkey, zone, b"cmdchan/v2/identity"), nonce, aad, plaintext)
+    return "c2.%d.%s" % (generation, base64.urlsafe_b64encode(raw).decode().rstrip("="))
 
 def print_key_vectors():
-    master = bytes(range(32))
-    print("master          ", master.hex())
-    print("psk(alice, 0)   ", psk(master, "alice", 0).hex())
-    print("psk(alice, 7)   ", psk(master, "alice", 7).hex())
-    print("tag key         ", tag_key(master).hex())
-    g = ("alice", "operator", 7, 1893456000, ["db1", "db2"])
-    print("grant bytes     ", grant_bytes(*g).hex())
-    print("tag             ", tag(master, *g).hex())
-    g0 = ("alice", "operator", 0, None, [])
-    print("grant bytes (2) ", grant_bytes(*g0).hex())
-    print("tag (2)         ", tag(master, *g0).hex())
-    akey = audit_key(master)
+    root = bytes(range(32))
+    zkey = zone_key(root, "prod", 1)
+    print("root            ", root.hex())
+    print("zone key        ", zkey.hex())
+    print("psk(alice, 0)   ", psk(zkey, "prod", "alice", 0).hex())
+    print("psk(alice, 7)   ", psk(zkey, "prod", "alice", 7).hex())
+    print("tag key         ", labelled(zkey, "prod", b"cmdchan/v2/tag-key").hex())
+    print("identity key    ", labelled(zkey, "prod", b"cmdchan/v2/identity").hex())
+    akey = labelled(zkey, "prod", b"cmdchan/v2/audit-chain")
     print("audit key       ", akey.hex())
+    g = ("alice", "operator", 7, 1893456000, ["db1", "db2"])
+    print("grant bytes     ", grant_bytes("prod", *g).hex())
+    print("tag             ", tag(zkey, "prod", *g).hex())
+    g0 = ("alice", "operator", 0, None, [])
+    print("tag (2)         ", tag(zkey, "prod", *g0).hex())
+    print("identity        ", sealed_identity(zkey, "prod", 1, "alice", 7, bytes(range(12))))
     header = ('{"chain":"new","server":"db1","time":"2030-01-01T00:00:00.000Z","seq":0,"prev":"'
               + "0" * 64 + '"}')
     mac0 = audit_mac(akey, header)
@@ -91,8 +148,8 @@ def popt_u64(n) -> bytes:
 def pvec_str(xs) -> bytes:
     return varint(len(xs)) + b"".join(pstr(x) for x in xs)
 
-def frame(body: bytes) -> bytes:   # u32be(len) || version 1 || postcard body
-    payload = b"\x01" + body
+def frame(body: bytes) -> bytes:   # u32be(len) || version 2 || postcard body
+    payload = b"\x02" + body
     return struct.pack(">I", len(payload)) + payload
 
 def zigzag(n: int) -> bytes:        # signed integers: zigzag, then varint
@@ -106,11 +163,11 @@ def request(counter, cid, issued_at, target, role, epoch, expires, servers, tag_
             + pstr(command) + pvec_str(args) + named)
 
 def print_wire_vectors():
-    master = bytes(range(32))
+    zkey = zone_key(bytes(range(32)), "prod", 1)
     g = ("alice", "operator", 7, 1893456000, ["db1", "db2"])
     cid = bytes(range(16))
     req = request(1, cid, 1893455990, "db1", "operator", 7, 1893456000, ["db1", "db2"],
-                  tag(master, *g), "echo", ["hi", "ü"], [("lines", "10")])
+                  tag(zkey, "prod", *g), "echo", ["hi", "ü"], [("lines", "10")])
     print("request frame   ", frame(req).hex())
     # Response: counter, id, Body::Ok(0) Reply::Echo(2) [args]
     ok = varint(1) + cid + varint(0) + varint(2) + pvec_str(["hi", "ü"])

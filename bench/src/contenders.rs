@@ -121,17 +121,19 @@ fn on_path(program: &str, install: &str) -> anyhow::Result<PathBuf> {
 #[derive(Debug)]
 pub struct Keys {
     pub dir: TempDir,
-    pub master: PathBuf,
+    pub zone_key: PathBuf,
     pub cred: PathBuf,
     psk_secrets: PathBuf,
     psk_hex: String,
+    psk_identity: String,
     dh: PathBuf,
 }
 
 impl Keys {
     pub fn provision(tools: &Tools) -> anyhow::Result<Self> {
         let dir = tempfile::Builder::new().prefix("cmdchan-bench").tempdir()?;
-        let master = dir.path().join("master.key");
+        let root = dir.path().join("root.key");
+        let zone_key = dir.path().join("bench-zone.key");
         let cred = dir.path().join("bench.cred");
         let admin = |args: &[&str]| -> anyhow::Result<String> {
             let out = Command::new(&tools.server)
@@ -147,13 +149,20 @@ impl Keys {
             }
             Ok(String::from_utf8(out.stdout)?)
         };
-        let m = master.to_str().context("temporary path is not UTF-8")?;
-        let c = cred.to_str().context("temporary path is not UTF-8")?;
-        admin(&["init", "--master", m])?;
+        let utf8 = |p: &Path| {
+            p.to_str()
+                .map(str::to_owned)
+                .context("temporary path is not UTF-8")
+        };
+        let (r, z, c) = (utf8(&root)?, utf8(&zone_key)?, utf8(&cred)?);
+        admin(&["init", "--root", &r])?;
+        admin(&["zone-key", "--root", &r, "--zone", "bench", "--out", &z])?;
         admin(&[
             "provision",
-            "--master",
-            m,
+            "--root",
+            &r,
+            "--zone",
+            "bench",
             "--name",
             NAME,
             "--role",
@@ -161,21 +170,26 @@ impl Keys {
             "--server",
             NAME,
             "--out",
-            c,
+            &c,
         ])?;
-        let psk_hex = admin(&["psk", "--master", m, "--name", NAME])?
-            .trim()
-            .to_owned();
+        // IDENTITY:HEXPSK, stunnel's PSKsecrets line.
+        let line = admin(&["psk", "--root", &r, "--zone", "bench", "--name", NAME])?;
+        let line = line.trim().to_owned();
+        let (psk_identity, psk_hex) = line
+            .split_once(':')
+            .map(|(i, k)| (i.to_owned(), k.to_owned()))
+            .context("admin psk printed no IDENTITY:HEXPSK")?;
         let psk_secrets = dir.path().join("stunnel.psk");
-        write_private(&psk_secrets, &format!("{NAME}:{psk_hex}\n"))?;
+        write_private(&psk_secrets, &format!("{line}\n"))?;
         let dh = dir.path().join("ffdhe3072.pem");
         fs::write(&dh, cmdchan_common::tls::FFDHE3072_PEM)?;
         Ok(Self {
             dir,
-            master,
+            zone_key,
             cred,
             psk_secrets,
             psk_hex,
+            psk_identity,
             dh,
         })
     }
@@ -211,8 +225,8 @@ impl Running {
             Kind::Cmdchan | Kind::Lean => {
                 let mut cmd = Command::new(&tools.server);
                 cmd.arg("serve")
-                    .arg("--master")
-                    .arg(&keys.master)
+                    .arg("--zone-key")
+                    .arg(&keys.zone_key)
                     .args(["--listen", "127.0.0.1:0", "--server-id", NAME])
                     .env_remove("RUST_LOG");
                 match kind {
@@ -244,7 +258,7 @@ impl Running {
             }
             Kind::Ceiling => {
                 let mut cmd = Command::new(&tools.me);
-                cmd.arg("ceiling").arg("--master").arg(&keys.master);
+                cmd.arg("ceiling").arg("--zone-key").arg(&keys.zone_key);
                 spawn_listening(cmd, &dir.path().join("ceiling.log"), &mut procs)?
             }
             Kind::Stunnel => {
@@ -264,7 +278,7 @@ impl Running {
                 cmd.arg("s_server")
                     .args(["-accept", &format!("127.0.0.1:{port}")])
                     .args(["-nocert", "-tls1_2", "-quiet", "-serverpref"])
-                    .args(["-psk", &keys.psk_hex, "-psk_identity", NAME])
+                    .args(["-psk", &keys.psk_hex, "-psk_identity", &keys.psk_identity])
                     .args(["-cipher", &format!("{ECDHE}:{DHE}")])
                     .args(["-groups", cmdchan_common::tls::GROUPS])
                     .arg("-dhparam")

@@ -12,27 +12,25 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_openssl::SslStream;
 
-use cmdchan_common::keyfile::read_private;
-use cmdchan_common::keys::MasterKey;
-use cmdchan_common::tls;
+use cmdchan_common::{tls, zonekey};
 
 /// Read buffer of one echo connection.
 const BUF: usize = 4096;
 
 #[derive(Debug, clap::Args)]
 pub struct CeilingOpts {
-    /// Master key file: the ceiling derives each client's PSK as cmdchan-server does.
-    #[arg(long)]
-    pub master: PathBuf,
+    /// Zone key file: the ceiling opens identities and derives PSKs as cmdchan-server
+    /// does.
+    #[arg(long = "zone-key")]
+    pub zone_key: PathBuf,
 }
 
 /// The ceiling: cmdchan's TLS context (same suites, groups, DH parameters, options and
 /// PSK callback) in front of an echo loop.
 pub fn ceiling(opts: CeilingOpts) -> anyhow::Result<()> {
-    let text = read_private("master key", &opts.master)?;
-    let master = MasterKey::from_hex(&text).context("reading the master key")?;
+    let key = zonekey::load(&opts.zone_key).context("reading the zone key")?;
     let ctx = Arc::new(tls::server_context(
-        master,
+        vec![key],
         tls::FFDHE3072_PEM,
         true,
         |_| None,

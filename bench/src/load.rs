@@ -111,15 +111,16 @@ pub fn main(opts: LoadOpts) -> anyhow::Result<()> {
 }
 
 async fn run(opts: LoadOpts) -> anyhow::Result<Outcome> {
-    let cred = Credential::load(&opts.cred).context("loading the credential")?;
-    let mut ctx = tls::client_builder(&cred.identity(), &cred.psk)?;
+    let cred = Arc::new(Credential::load(&opts.cred).context("loading the credential")?);
+    let (mut ctx, _) = tls::client_builder(Arc::clone(&cred))?;
     if let Some(cipher) = &opts.cipher {
         ctx.set_cipher_list(cipher)?;
     }
+    let (_, entry) = cred.entry(None)?;
     let load = Arc::new(Load {
         ctx: ctx.build(),
         addr: opts.addr,
-        target: cred
+        target: entry
             .grant
             .servers
             .first()
@@ -141,7 +142,7 @@ async fn run(opts: LoadOpts) -> anyhow::Result<Outcome> {
 struct Load {
     ctx: SslContext,
     addr: SocketAddr,
-    cred: Credential,
+    cred: Arc<Credential>,
     target: Ident,
     speak: Speak,
     depth: usize,
@@ -406,14 +407,19 @@ const ID_POOL: usize = 4096;
 
 impl Pinger {
     fn new(cred: &Credential, target: &Ident) -> Self {
+        // The bench's credential has one zone (checked when the load started).
+        let (grant, tag) = cred
+            .entry(None)
+            .map(|(_, e)| (e.grant.clone(), e.tag))
+            .unwrap_or_else(|_| unreachable!("the load checked the credential's zone"));
         Self {
             template: Request {
                 counter: 0,
                 id: [0; 16],
                 issued_at: 0,
                 target: target.clone(),
-                grant: cred.grant.clone(),
-                tag: cred.tag,
+                grant,
+                tag,
                 command: "ping".into(),
                 args: Vec::new(),
                 params: Vec::new(),

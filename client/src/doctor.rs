@@ -30,15 +30,14 @@ pub async fn run(
             )
         }
     };
-    ok(&format!(
-        "credential {} for {} (role {}, epoch {}), file mode 0600",
-        cred.identity(),
-        cred.name,
-        cred.grant.role,
-        cred.grant.epoch
-    ));
-    if let Some(exit) = check_expiry(cred.grant.expires) {
-        return exit;
+    for (zone, entry) in &cred.zones {
+        ok(&format!(
+            "credential of {} for zone {zone} (generation {}, role {}, epoch {}), file mode 0600",
+            cred.name, entry.generation, entry.grant.role, entry.grant.epoch
+        ));
+        if let Some(exit) = check_expiry(entry.grant.expires) {
+            return exit;
+        }
     }
     let Some(addr) = server.map(str::to_owned).or_else(|| cred.address.clone()) else {
         return fail(Exit::Usage, "no server address", "pass --server HOST:PORT");
@@ -104,11 +103,12 @@ fn connect_failed(addr: &str, e: &Error) -> Exit {
         Error::Timeout(_) => "the server did not answer in time: check the network, or the server may be penalizing this address".to_owned(),
         Error::RefusedBeforeTls { .. } => "the server turned this machine's address away before TLS: check its `allow` list, whether this address is serving a penalty (repeated failed handshakes or refusals; it lifts after penalty_base, doubling), and its connection limits; its log has a line \"connection refused before TLS\" that says which".to_owned(),
         Error::NotTls { .. } => "something other than a TLS server answers there (an SSH or HTTP server?): check the port".to_owned(),
-        Error::Handshake { .. } => "either the server does not know this name, or the key differs (another master key, \
-             another epoch, or a revoked key); the server does not say which, on purpose. On the server, \
-             run: cmdchan-server admin inspect THIS-FILE --master ITS-MASTER-KEY, and read its log for this \
-             address: it says unknown identity, key mismatch or revoked"
+        Error::Handshake { .. } => "either the server does not know this name, or the key differs (another root or zone \
+             key generation, another epoch, or a revoked key); the server does not say which, on purpose. On the \
+             server, run: cmdchan-server admin inspect THIS-FILE --zone-key ITS-ZONE-KEY, and read its log for \
+             this address: it says unknown identity, key mismatch or revoked"
             .to_owned(),
+        Error::NoZone(_) => "the server's zone is not in this credential: ask the admin to provision it with --zone for that zone".to_owned(),
         _ => format!("reaching {addr} failed"),
     };
     fail(Exit::of(e), &e.to_string(), &hint)

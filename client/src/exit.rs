@@ -46,6 +46,7 @@ impl Exit {
     pub fn of(error: &Error) -> Exit {
         match error {
             Error::NoAddress | Error::NoTarget(_) => Exit::Usage,
+            Error::NoZone(_) => Exit::Config,
             Error::Connect { .. }
             | Error::Handshake { .. }
             | Error::RefusedBeforeTls { .. }
@@ -61,7 +62,7 @@ impl Exit {
 
     /// The client's own error codes, beside the server's (1–35), for `--json`: a name
     /// and a number in 100–199, so every failure has both.
-    pub const LOCAL_CODES: [(&'static str, u16); 11] = [
+    pub const LOCAL_CODES: [(&'static str, u16); 12] = [
         ("usage", 100),
         ("credential", 101),
         ("no address", 102),
@@ -73,6 +74,7 @@ impl Exit {
         ("tls setup", 108),
         ("refused before tls", 109),
         ("not tls", 110),
+        ("no zone key", 111),
     ];
 
     /// The number of one of [`Exit::LOCAL_CODES`].
@@ -87,6 +89,7 @@ impl Exit {
     pub fn local_code(error: &Error) -> (&'static str, u16) {
         let name = match error {
             Error::NoAddress | Error::NoTarget(_) => "no address",
+            Error::NoZone(_) => "no zone key",
             Error::Connect { .. } => "cannot connect",
             Error::Handshake { .. } => "handshake failed",
             Error::RefusedBeforeTls { .. } => "refused before tls",

@@ -17,6 +17,7 @@
 
 use std::io;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
@@ -28,14 +29,15 @@ use tokio::time::timeout;
 use tokio_openssl::SslStream;
 use tokio_util::codec::Framed;
 
-pub use cmdchan_common::credential::Credential;
+pub use cmdchan_common::credential::{Credential, ZoneEntry};
 pub use cmdchan_common::ident::Ident;
 pub use cmdchan_common::protocol::{
-    Body, CommandInfo, ErrorCode, ExitInfo, Failure, Output, Param, ParamInfo, ParamKind, Reply,
-    Request, Response, Stream, Whoami,
+    Body, CommandInfo, ErrorCode, ExitInfo, Failure, Grant, Output, Param, ParamInfo, ParamKind,
+    Reply, Request, Response, Stream, Whoami,
 };
 
 use cmdchan_common::frame::{FrameError, MsgCodec, DEFAULT_MAX_FRAME};
+use cmdchan_common::tls::ZoneChoice;
 use cmdchan_common::{time, tls};
 
 /// How to reach the server.
@@ -78,6 +80,8 @@ pub enum Error {
     NoAddress,
     #[error("cannot tell which server ID {0:?} is: pass --server-id ID")]
     NoTarget(String),
+    #[error("{0}")]
+    NoZone(String),
     #[error("cannot connect to {addr}: {source}")]
     Connect { addr: String, source: io::Error },
     #[error("TLS handshake with {addr} failed: {detail}. The server refused this credential's key (the name is unknown to it, the key or master key differs, or the epoch is wrong), or it offers no TLS 1.2 (EC)DHE-PSK suite; the server's log says which")]
@@ -117,17 +121,21 @@ impl Error {
 #[derive(Debug)]
 pub struct Client {
     channel: Channel,
-    cred: Credential,
+    cred: Arc<Credential>,
+    /// The zone the server named, whose entry of the credential this client speaks for.
+    zone: Ident,
     target: Ident,
     next_counter: u64,
     /// What reconnecting needs.
     addr: String,
     ctx: SslContext,
+    choice: ZoneChoice,
     opts: Options,
 }
 
 impl Client {
-    /// Connects to `addr` (or the credential's address) and completes the TLS-PSK handshake.
+    /// Connects to `addr` (or the credential's address) and completes the TLS-PSK
+    /// handshake with the entry of the zone the server names.
     pub async fn connect(
         cred: Credential,
         addr: Option<&str>,
@@ -137,18 +145,38 @@ impl Client {
             .or(cred.address.as_deref())
             .ok_or(Error::NoAddress)?
             .to_owned();
-        let target = target(&cred, &addr, opts.target.clone())?;
-        let ctx = tls::client_context(&cred.identity(), &cred.psk)?;
-        let channel = open(&ctx, &addr, &opts).await?;
+        let cred = Arc::new(cred);
+        let (builder, choice) = tls::client_builder(Arc::clone(&cred))?;
+        let ctx = builder.build();
+        let channel = open(&ctx, &addr, &opts)
+            .await
+            .map_err(|e| zone_error(&choice).unwrap_or(e))?;
+        let zone = match choice.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            Some(Ok(zone)) => zone,
+            Some(Err(e)) => return Err(Error::NoZone(e.to_string())),
+            None => return Err(Error::Protocol("the handshake chose no zone".into())),
+        };
+        let entry = cred
+            .zones
+            .get(&zone)
+            .ok_or_else(|| Error::NoZone(zone.to_string()))?;
+        let target = target(&entry.grant, &addr, opts.target.clone())?;
         Ok(Self {
             channel,
             cred,
+            zone,
             target,
             next_counter: 1,
             addr,
             ctx,
+            choice,
             opts,
         })
+    }
+
+    /// The zone this client speaks in (the server's).
+    pub fn zone(&self) -> &Ident {
+        &self.zone
     }
 
     /// Like [`Client::run`], but if the connection is lost before the answer, connects
@@ -181,7 +209,9 @@ impl Client {
 
     /// Replaces the connection with a new one; its counter starts again at 1.
     pub async fn reconnect(&mut self) -> Result<(), Error> {
-        self.channel = open(&self.ctx, &self.addr, &self.opts).await?;
+        self.channel = open(&self.ctx, &self.addr, &self.opts)
+            .await
+            .map_err(|e| zone_error(&self.choice).unwrap_or(e))?;
         self.next_counter = 1;
         Ok(())
     }
@@ -214,13 +244,17 @@ impl Client {
         openssl::rand::rand_bytes(&mut id)?;
         let counter = self.next_counter;
         self.next_counter += 1;
+        let (grant, tag) = match self.cred.zones.get(&self.zone) {
+            Some(entry) => (entry.grant.clone(), entry.tag),
+            None => return Err(Error::NoZone(self.zone.to_string())),
+        };
         Ok(Request {
             counter,
             id,
             issued_at: time::now(),
             target: self.target.clone(),
-            grant: self.cred.grant.clone(),
-            tag: self.cred.tag,
+            grant,
+            tag,
             command: command.to_owned(),
             args: args.to_vec(),
             params: Vec::new(),
@@ -335,12 +369,20 @@ fn frame_error(e: FrameError) -> Error {
     }
 }
 
+/// The handshake failed because the credential has no key for the server's zone.
+fn zone_error(choice: &ZoneChoice) -> Option<Error> {
+    match choice.lock().unwrap_or_else(|p| p.into_inner()).take() {
+        Some(Err(e)) => Some(Error::NoZone(e.to_string())),
+        _ => None,
+    }
+}
+
 /// Picks the server ID to address (see [`Options::target`]).
-fn target(cred: &Credential, addr: &str, explicit: Option<Ident>) -> Result<Ident, Error> {
+fn target(grant: &Grant, addr: &str, explicit: Option<Ident>) -> Result<Ident, Error> {
     if let Some(id) = explicit {
         return Ok(id);
     }
-    if let [only] = cred.grant.servers.as_slice() {
+    if let [only] = grant.servers.as_slice() {
         return Ok(only.clone());
     }
     let host = addr.rsplit_once(':').map_or(addr, |(host, _port)| host);

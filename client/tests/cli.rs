@@ -16,10 +16,11 @@ fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
-const CRED: &str =
-    "name = \"alice\"\nrole = \"ops\"\nepoch = 0\nservers = []\naddress = \"127.0.0.1:1\"\n\
+const CRED: &str = "name = \"alice\"\naddress = \"127.0.0.1:1\"\n[zones.test]\ngeneration = 1\n\
+role = \"ops\"\nepoch = 0\nservers = []\n\
 tag = \"0000000000000000000000000000000000000000000000000000000000000000\"\n\
-psk = \"5ec7e75ec7e75ec7e75ec7e75ec7e75ec7e75ec7e75ec7e75ec7e75ec7e75ec7\"\n";
+psk = \"5ec7e75ec7e75ec7e75ec7e75ec7e75ec7e75ec7e75ec7e75ec7e75ec7e75ec7\"\n\
+identity_key = \"1111111111111111111111111111111111111111111111111111111111111111\"\n";
 
 fn write_cred(dir: &tempfile::TempDir, body: &str, mode: u32) -> String {
     let path = dir.path().join("c.cred");

@@ -259,11 +259,11 @@ mod tests {
     #[test]
     fn other_versions_empty_frames_and_garbage_are_refused() {
         let mut codec = Codec::new(64);
-        let mut v2 = BytesMut::from(&[0u8, 0, 0, 2, 2, 0][..]);
-        assert!(matches!(codec.decode(&mut v2), Err(FrameError::Version(2))));
+        let mut v1 = BytesMut::from(&[0u8, 0, 0, 2, 1, 0][..]);
+        assert!(matches!(codec.decode(&mut v1), Err(FrameError::Version(1))));
         let mut empty = BytesMut::from(&[0u8, 0, 0, 0][..]);
         assert!(matches!(codec.decode(&mut empty), Err(FrameError::Empty)));
-        let mut junk = BytesMut::from(&[0u8, 0, 0, 3, 1, 0xff, 0xff][..]);
+        let mut junk = BytesMut::from(&[0u8, 0, 0, 3, 2, 0xff, 0xff][..]);
         assert!(matches!(
             codec.decode(&mut junk),
             Err(FrameError::Malformed(_))
@@ -292,7 +292,7 @@ mod tests {
             servers,
         };
         let id: [u8; 16] = std::array::from_fn(|i| i as u8);
-        let tag = crate::keys::tests::vector_master()
+        let tag = crate::keys::tests::vector_zone()
             .tag_key()
             .sign(&ident("alice"), &grant);
         let args = vec!["hi".to_owned(), "ü".to_owned()];
@@ -312,8 +312,8 @@ mod tests {
         };
         assert_eq!(
             frame_hex(&request),
-            "0000006a0101000102030405060708090a0b0c0d0e0ff6b0ef860703646231086f70657261746f72070180b1ef86070203646231\
-             03646232bd469c35ddff8b644ac39ce955696ad6b10973031880fb1cd4e7928fdc595c53046563686f0202686902c3bc01056c696e6573023130"
+            "0000006a0201000102030405060708090a0b0c0d0e0ff6b0ef860703646231086f70657261746f72070180b1ef86070203646231\
+             036462320b88f747797b56dcb0fc125170581bc8a825415bc371b601c97cf0fcf221224a046563686f0202686902c3bc01056c696e6573023130"
         );
         let response = |body| Response {
             counter: 1,
@@ -322,12 +322,12 @@ mod tests {
         };
         assert_eq!(
             frame_hex(&response(Body::Ok(Reply::Echo(args)))),
-            "0000001b0101000102030405060708090a0b0c0d0e0f00020202686902c3bc"
+            "0000001b0201000102030405060708090a0b0c0d0e0f00020202686902c3bc"
         );
         let failure = Failure::new(ErrorCode::Replay, "this command ID was already used");
         assert_eq!(
             frame_hex(&response(Body::Err(failure))),
-            "000000360101000102030405060708090a0b0c0d0e0f0110207468697320636f6d6d616e642049442077617320616c7265616479207573656400"
+            "000000360201000102030405060708090a0b0c0d0e0f0110207468697320636f6d6d616e642049442077617320616c7265616479207573656400"
         );
         let output = Output {
             stream: Stream::Stderr,
@@ -335,7 +335,7 @@ mod tests {
         };
         assert_eq!(
             frame_hex(&response(Body::Output(output))),
-            "0000001a0101000102030405060708090a0b0c0d0e0f0201056f6f70730a"
+            "0000001a0201000102030405060708090a0b0c0d0e0f0201056f6f70730a"
         );
         let exit = ExitInfo {
             code: Some(-1),
@@ -346,7 +346,7 @@ mod tests {
         };
         assert_eq!(
             frame_hex(&response(Body::Ok(Reply::Exit(exit)))),
-            "0000001d0101000102030405060708090a0b0c0d0e0f000401010000dc0bac0201"
+            "0000001d0201000102030405060708090a0b0c0d0e0f000401010000dc0bac0201"
         );
     }
 

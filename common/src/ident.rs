@@ -119,10 +119,9 @@ pub fn printable_str(s: &str) -> std::borrow::Cow<'_, str> {
     }
 }
 
-/// The TLS-PSK identity: the client name, and the key epoch when it is not 0.
-///
-/// Written `NAME` for epoch 0 and `NAME#EPOCH` otherwise, so standard tools can use the
-/// bare name for a first key while a re-keyed client still names the key it holds.
+/// Who a PSK identity names: the client and its key epoch. On the wire it is sealed
+/// (see `sealed`); the server's logs write it `NAME` for epoch 0 and `NAME#EPOCH`
+/// otherwise.
 #[derive(Clone, PartialEq, Eq, Hash)]
 pub struct PskIdentity {
     pub name: Ident,
@@ -138,6 +137,12 @@ pub enum IdentityError {
     Name(IdentError),
     #[error("epoch is not in canonical decimal form")]
     Epoch,
+    #[error("is not a sealed cmdchan identity")]
+    NotSealed,
+    #[error("is for a key generation this server does not hold")]
+    UnknownGeneration,
+    #[error("does not open with this zone's identity key (another zone, or tampered with)")]
+    Unsealed,
 }
 
 impl PskIdentity {

@@ -49,7 +49,8 @@ pub enum KeyFileError {
 
 fn hint(what: &str) -> &'static str {
     match what {
-        "master key" => "; create one with: cmdchan-server admin init --master PATH",
+        "root key" => "; create one with: cmdchan-server admin init --root PATH",
+        "zone key" => "; make one on the admin machine with: cmdchan-server admin zone-key --root ROOT --zone ZONE --out PATH",
         "credential" => "; create one with: cmdchan-server admin provision",
         _ => "",
     }
@@ -219,7 +220,7 @@ mod tests {
 
     #[test]
     fn a_missing_file_says_how_to_make_one() {
-        let err = read_private("master key", Path::new("/nonexistent/k")).expect_err("missing");
-        assert!(err.to_string().contains("admin init"), "{err}");
+        let err = read_private("root key", Path::new("/nonexistent/k")).expect_err("missing");
+        assert!(err.to_string().contains("admin init --root"), "{err}");
     }
 }

@@ -1,11 +1,19 @@
-//! The key hierarchy: the master key and the keys HKDF derives from it under distinct labels.
+//! The key hierarchy: the root key (kept by the admin, off the servers), a zone key per
+//! zone and generation (the only key a server holds), and the keys HKDF derives from a
+//! zone key under distinct labels.
 //!
 //! ```text
-//! PRK      = HKDF-Extract(salt = "cmdchan/v1", IKM = master)
-//! psk      = HKDF-Expand(PRK, bytes("cmdchan/v1/psk") || bytes(name) || u64(epoch), 32)
-//! tag key  = HKDF-Expand(PRK, bytes("cmdchan/v1/tag-key"), 32)
+//! zone key      = HKDF-Expand(HKDF-Extract("cmdchan/v2", root),
+//!                             bytes("cmdchan/v2/zone") || bytes(ZONE) || u64(GENERATION), 32)
+//! PRK_z         = HKDF-Extract(salt = "cmdchan/v2", IKM = zone key)
+//! psk           = HKDF-Expand(PRK_z, bytes("cmdchan/v2/psk") || bytes(ZONE) || bytes(NAME) || u64(EPOCH), 32)
+//! tag key       = HKDF-Expand(PRK_z, bytes("cmdchan/v2/tag-key") || bytes(ZONE), 32)
+//! identity key  = HKDF-Expand(PRK_z, bytes("cmdchan/v2/identity") || bytes(ZONE), 32)
+//! audit key     = HKDF-Expand(PRK_z, bytes("cmdchan/v2/audit-chain") || bytes(ZONE), 32)
 //! ```
-//! The master key is never used for anything but HKDF-Extract.
+//! HKDF-Expand cannot be inverted, so a zone key gives nothing about the root or about
+//! another zone's keys: a server exposes its zone, never the fleet. Keys are used only
+//! as HKDF input, never for two purposes.
 
 use std::fmt;
 
@@ -14,29 +22,33 @@ use sha2::Sha256;
 use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
 use crate::encode::Canonical;
-use crate::ident::PskIdentity;
+use crate::ident::{Ident, PskIdentity};
 
-/// Length of every derived key and of a freshly generated master key, in bytes.
+/// Length of every key, in bytes.
 pub const KEY_LEN: usize = 32;
 
-/// HKDF salt for the extract step.
-const SALT: &[u8] = b"cmdchan/v1";
+/// HKDF salt for both extract steps.
+const SALT: &[u8] = b"cmdchan/v2";
 
 /// The purposes a key is derived for; each maps to its own label, so no two purposes can
 /// ever share key material.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Label {
+    Zone,
     Psk,
     TagKey,
+    Identity,
     AuditKey,
 }
 
 impl Label {
     pub fn as_bytes(self) -> &'static [u8] {
         match self {
-            Label::Psk => b"cmdchan/v1/psk",
-            Label::TagKey => b"cmdchan/v1/tag-key",
-            Label::AuditKey => b"cmdchan/v1/audit-chain",
+            Label::Zone => b"cmdchan/v2/zone",
+            Label::Psk => b"cmdchan/v2/psk",
+            Label::TagKey => b"cmdchan/v2/tag-key",
+            Label::Identity => b"cmdchan/v2/identity",
+            Label::AuditKey => b"cmdchan/v2/audit-chain",
         }
     }
 }
@@ -52,12 +64,12 @@ pub enum KeyError {
     WrongLength(usize),
 }
 
-/// The server's master key: at least 256 bits, zeroized on drop, never printed, never
-/// copied.
+/// The root key: at least 256 bits, kept by the admin off every server. Zeroized on
+/// drop, never printed, never copied.
 #[derive(Zeroize, ZeroizeOnDrop)]
-pub struct MasterKey(Vec<u8>);
+pub struct RootKey(Vec<u8>);
 
-impl MasterKey {
+impl RootKey {
     /// Draws a new key from OpenSSL's CSPRNG.
     pub fn generate() -> Result<Self, openssl::error::ErrorStack> {
         let mut key = vec![0u8; KEY_LEN];
@@ -79,39 +91,108 @@ impl MasterKey {
         Zeroizing::new(hex::encode(&self.0))
     }
 
-    /// The PSK of one client key: `HKDF-Expand(PRK, bytes(label) || bytes(name) || u64(epoch))`.
+    /// `zone key = HKDF-Expand(PRK_root, bytes(label) || bytes(ZONE) || u64(GENERATION))`
+    pub fn zone_key(&self, zone: &Ident, generation: u64) -> ZoneKey {
+        let info = Canonical::new()
+            .bytes(Label::Zone.as_bytes())
+            .bytes(zone.as_str().as_bytes())
+            .u64(generation)
+            .finish();
+        let mut key = [0u8; KEY_LEN];
+        // 32 bytes is far below HKDF-SHA256's limit of 255 * 32, so expand cannot fail.
+        let _ = Hkdf::<Sha256>::new(Some(SALT), &self.0).expand(&info, &mut key);
+        ZoneKey::new(zone.clone(), generation, key)
+    }
+}
+
+impl fmt::Debug for RootKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("RootKey(<secret>)")
+    }
+}
+
+/// One generation of one zone's key: what a server of the zone holds. The HKDF extract
+/// is done once, when it is made, not per handshake.
+#[derive(ZeroizeOnDrop)]
+pub struct ZoneKey {
+    #[zeroize(skip)]
+    pub zone: Ident,
+    #[zeroize(skip)]
+    pub generation: u64,
+    key: [u8; KEY_LEN],
+    prk: [u8; KEY_LEN],
+}
+
+impl ZoneKey {
+    pub fn new(zone: Ident, generation: u64, key: [u8; KEY_LEN]) -> Self {
+        let (prk, _) = Hkdf::<Sha256>::extract(Some(SALT), &key);
+        Self {
+            zone,
+            generation,
+            key,
+            prk: prk.into(),
+        }
+    }
+
+    /// The one deliberate way to see the key: as hex, for writing the key file.
+    pub fn to_hex(&self) -> Zeroizing<String> {
+        Zeroizing::new(hex::encode(self.key))
+    }
+
+    /// `psk = HKDF-Expand(PRK_z, bytes(label) || bytes(ZONE) || bytes(NAME) || u64(EPOCH))`
     pub fn psk(&self, identity: &PskIdentity) -> Psk {
         let info = Canonical::new()
             .bytes(Label::Psk.as_bytes())
+            .bytes(self.zone.as_str().as_bytes())
             .bytes(identity.name.as_str().as_bytes())
             .u64(identity.epoch)
             .finish();
         Psk(self.expand(&info))
     }
 
-    /// The key that signs key-use tags: `HKDF-Expand(PRK, bytes(label))`.
+    /// The key that signs this zone's key-use tags.
     pub fn tag_key(&self) -> TagKey {
-        let info = Canonical::new().bytes(Label::TagKey.as_bytes()).finish();
-        TagKey(self.expand(&info))
+        TagKey {
+            key: self.expand(&self.labelled(Label::TagKey)),
+            zone: self.zone.clone(),
+        }
     }
 
-    /// The key of the audit file's chain: `HKDF-Expand(PRK, bytes(label))`.
+    /// The key that hides client names in this zone's PSK identities.
+    pub fn identity_key(&self) -> IdentityKey {
+        IdentityKey(self.expand(&self.labelled(Label::Identity)))
+    }
+
+    /// The key of the audit file's chain.
     pub fn audit_key(&self) -> AuditKey {
-        let info = Canonical::new().bytes(Label::AuditKey.as_bytes()).finish();
-        AuditKey(self.expand(&info))
+        AuditKey(self.expand(&self.labelled(Label::AuditKey)))
+    }
+
+    /// `bytes(label) || bytes(ZONE)`
+    fn labelled(&self, label: Label) -> Vec<u8> {
+        Canonical::new()
+            .bytes(label.as_bytes())
+            .bytes(self.zone.as_str().as_bytes())
+            .finish()
     }
 
     fn expand(&self, info: &[u8]) -> [u8; KEY_LEN] {
         let mut okm = [0u8; KEY_LEN];
-        // 32 bytes is far below HKDF-SHA256's limit of 255 * 32, so expand cannot fail.
-        let _ = Hkdf::<Sha256>::new(Some(SALT), &self.0).expand(info, &mut okm);
+        // The PRK is 32 bytes, and 32 bytes of output is within HKDF's limit.
+        if let Ok(hkdf) = Hkdf::<Sha256>::from_prk(&self.prk) {
+            let _ = hkdf.expand(info, &mut okm);
+        }
         okm
     }
 }
 
-impl fmt::Debug for MasterKey {
+impl fmt::Debug for ZoneKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("MasterKey(<secret>)")
+        write!(
+            f,
+            "ZoneKey({} generation {}, <secret>)",
+            self.zone, self.generation
+        )
     }
 }
 
@@ -121,10 +202,7 @@ pub struct Psk([u8; KEY_LEN]);
 
 impl Psk {
     pub fn from_hex(text: &str) -> Result<Self, KeyError> {
-        let bytes = Zeroizing::new(hex::decode(text.trim()).map_err(|_| KeyError::NotHex)?);
-        let key = <[u8; KEY_LEN]>::try_from(bytes.as_slice())
-            .map_err(|_| KeyError::WrongLength(bytes.len()))?;
-        Ok(Self(key))
+        Ok(Self(key_from_hex(text)?))
     }
 
     pub(crate) fn from_bytes(key: [u8; KEY_LEN]) -> Self {
@@ -152,6 +230,41 @@ impl fmt::Debug for Psk {
     }
 }
 
+/// The key that signs and verifies one zone's key-use tags (see `tag`).
+#[derive(ZeroizeOnDrop)]
+pub struct TagKey {
+    pub(crate) key: [u8; KEY_LEN],
+    #[zeroize(skip)]
+    pub(crate) zone: Ident,
+}
+
+impl fmt::Debug for TagKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "TagKey({}, <secret>)", self.zone)
+    }
+}
+
+/// The key that seals client names into PSK identities (see `sealed`). Every client of
+/// the zone holds it, so it hides names from the network, not from the zone.
+#[derive(Zeroize, ZeroizeOnDrop)]
+pub struct IdentityKey(pub(crate) [u8; KEY_LEN]);
+
+impl IdentityKey {
+    pub fn from_hex(text: &str) -> Result<Self, KeyError> {
+        Ok(Self(key_from_hex(text)?))
+    }
+
+    pub fn to_hex(&self) -> Zeroizing<String> {
+        Zeroizing::new(hex::encode(self.0))
+    }
+}
+
+impl fmt::Debug for IdentityKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("IdentityKey(<secret>)")
+    }
+}
+
 /// The key of the audit file's keyed chain (see the server's `audit::chain`).
 #[derive(Zeroize, ZeroizeOnDrop)]
 pub struct AuditKey([u8; KEY_LEN]);
@@ -173,86 +286,137 @@ impl fmt::Debug for AuditKey {
     }
 }
 
-/// The key that signs and verifies key-use tags (see `tag`).
-#[derive(Zeroize, ZeroizeOnDrop)]
-pub struct TagKey(pub(crate) [u8; KEY_LEN]);
-
-impl fmt::Debug for TagKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("TagKey(<secret>)")
-    }
+fn key_from_hex(text: &str) -> Result<[u8; KEY_LEN], KeyError> {
+    let bytes = Zeroizing::new(hex::decode(text.trim()).map_err(|_| KeyError::NotHex)?);
+    <[u8; KEY_LEN]>::try_from(bytes.as_slice()).map_err(|_| KeyError::WrongLength(bytes.len()))
 }
 
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::ident::Ident;
 
-    /// The master key of PROTOCOL.md's test vectors: bytes 0x00..=0x1f.
-    pub(crate) fn vector_master() -> MasterKey {
-        MasterKey((0u8..32).collect())
+    /// The root key of PROTOCOL.md's test vectors: bytes 0x00..=0x1f.
+    pub(crate) fn vector_root() -> RootKey {
+        RootKey((0u8..32).collect())
+    }
+
+    /// Zone `prod`, generation 1, of [`vector_root`].
+    pub(crate) fn vector_zone() -> ZoneKey {
+        vector_root().zone_key(&ident("prod"), 1)
+    }
+
+    fn ident(s: &str) -> Ident {
+        Ident::new(s).expect("valid")
     }
 
     fn identity(name: &str, epoch: u64) -> PskIdentity {
         PskIdentity {
-            name: Ident::new(name).expect("valid"),
+            name: ident(name),
             epoch,
         }
     }
 
     #[test]
-    fn psk_matches_protocol_md_vectors() {
-        let master = vector_master();
-        assert_eq!(
-            master.psk(&identity("alice", 0)).to_hex().as_str(),
-            "f3213eda35a708967d3a5a70b3f3150b89c8b5c2a0c1f729e0c18cbfc5d3b553"
-        );
-        assert_eq!(
-            master.psk(&identity("alice", 7)).to_hex().as_str(),
-            "4e03d2b01d4ada84ad2a7a4625363af89504a2bae0af66cc2afa58e7a5a2494a"
-        );
+    fn derivations_match_protocol_md_vectors() {
+        let zone = vector_zone();
+        let vectors = [
+            ("zone key", zone.to_hex().to_string()),
+            (
+                "psk(alice, 0)",
+                zone.psk(&identity("alice", 0)).to_hex().to_string(),
+            ),
+            (
+                "psk(alice, 7)",
+                zone.psk(&identity("alice", 7)).to_hex().to_string(),
+            ),
+            ("tag key", hex::encode(zone.tag_key().key)),
+            ("identity key", hex::encode(zone.identity_key().0)),
+            ("audit key", hex::encode(zone.audit_key().0)),
+        ];
+        let expected = [
+            (
+                "zone key",
+                "2e342530c6db8045795d0fe71a7f035986ee8c6a74866c866ea94b0d53a79b9d",
+            ),
+            (
+                "psk(alice, 0)",
+                "91f40113a6a2213d91ba20a67c3f2d0392e017a92da1dcfa99eeb519a0dbf6bd",
+            ),
+            (
+                "psk(alice, 7)",
+                "26f83d97eed2a8937940633f9e0118f95d53e1f255038c4d81cd605e1cf669bd",
+            ),
+            (
+                "tag key",
+                "30f113a0c471e5587ba2ad297fe828ac949a4866edf1937a6912d3293eeec64b",
+            ),
+            (
+                "identity key",
+                "cb0d3db9efcfe6402e6fc7517ec83a6f67403d66c007c2f06bfbce34eccb85f7",
+            ),
+            (
+                "audit key",
+                "52b2f352def384d33010d8b3e781832b878a0f01131aadde8cf07cee0586749b",
+            ),
+        ];
+        for ((what, got), (_, want)) in vectors.iter().zip(expected) {
+            assert_eq!(got, want, "{what}");
+        }
+    }
+
+    /// The attack a compromised server of zone A would try: derive zone B's keys from
+    /// what it holds. Nothing it can compute matches.
+    #[test]
+    fn nothing_derived_from_one_zone_matches_another_zones_keys() {
+        let root = vector_root();
+        let a = root.zone_key(&ident("a"), 1);
+        let b = root.zone_key(&ident("b"), 1);
+        let alice = identity("alice", 0);
+        assert!(!a.psk(&alice).ct_eq(&b.psk(&alice)));
+        // Zone A's key under zone B's name: still not B's (the name is in the label,
+        // the key is A's).
+        let forged = ZoneKey::new(ident("b"), 1, a.key);
+        assert!(!forged.psk(&alice).ct_eq(&b.psk(&alice)));
+        assert_ne!(forged.tag_key().key, b.tag_key().key);
+        assert_ne!(forged.identity_key().0, b.identity_key().0);
+        assert_ne!(a.key, b.key);
+        // Generations differ too.
+        assert_ne!(root.zone_key(&ident("a"), 2).key, a.key);
     }
 
     #[test]
-    fn tag_key_matches_protocol_md_vector() {
-        assert_eq!(
-            hex::encode(vector_master().tag_key().0),
-            "6fd14567313c0abbeb468905f323577dc0fdd790add7d545a0df3a1b308737c2"
-        );
+    fn psks_differ_by_name_and_epoch_and_from_the_other_keys() {
+        let z = vector_zone();
+        let a0 = z.psk(&identity("alice", 0));
+        assert!(!a0.ct_eq(&z.psk(&identity("alice", 1))));
+        assert!(!a0.ct_eq(&z.psk(&identity("alicf", 0))));
+        assert!(a0.ct_eq(&z.psk(&identity("alice", 0))));
+        assert_ne!(a0.expose(), &z.tag_key().key);
+        assert_ne!(z.tag_key().key, z.identity_key().0);
     }
 
     #[test]
-    fn audit_key_matches_protocol_md_vector() {
+    fn short_or_malformed_root_keys_are_refused() {
         assert_eq!(
-            hex::encode(vector_master().audit_key().0),
-            "84a46eaad8abe71cf5e2980c5196f93be7ae14514e451fe71e34bdedb1679cfc"
-        );
-    }
-
-    #[test]
-    fn psks_differ_by_name_and_epoch_and_from_the_tag_key() {
-        let m = vector_master();
-        let a0 = m.psk(&identity("alice", 0));
-        assert!(!a0.ct_eq(&m.psk(&identity("alice", 1))));
-        assert!(!a0.ct_eq(&m.psk(&identity("alicf", 0))));
-        assert!(a0.ct_eq(&m.psk(&identity("alice", 0))));
-        assert_ne!(a0.expose(), &m.tag_key().0);
-    }
-
-    #[test]
-    fn short_or_malformed_master_keys_are_refused() {
-        assert_eq!(
-            MasterKey::from_hex(&"ab".repeat(31)).err(),
+            RootKey::from_hex(&"ab".repeat(31)).err(),
             Some(KeyError::TooShort(31))
         );
-        assert_eq!(MasterKey::from_hex("zz").err(), Some(KeyError::NotHex));
-        assert!(MasterKey::from_hex(&format!("{}\n", "ab".repeat(32))).is_ok());
+        assert_eq!(RootKey::from_hex("zz").err(), Some(KeyError::NotHex));
+        assert!(RootKey::from_hex(&format!("{}\n", "ab".repeat(32))).is_ok());
     }
 
     #[test]
     fn debug_output_hides_secrets() {
-        let m = vector_master();
-        let shown = format!("{m:?} {:?} {:?}", m.psk(&identity("a", 0)), m.tag_key());
-        assert_eq!(shown, "MasterKey(<secret>) Psk(<secret>) TagKey(<secret>)");
+        let z = vector_zone();
+        let shown = format!(
+            "{:?} {z:?} {:?} {:?}",
+            vector_root(),
+            z.psk(&identity("a", 0)),
+            z.tag_key()
+        );
+        assert_eq!(
+            shown,
+            "RootKey(<secret>) ZoneKey(prod generation 1, <secret>) Psk(<secret>) TagKey(prod, <secret>)"
+        );
     }
 }

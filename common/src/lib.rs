@@ -11,6 +11,8 @@ pub mod ident;
 pub mod keyfile;
 pub mod keys;
 pub mod protocol;
+pub mod sealed;
 pub mod tag;
 pub mod time;
 pub mod tls;
+pub mod zonekey;

@@ -10,10 +10,10 @@ use serde::{Deserialize, Serialize};
 use crate::ident::Ident;
 
 /// The protocol version this build speaks; the first byte of every frame's payload.
-pub const VERSION: u8 = 1;
+pub const VERSION: u8 = 2;
 
 /// What `--version` prints after the program name: the release and the protocol.
-pub const VERSION_LINE: &str = concat!(env!("CARGO_PKG_VERSION"), " (protocol 1)");
+pub const VERSION_LINE: &str = concat!(env!("CARGO_PKG_VERSION"), " (protocol 2)");
 
 /// A command ID: 128 random bits chosen by the client, unique per command.
 pub type CommandId = [u8; 16];

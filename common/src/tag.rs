@@ -1,9 +1,11 @@
 //! Key-use tags: the HMAC that binds a client's name to what it was granted.
 //!
 //! ```text
-//! tag = HMAC-SHA256(tag key, bytes("cmdchan/v1/grant") || bytes(name) || bytes(role)
-//!                            || u64(epoch) || opt(expires) || list(servers))
+//! tag = HMAC-SHA256(tag key, bytes("cmdchan/v2/grant") || bytes(zone) || bytes(name)
+//!                            || bytes(role) || u64(epoch) || opt(expires) || list(servers))
 //! ```
+//! The tag key is the zone's, and the zone is in the signed bytes too: a grant of one
+//! zone is never valid in another.
 //! The server recomputes the tag with the name from the TLS handshake, never one from the
 //! message, so a client cannot borrow another client's tag or widen its own grant.
 
@@ -16,7 +18,7 @@ use crate::keys::TagKey;
 use crate::protocol::Grant;
 
 /// Domain label for the grant encoding.
-const GRANT_LABEL: &[u8] = b"cmdchan/v1/grant";
+const GRANT_LABEL: &[u8] = b"cmdchan/v2/grant";
 
 impl TagKey {
     /// Signs `grant` for the client `name`.
@@ -31,17 +33,18 @@ impl TagKey {
 
     fn mac(&self, name: &Ident, grant: &Grant) -> Hmac<Sha256> {
         // HMAC accepts a key of any length, so this cannot fail.
-        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(&self.0)
+        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(&self.key)
             .unwrap_or_else(|_| unreachable!("HMAC takes any key length"));
-        mac.update(&grant_bytes(name, grant));
+        mac.update(&grant_bytes(&self.zone, name, grant));
         mac
     }
 }
 
 /// The canonical encoding signed by the tag (PROTOCOL.md §3.3).
-pub fn grant_bytes(name: &Ident, grant: &Grant) -> Vec<u8> {
+pub fn grant_bytes(zone: &Ident, name: &Ident, grant: &Grant) -> Vec<u8> {
     Canonical::new()
         .bytes(GRANT_LABEL)
+        .bytes(zone.as_str().as_bytes())
         .bytes(name.as_str().as_bytes())
         .bytes(grant.role.as_str().as_bytes())
         .u64(grant.epoch)
@@ -53,7 +56,7 @@ pub fn grant_bytes(name: &Ident, grant: &Grant) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::keys::tests::vector_master;
+    use crate::keys::tests::vector_zone;
 
     fn ident(s: &str) -> Ident {
         Ident::new(s).expect("valid")
@@ -70,16 +73,15 @@ mod tests {
 
     #[test]
     fn grant_bytes_and_tags_match_protocol_md_vectors() {
-        let key = vector_master().tag_key();
+        let key = vector_zone().tag_key();
         let alice = ident("alice");
         assert_eq!(
-            hex::encode(grant_bytes(&alice, &vector_grant())),
-            "00000010636d646368616e2f76312f6772616e7400000005616c696365000000086f70657261746f72\
-             0000000000000007010000000070dbd880000000020000000364623100000003646232"
+            hex::encode(grant_bytes(&ident("prod"), &alice, &vector_grant())),
+            "00000010636d646368616e2f76322f6772616e740000000470726f6400000005616c696365000000086f70657261746f720000000000000007010000000070dbd880000000020000000364623100000003646232"
         );
         assert_eq!(
             hex::encode(key.sign(&alice, &vector_grant())),
-            "bd469c35ddff8b644ac39ce955696ad6b10973031880fb1cd4e7928fdc595c53"
+            "0b88f747797b56dcb0fc125170581bc8a825415bc371b601c97cf0fcf221224a"
         );
         let plain = Grant {
             role: ident("operator"),
@@ -89,13 +91,13 @@ mod tests {
         };
         assert_eq!(
             hex::encode(key.sign(&alice, &plain)),
-            "b206f8e7ea3606e42f75da8376d38d14ff9b0ebe31bffe60814b5a476588f6cd"
+            "ef7665116093b84313dfeb9cecae0c341064f455d3f0ed7437272a1afea2c64e"
         );
     }
 
     #[test]
     fn a_tag_verifies_only_for_its_name_and_grant() {
-        let key = vector_master().tag_key();
+        let key = vector_zone().tag_key();
         let grant = vector_grant();
         let tag = key.sign(&ident("alice"), &grant);
         assert!(key.verify(&ident("alice"), &grant, &tag));
@@ -113,11 +115,12 @@ mod tests {
 
     #[test]
     fn moving_a_boundary_between_fields_changes_the_bytes() {
+        let zone = ident("prod");
         let mut grant = vector_grant();
         grant.role = ident("ce");
-        let a = grant_bytes(&ident("alice"), &grant);
+        let a = grant_bytes(&zone, &ident("alice"), &grant);
         grant.role = ident("alicee");
-        let b = grant_bytes(&ident("al"), &grant);
+        let b = grant_bytes(&zone, &ident("al"), &grant);
         assert_ne!(a, b);
     }
 }

@@ -17,8 +17,12 @@ use openssl::ssl::{
 use sha2::Sha256;
 use zeroize::Zeroizing;
 
-use crate::ident::{printable, IdentityError, PskIdentity};
-use crate::keys::{MasterKey, Psk, KEY_LEN};
+use std::sync::{Arc, Mutex};
+
+use crate::credential::{Credential, ZoneError};
+use crate::ident::{printable, Ident, IdentityError, PskIdentity};
+use crate::keys::{IdentityKey, Psk, ZoneKey, KEY_LEN};
+use crate::sealed;
 
 /// The only suites either side offers or accepts, server's preference first.
 pub const CIPHERS: &str = "ECDHE-PSK-CHACHA20-POLY1305:DHE-PSK-AES256-GCM-SHA384:\
@@ -39,24 +43,29 @@ pub const FFDHE3072_PEM: &[u8] = include_bytes!("ffdhe3072.pem");
 /// connection so the server can log why a handshake failed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Offered {
-    /// A well-formed identity; its key was derived. If the handshake then fails, the
-    /// client holds a different key.
-    Identity(PskIdentity),
+    /// A sealed identity that opened; its key was derived from the zone key of
+    /// `generation`. If the handshake then fails, the client holds a different key.
+    Identity {
+        identity: PskIdentity,
+        generation: u64,
+    },
     /// A valid identity the server refuses (revoked); a decoy key was used.
     Refused { identity: PskIdentity, why: String },
-    /// Not a valid identity; a decoy key was used so the client sees what a wrong key
-    /// gives. `shown` is the identity escaped and cut to 64 characters, safe to log.
+    /// Not an identity of this zone; a decoy key was used so the client sees what a
+    /// wrong key gives. `shown` is the identity escaped and cut to 64 characters.
     Invalid { shown: String, why: IdentityError },
 }
 
-/// Builds the server's context. Every valid identity gets the key derived from `master`;
-/// an invalid one, or one `refuse` names a reason for (a revoked key), gets a decoy key,
-/// so the client cannot tell any of them from a wrong key. `refuse` runs inside the
-/// handshake: it must be quick and must not block.
-/// With `dhe`, the DHE-PSK suites are accepted too (with the ffdhe3072 group in
-/// `dh_pem`); otherwise only ECDHE-PSK (see [`ECDHE_ONLY`]).
+/// Builds the server's context for one zone, with one or two generations of its key
+/// (rotation). The zone is named in the PSK identity hint. Every identity that opens
+/// under one of them gets the key derived from that generation; anything else, or an
+/// identity `refuse` names a reason for (a revoked key), gets a decoy key, so the
+/// client cannot tell any of them from a wrong key. `refuse` runs inside the handshake:
+/// it must be quick and must not block. With `dhe`, the DHE-PSK suites are accepted too
+/// (with the ffdhe3072 group in `dh_pem`); otherwise only ECDHE-PSK (see
+/// [`ECDHE_ONLY`]).
 pub fn server_context<F>(
-    master: MasterKey,
+    keys: Vec<ZoneKey>,
     dh_pem: &[u8],
     dhe: bool,
     refuse: F,
@@ -73,15 +82,31 @@ where
     } else {
         b.set_cipher_list(ECDHE_ONLY)?;
     }
+    if let Some(key) = keys.first() {
+        cmdchan_tls_hint::set_psk_identity_hint(&mut b, key.zone.as_str())?;
+    }
+    let keyring: Vec<(ZoneKey, IdentityKey)> = keys
+        .into_iter()
+        .map(|k| {
+            let identity = k.identity_key();
+            (k, identity)
+        })
+        .collect();
     let decoy = Decoy::new()?;
     let index = offered_index()?;
     b.set_psk_server_callback(move |ssl, identity, psk_out| {
         // A panic must not cross the C trampoline (it would abort the process).
         catch_unwind(AssertUnwindSafe(|| {
             let offered = identity.unwrap_or_default();
-            let (key, verdict) = match PskIdentity::parse(offered) {
-                Ok(id) => match refuse(&id) {
-                    None => (master.psk(&id), Offered::Identity(id)),
+            let (key, verdict) = match open(&keyring, offered) {
+                Ok((zone_key, id)) => match refuse(&id) {
+                    None => (
+                        zone_key.psk(&id),
+                        Offered::Identity {
+                            identity: id,
+                            generation: zone_key.generation,
+                        },
+                    ),
                     Some(why) => (decoy.psk(offered), Offered::Refused { identity: id, why }),
                 },
                 Err(why) => (
@@ -100,28 +125,81 @@ where
     Ok(b.build())
 }
 
-/// Builds a client's context for one identity and key.
-pub fn client_context(identity: &PskIdentity, psk: &Psk) -> Result<SslContext, ErrorStack> {
-    Ok(client_builder(identity, psk)?.build())
+/// Opens a sealed identity with the key of the generation it names.
+fn open<'k>(
+    keyring: &'k [(ZoneKey, IdentityKey)],
+    offered: &[u8],
+) -> Result<(&'k ZoneKey, PskIdentity), IdentityError> {
+    let generation = sealed::generation_of(offered).ok_or(IdentityError::NotSealed)?;
+    let (zone_key, identity_key) = keyring
+        .iter()
+        .find(|(k, _)| k.generation == generation)
+        .ok_or(IdentityError::UnknownGeneration)?;
+    let id = sealed::open(identity_key, &zone_key.zone, generation, offered)?;
+    Ok((zone_key, id))
 }
 
-/// The builder behind [`client_context`], for a caller that narrows it further (the
-/// benchmark offers one suite at a time).
-pub fn client_builder(identity: &PskIdentity, psk: &Psk) -> Result<SslContextBuilder, ErrorStack> {
+/// Which zone a client's handshake used, or why it had none (set by its PSK callback).
+pub type ZoneChoice = Arc<Mutex<Option<Result<Ident, ZoneError>>>>;
+
+/// Builds a client's context for `cred`: the server's identity hint picks the zone
+/// entry (a credential of one zone needs none), whose name and epoch are sealed afresh
+/// for every handshake. Which zone was used, or why none could be, lands in the
+/// returned [`ZoneChoice`]; a credential without the server's zone sends nothing.
+pub fn client_builder(
+    cred: Arc<Credential>,
+) -> Result<(SslContextBuilder, ZoneChoice), ErrorStack> {
     let mut b = SslContextBuilder::new(SslMethod::tls_client())?;
     harden(&mut b)?;
-    let mut name = identity.to_string().into_bytes();
-    name.push(0);
+    let choice: ZoneChoice = Arc::default();
+    let chosen = Arc::clone(&choice);
+    b.set_psk_client_callback(move |_ssl, hint, identity_out, psk_out| {
+        let hint = hint
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .filter(|h| !h.is_empty());
+        let (zone, entry) = match cred.entry(hint) {
+            Ok(found) => found,
+            Err(e) => {
+                *chosen.lock().unwrap_or_else(|p| p.into_inner()) = Some(Err(e));
+                return Ok(0);
+            }
+        };
+        let identity = sealed::seal(
+            &entry.identity_key,
+            zone,
+            entry.generation,
+            &cred.identity(entry),
+        );
+        *chosen.lock().unwrap_or_else(|p| p.into_inner()) = Some(Ok(zone.clone()));
+        write_identity(identity.as_bytes(), identity_out)?;
+        write_key(&entry.psk, psk_out)
+    });
+    Ok((b, choice))
+}
+
+/// A client's context for a fixed identity text and key (tests and tools that speak
+/// for a credential without choosing a zone: `admin psk` gives such a pair).
+pub fn fixed_client_builder(identity: &str, psk: &Psk) -> Result<SslContextBuilder, ErrorStack> {
+    let mut b = SslContextBuilder::new(SslMethod::tls_client())?;
+    harden(&mut b)?;
+    let identity = identity.as_bytes().to_vec();
     // The context outlives the caller's borrow: it keeps its own copy, wiped on drop.
     let psk = Psk::from_bytes(*psk.expose());
     b.set_psk_client_callback(move |_ssl, _hint, identity_out, psk_out| {
-        let Some(out) = identity_out.get_mut(..name.len()) else {
-            return Ok(0);
-        };
-        out.copy_from_slice(&name);
+        write_identity(&identity, identity_out)?;
         write_key(&psk, psk_out)
     });
     Ok(b)
+}
+
+/// Writes `identity` NUL-terminated; 0 (no key) if it does not fit.
+fn write_identity(identity: &[u8], out: &mut [u8]) -> Result<usize, ErrorStack> {
+    let Some(slot) = out.get_mut(..=identity.len()) else {
+        return Ok(0);
+    };
+    slot[..identity.len()].copy_from_slice(identity);
+    slot[identity.len()] = 0;
+    Ok(identity.len())
 }
 
 /// What the PSK callback decided for this connection, if it ran.
@@ -169,7 +247,7 @@ fn offered_index() -> Result<Index<Ssl, Offered>, ErrorStack> {
     Ok(*INDEX.get_or_init(|| index))
 }
 
-/// A per-process random secret for decoy keys. It is never derived from the master key,
+/// A per-process random secret for decoy keys. It is never derived from a zone key,
 /// so a decoy can never equal a real client's key.
 struct Decoy(Zeroizing<[u8; KEY_LEN]>);
 

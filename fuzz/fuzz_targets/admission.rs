@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use cmdchan_common::ident::{Ident, PskIdentity};
-use cmdchan_common::keys::MasterKey;
+use cmdchan_common::keys::ZoneKey;
 use cmdchan_common::protocol::Request;
 use cmdchan_server::admit::{check, Rules};
 use cmdchan_server::policy::Policy;
@@ -15,7 +15,7 @@ use tokio::sync::Semaphore;
 
 fuzz_target!(|data: &[u8]| {
     let Ok(req) = postcard::from_bytes::<Request>(data) else { return };
-    let master = MasterKey::from_hex(&"42".repeat(32)).expect("key");
+    let master = ZoneKey::new(Ident::new("test").expect("valid"), 1, [0x42; 32]);
     let tag_key = master.tag_key();
     let server = Ident::new("db1").expect("valid");
     let revocations = Revocations::default();

@@ -17,7 +17,7 @@ use tokio_util::codec::{Decoder, Encoder};
 
 use cmdchan_common::frame::{MsgCodec, DEFAULT_MAX_FRAME};
 use cmdchan_common::ident::{Ident, PskIdentity};
-use cmdchan_common::keys::MasterKey;
+use cmdchan_common::keys::ZoneKey;
 use cmdchan_common::protocol::{Grant, Request, Response};
 use cmdchan_common::time;
 use cmdchan_server::admit::{self, Rules};
@@ -30,8 +30,8 @@ fn ident(s: &str) -> Ident {
     Ident::new(s).expect("valid")
 }
 
-/// A `ping` from `alice` (role ops) to server `db1`, signed with a fixed master key.
-fn request(master: &MasterKey, key: &PskIdentity) -> Request {
+/// A `ping` from `alice` (role ops) to server `db1`, signed with a fixed zone key.
+fn request(master: &ZoneKey, key: &PskIdentity) -> Request {
     let grant = Grant {
         role: ident("ops"),
         epoch: 0,
@@ -58,7 +58,7 @@ fn next_id(n: &mut u128) -> [u8; 16] {
 }
 
 fn admission(c: &mut Criterion) {
-    let master = MasterKey::from_hex(&"42".repeat(32)).expect("key");
+    let master = ZoneKey::new(Ident::new("test").expect("valid"), 1, [0x42; 32]);
     let tag_key = master.tag_key();
     let key = PskIdentity {
         name: ident("alice"),

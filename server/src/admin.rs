@@ -1,41 +1,51 @@
-//! `cmdchan-server admin`: makes master keys and client credentials, and inspects them.
+//! `cmdchan-server admin`: makes the root key, zone keys and client credentials, and
+//! inspects them. It runs on the admin machine, which holds the root key; servers never
+//! need this, only their zone key.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::Context;
 
-use cmdchan_common::credential::Credential;
-use cmdchan_common::ident::PskIdentity;
-use cmdchan_common::keyfile;
-use cmdchan_common::keys::{AuditKey, MasterKey};
+use cmdchan_common::credential::{Credential, ZoneEntry};
+use cmdchan_common::ident::{Ident, PskIdentity};
+use cmdchan_common::keys::{AuditKey, RootKey};
 use cmdchan_common::protocol::Grant;
-use cmdchan_common::time;
+use cmdchan_common::{sealed, time, zonekey};
 
 use crate::audit::verify::{self, Verdict};
 use crate::cli::{AdminCommand, ProvisionOpts};
 
 pub fn run(cmd: AdminCommand) -> anyhow::Result<ExitCode> {
     match cmd {
-        AdminCommand::Init { master, force } => init(&master, force),
+        AdminCommand::Init { root, force } => init(&root, force),
+        AdminCommand::ZoneKey {
+            root,
+            zone,
+            generation,
+            out,
+            force,
+        } => zone_key(&root, &zone, generation, &out, force),
         AdminCommand::Provision(opts) => provision(&opts),
         AdminCommand::Psk {
-            master,
+            root,
+            zone,
             name,
             epoch,
-        } => {
-            let key = load_master(&master)?.psk(&PskIdentity { name, epoch });
-            println!("{}", key.to_hex().as_str());
-            Ok(ExitCode::SUCCESS)
-        }
-        AdminCommand::Inspect { credential, master } => inspect(&credential, master.as_deref()),
+            generation,
+        } => psk(&root, &zone, &name, epoch, generation),
+        AdminCommand::Inspect {
+            credential,
+            zone_key,
+        } => inspect(&credential, zone_key.as_deref()),
         AdminCommand::AuditVerify {
             path,
-            master,
+            zone_key,
             prev,
             head,
         } => {
-            let key = load_master(&master)?.audit_key();
+            let key = zonekey::load(&zone_key)?.audit_key();
             audit_verify(&path, &key, prev.as_deref(), head.as_deref())
         }
     }
@@ -73,24 +83,49 @@ pub fn audit_verify(
     Ok(ExitCode::SUCCESS)
 }
 
-/// Reads a master key file, refusing exposed, short or malformed keys.
-pub fn load_master(path: &Path) -> anyhow::Result<MasterKey> {
-    let text = keyfile::read_private("master key", path)?;
-    MasterKey::from_hex(&text)
-        .map_err(|e| anyhow::anyhow!("master key file {} {e}", path.display()))
-}
-
 pub fn init(path: &Path, force: bool) -> anyhow::Result<ExitCode> {
-    let key = MasterKey::generate().context("drawing random bytes from OpenSSL")?;
-    let mut text = key.to_hex();
-    text.push('\n');
-    keyfile::write_private("master key", path, text.as_bytes(), force)?;
-    eprintln!("wrote a new master key to {} (mode 0600)", path.display());
+    let key = RootKey::generate().context("drawing random bytes from OpenSSL")?;
+    zonekey::save_root(&key, path, force)?;
+    eprintln!(
+        "wrote a new root key to {} (mode 0600): keep it on this admin machine; servers get zone keys (admin zone-key)",
+        path.display()
+    );
     Ok(ExitCode::SUCCESS)
 }
 
+pub fn zone_key(
+    root: &Path,
+    zone: &Ident,
+    generation: u64,
+    out: &Path,
+    force: bool,
+) -> anyhow::Result<ExitCode> {
+    let key = zonekey::load_root(root)?.zone_key(zone, generation);
+    zonekey::save(&key, out, force)?;
+    eprintln!(
+        "wrote the key of zone {zone}, generation {generation}, to {} (mode 0600): install it on the servers of zone {zone} only",
+        out.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `ZONE` or `ZONE:ROLE` from `--zone`.
+fn zone_and_role(text: &str, role: &Ident) -> anyhow::Result<(Ident, Ident)> {
+    let (zone, role) = match text.split_once(':') {
+        Some((zone, role)) => (
+            zone,
+            Ident::new(role).with_context(|| format!("--zone {text}: the role"))?,
+        ),
+        None => (text, role.clone()),
+    };
+    Ok((
+        Ident::new(zone).with_context(|| format!("--zone {text}: the zone"))?,
+        role,
+    ))
+}
+
 pub fn provision(opts: &ProvisionOpts) -> anyhow::Result<ExitCode> {
-    let master = load_master(&opts.master)?;
+    let root = zonekey::load_root(&opts.root)?;
     let now = time::now();
     let expires = time::parse_expiry(&opts.expires, now)?;
     if let Some(at) = expires.filter(|&at| at <= now && !opts.expired_ok) {
@@ -100,69 +135,116 @@ pub fn provision(opts: &ProvisionOpts) -> anyhow::Result<ExitCode> {
             time::rfc3339(at)
         );
     }
-    let grant = Grant {
-        role: opts.role.clone(),
-        epoch: opts.epoch,
-        expires,
-        servers: opts.servers.clone(),
-    };
     let identity = PskIdentity {
         name: opts.name.clone(),
         epoch: opts.epoch,
     };
+    let mut zones = BTreeMap::new();
+    for text in &opts.zones {
+        let (zone, role) = zone_and_role(text, &opts.role)?;
+        let zone_key = root.zone_key(&zone, opts.generation);
+        let grant = Grant {
+            role,
+            epoch: opts.epoch,
+            expires,
+            servers: opts.servers.clone(),
+        };
+        let entry = ZoneEntry {
+            generation: opts.generation,
+            tag: zone_key.tag_key().sign(&opts.name, &grant),
+            psk: zone_key.psk(&identity),
+            identity_key: zone_key.identity_key(),
+            grant,
+        };
+        zones.insert(zone, entry);
+    }
     let cred = Credential {
-        tag: master.tag_key().sign(&opts.name, &grant),
-        psk: master.psk(&identity),
         name: opts.name.clone(),
-        grant,
         address: opts.address.clone(),
+        zones,
     };
     cred.save(&opts.out, opts.force)?;
+    let summary: Vec<String> = cred
+        .zones
+        .iter()
+        .map(|(z, e)| format!("{z} as {}", e.grant.role))
+        .collect();
     eprintln!(
-        "wrote credential for {identity} (role {}) to {} (mode 0600)",
-        opts.role,
+        "wrote credential for {identity} ({}) to {} (mode 0600)",
+        summary.join(", "),
         opts.out.display()
     );
     Ok(ExitCode::SUCCESS)
 }
 
-/// Prints a credential without its secrets; with the master key, checks key and tag.
-pub fn inspect(path: &Path, master: Option<&Path>) -> anyhow::Result<ExitCode> {
+/// `IDENTITY:HEXPSK`: an identity sealed once (any nonce opens), for standard tools.
+fn psk(
+    root: &Path,
+    zone: &Ident,
+    name: &Ident,
+    epoch: u64,
+    generation: u64,
+) -> anyhow::Result<ExitCode> {
+    let zone_key = zonekey::load_root(root)?.zone_key(zone, generation);
+    let identity = PskIdentity {
+        name: name.clone(),
+        epoch,
+    };
+    let sealed = sealed::seal(&zone_key.identity_key(), zone, generation, &identity);
+    println!("{sealed}:{}", zone_key.psk(&identity).to_hex().as_str());
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Prints a credential without its secrets; with a zone key, checks that zone's entry.
+pub fn inspect(path: &Path, zone_key: Option<&Path>) -> anyhow::Result<ExitCode> {
     let cred = Credential::load(path)?;
-    let g = &cred.grant;
     println!("credential:   {}", path.display());
     println!("name:         {}", cred.name);
-    println!("psk identity: {}", cred.identity());
-    println!("role:         {}", g.role);
-    println!("epoch:        {}", g.epoch);
-    println!("expires:      {}", expiry(g.expires));
-    println!("servers:      {}", servers(g));
     println!(
         "address:      {}",
         cred.address.as_deref().unwrap_or("(none)")
     );
-    let Some(master) = master else {
-        println!("tag:          not checked (pass --master to check it)");
+    for (zone, e) in &cred.zones {
+        let g = &e.grant;
+        println!("zone {zone}:");
+        println!("  generation: {}", e.generation);
+        println!("  role:       {}", g.role);
+        println!("  epoch:      {}", g.epoch);
+        println!("  expires:    {}", expiry(g.expires));
+        println!("  servers:    {}", servers(g));
+    }
+    let Some(zone_key) = zone_key else {
+        println!("tag:          not checked (pass --zone-key to check a zone's entry)");
         return Ok(ExitCode::SUCCESS);
     };
-    let master = load_master(master)?;
-    let key_ok = master.psk(&cred.identity()).ct_eq(&cred.psk);
-    let tag_ok = master.tag_key().verify(&cred.name, g, &cred.tag);
+    let zone_key = zonekey::load(zone_key)?;
+    let Some(entry) = cred.zones.get(&zone_key.zone) else {
+        println!("zone {}:    NOT in this credential", zone_key.zone);
+        return Ok(ExitCode::FAILURE);
+    };
+    let generation_ok = entry.generation == zone_key.generation;
+    let key_ok = generation_ok && zone_key.psk(&cred.identity(entry)).ct_eq(&entry.psk);
+    let tag_ok = generation_ok
+        && zone_key
+            .tag_key()
+            .verify(&cred.name, &entry.grant, &entry.tag);
+    let said = |ok: bool, good: &str, bad: &str| if ok { good.to_owned() } else { bad.to_owned() };
+    println!("zone {} generation {}:", zone_key.zone, zone_key.generation);
     println!(
-        "psk:          {}",
-        if key_ok {
-            "matches this master key"
-        } else {
-            "DOES NOT match this master key"
-        }
+        "  psk:        {}",
+        said(
+            key_ok,
+            "matches this zone key",
+            "DOES NOT match this zone key"
+        )
     );
     println!(
-        "tag:          {}",
-        if tag_ok {
-            "valid"
-        } else {
-            "INVALID (edited grant, or another master key)"
-        }
+        "  tag:        {}",
+        said(
+            tag_ok,
+            "valid",
+            "INVALID (edited grant, or another zone key or generation)"
+        )
     );
     Ok(if key_ok && tag_ok {
         ExitCode::SUCCESS
@@ -181,7 +263,7 @@ fn expiry(at: Option<u64>) -> String {
 
 fn servers(g: &Grant) -> String {
     match g.servers.is_empty() {
-        true => "any".into(),
+        true => "any of the zone".into(),
         false => g
             .servers
             .iter()

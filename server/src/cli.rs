@@ -30,7 +30,7 @@ pub enum Command {
     /// Make and inspect keys and client credentials.
     #[command(subcommand)]
     Admin(AdminCommand),
-    /// Run a development server: makes a master key and a demo credential in DIR if
+    /// Run a development server: makes a root key, a zone key and a demo credential in DIR if
     /// missing, prints the client command to try, and serves on loopback.
     Dev(DevOpts),
     /// Write shell completions and man pages for cmdchan-server into DIR.
@@ -44,9 +44,10 @@ pub struct ServeOpts {
     /// Config file (TOML); its keys are the long flag names with `_` for `-`.
     #[arg(long, short = 'c', env = "CMDCHAN_CONFIG")]
     pub config: Option<PathBuf>,
-    /// Master key file (hex, mode 0600).
-    #[arg(long)]
-    pub master: Option<PathBuf>,
+    /// This server's zone key file (from `admin zone-key`; mode 0600). Give it twice,
+    /// with two generations of the zone's key, while clients are re-provisioned.
+    #[arg(long = "zone-key")]
+    pub zone_key: Vec<PathBuf>,
     /// Address to listen on [default: 127.0.0.1:7433].
     #[arg(long)]
     pub listen: Option<SocketAddr>,
@@ -160,32 +161,54 @@ pub enum LogFormat {
 
 #[derive(Debug, Subcommand)]
 pub enum AdminCommand {
-    /// Write a new random master key (32 bytes from OpenSSL's CSPRNG, hex, mode 0600).
+    /// Write a new random root key (32 bytes from OpenSSL's CSPRNG, hex, mode 0600).
+    /// Keep it on the admin machine: no server needs it.
     Init {
         #[arg(long)]
-        master: PathBuf,
-        /// Replace an existing key file (every credential made with the old key stops working).
+        root: PathBuf,
+        /// Replace an existing key file (every zone key and credential made with the old
+        /// key stops working).
         #[arg(long)]
         force: bool,
     },
-    /// Write a client's credential file (TOML, mode 0600).
+    /// Write the key of one zone (and generation) for its servers (TOML, mode 0600).
+    ZoneKey {
+        #[arg(long)]
+        root: PathBuf,
+        #[arg(long)]
+        zone: Ident,
+        /// Raise it to rotate the zone's key; a server can hold two generations at once.
+        #[arg(long, default_value_t = 1)]
+        generation: u64,
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long)]
+        force: bool,
+    },
+    /// Write a client's credential file (TOML, mode 0600), with an entry per zone.
     Provision(ProvisionOpts),
-    /// Print a client's PSK as hex, for openssl s_client, stunnel and other TLS-PSK tools.
+    /// Print a client's PSK identity and key as IDENTITY:HEXPSK (stunnel's PSKsecrets
+    /// line; also `openssl s_client -psk_identity IDENTITY -psk HEXPSK`).
     Psk {
         #[arg(long)]
-        master: PathBuf,
+        root: PathBuf,
+        #[arg(long)]
+        zone: Ident,
         #[arg(long)]
         name: Ident,
         #[arg(long, default_value_t = 0)]
         epoch: u64,
+        #[arg(long, default_value_t = 1)]
+        generation: u64,
     },
     /// Check an audit file's keyed chain and name the first record that is not the
     /// server's; gaps the server recorded (a full disk) are listed, not counted as edits.
     AuditVerify {
         path: PathBuf,
-        /// The server's master key file (the chain's key is derived from it).
-        #[arg(long)]
-        master: PathBuf,
+        /// The zone key file of the server that wrote it (the chain's key is derived
+        /// from it).
+        #[arg(long = "zone-key")]
+        zone_key: PathBuf,
         /// The MAC the first record must continue from (the last MAC of the file before
         /// rotation, as this command printed it for that file).
         #[arg(long)]
@@ -195,23 +218,31 @@ pub enum AdminCommand {
         #[arg(long)]
         head: Option<String>,
     },
-    /// Show a credential without its secrets; with --master, check its tag.
+    /// Show a credential without its secrets; with --zone-key, check that zone's entry.
     Inspect {
         credential: PathBuf,
-        #[arg(long)]
-        master: Option<PathBuf>,
+        #[arg(long = "zone-key")]
+        zone_key: Option<PathBuf>,
     },
 }
 
 #[derive(Debug, Args)]
 pub struct ProvisionOpts {
     #[arg(long)]
-    pub master: PathBuf,
+    pub root: PathBuf,
     /// Client name (1–128 bytes: ASCII letters, digits, . _ - @; a letter or digit first).
     #[arg(long)]
     pub name: Ident,
+    /// The role in every zone without a role of its own.
     #[arg(long)]
     pub role: Ident,
+    /// A zone the client may reach, ZONE or ZONE:ROLE for a role of its own there
+    /// (repeat for several).
+    #[arg(long = "zone", required = true)]
+    pub zones: Vec<String>,
+    /// The zone keys' generation to provision for.
+    #[arg(long, default_value_t = 1)]
+    pub generation: u64,
     /// Where to write the credential.
     #[arg(long)]
     pub out: PathBuf,
@@ -221,7 +252,7 @@ pub struct ProvisionOpts {
     /// When the grant ends: a duration (90d, 12h) or an RFC 3339 time, or "never".
     #[arg(long, default_value = "never")]
     pub expires: String,
-    /// A server the client may command (repeat for several; none: any server).
+    /// A server the client may command (repeat for several; none: any server of the zone).
     #[arg(long = "server")]
     pub servers: Vec<Ident>,
     /// Default server address (HOST:PORT) recorded in the credential.

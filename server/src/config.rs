@@ -20,7 +20,8 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:7433";
 /// Everything `serve` needs, validated.
 #[derive(Debug, Clone)]
 pub struct Config {
-    pub master: PathBuf,
+    /// The zone key files: one, or two generations of the zone's key.
+    pub zone_keys: Vec<PathBuf>,
     pub listen: SocketAddr,
     pub policy: Option<PathBuf>,
     /// The hash-chained audit file, if any.
@@ -105,11 +106,19 @@ impl Default for Limits {
     }
 }
 
+/// `zone_key = "PATH"` or, during a rotation, `zone_key = ["OLD", "NEW"]`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum OneOrMore {
+    One(PathBuf),
+    More(Vec<PathBuf>),
+}
+
 /// The config file's shape; durations are written like `60s` or `5m`.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct FileConfig {
-    master: Option<PathBuf>,
+    zone_key: Option<OneOrMore>,
     listen: Option<SocketAddr>,
     policy: Option<PathBuf>,
     audit_log: Option<PathBuf>,
@@ -207,15 +216,21 @@ impl Config {
             burst: opts.burst.or(file.burst).unwrap_or(base.burst),
         };
         check_limits(&limits)?;
-        let Some(master) = opts.master.or(file.master) else {
-            bail!("no master key given: pass --master PATH or set `master` in the config file")
+        let zone_keys = match (opts.zone_key.is_empty(), file.zone_key) {
+            (false, _) => opts.zone_key,
+            (true, Some(OneOrMore::One(path))) => vec![path],
+            (true, Some(OneOrMore::More(paths))) => paths,
+            (true, None) => Vec::new(),
         };
+        if zone_keys.is_empty() {
+            bail!("no zone key given: pass --zone-key PATH or set `zone_key` in the config file (make one with: cmdchan-server admin zone-key)")
+        }
         let server_id = match opts.server_id.or(file.server_id) {
             Some(id) => id,
             None => host_name()?,
         };
         Ok(Self {
-            master,
+            zone_keys,
             listen: opts.listen.or(file.listen).unwrap_or_else(default_listen),
             policy: opts.policy.or(file.policy),
             audit_log: opts.audit_log.or(file.audit_log),

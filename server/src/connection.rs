@@ -63,7 +63,7 @@ const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 pub async fn serve(tcp: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
     // Without NODELAY a response can sit ~40 ms behind Nagle and delayed ACK.
     let _ = tcp.set_nodelay(true);
-    let Some((stream, key)) = handshake(tcp, peer, &shared).await else {
+    let Some((stream, key, generation)) = handshake(tcp, peer, &shared).await else {
         return;
     };
     let settings = shared.settings();
@@ -78,6 +78,7 @@ pub async fn serve(tcp: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
         io,
         pending: None,
         key: Arc::new(key),
+        generation,
         peer: Peer::new(peer),
         next_counter: 1,
         strikes: 0,
@@ -100,7 +101,7 @@ async fn handshake(
     tcp: TcpStream,
     peer: SocketAddr,
     shared: &Shared,
-) -> Option<(SslStream<Uniform<TcpStream>>, PskIdentity)> {
+) -> Option<(SslStream<Uniform<TcpStream>>, PskIdentity, u64)> {
     let ssl = Ssl::new(&shared.tls)
         .inspect_err(|e| warn!(%peer, error = %e, "cannot set up TLS"))
         .ok()?;
@@ -124,13 +125,16 @@ async fn handshake(
             None
         }
         Ok(Ok(())) => match tls::offered(stream.ssl()).cloned() {
-            Some(Offered::Identity(key)) => {
+            Some(Offered::Identity {
+                identity: key,
+                generation,
+            }) => {
                 stream.get_mut().handshake_done();
                 let cipher = stream.ssl().current_cipher().map_or("?", |c| c.name());
                 debug!(client = %key, %peer, cipher, "handshake done");
                 shared.gate.succeeded(peer.ip());
                 shared.metrics.count_handshake("ok");
-                Some((stream, key))
+                Some((stream, key, generation))
             }
             // Unreachable in practice: a decoy key is random, so no client can match it.
             _ => None,
@@ -149,7 +153,7 @@ fn penalize(shared: &Shared, peer: SocketAddr) {
 /// the reason as a metric label.
 fn handshake_failed(ssl: &SslRef, peer: SocketAddr, err: &openssl::ssl::Error) -> &'static str {
     match tls::offered(ssl) {
-        Some(Offered::Identity(key)) => {
+        Some(Offered::Identity { identity: key, .. }) => {
             warn!(client = %key, %peer, "handshake failed: key mismatch (the client holds another key for this name and epoch): {err}");
             "key_mismatch"
         }
@@ -174,6 +178,8 @@ struct Connection {
     pending: Option<Request>,
     /// Shared with each request's admission, which borrows it while `self` is busy.
     key: Arc<PskIdentity>,
+    /// The generation of the zone key the client's key was derived from.
+    generation: u64,
     peer: Peer,
     next_counter: u64,
     /// Security refusals this connection earned (see [`Connection::struck`]).
@@ -346,7 +352,7 @@ impl Connection {
         let expected = self.next_counter;
         self.next_counter += 1;
         let settings = Arc::clone(&self.settings);
-        let mut rules = shared.rules(&settings);
+        let mut rules = shared.rules(&settings, self.generation);
         rules.tag_proven = admit::proven(self.proven.as_deref(), &req);
         // Admitted borrows the identity while running a program needs `&mut self`.
         let key = Arc::clone(&self.key);

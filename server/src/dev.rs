@@ -1,5 +1,6 @@
-//! `cmdchan-server dev`: a development server on loopback, with a key and a demo
-//! credential made on first run, so a new user can try the channel with two commands.
+//! `cmdchan-server dev`: a development server on loopback, with a root key, the key of
+//! zone `dev` and a demo credential made on first run, so a new user can try the channel
+//! with two commands.
 
 use std::net::SocketAddr;
 use std::os::unix::fs::DirBuilderExt;
@@ -14,6 +15,9 @@ use crate::cli::{DevOpts, LogFormat, ProvisionOpts};
 use crate::config::{Config, Limits};
 use crate::replay::StoreSpec;
 
+/// The zone of the development server.
+const DEV_ZONE: &str = "dev";
+
 /// The server ID of the development server; the demo credential addresses it by name.
 const DEV_SERVER_ID: &str = "localhost";
 
@@ -24,13 +28,17 @@ pub fn prepare(opts: &DevOpts) -> anyhow::Result<Config> {
         .mode(0o700)
         .create(&opts.dir)
         .with_context(|| format!("creating {}", opts.dir.display()))?;
-    let master = opts.dir.join("dev-master.key");
+    let root = opts.dir.join("dev-root.key");
+    let zone_key = opts.dir.join("dev-zone.key");
     let cred = opts.dir.join("demo.cred");
-    if !master.exists() {
-        admin::init(&master, false)?;
+    if !root.exists() {
+        admin::init(&root, false)?;
+    }
+    if !zone_key.exists() {
+        admin::zone_key(&root, &Ident::new(DEV_ZONE)?, 1, &zone_key, false)?;
     }
     if !cred.exists() {
-        admin::provision(&demo(&master, &cred, opts.listen)?)?;
+        admin::provision(&demo(&root, &cred, opts.listen)?)?;
     }
     let id = Ident::new(DEV_SERVER_ID)?;
     println!(
@@ -39,7 +47,7 @@ pub fn prepare(opts: &DevOpts) -> anyhow::Result<Config> {
     );
     println!("  cargo run -p cmdchan -- --cred {} whoami", cred.display());
     Ok(Config {
-        master,
+        zone_keys: vec![zone_key],
         listen: opts.listen,
         policy: None,
         audit_log: None,
@@ -58,9 +66,11 @@ pub fn prepare(opts: &DevOpts) -> anyhow::Result<Config> {
     })
 }
 
-fn demo(master: &Path, out: &Path, listen: SocketAddr) -> anyhow::Result<ProvisionOpts> {
+fn demo(root: &Path, out: &Path, listen: SocketAddr) -> anyhow::Result<ProvisionOpts> {
     Ok(ProvisionOpts {
-        master: master.into(),
+        root: root.into(),
+        zones: vec![DEV_ZONE.into()],
+        generation: 1,
         name: Ident::new("demo")?,
         role: Ident::new("operator")?,
         out: out.into(),

@@ -93,9 +93,9 @@ fn reload(shared: &Shared, running: &Config, opts: Option<&ServeOpts>) {
         None => Ok(running.clone()),
     };
     let settings = fresh.and_then(|config| {
-        let fixed = (&config.listen, &config.master, &config.server_id, &config.audit_log);
-        if fixed != (&running.listen, &running.master, &running.server_id, &running.audit_log) {
-            warn!("listen, master, server_id and audit_log changes need a restart; they are not applied");
+        let fixed = (&config.listen, &config.zone_keys, &config.server_id, &config.audit_log);
+        if fixed != (&running.listen, &running.zone_keys, &running.server_id, &running.audit_log) {
+            warn!("listen, zone_key, server_id and audit_log changes need a restart; they are not applied");
         }
         let (new, old) = (&config.limits, &running.limits);
         if (new.max_executions, new.max_remembered_ids) != (old.max_executions, old.max_remembered_ids) {

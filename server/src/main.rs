@@ -70,13 +70,13 @@ fn run(opts: Opts) -> anyhow::Result<ExitCode> {
 fn check(opts: &cmdchan_server::cli::ServeOpts) -> ExitCode {
     let checked = Config::load(opts).and_then(|config| {
         cmdchan_server::server::Settings::load(&config)?;
-        admin::load_master(&config.master)?;
+        cmdchan_server::server::load_zone_keys(&config.zone_keys)?;
         Ok(config)
     });
     match checked {
         Ok(config) => {
             println!(
-                "OK: config, policy and master key of server {} are valid",
+                "OK: config, policy and zone key of server {} are valid",
                 config.server_id
             );
             ExitCode::SUCCESS

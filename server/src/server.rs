@@ -1,8 +1,10 @@
 //! The daemon: shared state built once, the accept loop with its connection limit, and
 //! the graceful drain on shutdown.
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
@@ -15,8 +17,8 @@ use tracing::{info, warn};
 
 use cmdchan_common::frame::FrameBudget;
 use cmdchan_common::ident::{Ident, PskIdentity};
-use cmdchan_common::keyfile;
-use cmdchan_common::keys::{MasterKey, TagKey};
+use cmdchan_common::keys::{TagKey, ZoneKey};
+use cmdchan_common::zonekey;
 use cmdchan_common::{time, tls};
 
 use crate::admit::Rules;
@@ -37,7 +39,10 @@ use crate::revoke::{Reason, Revocations};
 #[derive(Debug)]
 pub struct Shared {
     pub tls: SslContext,
-    pub tag_key: TagKey,
+    /// The zone this server is in.
+    pub zone: Ident,
+    /// The tag key of each generation of the zone key the server holds.
+    pub tag_keys: BTreeMap<u64, TagKey>,
     pub server_id: Ident,
     pub replay: Store,
     /// Slots for programs running at once (`max_executions`, fixed at start-up).
@@ -98,14 +103,15 @@ fn read(settings: &RwLock<Arc<Settings>>) -> Arc<Settings> {
 }
 
 impl Shared {
-    /// Reads the master key and policy named by `config`, opens the audit file and
+    /// Reads the zone keys and policy named by `config`, opens the audit file and
     /// builds the TLS context.
     pub async fn load(config: &Config) -> anyhow::Result<Self> {
-        let text = keyfile::read_private("master key", &config.master)?;
-        let master = MasterKey::from_hex(&text)
-            .map_err(|e| anyhow::anyhow!("master key file {} {e}", config.master.display()))?;
+        let keys = load_zone_keys(&config.zone_keys)?;
+        let zone = keys[0].zone.clone();
         let settings = Settings::load(config)?;
-        let audit_key = master.audit_key();
+        // The chain's key comes from the first zone key given: retiring that generation
+        // starts a new chain, so rotate the audit file then.
+        let audit_key = keys[0].audit_key();
         let audit = Audit::new(
             config.server_id.clone(),
             config.audit_log.as_deref(),
@@ -115,11 +121,11 @@ impl Shared {
             Some(path) => format!("opening the audit file {}", path.display()),
             None => "setting up the audit trail".to_owned(),
         })?;
-        let tag_key = master.tag_key();
+        let tag_keys = keys.iter().map(|k| (k.generation, k.tag_key())).collect();
         let settings = Arc::new(RwLock::new(Arc::new(settings)));
         let current = settings.clone();
         let refuse = move |id: &PskIdentity| read(&current).revoked(id);
-        let tls = tls::server_context(master, tls::FFDHE3072_PEM, config.dhe, refuse)
+        let tls = tls::server_context(keys, tls::FFDHE3072_PEM, config.dhe, refuse)
             .context("building the TLS context")?;
         let metrics = Arc::new(Metrics::default());
         let options = StoreOptions {
@@ -141,10 +147,11 @@ impl Shared {
         let tracking = Tracking::init(config.process_tracking)
             .context("setting up process tracking for programs")?;
         Ok(Self {
+            zone,
+            tag_keys,
             tracking,
             frames: FrameBudget::new(config.limits.max_frame_memory),
             tls,
-            tag_key,
             server_id: config.server_id.clone(),
             replay,
             metrics,
@@ -173,9 +180,16 @@ impl Shared {
         self.audit.reopen()
     }
 
-    pub fn rules<'a>(&'a self, settings: &'a Settings) -> Rules<'a> {
+    /// The rules for a client whose key is of zone key `generation` (the server holds
+    /// that generation: its handshake could not have succeeded otherwise).
+    pub fn rules<'a>(&'a self, settings: &'a Settings, generation: u64) -> Rules<'a> {
+        let tag_key = self
+            .tag_keys
+            .get(&generation)
+            .or_else(|| self.tag_keys.values().next())
+            .unwrap_or_else(|| unreachable!("a server holds at least one zone key"));
         Rules {
-            tag_key: &self.tag_key,
+            tag_key,
             server_id: &self.server_id,
             window: settings.limits.freshness_window.as_secs(),
             revocations: &settings.revocations,
@@ -186,6 +200,31 @@ impl Shared {
             tag_proven: false,
         }
     }
+}
+
+/// Reads the zone key files: one zone, and distinct generations.
+pub fn load_zone_keys(paths: &[PathBuf]) -> anyhow::Result<Vec<ZoneKey>> {
+    let keys = paths
+        .iter()
+        .map(|p| zonekey::load(p).map_err(anyhow::Error::from))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let Some(first) = keys.first() else {
+        anyhow::bail!("no zone key given");
+    };
+    if let Some(other) = keys.iter().find(|k| k.zone != first.zone) {
+        anyhow::bail!(
+            "the zone keys are of two zones ({} and {}): a server is in one zone",
+            first.zone,
+            other.zone
+        );
+    }
+    let mut generations: Vec<u64> = keys.iter().map(|k| k.generation).collect();
+    generations.sort_unstable();
+    generations.dedup();
+    if generations.len() != keys.len() {
+        anyhow::bail!("two zone keys of the same generation: give each generation once");
+    }
+    Ok(keys)
 }
 
 fn gate_rules(l: &Limits) -> GateRules {

@@ -14,7 +14,7 @@ use tokio_util::codec::Decoder;
 use cmdchan_common::credential::Credential;
 use cmdchan_common::frame::MsgCodec;
 use cmdchan_common::ident::{Ident, PskIdentity};
-use cmdchan_common::keys::MasterKey;
+use cmdchan_common::keys::ZoneKey;
 use cmdchan_common::protocol::{Grant, Request, Response};
 use cmdchan_server::admit::{check, Refusal, Rules};
 use cmdchan_server::policy::Policy;
@@ -76,6 +76,14 @@ proptest! {
         }
     }
 
+    /// The server's PSK callback opens whatever identity a peer sends.
+    #[test]
+    fn sealed_identities_open_or_are_refused_never_a_panic(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
+        let zone = cmdchan_common::keys::ZoneKey::new(Ident::new("prod").expect("valid"), 1, [7; 32]);
+        let _ = cmdchan_common::sealed::generation_of(&bytes);
+        prop_assert!(cmdchan_common::sealed::open(&zone.identity_key(), &zone.zone, 1, &bytes).is_err());
+    }
+
     #[test]
     fn psk_identities_parse_only_in_canonical_form(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
         if let Ok(id) = PskIdentity::parse(&bytes) {
@@ -118,7 +126,7 @@ struct Fixture {
 
 impl Fixture {
     fn new() -> Self {
-        let master = MasterKey::from_hex(&"42".repeat(32)).expect("key");
+        let master = ZoneKey::new(Ident::new("test").expect("valid"), 1, [0x42; 32]);
         Self {
             tag_key: master.tag_key(),
             server: Ident::new("db1").expect("valid"),

@@ -1,4 +1,4 @@
-//! The test harness: a temporary directory with a master key, the real `cmdchan-server`
+//! The test harness: a temporary directory with a root key and a zone key, the real `cmdchan-server`
 //! and `cmdchan` binaries, servers started on `127.0.0.1:0` with their logs captured, and
 //! raw TLS connections for tests that must misbehave.
 //!
@@ -20,7 +20,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use cmdchan::{Client, Credential, Options};
-use cmdchan_common::ident::PskIdentity;
 use cmdchan_common::keys::Psk;
 use cmdchan_common::tls;
 use openssl::ssl::Ssl;
@@ -31,12 +30,18 @@ use tokio_openssl::SslStream;
 /// The server ID every test server uses.
 pub const SERVER_ID: &str = "test-server";
 
-/// A scratch directory with a master key, for one test.
+/// A scratch directory with a root key and the key of zone [`ZONE`], for one test.
 #[derive(Debug)]
 pub struct TestEnv {
     pub dir: TempDir,
-    pub master: PathBuf,
+    /// The root key (the admin's).
+    pub root: PathBuf,
+    /// The key of zone [`ZONE`], generation 1: what the servers get.
+    pub zone_key: PathBuf,
 }
+
+/// The zone every test server is in.
+pub const ZONE: &str = "test";
 
 impl Default for TestEnv {
     fn default() -> Self {
@@ -47,10 +52,32 @@ impl Default for TestEnv {
 impl TestEnv {
     pub fn new() -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let master = dir.path().join("master.key");
-        let env = Self { dir, master };
-        env.admin_ok(&["init", "--master", env.master.to_str().unwrap()]);
+        let root = dir.path().join("root.key");
+        let zone_key = dir.path().join("zone.key");
+        let env = Self {
+            dir,
+            root,
+            zone_key,
+        };
+        env.admin_ok(&["init", "--root", env.root.to_str().unwrap()]);
+        env.make_zone_key(ZONE, 1, &env.zone_key);
         env
+    }
+
+    /// Writes the key of `zone`, `generation`, to `out`.
+    pub fn make_zone_key(&self, zone: &str, generation: u64, out: &Path) {
+        self.admin_ok(&[
+            "zone-key",
+            "--root",
+            self.root.to_str().unwrap(),
+            "--zone",
+            zone,
+            "--generation",
+            &generation.to_string(),
+            "--out",
+            out.to_str().unwrap(),
+            "--force",
+        ]);
     }
 
     pub fn path(&self, name: &str) -> PathBuf {
@@ -88,36 +115,35 @@ impl TestEnv {
         text(&out.stdout)
     }
 
-    /// Provisions `name` with `role` (plus `extra` flags) into `NAME.cred`.
+    /// Provisions `name` with `role` in zone [`ZONE`] (plus `extra` flags, such as more
+    /// `--zone`s) into `NAME.cred`.
     pub fn provision(&self, name: &str, role: &str, extra: &[&str]) -> PathBuf {
         let out = self.path(&format!("{name}.cred"));
-        let master = self.master.to_str().unwrap();
-        let mut args = vec![
-            "provision",
-            "--master",
-            master,
-            "--name",
-            name,
-            "--role",
-            role,
-        ];
+        let root = self.root.to_str().unwrap();
+        let mut args = vec!["provision", "--root", root, "--name", name, "--role", role];
+        if !extra.contains(&"--zone") {
+            args.extend(["--zone", ZONE]);
+        }
         args.extend(["--out", out.to_str().unwrap(), "--force"]);
         args.extend(extra);
         self.admin_ok(&args);
         out
     }
 
-    /// The PSK of `name` at epoch 0, as hex, from `admin psk`.
-    pub fn psk_hex(&self, name: &str) -> String {
-        self.admin_ok(&[
+    /// The sealed PSK identity and hex key of `name` at epoch 0 in zone [`ZONE`], from
+    /// `admin psk` (the `IDENTITY:HEXPSK` line standard tools take).
+    pub fn psk_pair(&self, name: &str) -> (String, String) {
+        let line = self.admin_ok(&[
             "psk",
-            "--master",
-            self.master.to_str().unwrap(),
+            "--root",
+            self.root.to_str().unwrap(),
+            "--zone",
+            ZONE,
             "--name",
             name,
-        ])
-        .trim()
-        .to_owned()
+        ]);
+        let (identity, hex) = line.trim().split_once(':').unwrap();
+        (identity.to_owned(), hex.to_owned())
     }
 
     /// Starts `cmdchan-server serve` on a free loopback port with `extra` flags.
@@ -131,8 +157,8 @@ impl TestEnv {
         let mut cmd = Command::new(bin("cmdchan-server"));
         cmd.args([
             "serve",
-            "--master",
-            self.master.to_str().unwrap(),
+            "--zone-key",
+            self.zone_key.to_str().unwrap(),
             "--listen",
             "127.0.0.1:0",
         ]);
@@ -151,8 +177,8 @@ impl TestEnv {
         };
         cmd.args([
             "serve",
-            "--master",
-            self.master.to_str().unwrap(),
+            "--zone-key",
+            self.zone_key.to_str().unwrap(),
             "--listen",
             "127.0.0.1:0",
         ]);
@@ -318,10 +344,7 @@ impl Server {
 
     /// A TLS connection that speaks raw bytes, authenticated as `cred`.
     pub async fn raw(&self, cred: &Path) -> SslStream<TcpStream> {
-        let cred = Credential::load(cred).unwrap();
-        raw_tls(self.addr, &cred.identity(), &cred.psk)
-            .await
-            .unwrap()
+        raw_tls(self.addr, cred).await.unwrap()
     }
 }
 
@@ -332,25 +355,44 @@ impl Drop for Server {
     }
 }
 
-/// Opens a TLS-PSK connection to `addr` with any identity and key.
+/// Opens a TLS-PSK connection to `addr` with the credential at `cred`.
 pub async fn raw_tls(
     addr: SocketAddr,
-    identity: &PskIdentity,
-    psk: &Psk,
+    cred: &Path,
 ) -> Result<SslStream<TcpStream>, openssl::ssl::Error> {
-    raw_tls_from("127.0.0.1", addr, identity, psk).await
+    raw_tls_from("127.0.0.1", addr, cred).await
 }
 
 /// As [`raw_tls`], from the loopback address `source`.
 pub async fn raw_tls_from(
     source: &str,
     addr: SocketAddr,
-    identity: &PskIdentity,
+    cred: &Path,
+) -> Result<SslStream<TcpStream>, openssl::ssl::Error> {
+    let cred = std::sync::Arc::new(Credential::load(cred).unwrap());
+    let (builder, _) = tls::client_builder(cred).unwrap();
+    handshake_from(source, addr, &builder.build()).await
+}
+
+/// Opens a TLS-PSK connection with any identity text and key (a wrong key, a forged
+/// identity), from the loopback address `source`.
+pub async fn raw_tls_fixed(
+    source: &str,
+    addr: SocketAddr,
+    identity: &str,
     psk: &Psk,
 ) -> Result<SslStream<TcpStream>, openssl::ssl::Error> {
-    let ctx = tls::client_context(identity, psk).unwrap();
+    let ctx = tls::fixed_client_builder(identity, psk).unwrap().build();
+    handshake_from(source, addr, &ctx).await
+}
+
+async fn handshake_from(
+    source: &str,
+    addr: SocketAddr,
+    ctx: &openssl::ssl::SslContext,
+) -> Result<SslStream<TcpStream>, openssl::ssl::Error> {
     let tcp = tcp_from(source, addr).await.unwrap();
-    let mut stream = SslStream::new(Ssl::new(&ctx).unwrap(), tcp).unwrap();
+    let mut stream = SslStream::new(Ssl::new(ctx).unwrap(), tcp).unwrap();
     std::pin::Pin::new(&mut stream).connect().await?;
     Ok(stream)
 }

@@ -138,10 +138,9 @@ async fn pipelined(
     n: u64,
 ) -> Option<(u64, u64, u64)> {
     use futures::{SinkExt, StreamExt};
-    let cred = cmdchan::Credential::load(cred).unwrap();
-    let stream = cmdchan_tests::raw_tls_from(source, addr, &cred.identity(), &cred.psk)
-        .await
-        .ok()?;
+    let loaded = cmdchan::Credential::load(cred).unwrap();
+    let (_, entry) = loaded.entry(None).unwrap();
+    let stream = cmdchan_tests::raw_tls_from(source, addr, cred).await.ok()?;
     let codec =
         cmdchan_common::frame::MsgCodec::<cmdchan::Response, cmdchan::Request>::new(1 << 20);
     let mut io = tokio_util::codec::Framed::new(stream, codec);
@@ -153,8 +152,8 @@ async fn pipelined(
             id,
             issued_at: cmdchan_common::time::now(),
             target: cmdchan_tests::SERVER_ID.parse().unwrap(),
-            grant: cred.grant.clone(),
-            tag: cred.tag,
+            grant: entry.grant.clone(),
+            tag: entry.tag,
             command: "ping".into(),
             args: vec![],
             params: vec![],
@@ -324,7 +323,7 @@ async fn parked_partial_frames_cannot_take_more_than_the_frame_memory() {
         .unwrap();
     let codec_answer = &answer[..n];
     // A counter-0 error response, code 32 (busy), then the connection ends.
-    assert!(n > 20 && codec_answer[4] == 1, "{codec_answer:?}");
+    assert!(n > 20 && codec_answer[4] == 2, "{codec_answer:?}");
     let response: cmdchan::Response = postcard::from_bytes(&codec_answer[5..]).unwrap();
     assert!(
         matches!(response.body, cmdchan::Body::Err(ref f) if f.code == ErrorCode::Busy),
@@ -342,10 +341,7 @@ async fn server_raw(
     addr: std::net::SocketAddr,
     cred: &std::path::Path,
 ) -> tokio_openssl::SslStream<tokio::net::TcpStream> {
-    let cred = cmdchan::Credential::load(cred).unwrap();
-    cmdchan_tests::raw_tls(addr, &cred.identity(), &cred.psk)
-        .await
-        .unwrap()
+    cmdchan_tests::raw_tls(addr, cred).await.unwrap()
 }
 
 /// `GET PATH` on the metrics endpoint; the status line and the whole answer.

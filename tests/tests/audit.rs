@@ -59,8 +59,8 @@ fn records(log: &Path) -> Vec<Value> {
 }
 
 fn verify(env: &TestEnv, log: &Path, prev: Option<&str>) -> (Option<i32>, String) {
-    let master = env.master.to_str().unwrap();
-    let mut args = vec!["audit-verify", log.to_str().unwrap(), "--master", master];
+    let key = env.zone_key.to_str().unwrap();
+    let mut args = vec!["audit-verify", log.to_str().unwrap(), "--zone-key", key];
     if let Some(prev) = prev {
         args.extend(["--prev", prev]);
     }

@@ -445,8 +445,8 @@ fn programs_run_as_the_policy_user_with_no_supplementary_groups() {
         let mut cmd = std::process::Command::new(cmdchan_tests::bin("cmdchan-server"));
         cmd.args([
             "serve",
-            "--master",
-            env.master.to_str().unwrap(),
+            "--zone-key",
+            env.zone_key.to_str().unwrap(),
             "--server-id",
             "x",
             "--listen",

@@ -159,8 +159,8 @@ async fn a_full_disk_under_the_audit_file_leaves_a_recorded_gap_not_an_edit() {
         let out = env.admin(&[
             "audit-verify",
             log.to_str().unwrap(),
-            "--master",
-            env.master.to_str().unwrap(),
+            "--zone-key",
+            env.zone_key.to_str().unwrap(),
         ]);
         (out.status.code(), text(&out.stdout))
     };

@@ -98,7 +98,7 @@ async fn garbage_and_empty_frames_are_refused_malformed() {
     let cred = env.provision("alice", "operator", &[]);
     let server = env.start(&[]);
     let mut honest = server.client(&cred).await;
-    let garbage = [0, 0, 0, 5, 1, 0xff, 0xff, 0xff, 0xff];
+    let garbage = [0, 0, 0, 5, 2, 0xff, 0xff, 0xff, 0xff];
     assert_eq!(
         only_error(&attack(&server, &cred, &garbage, false).await),
         ErrorCode::Malformed
@@ -113,20 +113,23 @@ async fn garbage_and_empty_frames_are_refused_malformed() {
 }
 
 #[tokio::test]
-async fn a_future_protocol_version_is_refused_clearly() {
+async fn a_future_or_a_version_1_frame_is_refused_clearly() {
     let env = TestEnv::new();
     let cred = env.provision("alice", "operator", &[]);
     let server = env.start(&[]);
-    let responses = attack(&server, &cred, &[0, 0, 0, 3, 2, 0, 0], false).await;
-    assert_eq!(only_error(&responses), ErrorCode::UnsupportedVersion);
-    let Body::Err(failure) = &responses[0].body else {
-        unreachable!()
-    };
-    assert!(
-        failure.message.contains("version 2") && failure.message.contains("version 1"),
-        "{}",
-        failure.message
-    );
+    for version in [3u8, 1] {
+        let responses = attack(&server, &cred, &[0, 0, 0, 3, version, 0, 0], false).await;
+        assert_eq!(only_error(&responses), ErrorCode::UnsupportedVersion);
+        let Body::Err(failure) = &responses[0].body else {
+            unreachable!()
+        };
+        assert!(
+            failure.message.contains(&format!("version {version}"))
+                && failure.message.contains("version 2"),
+            "{}",
+            failure.message
+        );
+    }
 }
 
 #[tokio::test]

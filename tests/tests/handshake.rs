@@ -53,12 +53,12 @@ fn psk_args<'a>(identity: &'a str, psk: &'a str, cipher: &'a str) -> Vec<&'a str
 #[test]
 fn openssl_s_client_completes_with_the_psk_from_admin_psk() {
     let env = TestEnv::new();
-    let psk = env.psk_hex("alice");
+    let (alice, psk) = env.psk_pair("alice");
     let server = env.start(&["--dhe"]);
     let addr = server.addr.to_string();
     let out = s_client(
         &addr,
-        &psk_args("alice", &psk, "ECDHE-PSK-CHACHA20-POLY1305"),
+        &psk_args(&alice, &psk, "ECDHE-PSK-CHACHA20-POLY1305"),
     );
     assert!(
         out.contains("Cipher is ECDHE-PSK-CHACHA20-POLY1305"),
@@ -66,7 +66,7 @@ fn openssl_s_client_completes_with_the_psk_from_admin_psk() {
     );
     assert!(out.contains("Server Temp Key: X25519"), "{out}");
     // The DHE suites use the RFC 7919 ffdhe3072 group.
-    let out = s_client(&addr, &psk_args("alice", &psk, "DHE-PSK-AES256-GCM-SHA384"));
+    let out = s_client(&addr, &psk_args(&alice, &psk, "DHE-PSK-AES256-GCM-SHA384"));
     assert!(out.contains("Cipher is DHE-PSK-AES256-GCM-SHA384"), "{out}");
     assert!(out.contains("Server Temp Key: DH, 3072 bits"), "{out}");
 }
@@ -74,10 +74,10 @@ fn openssl_s_client_completes_with_the_psk_from_admin_psk() {
 #[test]
 fn server_prefers_ecdhe_psk_chacha20_when_a_client_offers_all_four() {
     let env = TestEnv::new();
-    let psk = env.psk_hex("alice");
+    let (alice, psk) = env.psk_pair("alice");
     let server = env.start(&["--dhe"]);
     let all = "DHE-PSK-AES128-GCM-SHA256:DHE-PSK-AES256-GCM-SHA384:ECDHE-PSK-CHACHA20-POLY1305";
-    let out = s_client(&server.addr.to_string(), &psk_args("alice", &psk, all));
+    let out = s_client(&server.addr.to_string(), &psk_args(&alice, &psk, all));
     assert!(
         out.contains("Cipher is ECDHE-PSK-CHACHA20-POLY1305"),
         "{out}"
@@ -88,7 +88,7 @@ fn server_prefers_ecdhe_psk_chacha20_when_a_client_offers_all_four() {
 async fn cmdchan_client_completes_a_handshake_with_openssl_s_server() {
     let env = TestEnv::new();
     let cred_path = env.provision("alice", "operator", &[]);
-    let psk = env.psk_hex("alice");
+    let (_, psk) = env.psk_pair("alice");
     let mut cmd = system("openssl");
     cmd.args([
         "s_server",
@@ -127,7 +127,7 @@ async fn cmdchan_client_completes_a_handshake_with_openssl_s_server() {
 #[test]
 fn plain_psk_rsa_psk_and_cbc_suites_are_refused() {
     let env = TestEnv::new();
-    let psk = env.psk_hex("alice");
+    let (alice, psk) = env.psk_pair("alice");
     let server = env.start(&[]);
     let addr = server.addr.to_string();
     for suite in [
@@ -136,7 +136,7 @@ fn plain_psk_rsa_psk_and_cbc_suites_are_refused() {
         "ECDHE-PSK-AES128-CBC-SHA256",
         "DHE-PSK-AES128-CBC-SHA256",
     ] {
-        let out = s_client(&addr, &psk_args("alice", &psk, suite));
+        let out = s_client(&addr, &psk_args(&alice, &psk, suite));
         assert!(out.contains("Cipher is (NONE)"), "{suite}: {out}");
         assert!(out.contains("SSL alert number 40"), "{suite}: {out}");
     }
@@ -146,7 +146,7 @@ fn plain_psk_rsa_psk_and_cbc_suites_are_refused() {
 #[test]
 fn tls_1_1_and_tls_1_3_are_refused() {
     let env = TestEnv::new();
-    let psk = env.psk_hex("alice");
+    let (alice, psk) = env.psk_pair("alice");
     let server = env.start(&[]);
     let addr = server.addr.to_string();
     let v11 = s_client(
@@ -161,7 +161,7 @@ fn tls_1_1_and_tls_1_3_are_refused() {
             "PSK:@SECLEVEL=0",
         ],
     );
-    let v13 = s_client(&addr, &["-tls1_3", "-psk_identity", "alice", "-psk", &psk]);
+    let v13 = s_client(&addr, &["-tls1_3", "-psk_identity", &alice, "-psk", &psk]);
     for out in [v11, v13] {
         assert!(
             out.contains("Cipher is (NONE)") && out.contains("SSL alert number 70"),
@@ -174,12 +174,12 @@ fn tls_1_1_and_tls_1_3_are_refused() {
 #[test]
 fn wrong_key_and_unknown_identity_look_the_same_to_the_client_but_not_in_the_log() {
     let env = TestEnv::new();
-    let psk = env.psk_hex("alice");
+    let (alice, psk) = env.psk_pair("alice");
     let wrong = "ab".repeat(32);
     let server = env.start(&[]);
     let addr = server.addr.to_string();
     let suite = "ECDHE-PSK-CHACHA20-POLY1305";
-    let wrong_key = s_client(&addr, &psk_args("alice", &wrong, suite));
+    let wrong_key = s_client(&addr, &psk_args(&alice, &wrong, suite));
     let unknown = s_client(&addr, &psk_args("not a name!", &psk, suite));
     let alert = |out: &str| {
         out.lines()
@@ -239,9 +239,9 @@ fn a_client_that_never_finishes_the_handshake_is_dropped_after_the_timeout() {
 #[test]
 fn sessions_are_never_resumed() {
     let env = TestEnv::new();
-    let psk = env.psk_hex("alice");
+    let (alice, psk) = env.psk_pair("alice");
     let server = env.start(&[]);
-    let mut args = psk_args("alice", &psk, "ECDHE-PSK-CHACHA20-POLY1305");
+    let mut args = psk_args(&alice, &psk, "ECDHE-PSK-CHACHA20-POLY1305");
     args.push("-reconnect");
     let out = s_client(&server.addr.to_string(), &args);
     let new = out
@@ -258,11 +258,11 @@ fn sessions_are_never_resumed() {
 #[test]
 fn renegotiation_is_refused() {
     let env = TestEnv::new();
-    let psk = env.psk_hex("alice");
+    let (alice, psk) = env.psk_pair("alice");
     let server = env.start(&[]);
     let mut cmd = system("openssl");
     cmd.args(["s_client", "-connect", &server.addr.to_string()]);
-    cmd.args(psk_args("alice", &psk, "ECDHE-PSK-CHACHA20-POLY1305"));
+    cmd.args(psk_args(&alice, &psk, "ECDHE-PSK-CHACHA20-POLY1305"));
     let (mut child, _stdout, _) = spawn_until(cmd, "Cipher is");
     // s_client's interactive "R" asks for a renegotiation.
     std::io::Write::write_all(child.stdin.as_mut().unwrap(), b"R\n").unwrap();
@@ -282,11 +282,11 @@ fn renegotiation_is_refused() {
 #[test]
 fn dhe_psk_is_refused_unless_the_server_is_told_to_take_it() {
     let env = TestEnv::new();
-    let psk = env.psk_hex("alice");
+    let (alice, psk) = env.psk_pair("alice");
     let server = env.start(&[]);
     let out = s_client(
         &server.addr.to_string(),
-        &psk_args("alice", &psk, "DHE-PSK-AES256-GCM-SHA384"),
+        &psk_args(&alice, &psk, "DHE-PSK-AES256-GCM-SHA384"),
     );
     assert!(
         out.contains("alert handshake failure")

@@ -10,9 +10,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use cmdchan::Reply;
-use cmdchan_common::ident::PskIdentity;
 use cmdchan_common::keys::Psk;
-use cmdchan_tests::{closed_within, raw_tls, tcp_from, text, Server, TestEnv};
+use cmdchan_tests::{closed_within, raw_tls_fixed, tcp_from, text, Server, TestEnv};
 
 const QUICK: Duration = Duration::from_millis(500);
 
@@ -84,14 +83,13 @@ async fn penalties_start_after_failed_handshakes_grow_and_reset() {
         "--penalty-max",
         "30s",
     ]);
-    let identity = PskIdentity {
-        name: "alice".parse().unwrap(),
-        epoch: 0,
-    };
+    let (identity, _) = env.psk_pair("alice");
     let wrong = Psk::from_hex(&"ab".repeat(32)).unwrap();
     let fail_twice = || async {
         for _ in 0..2 {
-            assert!(raw_tls(server.addr, &identity, &wrong).await.is_err());
+            assert!(raw_tls_fixed("127.0.0.1", server.addr, &identity, &wrong)
+                .await
+                .is_err());
         }
     };
     fail_twice().await;

@@ -16,7 +16,7 @@ fn both_binaries_print_their_version_and_protocol_version() {
         let out = run(Command::new(bin(name)).arg("--version"));
         assert_eq!(
             text(&out.stdout),
-            format!("{name} {} (protocol 1)\n", env!("CARGO_PKG_VERSION"))
+            format!("{name} {} (protocol 2)\n", env!("CARGO_PKG_VERSION"))
         );
     }
 }
@@ -99,7 +99,6 @@ fn the_examples_walkthrough_runs_as_written() {
 
 #[tokio::test]
 async fn the_metrics_endpoint_counts_handshakes_requests_and_refusals() {
-    use cmdchan_common::ident::PskIdentity;
     use cmdchan_common::keys::Psk;
     let env = TestEnv::new();
     let cred = env.provision("alice", "operator", &[]);
@@ -131,14 +130,13 @@ async fn the_metrics_endpoint_counts_handshakes_requests_and_refusals() {
         );
     }
     env.cmdchan(&server, &cred, &["no-such-command"]);
-    let identity = PskIdentity {
-        name: "alice".parse().unwrap(),
-        epoch: 0,
-    };
+    let (identity, _) = env.psk_pair("alice");
     let wrong = Psk::from_hex(&"ab".repeat(32)).unwrap();
-    assert!(cmdchan_tests::raw_tls(server.addr, &identity, &wrong)
-        .await
-        .is_err());
+    assert!(
+        cmdchan_tests::raw_tls_fixed("127.0.0.1", server.addr, &identity, &wrong)
+            .await
+            .is_err()
+    );
     assert!(server.wait_for_log("key mismatch"));
     let metrics = scrape();
     for line in [

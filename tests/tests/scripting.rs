@@ -279,13 +279,13 @@ fn check_fails_a_policy_that_names_a_missing_program_and_passes_a_good_one() {
         "bad.toml",
         "[roles.ops]\ncommands = [\"x\"]\n[commands.x]\nprogram = \"/nonexistent/x\"\n",
     );
-    let master = env.master.to_str().unwrap().to_owned();
+    let zone_key = env.zone_key.to_str().unwrap().to_owned();
     let check = |policy: &std::path::Path| {
         let mut cmd = Command::new(bin("cmdchan-server"));
         cmd.args([
             "check",
-            "--master",
-            &master,
+            "--zone-key",
+            &zone_key,
             "--server-id",
             "db1",
             "--policy",
@@ -324,8 +324,8 @@ fn the_server_exits_with_the_sysexits_convention() {
     let mut cmd = Command::new(bin("cmdchan-server"));
     cmd.args([
         "serve",
-        "--master",
-        env.master.to_str().unwrap(),
+        "--zone-key",
+        env.zone_key.to_str().unwrap(),
         "--server-id",
         "db1",
         "--listen",

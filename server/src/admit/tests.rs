@@ -1,7 +1,7 @@
 //! Admission checks, each refusal and the order they run in, with time as an input.
 
 use cmdchan_common::ident::{Ident, PskIdentity};
-use cmdchan_common::keys::{MasterKey, TagKey};
+use cmdchan_common::keys::{TagKey, ZoneKey};
 use cmdchan_common::protocol::{Grant, Param, Request};
 
 use std::sync::Arc;
@@ -59,7 +59,7 @@ struct Fixture {
 
 impl Fixture {
     fn new() -> Self {
-        let master = MasterKey::from_hex(&"42".repeat(32)).expect("key");
+        let master = ZoneKey::new(Ident::new("test").expect("valid"), 1, [0x42; 32]);
         let policy = Policy::parse(POLICY).expect("policy");
         Self {
             executions: Arc::new(Semaphore::new(1)),

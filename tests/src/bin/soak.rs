@@ -16,9 +16,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use cmdchan::{Client, Credential, Error, ErrorCode, Options, Param, Reply};
-use cmdchan_common::ident::PskIdentity;
 use cmdchan_common::keys::Psk;
-use cmdchan_tests::{raw_tls_from, tcp_from, TestEnv, SERVER_ID};
+use cmdchan_tests::{raw_tls_fixed, tcp_from, TestEnv, SERVER_ID};
 use tokio::io::AsyncWriteExt;
 
 const HONEST: usize = 24;
@@ -232,10 +231,8 @@ async fn misbehave(
     tally: Arc<Tally>,
 ) {
     let source = format!("127.0.9.{}", 1 + worker);
-    let identity = PskIdentity {
-        name: "mallory".parse().unwrap(),
-        epoch: 0,
-    };
+    // An identity that is not sealed for the zone, with any key: what a stranger has.
+    let identity = "c2.1.mallory";
     let wrong = Psk::from_hex(&"ee".repeat(32)).unwrap();
     let mut i = 0u64;
     while Instant::now() < deadline {
@@ -243,7 +240,7 @@ async fn misbehave(
         tally.misbehaved.fetch_add(1, Ordering::Relaxed);
         match i % 3 {
             0 => {
-                let _ = raw_tls_from(&source, addr, &identity, &wrong).await;
+                let _ = raw_tls_fixed(&source, addr, identity, &wrong).await;
             }
             1 => {
                 if let Ok(mut tcp) = tcp_from(&source, addr).await {

@@ -1,0 +1,38 @@
+//! Sets the PSK identity hint of a server's TLS context: rust-openssl exposes reading a
+//! hint (`SslRef::psk_identity_hint`) but not `SSL_CTX_use_psk_identity_hint`. A
+//! cmdchan server names its zone there; a TLS 1.2 (EC)DHE-PSK ServerKeyExchange carries
+//! it to the client, which picks that zone's key.
+//!
+//! This is the workspace's only unsafe code, kept to one call in a crate of its own.
+
+use std::ffi::{c_char, c_int, CString};
+
+use openssl::error::ErrorStack;
+use openssl::ssl::SslContextBuilder;
+
+extern "C" {
+    // int SSL_CTX_use_psk_identity_hint(SSL_CTX *ctx, const char *hint);
+    // (libssl, linked by openssl-sys)
+    fn SSL_CTX_use_psk_identity_hint(ctx: *mut openssl_sys::SSL_CTX, hint: *const c_char) -> c_int;
+}
+
+/// Sets the identity hint every handshake of `builder`'s contexts sends. `hint` must not
+/// hold NUL and must be at most 256 bytes (OpenSSL refuses longer ones).
+pub fn set_psk_identity_hint(
+    builder: &mut SslContextBuilder,
+    hint: &str,
+) -> Result<(), ErrorStack> {
+    let hint = CString::new(hint).map_err(|_| ErrorStack::get())?;
+    #[allow(
+        unsafe_code,
+        reason = "the one FFI call rust-openssl lacks; the safety argument is beside it"
+    )]
+    // SAFETY: `builder.as_ptr()` is the live SSL_CTX the builder owns for this whole call;
+    // `hint` is a NUL-terminated C string that lives until the call returns, and OpenSSL
+    // copies it (OPENSSL_strdup) before returning, keeping no pointer to it.
+    let set = unsafe { SSL_CTX_use_psk_identity_hint(builder.as_ptr(), hint.as_ptr()) };
+    match set {
+        1 => Ok(()),
+        _ => Err(ErrorStack::get()),
+    }
+}
