@@ -168,7 +168,11 @@ def print_wire_vectors():
     cid = bytes(range(16))
     req = request(1, cid, 1893455990, "db1", "operator", 7, 1893456000, ["db1", "db2"],
                   tag(zkey, "prod", *g), "echo", ["hi", "ü"], [("lines", "10")])
-    print("request frame   ", frame(req).hex())
+    print("request frame   ", frame(varint(0) + req).hex())    # ClientMsg::Request = variant 0
+    print("input frame     ", frame(varint(1) + varint(1) + varint(3) + b"hi\n").hex())
+    print("input end frame ", frame(varint(2) + varint(1)).hex())
+    started = varint(1) + cid + varint(3) + varint(1000)      # Body::Started { stdin_limit }
+    print("started frame   ", frame(started).hex())
     # Response: counter, id, Body::Ok(0) Reply::Echo(2) [args]
     ok = varint(1) + cid + varint(0) + varint(2) + pvec_str(["hi", "ü"])
     print("response frame  ", frame(ok).hex())
@@ -179,9 +183,10 @@ def print_wire_vectors():
     out = varint(1) + cid + varint(2) + varint(1) + varint(5) + b"oops\n"
     print("output frame    ", frame(out).hex())
     # Response: Body::Ok(0) Reply::Exit(4) ExitInfo { code: Some(-1), signal: None,
-    #   timed_out: false, duration_ms: 1500, output_bytes: 300, truncated: true }
+    #   timed_out: false, duration_ms: 1500, output_bytes: 300, truncated: true,
+    #   stdin_truncated: false }
     ex = (varint(1) + cid + varint(0) + varint(4) + b"\x01" + zigzag(-1) + b"\x00" + b"\x00"
-          + varint(1500) + varint(300) + b"\x01")
+          + varint(1500) + varint(300) + b"\x01" + b"\x00")
     print("exit frame      ", frame(ex).hex())
 
 if __name__ == "__main__":

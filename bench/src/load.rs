@@ -24,7 +24,7 @@ use tokio_util::codec::{Decoder, Encoder};
 use cmdchan_common::credential::Credential;
 use cmdchan_common::frame::{MsgCodec, DEFAULT_MAX_FRAME};
 use cmdchan_common::ident::Ident;
-use cmdchan_common::protocol::{Body, Reply, Request, Response};
+use cmdchan_common::protocol::{Body, ClientMsg, Reply, Request, Response};
 use cmdchan_common::{time, tls};
 
 /// Size of one echo message.
@@ -396,8 +396,8 @@ impl Speaker {
 /// generator shares with the server, every microsecond it spends is one the server
 /// does not get.
 struct Pinger {
-    template: Request,
-    codec: MsgCodec<Response, Request>,
+    template: ClientMsg,
+    codec: MsgCodec<Response, ClientMsg>,
     answered: u64,
     ids: Vec<u8>,
 }
@@ -413,7 +413,7 @@ impl Pinger {
             .map(|(_, e)| (e.grant.clone(), e.tag))
             .unwrap_or_else(|_| unreachable!("the load checked the credential's zone"));
         Self {
-            template: Request {
+            template: ClientMsg::Request(Request {
                 counter: 0,
                 id: [0; 16],
                 issued_at: 0,
@@ -423,7 +423,7 @@ impl Pinger {
                 command: "ping".into(),
                 args: Vec::new(),
                 params: Vec::new(),
-            },
+            }),
             codec: MsgCodec::new(DEFAULT_MAX_FRAME),
             answered: 0,
             ids: Vec::new(),
@@ -431,7 +431,9 @@ impl Pinger {
     }
 
     fn request(&mut self, out: &mut BytesMut) -> anyhow::Result<()> {
-        let r = &mut self.template;
+        let ClientMsg::Request(r) = &mut self.template else {
+            unreachable!("the template is a request")
+        };
         r.counter += 1;
         if self.ids.is_empty() {
             self.ids.resize(ID_POOL, 0);

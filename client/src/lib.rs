@@ -23,17 +23,17 @@ use std::time::Duration;
 use futures::{SinkExt, StreamExt};
 use openssl::error::ErrorStack;
 use openssl::ssl::{Ssl, SslContext};
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncRead, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::net::TcpStream;
 use tokio::time::timeout;
 use tokio_openssl::SslStream;
-use tokio_util::codec::Framed;
+use tokio_util::codec::{FramedRead, FramedWrite};
 
 pub use cmdchan_common::credential::{Credential, ZoneEntry};
 pub use cmdchan_common::ident::Ident;
 pub use cmdchan_common::protocol::{
-    Body, CommandInfo, ErrorCode, ExitInfo, Failure, Grant, Output, Param, ParamInfo, ParamKind,
-    Reply, Request, Response, Stream, Whoami,
+    Body, ClientMsg, CommandInfo, ErrorCode, ExitInfo, Failure, Grant, Output, Param, ParamInfo,
+    ParamKind, Reply, Request, Response, Started, Stream, Whoami,
 };
 
 use cmdchan_common::frame::{FrameError, MsgCodec, DEFAULT_MAX_FRAME};
@@ -104,7 +104,27 @@ pub enum Error {
     Tls(#[from] ErrorStack),
 }
 
-type Channel = Framed<SslStream<TcpStream>, MsgCodec<Response, Request>>;
+type Codec = MsgCodec<Response, ClientMsg>;
+type Reader = FramedRead<ReadHalf<SslStream<TcpStream>>, Codec>;
+type Writer = FramedWrite<WriteHalf<SslStream<TcpStream>>, Codec>;
+
+/// One connection, its halves apart: a program's stdin goes out while its output comes
+/// in, so neither side waits on the other.
+struct Channel {
+    reader: Reader,
+    /// `None` while a stdin pump has it, or after one was cut short (the connection is
+    /// then done for: a request on it reconnects).
+    writer: Option<Writer>,
+}
+
+impl std::fmt::Debug for Channel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Channel").finish_non_exhaustive()
+    }
+}
+
+/// Where a program's stdin comes from, when the program takes it.
+pub type Input = Box<dyn AsyncRead + Unpin + Send>;
 
 impl Error {
     /// The connection broke before the answer came: the request may or may not have
@@ -118,7 +138,6 @@ impl Error {
 }
 
 /// One authenticated connection to a cmdchan server.
-#[derive(Debug)]
 pub struct Client {
     channel: Channel,
     cred: Arc<Credential>,
@@ -131,6 +150,18 @@ pub struct Client {
     ctx: SslContext,
     choice: ZoneChoice,
     opts: Options,
+    /// Given to the next program that takes stdin (see [`Client::set_input`]).
+    input: Option<Input>,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("zone", &self.zone)
+            .field("target", &self.target)
+            .field("addr", &self.addr)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Client {
@@ -171,7 +202,15 @@ impl Client {
             ctx,
             choice,
             opts,
+            input: None,
         })
+    }
+
+    /// Stdin for the next program that takes it (`stdin = true` in the server's policy):
+    /// streamed to it as it is read, its end closing the program's stdin. Nothing is
+    /// read from it unless the server says the program takes stdin.
+    pub fn set_input(&mut self, input: Input) {
+        self.input = Some(input);
     }
 
     /// The zone this client speaks in (the server's).
@@ -233,7 +272,9 @@ impl Client {
         match self.exchange_streaming(request, on_output).await?.body {
             Body::Ok(reply) => Ok(reply),
             Body::Err(failure) => Err(Error::Refused(failure)),
-            Body::Output(_) => Err(Error::Protocol("the answer ended with output".into())),
+            Body::Output(_) | Body::Started(_) => {
+                Err(Error::Protocol("the answer ended with output".into()))
+            }
         }
     }
 
@@ -267,32 +308,64 @@ impl Client {
         self.exchange_streaming(request, |_| {}).await
     }
 
-    /// As [`Client::exchange`], handing each piece of output to `on_output`.
+    /// As [`Client::exchange`], handing each piece of output to `on_output`; a program
+    /// that takes stdin gets the input set with [`Client::set_input`].
     pub async fn exchange_streaming(
         &mut self,
         request: &Request,
         mut on_output: impl FnMut(&Output),
     ) -> Result<Response, Error> {
-        self.channel.send(request).await.map_err(frame_error)?;
-        loop {
+        let Some(writer) = self.channel.writer.as_mut() else {
+            return Err(Error::Closed);
+        };
+        writer
+            .send(&ClientMsg::Request(request.clone()))
+            .await
+            .map_err(frame_error)?;
+        let mut pump: Option<tokio::task::JoinHandle<Option<Writer>>> = None;
+        let answer = loop {
             let limit = self.opts.answer_timeout;
-            let next = timeout(limit, self.channel.next())
-                .await
-                .map_err(|_| Error::Timeout(limit))?;
-            let response = next.ok_or(Error::Closed)?.map_err(frame_error)?;
+            let next = match timeout(limit, self.channel.reader.next()).await {
+                Ok(next) => next,
+                Err(_) => break Err(Error::Timeout(limit)),
+            };
+            let response = match next
+                .ok_or(Error::Closed)
+                .and_then(|r| r.map_err(frame_error))
+            {
+                Ok(response) => response,
+                Err(e) => break Err(e),
+            };
             let names_it = response.counter == request.counter && response.id == request.id;
             match (&response.body, names_it) {
                 (Body::Output(out), true) => on_output(out),
-                (_, true) => return Ok(response),
-                (Body::Err(_), false) if response.counter == 0 => return Ok(response),
+                (Body::Started(_), true) => {
+                    let writer = self.channel.writer.take();
+                    let input = self.input.take();
+                    if let (Some(writer), Some(input)) = (writer, input) {
+                        pump = Some(tokio::spawn(send_input(writer, input, request.counter)));
+                    }
+                }
+                (_, true) => break Ok(response),
+                (Body::Err(_), false) if response.counter == 0 => break Ok(response),
                 _ => {
-                    return Err(Error::Protocol(format!(
+                    break Err(Error::Protocol(format!(
                         "the server answered request {} while request {} was waiting",
                         response.counter, request.counter
                     )))
                 }
             }
+        };
+        // The answer is in: a pump still reading (the program ended before its input
+        // did) is cut short, and the connection with it.
+        if let Some(pump) = pump {
+            if pump.is_finished() {
+                self.channel.writer = pump.await.ok().flatten();
+            } else {
+                pump.abort();
+            }
         }
+        answer
     }
 
     /// The server ID this client addresses.
@@ -302,7 +375,15 @@ impl Client {
 
     /// Ends the connection cleanly (TLS close_notify).
     pub async fn close(self) {
-        let _ = self.channel.into_inner().shutdown().await;
+        if let Some(writer) = self.channel.writer {
+            let stream = self
+                .channel
+                .reader
+                .into_inner()
+                .unsplit(writer.into_inner());
+            let mut stream = stream;
+            let _ = stream.shutdown().await;
+        }
     }
 }
 
@@ -310,7 +391,35 @@ async fn open(ctx: &SslContext, addr: &str, opts: &Options) -> Result<Channel, E
     let stream = timeout(opts.timeout, handshake(ctx, addr))
         .await
         .map_err(|_| Error::Timeout(opts.timeout))??;
-    Ok(Framed::new(stream, MsgCodec::new(opts.max_frame)))
+    let (read, write) = tokio::io::split(stream);
+    Ok(Channel {
+        reader: FramedRead::new(read, MsgCodec::new(opts.max_frame)),
+        writer: Some(FramedWrite::new(write, MsgCodec::new(opts.max_frame))),
+    })
+}
+
+/// Sends `input` as the stdin of request `counter`, then its end; gives the writer back
+/// (`None` if the connection broke).
+async fn send_input(mut writer: Writer, mut input: Input, counter: u64) -> Option<Writer> {
+    use tokio::io::AsyncReadExt;
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        let n = match input.read(&mut buf).await {
+            Ok(0) | Err(_) => 0,
+            Ok(n) => n,
+        };
+        let message = match n {
+            0 => ClientMsg::InputEnd(counter),
+            n => ClientMsg::Input(cmdchan_common::protocol::Input {
+                counter,
+                data: buf[..n].to_vec(),
+            }),
+        };
+        writer.send(&message).await.ok()?;
+        if n == 0 {
+            return Some(writer);
+        }
+    }
 }
 
 async fn handshake(

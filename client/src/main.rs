@@ -177,7 +177,11 @@ fn block_on(work: impl std::future::Future<Output = Exit>) -> ExitCode {
         eprintln!("cmdchan: cannot start the async runtime");
         return Exit::Software.into();
     };
-    runtime.block_on(work).into()
+    let exit = runtime.block_on(work);
+    // A read of stdin for a program that ended first may still wait on its thread: the
+    // process ends now, not when stdin does.
+    runtime.shutdown_background();
+    exit.into()
 }
 
 async fn run(opts: Opts, command: String, args: Vec<String>) -> Exit {
@@ -210,6 +214,8 @@ async fn run(opts: Opts, command: String, args: Vec<String>) -> Exit {
         Err(e) => return output::error(mode, &e),
     };
     request.params = opts.params;
+    // Read only if the server says the program takes stdin (ssh's -n pitfall avoided).
+    client.set_input(Box::new(tokio::io::stdin()));
     let mut sink = output::Sink::new(mode, opts.fail_truncated);
     let result = client
         .run_with_retry(&mut request, |out| sink.write(out))

@@ -230,6 +230,9 @@ fn exit_text(info: &ExitInfo) {
             info.output_bytes
         );
     }
+    if info.stdin_truncated {
+        eprintln!("cmdchan: stdin was cut at the command's limit; the program got its start only");
+    }
 }
 
 fn reply_text(reply: &Reply) -> String {
@@ -306,6 +309,7 @@ fn exit_json(info: &ExitInfo) -> Value {
         "duration_ms": info.duration_ms,
         "output_bytes": info.output_bytes,
         "truncated": info.truncated,
+        "stdin_truncated": info.stdin_truncated,
     })
 }
 

@@ -282,7 +282,9 @@ mod tests {
     #[test]
     fn frames_match_protocol_md_vectors() {
         use crate::ident::Ident;
-        use crate::protocol::{ExitInfo, Grant, Output, Param, Reply, Request, Stream};
+        use crate::protocol::{
+            ClientMsg, ExitInfo, Grant, Input, Output, Param, Reply, Request, Started, Stream,
+        };
         let ident = |s: &str| Ident::new(s).expect("valid");
         let servers = vec![ident("db1"), ident("db2")];
         let grant = Grant {
@@ -311,10 +313,16 @@ mod tests {
             }],
         };
         assert_eq!(
-            frame_hex(&request),
-            "0000006a0201000102030405060708090a0b0c0d0e0ff6b0ef860703646231086f70657261746f72070180b1ef86070203646231\
+            frame_hex(&ClientMsg::Request(request)),
+            "0000006b020001000102030405060708090a0b0c0d0e0ff6b0ef860703646231086f70657261746f72070180b1ef86070203646231\
              036462320b88f747797b56dcb0fc125170581bc8a825415bc371b601c97cf0fcf221224a046563686f0202686902c3bc01056c696e6573023130"
         );
+        let input = ClientMsg::Input(Input {
+            counter: 1,
+            data: b"hi\n".to_vec(),
+        });
+        assert_eq!(frame_hex(&input), "000000070201010368690a");
+        assert_eq!(frame_hex(&ClientMsg::InputEnd(1)), "00000003020201");
         let response = |body| Response {
             counter: 1,
             id,
@@ -345,8 +353,12 @@ mod tests {
             ..ExitInfo::default()
         };
         assert_eq!(
+            frame_hex(&response(Body::Started(Started { stdin_limit: 1000 }))),
+            "000000150201000102030405060708090a0b0c0d0e0f03e807"
+        );
+        assert_eq!(
             frame_hex(&response(Body::Ok(Reply::Exit(exit)))),
-            "0000001d0201000102030405060708090a0b0c0d0e0f000401010000dc0bac0201"
+            "0000001e0201000102030405060708090a0b0c0d0e0f000401010000dc0bac020100"
         );
     }
 

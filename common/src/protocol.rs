@@ -48,6 +48,24 @@ pub struct Request {
     pub params: Vec<Param>,
 }
 
+/// A frame from client to server: a request, or a running program's stdin.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ClientMsg {
+    Request(Request),
+    /// Bytes for the stdin of the program that request `counter` runs (sent only after
+    /// the server answered it with [`Body::Started`] saying it takes stdin).
+    Input(Input),
+    /// The end of that program's stdin (`counter`).
+    InputEnd(u64),
+}
+
+/// A piece of a program's stdin.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Input {
+    pub counter: u64,
+    pub data: Vec<u8>,
+}
+
 /// One named argument.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Param {
@@ -74,12 +92,22 @@ pub enum Body {
     Err(Failure),
     /// Output a running program produced; more bodies follow.
     Output(Output),
+    /// The program started and reads stdin: send it as [`ClientMsg::Input`], then
+    /// [`ClientMsg::InputEnd`]. More bodies follow.
+    Started(Started),
+}
+
+/// What a starting program takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Started {
+    /// Bytes of stdin it takes at most; beyond them its stdin is closed.
+    pub stdin_limit: u64,
 }
 
 impl Body {
     /// Whether this body ends the answer to its request.
     pub fn is_final(&self) -> bool {
-        !matches!(self, Body::Output(_))
+        !matches!(self, Body::Output(_) | Body::Started(_))
     }
 }
 
@@ -141,6 +169,8 @@ pub struct ExitInfo {
     pub output_bytes: u64,
     /// Output beyond the command's limit was not sent.
     pub truncated: bool,
+    /// Stdin beyond the command's limit was not passed on (its stdin was closed there).
+    pub stdin_truncated: bool,
 }
 
 /// The client as the server authenticated it: name from the handshake, grant from the tag.

@@ -22,7 +22,7 @@ use tracing::{debug, error, info, warn};
 use cmdchan_common::frame::{FrameError, MsgCodec};
 use cmdchan_common::ident::PskIdentity;
 use cmdchan_common::protocol::{
-    Body, ErrorCode, ExitInfo, Failure, Grant, Output, Reply, Request, Response,
+    Body, ClientMsg, ErrorCode, ExitInfo, Failure, Grant, Output, Reply, Request, Response, Started,
 };
 use cmdchan_common::time;
 use cmdchan_common::tls::{self, Offered};
@@ -38,7 +38,7 @@ use crate::policy::{Invocation, Program};
 use crate::replay::{self, Answer, Entry, State};
 use crate::server::{Settings, Shared};
 
-type Channel = Framed<SslStream<Uniform<TcpStream>>, MsgCodec<Request, Response>>;
+type Channel = Framed<SslStream<Uniform<TcpStream>>, MsgCodec<ClientMsg, Response>>;
 
 /// After a program's timeout: SIGTERM to its group, then SIGKILL this much later.
 const KILL_GRACE: Duration = Duration::from_secs(2);
@@ -222,6 +222,17 @@ impl Connection {
     /// requests); they are flushed before the connection waits. A connection quiet for
     /// [`RELEASE_AFTER`] gives its frame buffers back, so an idle one costs little memory.
     async fn next_request(&mut self, shared: &Shared) -> Option<Request> {
+        loop {
+            match self.next_message(shared).await? {
+                ClientMsg::Request(request) => return Some(request),
+                // Stdin for a program that has ended: nothing reads it any more.
+                ClientMsg::Input(_) | ClientMsg::InputEnd(_) => continue,
+            }
+        }
+    }
+
+    /// The next frame from the client (see [`Connection::next_request`]).
+    async fn next_message(&mut self, shared: &Shared) -> Option<ClientMsg> {
         if let Some(notice) = self.notices.check() {
             if self.ends(notice, shared) {
                 return None;
@@ -284,14 +295,14 @@ impl Connection {
     }
 
     /// What the reader gave: a request, or the end of the connection.
-    async fn take(&mut self, next: Option<Result<Request, FrameError>>) -> Option<Request> {
+    async fn take(&mut self, next: Option<Result<ClientMsg, FrameError>>) -> Option<ClientMsg> {
         match next {
             None => None,
             Some(Err(e)) => {
                 self.unreadable(e).await;
                 None
             }
-            Some(Ok(request)) => Some(request),
+            Some(Ok(message)) => Some(message),
         }
     }
 
@@ -522,12 +533,24 @@ impl Connection {
             }
         };
         let started = Instant::now();
+        let counter = cmd.request().counter;
         let mut run = Run {
             deadline: started + program.timeout,
             kill_at: None,
             listening: true,
             info: ExitInfo::default(),
+            stdin_left: program.stdin.unwrap_or(0),
         };
+        // A program that reads stdin says so; the client sends it only then.
+        if let Some(stdin_limit) = program.stdin {
+            let started = Body::Started(Started { stdin_limit });
+            let frame = Response {
+                counter,
+                id: cmd.request().id,
+                body: started,
+            };
+            run.listening = self.send_response(&frame).await && self.flush().await;
+        }
         loop {
             tokio::select! {
                 event = running.next() => match event {
@@ -554,7 +577,13 @@ impl Connection {
                     run.kill_at = None;
                 }
                 next = self.io.next(), if run.listening && self.pending.is_none() => match next {
-                    Some(Ok(request)) => self.pending = Some(request),
+                    Some(Ok(ClientMsg::Request(request))) => self.pending = Some(request),
+                    Some(Ok(ClientMsg::Input(input))) if input.counter == counter => {
+                        feed_stdin(&mut running, &mut run, input.data).await;
+                    }
+                    Some(Ok(ClientMsg::InputEnd(of))) if of == counter => running.close_stdin(),
+                    // Stdin for another request: nothing reads it.
+                    Some(Ok(_)) => {}
                     // The client left: stop the program, unless the policy lets it finish.
                     // Like a timeout: SIGTERM, so its traps run, then SIGKILL.
                     _ => {
@@ -722,6 +751,30 @@ struct Run {
     /// The client is still there to send output to.
     listening: bool,
     info: ExitInfo,
+    /// Bytes of stdin the program may still be given.
+    stdin_left: u64,
+}
+
+/// Passes a piece of the client's stdin to the program, within its limit (past it the
+/// program's stdin is closed and the answer says so) and its deadline.
+async fn feed_stdin(running: &mut exec::Running, run: &mut Run, mut data: Vec<u8>) {
+    let room = usize::try_from(run.stdin_left).unwrap_or(usize::MAX);
+    if data.len() > room {
+        data.truncate(room);
+        run.info.stdin_truncated = true;
+    }
+    run.stdin_left -= data.len() as u64;
+    if !data.is_empty() {
+        // A program that does not read its stdin cannot hold the run past its deadline.
+        let written =
+            tokio::time::timeout_at(run.deadline.into(), running.write_stdin(&data)).await;
+        if written.is_err() {
+            running.close_stdin();
+        }
+    }
+    if run.info.stdin_truncated {
+        running.close_stdin();
+    }
 }
 
 fn output_bytes(bodies: &[Body]) -> usize {

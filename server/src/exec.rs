@@ -27,8 +27,8 @@ use std::sync::Mutex;
 
 use nix::sys::signal::{kill, killpg, Signal};
 use nix::unistd::Pid;
-use tokio::io::AsyncReadExt;
-use tokio::process::{Child, ChildStderr, ChildStdout, Command};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::process::{Child, ChildStderr, ChildStdin, ChildStdout, Command};
 use tracing::{info, warn};
 
 use cmdchan_common::protocol::Stream;
@@ -127,6 +127,7 @@ pub struct Running {
     group: Pid,
     /// The run's cgroup, or its mark in subreaper mode.
     place: Place,
+    stdin: Option<ChildStdin>,
     stdout: Option<ChildStdout>,
     stderr: Option<ChildStderr>,
     /// Read buffers, one per pipe (both reads wait at once), kept for the whole run.
@@ -162,8 +163,12 @@ pub fn spawn(program: &Program, argv: &[String], tracking: &Tracking) -> io::Res
     if let Place::Marked(mark) = &place {
         cmd.env(MARK, mark);
     }
+    let stdin = match program.stdin {
+        Some(_) => Stdio::piped(),
+        None => Stdio::null(),
+    };
     cmd.current_dir(&program.cwd)
-        .stdin(Stdio::null())
+        .stdin(stdin)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0)
@@ -175,11 +180,12 @@ pub fn spawn(program: &Program, argv: &[String], tracking: &Tracking) -> io::Res
     watched().insert(pid);
     // With process_group(0) the group ID is the child's PID.
     let group = Pid::from_raw(i32::try_from(pid).map_err(io::Error::other)?);
-    let (stdout, stderr) = (child.stdout.take(), child.stderr.take());
+    let (stdin, stdout, stderr) = (child.stdin.take(), child.stdout.take(), child.stderr.take());
     Ok(Running {
         child,
         group,
         place,
+        stdin,
         stdout,
         stderr,
         buffers: Box::new([[0u8; CHUNK]; 2]),
@@ -212,6 +218,24 @@ impl Running {
                 status = child.wait(), if stdout.is_none() && stderr.is_none() => return status.map(Event::Exited),
             }
         }
+    }
+
+    /// Writes `data` to the program's stdin; an error (it closed its stdin, or exited)
+    /// closes our end too.
+    pub async fn write_stdin(&mut self, data: &[u8]) -> io::Result<()> {
+        let Some(stdin) = self.stdin.as_mut() else {
+            return Ok(());
+        };
+        let written = stdin.write_all(data).await;
+        if written.is_err() {
+            self.stdin = None;
+        }
+        written
+    }
+
+    /// Closes the program's stdin: it reads end of file.
+    pub fn close_stdin(&mut self) {
+        self.stdin = None;
     }
 
     /// Sends `signal` to every process of the run: its process group, and every process

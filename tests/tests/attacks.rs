@@ -142,7 +142,7 @@ async fn pipelined(
     let (_, entry) = loaded.entry(None).unwrap();
     let stream = cmdchan_tests::raw_tls_from(source, addr, cred).await.ok()?;
     let codec =
-        cmdchan_common::frame::MsgCodec::<cmdchan::Response, cmdchan::Request>::new(1 << 20);
+        cmdchan_common::frame::MsgCodec::<cmdchan::Response, cmdchan::ClientMsg>::new(1 << 20);
     let mut io = tokio_util::codec::Framed::new(stream, codec);
     for counter in 1..=n {
         let mut id = [0u8; 16];
@@ -158,7 +158,7 @@ async fn pipelined(
             args: vec![],
             params: vec![],
         };
-        if io.feed(&req).await.is_err() {
+        if io.feed(&cmdchan::ClientMsg::Request(req)).await.is_err() {
             break;
         }
     }

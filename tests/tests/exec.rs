@@ -366,7 +366,7 @@ async fn a_client_that_does_not_read_cannot_make_the_server_buffer() {
     let mut frame = bytes::BytesMut::new();
     tokio_util::codec::Encoder::encode(
         &mut cmdchan_common::frame::MsgCodec::<Reply, _>::new(1 << 20),
-        &req,
+        &cmdchan::ClientMsg::Request(req),
         &mut frame,
     )
     .unwrap();

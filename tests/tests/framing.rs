@@ -159,10 +159,12 @@ async fn pipelined_requests_are_answered_in_order_and_a_bad_counter_stops_the_re
         .map(|_| builder.request("ping", &[]).unwrap())
         .collect();
     requests[5].counter = 42;
-    let mut codec = MsgCodec::<Response, cmdchan::Request>::new(1 << 20);
+    let mut codec = MsgCodec::<Response, cmdchan::ClientMsg>::new(1 << 20);
     let mut bytes = bytes::BytesMut::new();
     for r in &requests {
-        codec.encode(r, &mut bytes).unwrap();
+        codec
+            .encode(&cmdchan::ClientMsg::Request(r.clone()), &mut bytes)
+            .unwrap();
     }
     // All eight in one write: the server must not wait for anything more to answer.
     let responses = attack(&server, &cred, &bytes, false).await;

@@ -11,12 +11,21 @@
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use cmdchan_tests::{bin, eventually, process_gone, text, Server, TestEnv, SERVER_ID};
+use cmdchan_tests::{bin, eventually, process_gone, system, text, Server, TestEnv, SERVER_ID};
 use serde_json::Value;
 
 const POLICY: &str = r#"
 [roles.ops]
-commands = ["ping", "echo", "endless", "trap", "binary", "big", "check"]
+commands = ["ping", "echo", "endless", "trap", "binary", "big", "check", "cat", "head", "nostdin"]
+[commands.cat]
+program = "/bin/cat"
+stdin = true
+[commands.head]
+program = "/bin/cat"
+stdin = true
+stdin_limit = 1000
+[commands.nostdin]
+program = "/bin/cat"
 [commands.endless]
 program = "{dir}/endless.sh"
 [commands.trap]
@@ -395,4 +404,88 @@ fn a_refusal_before_tls_and_a_port_that_is_not_tls_are_told_apart_from_a_wrong_k
     ]);
     let reply = json(&cmdchan_tests::run(&mut cmd));
     assert_eq!(reply["error"]["code"], "not tls", "{reply}");
+}
+
+fn with_stdin(
+    server: &Server,
+    cred: &std::path::Path,
+    args: &[&str],
+    input: &[u8],
+) -> std::process::Output {
+    use std::io::Write;
+    let mut child = Command::new(bin("cmdchan"))
+        .args([
+            "--cred",
+            cred.to_str().unwrap(),
+            "--server",
+            &server.addr.to_string(),
+            "--server-id",
+            SERVER_ID,
+        ])
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let input = input.to_vec();
+    let writer = std::thread::spawn(move || {
+        let _ = stdin.write_all(&input);
+    });
+    let out = child.wait_with_output().unwrap();
+    let _ = writer.join();
+    out
+}
+
+#[test]
+fn stdin_of_random_binary_data_makes_the_round_trip_through_a_program() {
+    let env = TestEnv::new();
+    let (server, cred) = setup(&env);
+    let mut data = vec![0u8; 300_000];
+    openssl::rand::rand_bytes(&mut data).unwrap();
+    let out = with_stdin(&server, &cred, &["cat"], &data);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        out.stdout == data,
+        "{} bytes came back of {}",
+        out.stdout.len(),
+        data.len()
+    );
+}
+
+#[test]
+fn stdin_past_the_commands_limit_is_cut_and_the_answer_says_so() {
+    let env = TestEnv::new();
+    let (server, cred) = setup(&env);
+    let out = with_stdin(&server, &cred, &["--json", "head"], &[b'x'; 5000]);
+    let reply = json(&out);
+    assert_eq!(
+        reply["reply"]["stdout"].as_str().unwrap().len(),
+        1000,
+        "{reply}"
+    );
+    assert_eq!(reply["reply"]["exit"]["stdin_truncated"], true);
+}
+
+/// ssh's `-n` pitfall: in a `while read` loop, a client that reads its stdin swallows
+/// the loop's input. cmdchan reads it only for a program that takes stdin.
+#[test]
+fn a_client_in_a_while_read_loop_leaves_the_loops_input_alone() {
+    let env = TestEnv::new();
+    let (server, cred) = setup(&env);
+    let c = format!(
+        "{} --cred {} --server {} --server-id {SERVER_ID}",
+        bin("cmdchan").display(),
+        cred.display(),
+        server.addr
+    );
+    let script = format!("printf 'one\\ntwo\\nthree\\n' | while read l; do {c} nostdin >/dev/null; {c} ping >/dev/null; echo \"$l\"; done");
+    let out = cmdchan_tests::run(system("sh").args(["-c", &script]));
+    assert_eq!(
+        text(&out.stdout),
+        "one\ntwo\nthree\n",
+        "{}",
+        text(&out.stderr)
+    );
 }

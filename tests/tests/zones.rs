@@ -289,8 +289,11 @@ fn stunnel_completes_a_handshake_with_what_admin_psk_prints() {
     };
     let mut frame = bytes::BytesMut::new();
     use tokio_util::codec::{Decoder, Encoder};
-    let mut codec = cmdchan_common::frame::MsgCodec::<cmdchan::Response, Request>::new(1 << 20);
-    codec.encode(&request, &mut frame).unwrap();
+    let mut codec =
+        cmdchan_common::frame::MsgCodec::<cmdchan::Response, cmdchan::ClientMsg>::new(1 << 20);
+    codec
+        .encode(&cmdchan::ClientMsg::Request(request), &mut frame)
+        .unwrap();
     let answered = cmdchan_tests::eventually(10, || {
         use std::io::{Read, Write};
         let Ok(mut tcp) = std::net::TcpStream::connect(("127.0.0.1", port)) else {

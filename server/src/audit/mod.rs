@@ -260,7 +260,7 @@ pub fn outcome(body: &Body) -> (&'static str, Option<i32>, u64) {
             )
         }
         Body::Err(f) => (f.code.name(), None, 0),
-        Body::Ok(_) | Body::Output(_) => ("ok", None, 0),
+        Body::Ok(_) | Body::Output(_) | Body::Started(_) => ("ok", None, 0),
     }
 }
 

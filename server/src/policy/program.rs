@@ -16,6 +16,7 @@ use super::param::{ParamSpec, ParamToml};
 
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
 const DEFAULT_OUTPUT_LIMIT: u64 = 1 << 20;
+const DEFAULT_STDIN_LIMIT: u64 = 1 << 20;
 
 /// `[commands.NAME]` as the policy file writes it.
 #[derive(Debug, Deserialize)]
@@ -38,6 +39,9 @@ pub struct ProgramToml {
     #[serde(default)]
     detach: bool,
     max_concurrent: Option<usize>,
+    #[serde(default)]
+    stdin: bool,
+    stdin_limit: Option<u64>,
 }
 
 /// A checked program definition.
@@ -58,6 +62,9 @@ pub struct Program {
     pub detach: bool,
     /// This command's own limit on runs at once, if the policy sets one.
     pub slots: Option<Arc<Semaphore>>,
+    /// The client's stdin goes to the program, up to this many bytes; `None`: the
+    /// program's stdin is empty (/dev/null) and the client does not read its own.
+    pub stdin: Option<u64>,
 }
 
 #[derive(Debug, Clone)]
@@ -118,6 +125,11 @@ impl Program {
             run_as: run_as(p.user.as_deref(), p.group.as_deref())?,
             detach: p.detach,
             slots: p.max_concurrent.map(|n| Arc::new(Semaphore::new(n))),
+            stdin: match (p.stdin, p.stdin_limit) {
+                (true, limit) => Some(limit.unwrap_or(DEFAULT_STDIN_LIMIT)),
+                (false, None) => None,
+                (false, Some(_)) => return Err("stdin_limit needs stdin = true".into()),
+            },
         })
     }
 
