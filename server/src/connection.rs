@@ -13,6 +13,7 @@ use nix::sys::signal::Signal;
 use openssl::ssl::{Ssl, SslRef};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
+use tokio::process::ChildStdin;
 use tokio::time::error::Elapsed;
 use tokio::time::{timeout, Sleep};
 use tokio_openssl::SslStream;
@@ -540,6 +541,9 @@ impl Connection {
             listening: true,
             info: ExitInfo::default(),
             stdin_left: program.stdin.unwrap_or(0),
+            stdin: running.take_stdin(),
+            stdin_buf: Vec::new(),
+            stdin_end: false,
         };
         // A program that reads stdin says so; the client sends it only then.
         if let Some(stdin_limit) = program.stdin {
@@ -572,16 +576,19 @@ impl Connection {
                     running.signal(Signal::SIGTERM);
                     run.kill_at = Some(Instant::now() + KILL_GRACE);
                 }
+                written = write_some(run.stdin.as_mut(), &run.stdin_buf), if !run.stdin_buf.is_empty() => {
+                    run.wrote_stdin(written);
+                }
                 () = sleep_until_opt(run.kill_at) => {
                     running.signal(Signal::SIGKILL);
                     run.kill_at = None;
                 }
-                next = self.io.next(), if run.listening && self.pending.is_none() => match next {
+                next = self.io.next(), if run.listening && self.pending.is_none() && run.stdin_buf.len() < STDIN_BUFFER => match next {
                     Some(Ok(ClientMsg::Request(request))) => self.pending = Some(request),
                     Some(Ok(ClientMsg::Input(input))) if input.counter == counter => {
-                        feed_stdin(&mut running, &mut run, input.data).await;
+                        run.take_stdin(input.data);
                     }
-                    Some(Ok(ClientMsg::InputEnd(of))) if of == counter => running.close_stdin(),
+                    Some(Ok(ClientMsg::InputEnd(of))) if of == counter => run.end_stdin(),
                     // Stdin for another request: nothing reads it.
                     Some(Ok(_)) => {}
                     // The client left: stop the program, unless the policy lets it finish.
@@ -753,27 +760,68 @@ struct Run {
     info: ExitInfo,
     /// Bytes of stdin the program may still be given.
     stdin_left: u64,
+    /// The program's stdin while it is open.
+    stdin: Option<ChildStdin>,
+    /// Client stdin not yet taken by the program; the client is not read past
+    /// [`STDIN_BUFFER`] of it.
+    stdin_buf: Vec<u8>,
+    /// The client's stdin ended (or hit its limit): close the program's once it is fed.
+    stdin_end: bool,
 }
 
-/// Passes a piece of the client's stdin to the program, within its limit (past it the
-/// program's stdin is closed and the answer says so) and its deadline.
-async fn feed_stdin(running: &mut exec::Running, run: &mut Run, mut data: Vec<u8>) {
-    let room = usize::try_from(run.stdin_left).unwrap_or(usize::MAX);
-    if data.len() > room {
-        data.truncate(room);
-        run.info.stdin_truncated = true;
-    }
-    run.stdin_left -= data.len() as u64;
-    if !data.is_empty() {
-        // A program that does not read its stdin cannot hold the run past its deadline.
-        let written =
-            tokio::time::timeout_at(run.deadline.into(), running.write_stdin(&data)).await;
-        if written.is_err() {
-            running.close_stdin();
+/// Client stdin held for a program that is slow to read it.
+const STDIN_BUFFER: usize = 64 * 1024;
+
+impl Run {
+    /// Queues a piece of the client's stdin for the program, within its limit (past it
+    /// the program's stdin is closed and the answer says so).
+    fn take_stdin(&mut self, mut data: Vec<u8>) {
+        let room = usize::try_from(self.stdin_left).unwrap_or(usize::MAX);
+        if data.len() > room {
+            data.truncate(room);
+            self.info.stdin_truncated = true;
+        }
+        self.stdin_left -= data.len() as u64;
+        if self.stdin.is_some() {
+            self.stdin_buf.extend_from_slice(&data);
+        }
+        if self.info.stdin_truncated {
+            self.end_stdin();
         }
     }
-    if run.info.stdin_truncated {
-        running.close_stdin();
+
+    /// The client's stdin ended: the program reads end of file once it has the rest.
+    fn end_stdin(&mut self) {
+        self.stdin_end = true;
+        if self.stdin_buf.is_empty() {
+            self.stdin = None;
+        }
+    }
+
+    /// A write to the program's stdin finished; an error (it closed its stdin, or
+    /// exited) drops what is left.
+    fn wrote_stdin(&mut self, written: std::io::Result<usize>) {
+        match written {
+            Ok(n) => {
+                self.stdin_buf.drain(..n);
+                if self.stdin_buf.is_empty() && self.stdin_end {
+                    self.stdin = None;
+                }
+            }
+            Err(_) => {
+                self.stdin = None;
+                self.stdin_buf = Vec::new();
+            }
+        }
+    }
+}
+
+/// Writes what the program takes of `buf` now; cancel-safe, so it can wait in a
+/// `select!` beside the program's output.
+async fn write_some(stdin: Option<&mut ChildStdin>, buf: &[u8]) -> std::io::Result<usize> {
+    match stdin {
+        Some(stdin) => stdin.write(buf).await,
+        None => Ok(buf.len()),
     }
 }
 

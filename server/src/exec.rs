@@ -27,7 +27,7 @@ use std::sync::Mutex;
 
 use nix::sys::signal::{kill, killpg, Signal};
 use nix::unistd::Pid;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 use tokio::process::{Child, ChildStderr, ChildStdin, ChildStdout, Command};
 use tracing::{info, warn};
 
@@ -220,22 +220,11 @@ impl Running {
         }
     }
 
-    /// Writes `data` to the program's stdin; an error (it closed its stdin, or exited)
-    /// closes our end too.
-    pub async fn write_stdin(&mut self, data: &[u8]) -> io::Result<()> {
-        let Some(stdin) = self.stdin.as_mut() else {
-            return Ok(());
-        };
-        let written = stdin.write_all(data).await;
-        if written.is_err() {
-            self.stdin = None;
-        }
-        written
-    }
-
-    /// Closes the program's stdin: it reads end of file.
-    pub fn close_stdin(&mut self) {
-        self.stdin = None;
+    /// The program's stdin (when its policy gives it one), for the caller to write
+    /// beside reading the output: writing it inline would deadlock against a program
+    /// blocked on a full stdout pipe.
+    pub fn take_stdin(&mut self) -> Option<ChildStdin> {
+        self.stdin.take()
     }
 
     /// Sends `signal` to every process of the run: its process group, and every process
