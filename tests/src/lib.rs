@@ -615,6 +615,7 @@ impl Redis {
         self.stop();
         let port = self.port.to_string();
         let mut cmd = system("redis-server");
+        cmd.current_dir(std::env::temp_dir());
         cmd.args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]);
         match &self.tls {
             None => cmd.args(["--port", &port]),
@@ -748,8 +749,11 @@ fn redis_cli(port: u16, args: &[&str]) -> String {
 }
 
 /// Spawns `redis-server ARGS` quietly; the caller kills it.
+/// It runs in the temporary directory: replication writes an RDB file there even
+/// without persistence, never into the source tree.
 fn redis_server(args: &[&str]) -> Child {
     system("redis-server")
+        .current_dir(std::env::temp_dir())
         .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
