@@ -154,8 +154,14 @@ async fn the_metrics_endpoint_counts_handshakes_requests_and_refusals() {
     }
 }
 
-#[test]
-fn the_debian_package_holds_binaries_unit_config_completions_and_man_pages() {
+/// Builds both packages once for the tests that look at them; returns the client's and
+/// the server's .deb paths.
+fn packages() -> (String, String) {
+    static BUILT: std::sync::OnceLock<(String, String)> = std::sync::OnceLock::new();
+    BUILT.get_or_init(build_packages).clone()
+}
+
+fn build_packages() -> (String, String) {
     let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
     // Fails loudly if cargo-deb is missing; the README's test command installs it.
     cmdchan_tests::system("cargo-deb");
@@ -168,34 +174,161 @@ fn the_debian_package_holds_binaries_unit_config_completions_and_man_pages() {
         text(&out.stdout),
         text(&out.stderr)
     );
-    let deb = text(&out.stdout).lines().last().unwrap().trim().to_owned();
-    let listing = text(&run(cmdchan_tests::system("dpkg-deb").args(["-c", &deb])).stdout);
+    let stdout = text(&out.stdout);
+    let debs: Vec<&str> = stdout.lines().rev().take(2).collect();
+    (debs[1].trim().to_owned(), debs[0].trim().to_owned())
+}
+
+fn listing(deb: &str) -> String {
+    text(&run(cmdchan_tests::system("dpkg-deb").args(["-c", deb])).stdout)
+}
+
+fn holds(listing: &str, mode: &str, path: &str) -> bool {
+    listing
+        .lines()
+        .any(|l| l.starts_with(mode) && l.ends_with(path))
+}
+
+#[test]
+fn the_client_and_server_packages_each_hold_only_their_half() {
+    let (client, server) = packages();
+    assert!(client.contains("/cmdchan_"), "{client}");
+    assert!(server.contains("/cmdchan-server_"), "{server}");
+    let client_files = listing(&client);
+    for (mode, path) in [
+        ("-rwxr-xr-x", "./usr/bin/cmdchan"),
+        (
+            "-rw-r--r--",
+            "./usr/share/bash-completion/completions/cmdchan",
+        ),
+        ("-rw-r--r--", "./usr/share/man/man1/cmdchan.1.gz"),
+        ("-rw-r--r--", "./usr/share/man/man1/cmdchan-doctor.1.gz"),
+        ("-rw-r--r--", "./usr/share/man/man7/cmdchan-scripting.7.gz"),
+    ] {
+        assert!(
+            holds(&client_files, mode, path),
+            "{mode} {path} missing in:\n{client_files}"
+        );
+    }
+    for absent in ["cmdchan-server", "/etc/", "systemd"] {
+        assert!(
+            !client_files.contains(absent),
+            "the client package holds {absent}:\n{client_files}"
+        );
+    }
+    let server_files = listing(&server);
     for (mode, path) in [
         ("-rwxr-xr-x", "./usr/bin/cmdchan-server"),
-        ("-rwxr-xr-x", "./usr/bin/cmdchan"),
         ("-rw-r--r--", "./lib/systemd/system/cmdchan-server.service"),
         ("-rw-------", "./etc/cmdchan/server.toml"),
         ("-rw-------", "./etc/cmdchan/policy.toml"),
         (
             "-rw-r--r--",
-            "./usr/share/bash-completion/completions/cmdchan",
-        ),
-        (
-            "-rw-r--r--",
             "./usr/share/man/man1/cmdchan-server-serve.1.gz",
         ),
+        ("-rw-r--r--", "./usr/share/man/man5/cmdchan-policy.5.gz"),
     ] {
         assert!(
-            listing
-                .lines()
-                .any(|l| l.starts_with(mode) && l.ends_with(path)),
-            "{mode} {path} missing in:\n{listing}"
+            holds(&server_files, mode, path),
+            "{mode} {path} missing in:\n{server_files}"
         );
     }
-    let conffiles =
-        text(&run(cmdchan_tests::system("dpkg-deb").args(["-I", &deb, "conffiles"])).stdout);
+    assert!(
+        !server_files.contains("./usr/bin/cmdchan\n"),
+        "the server package holds the client:\n{server_files}"
+    );
+    let conffiles = |deb: &str| {
+        let out = run(cmdchan_tests::system("dpkg-deb").args(["-I", deb, "conffiles"]));
+        text(&out.stdout)
+    };
     assert_eq!(
-        conffiles.lines().collect::<Vec<_>>(),
+        conffiles(&server).lines().collect::<Vec<_>>(),
         ["/etc/cmdchan/server.toml", "/etc/cmdchan/policy.toml"]
     );
+    assert_eq!(conffiles(&client), "");
+}
+
+#[test]
+fn the_hand_written_man_pages_render_without_a_warning() {
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../contrib/man");
+    for page in ["cmdchan-policy.5", "cmdchan-scripting.7"] {
+        let out = run(cmdchan_tests::system("groff")
+            .args(["-man", "-Tutf8", "-ww", "-z"])
+            .arg(format!("{root}/{page}")));
+        assert!(
+            out.status.success() && out.stderr.is_empty(),
+            "{page}: {}",
+            text(&out.stderr)
+        );
+    }
+}
+
+/// The server package's maintainer scripts, run against a scratch root (`DPKG_ROOT`,
+/// as `dpkg --root` runs them): purge removes the zone keys and replay state, keeps the
+/// audit trail and a client's credential; no script is left with a debhelper token.
+#[test]
+fn purging_the_server_package_removes_its_keys_and_state_and_keeps_the_audit_trail() {
+    let (_, server) = packages();
+    let env = TestEnv::new();
+    let control = env.path("control");
+    run(cmdchan_tests::system("dpkg-deb").args(["-e", &server, control.to_str().unwrap()]));
+    for script in ["postinst", "prerm", "postrm"] {
+        let path = control.join(script);
+        let body = std::fs::read_to_string(&path).unwrap();
+        assert!(!body.contains("#DEBHELPER#"), "{script}:\n{body}");
+        let syntax = run(cmdchan_tests::system("sh").arg("-n").arg(&path));
+        assert!(
+            syntax.status.success(),
+            "{script}: {}",
+            text(&syntax.stderr)
+        );
+    }
+    let prerm = std::fs::read_to_string(control.join("prerm")).unwrap();
+    assert!(
+        prerm.contains("systemctl stop cmdchan-server.service"),
+        "{prerm}"
+    );
+
+    let root = env.path("root");
+    let file = |path: &str| {
+        let path = root.join(path);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, "x").unwrap();
+        path
+    };
+    let zone_key = file("etc/cmdchan/zone.key");
+    let cred = file("etc/cmdchan/web1.cred");
+    let replay = file("var/lib/cmdchan/replay/seg-1.log");
+    let audit = file("var/log/cmdchan/audit.log");
+    let wants = file("etc/systemd/system/multi-user.target.wants/cmdchan-server.service");
+    for (script, arg) in [
+        ("postinst", "configure"),
+        ("prerm", "remove"),
+        ("postrm", "remove"),
+    ] {
+        let out = run(cmdchan_tests::system("sh")
+            .arg(control.join(script))
+            .arg(arg)
+            .env("DPKG_ROOT", &root));
+        assert!(
+            out.status.success(),
+            "{script} {arg}: {}",
+            text(&out.stderr)
+        );
+    }
+    assert!(zone_key.exists() && replay.exists(), "remove is not purge");
+    let out = run(cmdchan_tests::system("sh")
+        .arg(control.join("postrm"))
+        .arg("purge")
+        .env("DPKG_ROOT", &root));
+    assert!(out.status.success(), "postrm purge: {}", text(&out.stderr));
+    assert!(!zone_key.exists(), "purge left the zone key");
+    assert!(
+        !replay.parent().unwrap().exists(),
+        "purge left the replay state"
+    );
+    assert!(!wants.exists(), "purge left the service enabled");
+    assert!(audit.exists(), "purge removed the audit trail");
+    assert!(cred.exists(), "purge removed a client's credential");
+    assert!(text(&out.stderr).contains("/var/log/cmdchan are kept"));
 }
