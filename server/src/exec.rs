@@ -248,7 +248,15 @@ impl Drop for Running {
     /// The run is over: whatever it left running is stopped, and its cgroup removed.
     fn drop(&mut self) {
         self.signal(Signal::SIGKILL);
-        self.place.remove();
+        // The kernel may take a moment to empty the cgroup: wait for that on a
+        // blocking thread, not on the connection's.
+        match (&self.place, tokio::runtime::Handle::try_current()) {
+            (Place::Cgroup(run), Ok(runtime)) => {
+                let place = Place::Cgroup(run.clone());
+                drop(runtime.spawn_blocking(move || place.remove()));
+            }
+            (place, _) => place.remove(),
+        }
         if let Ok(pid) = u32::try_from(self.group.as_raw()) {
             watched().remove(&pid);
         }
