@@ -294,6 +294,40 @@ impl Running {
         })
     }
 
+    /// One cmdchan server of a fleet: `server_id`, with `policy`, the durable file store
+    /// and the audit file, and limits that let one client address it at any rate.
+    pub fn fleet_member(
+        tools: &Tools,
+        keys: &Keys,
+        server_id: &str,
+        policy: &Path,
+    ) -> anyhow::Result<Self> {
+        let dir = tempfile::Builder::new()
+            .prefix(server_id)
+            .tempdir_in(keys.dir.path())?;
+        let mut cmd = Command::new(&tools.server);
+        cmd.arg("serve")
+            .arg("--zone-key")
+            .arg(&keys.zone_key)
+            .args(["--listen", "127.0.0.1:0", "--server-id", server_id])
+            .arg("--policy")
+            .arg(policy)
+            .arg("--audit-log")
+            .arg(dir.path().join("audit.log"))
+            .arg("--replay-store")
+            .arg(format!("file:{}", dir.path().join("replay").display()))
+            .args(["--rate", "10000000", "--burst", "10000000"])
+            .env_remove("RUST_LOG");
+        let mut procs = Vec::new();
+        let addr = spawn_listening(cmd, &dir.path().join("server.log"), &mut procs)?;
+        Ok(Self {
+            kind: Kind::Cmdchan,
+            addr,
+            procs,
+            dir,
+        })
+    }
+
     /// CPU time (user + system) used so far by every process of this contender, in s.
     pub fn cpu_seconds(&self) -> anyhow::Result<f64> {
         let mut ticks = 0u64;

@@ -6,6 +6,7 @@
 
 mod contenders;
 mod echo;
+mod fanout;
 mod load;
 mod report;
 mod run;
@@ -40,6 +41,15 @@ enum Cmd {
         #[arg(long, default_value_t = 25.0)]
         seconds: f64,
     },
+    /// One command on many servers through the client's fan-out: wall time, client CPU
+    /// per server against one handshake's, the client's peak memory.
+    Fanout {
+        #[arg(long, default_value_t = 200)]
+        servers: usize,
+        /// Runs of each command (ping, a program).
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+    },
 }
 
 fn main() -> ExitCode {
@@ -50,6 +60,7 @@ fn main() -> ExitCode {
         Some(Cmd::Ceiling(o)) => echo::ceiling(o).map(|()| ExitCode::SUCCESS),
         Some(Cmd::Echo) => echo::plain().map(|()| ExitCode::SUCCESS),
         Some(Cmd::Steady { seconds }) => run::steady(seconds),
+        Some(Cmd::Fanout { servers, rounds }) => fanout::main(servers, rounds),
     };
     result.unwrap_or_else(|e| {
         eprintln!("cmdchan-bench: {e:#}");

@@ -62,7 +62,7 @@ impl Exit {
 
     /// The client's own error codes, beside the server's (1–35), for `--json`: a name
     /// and a number in 100–199, so every failure has both.
-    pub const LOCAL_CODES: [(&'static str, u16); 12] = [
+    pub const LOCAL_CODES: [(&'static str, u16); 13] = [
         ("usage", 100),
         ("credential", 101),
         ("no address", 102),
@@ -75,6 +75,7 @@ impl Exit {
         ("refused before tls", 109),
         ("not tls", 110),
         ("no zone key", 111),
+        ("not started", 112),
     ];
 
     /// The number of one of [`Exit::LOCAL_CODES`].

@@ -36,6 +36,9 @@ pub use cmdchan_common::protocol::{
     ParamKind, Reply, Request, Response, Started, Stream, Whoami,
 };
 
+pub mod fanout;
+pub mod inventory;
+
 use cmdchan_common::frame::{FrameError, MsgCodec, DEFAULT_MAX_FRAME};
 use cmdchan_common::tls::ZoneChoice;
 use cmdchan_common::{time, tls};
@@ -172,11 +175,19 @@ impl Client {
         addr: Option<&str>,
         opts: Options,
     ) -> Result<Self, Error> {
+        Self::connect_shared(Arc::new(cred), addr, opts).await
+    }
+
+    /// [`Client::connect`] with a credential shared by many clients (a fan-out).
+    pub async fn connect_shared(
+        cred: Arc<Credential>,
+        addr: Option<&str>,
+        opts: Options,
+    ) -> Result<Self, Error> {
         let addr = addr
             .or(cred.address.as_deref())
             .ok_or(Error::NoAddress)?
             .to_owned();
-        let cred = Arc::new(cred);
         let (builder, choice) = tls::client_builder(Arc::clone(&cred))?;
         let ctx = builder.build();
         let channel = open(&ctx, &addr, &opts)
@@ -340,9 +351,13 @@ impl Client {
             match (&response.body, names_it) {
                 (Body::Output(out), true) => on_output(out),
                 (Body::Started(_), true) => {
-                    let writer = self.channel.writer.take();
-                    let input = self.input.take();
-                    if let (Some(writer), Some(input)) = (writer, input) {
+                    // No input set: the program's stdin ends at once rather than
+                    // waiting for input that never comes.
+                    let input = self
+                        .input
+                        .take()
+                        .unwrap_or_else(|| Box::new(tokio::io::empty()));
+                    if let Some(writer) = self.channel.writer.take() {
                         pump = Some(tokio::spawn(send_input(writer, input, request.counter)));
                     }
                 }

@@ -2,6 +2,7 @@
 
 mod doctor;
 mod exit;
+mod many;
 mod output;
 
 use std::ffi::OsString;
@@ -58,6 +59,8 @@ struct Opts {
     /// A named parameter, NAME=VALUE (repeat for several).
     #[arg(long = "arg", global = true, value_name = "NAME=VALUE", value_parser = parse_param)]
     params: Vec<Param>,
+    #[command(flatten)]
+    fleet: many::FleetArgs,
     #[command(subcommand)]
     command: Cmd,
 }
@@ -68,6 +71,9 @@ enum Cmd {
     Doctor,
     /// Write shell completions and man pages into DIR.
     Generate { dir: PathBuf },
+    /// List the servers of the inventory --on picks (all without --on), one per line,
+    /// without contacting any.
+    Hosts,
     /// Run a remote command, also one named like a command of the client's.
     Run {
         command: String,
@@ -91,10 +97,16 @@ struct Target {
     /// Server ID to address [default: the grant's only server, else the host of --server].
     #[arg(long, global = true)]
     server_id: Option<Ident>,
-    /// Limit for connecting and the TLS handshake.
-    #[arg(long, global = true, default_value = "10s", value_parser = humantime::parse_duration)]
-    timeout: Duration,
+    /// Limit for connecting and the TLS handshake [default: 10s]; with --on, for each
+    /// server's whole run (connecting, the answer, retries) [default: 60s].
+    #[arg(long, global = true, value_parser = humantime::parse_duration)]
+    timeout: Option<Duration>,
 }
+
+/// Connecting and the handshake, for one server.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// One server's whole run in a fan-out.
+const FLEET_TIMEOUT: Duration = Duration::from_secs(60);
 
 fn main() -> ExitCode {
     let opts = match Opts::try_parse() {
@@ -104,6 +116,10 @@ fn main() -> ExitCode {
     let mode = Mode::of(opts.json, opts.nagios);
     match opts.command {
         Cmd::Generate { ref dir } => generate(dir),
+        Cmd::Hosts => match many::hosts(&opts.fleet) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => output::local_error(mode, "usage", &e, Exit::Usage).into(),
+        },
         Cmd::Doctor => {
             let Some(cred) = opts.to.cred.clone() else {
                 return output::local_error(mode, "usage", "doctor needs --cred FILE", Exit::Usage)
@@ -113,7 +129,7 @@ fn main() -> ExitCode {
                 &cred,
                 opts.to.server.as_deref(),
                 opts.to.server_id.clone(),
-                opts.to.timeout,
+                opts.to.timeout.unwrap_or(CONNECT_TIMEOUT),
             ))
         }
         Cmd::Run {
@@ -186,7 +202,7 @@ fn block_on(work: impl std::future::Future<Output = Exit>) -> ExitCode {
 
 async fn run(opts: Opts, command: String, args: Vec<String>) -> Exit {
     let mode = Mode::of(opts.json, opts.nagios);
-    let Some(cred_path) = opts.to.cred else {
+    let Some(cred_path) = opts.to.cred.clone() else {
         return output::local_error(
             mode,
             "usage",
@@ -198,9 +214,12 @@ async fn run(opts: Opts, command: String, args: Vec<String>) -> Exit {
         Ok(cred) => cred,
         Err(e) => return output::local_error(mode, "credential", &e.to_string(), Exit::Config),
     };
+    if !opts.fleet.on.is_empty() {
+        return run_many(opts, mode, cred, command, args).await;
+    }
     let options = Options {
         target: opts.to.server_id,
-        timeout: opts.to.timeout,
+        timeout: opts.to.timeout.unwrap_or(CONNECT_TIMEOUT),
         answer_timeout: opts.answer_timeout,
         retries: opts.retries,
         ..Options::default()
@@ -225,6 +244,46 @@ async fn run(opts: Opts, command: String, args: Vec<String>) -> Exit {
         Ok(reply) => sink.reply(&reply),
         Err(e) => output::error(mode, &e),
     }
+}
+
+/// `--on`: the command on every server the selectors pick.
+async fn run_many(
+    opts: Opts,
+    mode: Mode,
+    cred: Credential,
+    command: String,
+    args: Vec<String>,
+) -> Exit {
+    let view = match mode {
+        Mode::Json => many::View::Json,
+        Mode::Nagios => {
+            let message = "--nagios checks one server; leave out --on";
+            return output::local_error(mode, "usage", message, Exit::Usage);
+        }
+        Mode::Text if opts.fleet.gather => many::View::Gather,
+        Mode::Text => many::View::Stream,
+    };
+    if opts.to.server.is_some() || opts.to.server_id.is_some() {
+        let message = "--on takes servers from the inventory; leave out --server and --server-id";
+        return output::local_error(mode, "usage", message, Exit::Usage);
+    }
+    let hosts = match many::select(&opts.fleet) {
+        Ok(hosts) => hosts,
+        Err(e) => return output::local_error(mode, "usage", &e, Exit::Usage),
+    };
+    let per_server = opts.to.timeout.unwrap_or(FLEET_TIMEOUT);
+    let options = Options {
+        timeout: per_server,
+        answer_timeout: opts.answer_timeout,
+        retries: opts.retries,
+        ..Options::default()
+    };
+    let command = cmdchan::fanout::Command {
+        name: command,
+        args,
+        params: opts.params,
+    };
+    many::run(&opts.fleet, view, cred, hosts, command, options, per_server).await
 }
 
 fn parse_param(text: &str) -> Result<Param, String> {

@@ -42,7 +42,7 @@ pub struct Sink {
 
 /// Exit status when our stdout was closed: what a shell shows for a process killed
 /// by SIGPIPE (128 + 13).
-const STDOUT_CLOSED: i32 = 141;
+pub(crate) const STDOUT_CLOSED: i32 = 141;
 
 impl Sink {
     pub fn new(mode: Mode, fail_truncated: bool) -> Self {
@@ -119,7 +119,7 @@ impl Sink {
 }
 
 /// Output as JSON text: the text itself if it is UTF-8, else base64, and which.
-fn text_or_base64(bytes: &[u8]) -> (String, &'static str) {
+pub(crate) fn text_or_base64(bytes: &[u8]) -> (String, &'static str) {
     match std::str::from_utf8(bytes) {
         Ok(text) => (text.to_owned(), "utf-8"),
         Err(_) => (openssl::base64::encode_block(bytes), "base64"),
@@ -194,7 +194,7 @@ pub fn error(mode: Mode, err: &Error) -> Exit {
     exit
 }
 
-fn message(err: &Error) -> String {
+pub(crate) fn message(err: &Error) -> String {
     match err {
         Error::Refused(f) => f.message.clone(),
         other => other.to_string(),
@@ -235,7 +235,7 @@ fn exit_text(info: &ExitInfo) {
     }
 }
 
-fn reply_text(reply: &Reply) -> String {
+pub(crate) fn reply_text(reply: &Reply) -> String {
     match reply {
         Reply::Pong => "pong\n".into(),
         Reply::Echo(args) => format!("{}\n", args.join(" ")),
@@ -301,7 +301,7 @@ fn param_text(p: &ParamInfo) -> String {
     parts.join("; ")
 }
 
-fn exit_json(info: &ExitInfo) -> Value {
+pub(crate) fn exit_json(info: &ExitInfo) -> Value {
     json!({
         "code": info.code,
         "signal": info.signal,
@@ -348,7 +348,7 @@ fn kind_json(kind: &ParamKind) -> Value {
     }
 }
 
-fn reply_json(reply: &Reply) -> Value {
+pub(crate) fn reply_json(reply: &Reply) -> Value {
     match reply {
         Reply::Pong => json!("pong"),
         Reply::Echo(args) => json!({ "args": args }),

@@ -1,0 +1,204 @@
+//! `cmdchan-bench fanout`: one command on N servers (real `cmdchan-server` processes on
+//! loopback) through the client library's fan-out, beside one handshake's client CPU
+//! measured in the same run. Prints wall time, client CPU per server, the client's peak
+//! memory and how much of the wall time CPU explains; exits non-zero when the client CPU
+//! per server passes 1.5 × one handshake's.
+
+use std::path::Path;
+use std::process::{Command, ExitCode};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+
+use cmdchan::fanout::{self, Event, Outcome, Plan};
+use cmdchan::inventory::Host;
+use cmdchan::{Client, Credential, Ident, Options};
+
+use crate::contenders::{Keys, Running, Tools};
+
+/// Target: a server in a fan-out costs the client at most this many handshakes.
+const TARGET: f64 = 1.5;
+/// Handshakes timed one after the other for the reference.
+const HANDSHAKES: usize = 200;
+
+pub fn main(servers: usize, rounds: usize) -> anyhow::Result<ExitCode> {
+    let tools = Tools::find()?;
+    let keys = Keys::provision(&tools)?;
+    let policy = keys.dir.path().join("policy.toml");
+    std::fs::write(
+        &policy,
+        "[roles.fleet]\ncommands = [\"ping\", \"true\"]\n[commands.true]\nprogram = \"/bin/true\"\n",
+    )?;
+    let cred_path = provision(&tools, &keys)?;
+    eprintln!("starting {servers} servers");
+    let fleet = (0..servers)
+        .map(|i| Running::fleet_member(&tools, &keys, &format!("s{i:03}"), &policy))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let hosts: Vec<Host> = fleet
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            Ok(Host {
+                name: Ident::new(format!("s{i:03}"))?,
+                address: r.addr.to_string(),
+                zone: None,
+                labels: Default::default(),
+            })
+        })
+        .collect::<anyhow::Result<_>>()?;
+    let cred = Arc::new(Credential::load(&cred_path)?);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+
+    let (handshake_cpu, _) = cpu_of(|| {
+        runtime.block_on(async {
+            for _ in 0..HANDSHAKES {
+                let options = Options {
+                    target: Some(hosts[0].name.clone()),
+                    ..Options::default()
+                };
+                let client =
+                    Client::connect_shared(Arc::clone(&cred), Some(&hosts[0].address), options)
+                        .await?;
+                client.close().await;
+            }
+            anyhow::Ok(())
+        })
+    })?;
+    let per_handshake = handshake_cpu / HANDSHAKES as f64;
+    println!(
+        "one handshake, client CPU: {:.0} µs (mean of {HANDSHAKES})",
+        per_handshake * 1e6
+    );
+    println!(
+        "| command | servers | wall, ms | client CPU per server, µs | × one handshake | client peak memory, MiB | cores busy |"
+    );
+    println!("|---|---|---|---|---|---|---|");
+    let base_rss = rss_kib("VmRSS")?;
+    let mut worst: f64 = 0.0;
+    for command in ["ping", "true"] {
+        for _ in 0..rounds {
+            let machine_before = machine_ticks()?;
+            let started = Instant::now();
+            let (client_cpu, failures) =
+                cpu_of(|| Ok(runtime.block_on(run(Arc::clone(&cred), hosts.clone(), command))))?;
+            let wall = started.elapsed();
+            if failures > 0 {
+                bail!("{failures} of {servers} servers did not run {command}");
+            }
+            let (busy, all) = machine_ticks()?;
+            let busy = (busy - machine_before.0) as f64 / (all - machine_before.1).max(1) as f64;
+            let per_server = client_cpu / servers as f64;
+            let ratio = per_server / per_handshake;
+            worst = worst.max(ratio);
+            let peak = rss_kib("VmHWM")?.saturating_sub(base_rss) as f64 / 1024.0;
+            println!(
+                "| {command} | {servers} | {:.0} | {:.0} | {ratio:.2} | {peak:.1} | {:.0} % |",
+                wall.as_secs_f64() * 1e3,
+                per_server * 1e6,
+                busy * 100.0,
+            );
+        }
+    }
+    let met = worst <= TARGET;
+    println!(
+        "client CPU per server ≤ {TARGET} × one handshake's: worst {worst:.2}× — {}",
+        if met { "met" } else { "MISSED" }
+    );
+    Ok(if met {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// A credential for any server of zone bench, role fleet.
+fn provision(tools: &Tools, keys: &Keys) -> anyhow::Result<std::path::PathBuf> {
+    let out = keys.dir.path().join("fleet.cred");
+    let root = keys.dir.path().join("root.key");
+    let status = Command::new(&tools.server)
+        .args(["admin", "provision", "--root"])
+        .arg(&root)
+        .args([
+            "--zone", "bench", "--name", "fleet", "--role", "fleet", "--out",
+        ])
+        .arg(&out)
+        .status()?;
+    if !status.success() {
+        bail!("admin provision failed");
+    }
+    Ok(out)
+}
+
+/// Fans `command` out; returns how many servers did not run it cleanly.
+async fn run(cred: Arc<Credential>, hosts: Vec<Host>, command: &str) -> usize {
+    let plan = Plan {
+        parallel: 32,
+        per_server: Duration::from_secs(60),
+        deadline: None,
+        batch: None,
+        max_failures: None,
+        options: Options::default(),
+    };
+    let command = fanout::Command {
+        name: command.to_owned(),
+        args: Vec::new(),
+        params: Vec::new(),
+    };
+    let mut events = fanout::fan_out(cred, hosts, command, plan);
+    let mut failures = 0;
+    while let Some(event) = events.recv().await {
+        if let Event::Done(result) = event {
+            if !result.outcome.succeeded() {
+                if failures == 0 {
+                    if let Outcome::Failed(e) = &result.outcome {
+                        eprintln!("first failure: {e}");
+                    }
+                }
+                failures += 1;
+            }
+        }
+    }
+    failures
+}
+
+/// CPU time (user + system, every thread) this process spends in `work`, in seconds.
+fn cpu_of<T>(work: impl FnOnce() -> anyhow::Result<T>) -> anyhow::Result<(f64, T)> {
+    let before = self_cpu()?;
+    let value = work()?;
+    Ok((self_cpu()? - before, value))
+}
+
+fn self_cpu() -> anyhow::Result<f64> {
+    use nix::sys::resource::{getrusage, UsageWho};
+    let usage = getrusage(UsageWho::RUSAGE_SELF)?;
+    let seconds = |t: nix::sys::time::TimeVal| t.tv_sec() as f64 + t.tv_usec() as f64 / 1e6;
+    Ok(seconds(usage.user_time()) + seconds(usage.system_time()))
+}
+
+/// The machine's busy and total CPU ticks so far, every core (/proc/stat: busy is all
+/// but idle and iowait).
+fn machine_ticks() -> anyhow::Result<(u64, u64)> {
+    let stat = std::fs::read_to_string("/proc/stat")?;
+    let line = stat.lines().next().context("empty /proc/stat")?;
+    let ticks: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .map(str::parse)
+        .collect::<Result<_, _>>()?;
+    let all: u64 = ticks.iter().sum();
+    let waiting = ticks.get(3).copied().unwrap_or(0) + ticks.get(4).copied().unwrap_or(0);
+    Ok((all - waiting, all))
+}
+
+/// A memory figure of this process from /proc/self/status (VmRSS now, VmHWM its peak).
+fn rss_kib(field: &str) -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string(Path::new("/proc/self/status"))?;
+    let line = status
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .with_context(|| format!("no {field} in /proc/self/status"))?;
+    Ok(line.trim().trim_end_matches("kB").trim().parse()?)
+}

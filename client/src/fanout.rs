@@ -1,0 +1,228 @@
+//! One command on many servers: a sliding window of connections, a limit per server, an
+//! overall deadline and optional batches that stop after too many failures. Results
+//! come as a stream of [`Event`]s: program output as it arrives, then one
+//! [`HostResult`] per server, every selected server exactly once.
+//!
+//! Every server gets a request of its own (a fresh command ID, so each runs it at most
+//! once) with one issue time for all; lost connections are retried per server as
+//! [`Client::run_with_retry`] does. Fan-out sends no stdin: a program that takes stdin
+//! gets an empty one.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use crate::inventory::Host;
+use crate::{Client, Credential, Error, Options, Output, Param, Reply};
+use cmdchan_common::time;
+
+/// How to run a fan-out.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// Servers worked on at once.
+    pub parallel: usize,
+    /// Limit for one server: connecting, the handshake, the answer and any retries.
+    pub per_server: Duration,
+    /// From the start: no server starts after it, and running ones are cut off.
+    pub deadline: Option<Duration>,
+    /// Servers per batch; the next batch starts when one is done.
+    pub batch: Option<usize>,
+    /// Stop before the next batch once more servers than this failed.
+    pub max_failures: Option<usize>,
+    /// Per-connection settings (retries, answer timeout); `target` is each server's name.
+    pub options: Options,
+}
+
+/// What a fan-out reports, in the order it happens.
+#[derive(Debug)]
+pub enum Event {
+    /// A piece of output of the program on `host` (an index into the hosts given).
+    Output { host: usize, output: Output },
+    /// What became of one server; the last event about it.
+    Done(HostResult),
+}
+
+#[derive(Debug)]
+pub struct HostResult {
+    pub host: usize,
+    pub outcome: Outcome,
+    pub duration: Duration,
+}
+
+/// What became of the command on one server.
+#[derive(Debug)]
+pub enum Outcome {
+    /// The server answered: a program's exit, or a built-in's reply.
+    Ran(Reply),
+    /// Refused, unreachable, or the connection failed (after the retries).
+    Failed(Error),
+    /// No answer within the per-server limit or before the deadline.
+    TimedOut,
+    /// Not started: the deadline passed, or an earlier batch failed too often.
+    NotStarted,
+}
+
+impl Outcome {
+    /// Ran and exited 0 (or a built-in answered).
+    pub fn succeeded(&self) -> bool {
+        match self {
+            Outcome::Ran(Reply::Exit(info)) => {
+                !info.timed_out && info.code == Some(0) && info.signal.is_none()
+            }
+            Outcome::Ran(_) => true,
+            _ => false,
+        }
+    }
+}
+
+/// The command to run everywhere.
+#[derive(Debug, Clone)]
+pub struct Command {
+    pub name: String,
+    pub args: Vec<String>,
+    pub params: Vec<Param>,
+}
+
+/// Starts the fan-out on the current runtime; the receiver yields every event and ends
+/// after the last server's result.
+pub fn fan_out(
+    cred: Arc<Credential>,
+    hosts: Vec<Host>,
+    command: Command,
+    plan: Plan,
+) -> mpsc::UnboundedReceiver<Event> {
+    let (tx, rx) = mpsc::unbounded_channel();
+    tokio::spawn(drive(cred, hosts, command, plan, tx));
+    rx
+}
+
+async fn drive(
+    cred: Arc<Credential>,
+    hosts: Vec<Host>,
+    command: Command,
+    plan: Plan,
+    tx: mpsc::UnboundedSender<Event>,
+) {
+    let (command, plan) = (Arc::new(command), Arc::new(plan));
+    let started = Instant::now();
+    let deadline = plan.deadline.map(|d| started + d);
+    let issued_at = time::now();
+    let hosts: Vec<(usize, Host)> = hosts.into_iter().enumerate().collect();
+    let batch = plan.batch.unwrap_or(hosts.len()).max(1);
+    let mut failures = 0;
+    let mut stopped = false;
+    for chunk in hosts.chunks(batch) {
+        if stopped {
+            for (i, _) in chunk {
+                let _ = tx.send(done(*i, Outcome::NotStarted, Duration::ZERO));
+            }
+            continue;
+        }
+        let runs: Vec<_> = chunk
+            .iter()
+            .map(|(i, host)| {
+                let job = Job {
+                    cred: Arc::clone(&cred),
+                    host: host.clone(),
+                    index: *i,
+                    command: Arc::clone(&command),
+                    issued_at,
+                    plan: Arc::clone(&plan),
+                    tx: tx.clone(),
+                };
+                job.run(deadline)
+            })
+            .collect();
+        let mut results = futures::stream::iter(runs).buffer_unordered(plan.parallel.max(1));
+        while let Some(result) = results.next().await {
+            if !result.outcome.succeeded() {
+                failures += 1;
+            }
+            let _ = tx.send(Event::Done(result));
+        }
+        stopped = plan.max_failures.is_some_and(|max| failures > max);
+    }
+}
+
+fn done(host: usize, outcome: Outcome, duration: Duration) -> Event {
+    Event::Done(HostResult {
+        host,
+        outcome,
+        duration,
+    })
+}
+
+/// One server's part.
+struct Job {
+    cred: Arc<Credential>,
+    host: Host,
+    index: usize,
+    command: Arc<Command>,
+    issued_at: u64,
+    plan: Arc<Plan>,
+    tx: mpsc::UnboundedSender<Event>,
+}
+
+impl Job {
+    async fn run(self, deadline: Option<Instant>) -> HostResult {
+        let began = Instant::now();
+        let limit = match deadline {
+            Some(d) if began >= d => {
+                return HostResult {
+                    host: self.index,
+                    outcome: Outcome::NotStarted,
+                    duration: Duration::ZERO,
+                }
+            }
+            Some(d) => self.plan.per_server.min(d - began),
+            None => self.plan.per_server,
+        };
+        let index = self.index;
+        // Dropping the run at the limit closes its connection: the server stops the
+        // program as for any lost client (SIGTERM, then SIGKILL).
+        let outcome = match tokio::time::timeout(limit, self.exchange()).await {
+            Ok(Ok(reply)) => Outcome::Ran(reply),
+            Ok(Err(e)) => Outcome::Failed(e),
+            Err(_) => Outcome::TimedOut,
+        };
+        HostResult {
+            host: index,
+            outcome,
+            duration: began.elapsed(),
+        }
+    }
+
+    async fn exchange(self) -> Result<Reply, Error> {
+        if let Some(zone) = &self.host.zone {
+            if !self.cred.zones.contains_key(zone) {
+                return Err(Error::NoZone(format!(
+                    "the credential has no entry for zone {zone}, the zone of {} in the inventory",
+                    self.host.name
+                )));
+            }
+        }
+        let options = Options {
+            target: Some(self.host.name.clone()),
+            ..self.plan.options.clone()
+        };
+        let mut client =
+            Client::connect_shared(self.cred, Some(&self.host.address), options).await?;
+        let mut request = client.request(&self.command.name, &self.command.args)?;
+        request.issued_at = self.issued_at;
+        request.params = self.command.params.clone();
+        let (tx, host) = (self.tx, self.index);
+        let result = client
+            .run_with_retry(&mut request, |output| {
+                let _ = tx.send(Event::Output {
+                    host,
+                    output: output.clone(),
+                });
+            })
+            .await;
+        client.close().await;
+        result
+    }
+}
