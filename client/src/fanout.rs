@@ -4,11 +4,12 @@
 //! [`HostResult`] per server, every selected server exactly once.
 //!
 //! Every server gets a request of its own (a fresh command ID, so each runs it at most
-//! once) with one issue time for all; lost connections are retried per server as
-//! [`Client::run_with_retry`] does. Fan-out sends no stdin: a program that takes stdin
+//! once) with one issue time for all the servers that start within [`SAME_TIME`] of
+//! each other: a long fan-out refreshes it, so late servers do not find it stale. Lost
+//! connections are retried per server as [`Client::run_with_retry`] does. Fan-out sends no stdin: a program that takes stdin
 //! gets an empty one.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -18,6 +19,10 @@ use tokio::time::Instant;
 use crate::inventory::Host;
 use crate::{Client, Credential, Error, Options, Output, Param, Reply};
 use cmdchan_common::time;
+
+/// How long servers share one issue time: well inside a server's freshness window (60 s
+/// by default), so a request is never stale when it arrives.
+pub const SAME_TIME: Duration = Duration::from_secs(20);
 
 /// How to run a fan-out.
 #[derive(Debug, Clone)]
@@ -109,7 +114,7 @@ async fn drive(
     let (command, plan) = (Arc::new(command), Arc::new(plan));
     let started = Instant::now();
     let deadline = plan.deadline.map(|d| started + d);
-    let issued_at = time::now();
+    let issued_at = Arc::new(Mutex::new(time::now()));
     let hosts: Vec<(usize, Host)> = hosts.into_iter().enumerate().collect();
     let batch = plan.batch.unwrap_or(hosts.len()).max(1);
     let mut failures = 0;
@@ -129,7 +134,7 @@ async fn drive(
                     host: host.clone(),
                     index: *i,
                     command: Arc::clone(&command),
-                    issued_at,
+                    issued_at: Arc::clone(&issued_at),
                     plan: Arc::clone(&plan),
                     tx: tx.clone(),
                 };
@@ -161,7 +166,8 @@ struct Job {
     host: Host,
     index: usize,
     command: Arc<Command>,
-    issued_at: u64,
+    /// The issue time servers share; refreshed by the first to start after it aged.
+    issued_at: Arc<Mutex<u64>>,
     plan: Arc<Plan>,
     tx: mpsc::UnboundedSender<Event>,
 }
@@ -211,7 +217,7 @@ impl Job {
         let mut client =
             Client::connect_shared(self.cred, Some(&self.host.address), options).await?;
         let mut request = client.request(&self.command.name, &self.command.args)?;
-        request.issued_at = self.issued_at;
+        request.issued_at = shared_time(&self.issued_at, request.issued_at);
         request.params = self.command.params.clone();
         let (tx, host) = (self.tx, self.index);
         let result = client
@@ -224,5 +230,29 @@ impl Job {
             .await;
         client.close().await;
         result
+    }
+}
+
+/// The shared issue time, or `now` (which becomes the shared one) once the shared one
+/// is [`SAME_TIME`] old.
+fn shared_time(shared: &Mutex<u64>, now: u64) -> u64 {
+    let mut shared = shared.lock().unwrap_or_else(|p| p.into_inner());
+    if now.saturating_sub(*shared) >= SAME_TIME.as_secs() {
+        *shared = now;
+    }
+    *shared
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn servers_share_an_issue_time_until_it_is_20_s_old() {
+        let shared = Mutex::new(1_000);
+        assert_eq!(shared_time(&shared, 1_000), 1_000);
+        assert_eq!(shared_time(&shared, 1_019), 1_000);
+        assert_eq!(shared_time(&shared, 1_020), 1_020, "aged: refreshed");
+        assert_eq!(shared_time(&shared, 1_025), 1_020, "and shared again");
     }
 }

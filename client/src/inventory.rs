@@ -60,7 +60,7 @@ impl Inventory {
         let parsed: InventoryToml = toml::from_str(text).map_err(|e| e.message().to_owned())?;
         let mut hosts = BTreeMap::new();
         for (name, h) in parsed.servers {
-            if h.address.is_empty() || h.address.contains(char::is_whitespace) {
+            if !is_host_port(&h.address) {
                 return Err(format!(
                     "servers.{name}: address {:?} is not HOST:PORT",
                     h.address
@@ -86,14 +86,16 @@ impl Inventory {
         Self::parse(&text).map_err(|e| format!("inventory {}: {e}", path.display()))
     }
 
-    /// The servers every selector picks, in name order.
+    /// The servers every selector picks, in name order. A term that picks no server is
+    /// an error: a typo never silently narrows a selection.
     pub fn select(&self, selectors: &[Selector]) -> Result<Vec<Host>, String> {
         for selector in selectors {
-            for term in &selector.terms {
-                if let Term::Name(name) = term {
-                    if !self.hosts.keys().any(|h| h.as_str() == name) {
-                        return Err(format!("no server named {name:?} in the inventory"));
-                    }
+            for (text, term) in &selector.terms {
+                if !self.hosts.values().any(|h| term.picks(h)) {
+                    return Err(match term {
+                        Term::Name(name) => format!("no server named {name:?} in the inventory"),
+                        _ => format!("{text:?} picks no server of the inventory"),
+                    });
                 }
             }
         }
@@ -106,6 +108,17 @@ impl Inventory {
     }
 }
 
+/// `host:port` or `[v6]:port`, a port from 1 to 65535, no spaces.
+fn is_host_port(address: &str) -> bool {
+    let Some((host, port)) = address.rsplit_once(':') else {
+        return false;
+    };
+    !host.is_empty()
+        && !address.contains(char::is_whitespace)
+        && port.bytes().all(|b| b.is_ascii_digit())
+        && port.parse::<u16>().is_ok_and(|p| p > 0)
+}
+
 fn is_label_key(key: &str) -> bool {
     !key.is_empty()
         && key
@@ -116,7 +129,8 @@ fn is_label_key(key: &str) -> bool {
 /// One `--on` value: a union of terms.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Selector {
-    terms: Vec<Term>,
+    /// Each term as written, and what it means.
+    terms: Vec<(String, Term)>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -139,8 +153,8 @@ impl std::str::FromStr for Selector {
     fn from_str(text: &str) -> Result<Self, String> {
         let terms = split_terms(text)?
             .into_iter()
-            .map(Term::parse)
-            .collect::<Result<Vec<_>, _>>()?;
+            .map(|t| Ok((t.to_owned(), Term::parse(t)?)))
+            .collect::<Result<Vec<_>, String>>()?;
         if terms.is_empty() {
             return Err("an empty selector".into());
         }
@@ -150,7 +164,7 @@ impl std::str::FromStr for Selector {
 
 impl Selector {
     fn picks(&self, host: &Host) -> bool {
-        self.terms.iter().any(|t| t.picks(host))
+        self.terms.iter().any(|(_, t)| t.picks(host))
     }
 }
 
@@ -190,6 +204,9 @@ impl Term {
         }
         if let Some(open) = text.find('[') {
             let close = text.find(']').unwrap_or(text.len());
+            if text[(close + 1).min(text.len())..].contains('[') {
+                return Err(format!("{text:?}: one range per term"));
+            }
             let ranges =
                 parse_ranges(&text[open + 1..close]).map_err(|e| format!("{text:?}: {e}"))?;
             return Ok(Term::Range {
@@ -262,14 +279,10 @@ fn in_ranges(digits: &str, ranges: &[(u64, u64, usize)]) -> bool {
     let Ok(n) = digits.parse::<u64>() else {
         return false;
     };
-    ranges.iter().any(|&(low, high, width)| {
-        let canonical = if width > 0 {
-            digits.len() == width
-        } else {
-            digits == n.to_string()
-        };
-        canonical && (low..=high).contains(&n)
-    })
+    // Written as the range writes its numbers: `web[08-100]` picks web09 and web100.
+    ranges
+        .iter()
+        .any(|&(low, high, width)| (low..=high).contains(&n) && digits == format!("{n:0width$}"))
 }
 
 /// `*` is any run of bytes, `?` any one byte; the rest matches itself.
@@ -411,10 +424,13 @@ mod tests {
             pick(&["web[01-03,07]"]).expect("picks"),
             "web01 web02 web03 web07"
         );
+        assert!(
+            pick(&["web[1-3]"]).is_err(),
+            "an unpadded range misses padded names, and says so"
+        );
         assert_eq!(
-            pick(&["web[1-3]"]).expect("picks"),
-            "",
-            "unpadded ranges miss padded names"
+            pick(&["web[09-100]"]).expect("picks"),
+            "web09 web10 web11 web12"
         );
         assert_eq!(
             pick(&["tier=db"]).expect("picks"),
@@ -437,8 +453,20 @@ mod tests {
             pick(&["web0l"]).expect_err("an error"),
             "no server named \"web0l\" in the inventory"
         );
+        assert_eq!(
+            pick(&["db1,web[20-30]"]).expect_err("an error"),
+            "\"web[20-30]\" picks no server of the inventory"
+        );
         for bad in [
-            "", "a,,b", "web[01-", "web[3-1]", "web[x]", "web[[1]]", "=web", "web]",
+            "",
+            "a,,b",
+            "web[01-",
+            "web[3-1]",
+            "web[x]",
+            "web[[1]]",
+            "=web",
+            "web]",
+            "w[1]-n[2]",
         ] {
             assert!(pick(&[bad]).is_err(), "{bad:?} was accepted");
         }
@@ -470,6 +498,8 @@ mod tests {
         for (text, want) in [
             ("[servers.a]\n", "missing field `address`"),
             ("[servers.a]\naddress = \"x y\"\n", "servers.a: address"),
+            ("[servers.a]\naddress = \"host\"\n", "is not HOST:PORT"),
+            ("[servers.a]\naddress = \"host:0\"\n", "is not HOST:PORT"),
             (
                 "[servers.a]\naddress = \"a:1\"\nport = 1\n",
                 "unknown field `port`",

@@ -351,14 +351,23 @@ impl Client {
             match (&response.body, names_it) {
                 (Body::Output(out), true) => on_output(out),
                 (Body::Started(_), true) => {
-                    // No input set: the program's stdin ends at once rather than
-                    // waiting for input that never comes.
-                    let input = self
-                        .input
-                        .take()
-                        .unwrap_or_else(|| Box::new(tokio::io::empty()));
-                    if let Some(writer) = self.channel.writer.take() {
-                        pump = Some(tokio::spawn(send_input(writer, input, request.counter)));
+                    match self.input.take() {
+                        Some(input) => {
+                            if let Some(writer) = self.channel.writer.take() {
+                                pump =
+                                    Some(tokio::spawn(send_input(writer, input, request.counter)));
+                            }
+                        }
+                        // No input set: the program's stdin ends at once rather than
+                        // waiting for input that never comes.
+                        None => {
+                            if let Some(writer) = self.channel.writer.as_mut() {
+                                let end = ClientMsg::InputEnd(request.counter);
+                                if let Err(e) = writer.send(&end).await {
+                                    break Err(frame_error(e));
+                                }
+                            }
+                        }
                     }
                 }
                 (_, true) => break Ok(response),

@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 
 use cmdchan::fanout::{self, Event, HostResult, Outcome, Plan};
 use cmdchan::inventory::{fold, Host, Inventory, Selector};
-use cmdchan::{Credential, Error, Options, Reply, Stream};
+use cmdchan::{Credential, Error, ErrorCode, Options, Reply, Stream};
 
 use crate::exit::Exit;
 use crate::output::{exit_json, message, reply_json, reply_text, text_or_base64};
@@ -164,6 +164,12 @@ pub async fn run(
         max_failures: args.max_failures,
         options,
     };
+    if let Some(dir) = &args.out_dir {
+        if let Err(e) = std::fs::create_dir_all(dir) {
+            eprintln!("cmdchan: cannot create {}: {e}", dir.display());
+            return Exit::Usage;
+        }
+    }
     let mut printer = Printer::new(view, &hosts, args.out_dir.clone());
     let mut events = fanout::fan_out(Arc::new(cred), hosts, command, plan);
     while let Some(event) = events.recv().await {
@@ -202,6 +208,10 @@ impl Class {
         match outcome {
             o if o.succeeded() => Class::Ok,
             Outcome::Ran(_) => Class::NonZero,
+            // The first run is still going after the retries: no answer in time.
+            Outcome::Failed(Error::Refused(f)) if f.code == ErrorCode::InProgress => {
+                Class::TimedOut
+            }
             Outcome::Failed(Error::Refused(f)) => Class::Refused(f.code.name()),
             Outcome::Failed(e @ Error::NoZone(_)) => Class::Refused(Exit::local_code(e).0),
             Outcome::Failed(Error::Timeout(_)) | Outcome::TimedOut => Class::TimedOut,
@@ -383,7 +393,7 @@ impl Printer {
             }
         }
         if let Some(dir) = &self.out_dir {
-            self.write_files(dir, host, &result.outcome);
+            self.write_files(dir, host, &result.outcome, &status);
         }
         if self.view == View::Json {
             self.clear_progress();
@@ -401,15 +411,19 @@ impl Printer {
         self.show_progress();
     }
 
-    fn write_files(&self, dir: &Path, host: usize, outcome: &Outcome) {
+    /// DIR/NAME.stdout (the output, or a built-in's reply) and DIR/NAME.stderr (the
+    /// program's stderr, then what went wrong, if anything).
+    fn write_files(&self, dir: &Path, host: usize, outcome: &Outcome, status: &str) {
         let name = &self.names[host];
+        let mut stdout = self.kept[host][0].clone();
+        if let Outcome::Ran(reply) = outcome {
+            stdout.extend_from_slice(reply_text(reply).as_bytes());
+        }
         let mut stderr = self.kept[host][1].clone();
         if !outcome.succeeded() {
-            if let Outcome::Failed(e) = outcome {
-                stderr.extend_from_slice(format!("cmdchan: {e}\n").as_bytes());
-            }
+            stderr.extend_from_slice(format!("cmdchan: {status}\n").as_bytes());
         }
-        for (suffix, data) in [("stdout", &self.kept[host][0]), ("stderr", &stderr)] {
+        for (suffix, data) in [("stdout", &stdout), ("stderr", &stderr)] {
             let path = dir.join(format!("{name}.{suffix}"));
             if let Err(e) = std::fs::write(&path, data) {
                 eprintln!("cmdchan: cannot write {}: {e}", path.display());

@@ -554,6 +554,9 @@ impl Connection {
                 body: started,
             };
             run.listening = self.send_response(&frame).await && self.flush().await;
+            if !run.listening {
+                run.end_stdin();
+            }
         }
         loop {
             tokio::select! {
@@ -595,6 +598,8 @@ impl Connection {
                     // Like a timeout: SIGTERM, so its traps run, then SIGKILL.
                     _ => {
                         run.listening = false;
+                        // No more stdin will come: a detached program reads its end.
+                        run.end_stdin();
                         if !program.detach && run.kill_at.is_none() {
                             info!(client = %self.key, command = program.name, "client disconnected; stopping the command");
                             running.signal(Signal::SIGTERM);

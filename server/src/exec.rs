@@ -99,8 +99,9 @@ impl Tracking {
                 for run in subdirs(dir) {
                     kill_cgroup(&run);
                 }
+                // Waits, as a finished run's removal does, for the kernel to empty each.
                 for run in subdirs(dir) {
-                    let _ = std::fs::remove_dir(&run);
+                    Place::Cgroup(run).remove();
                 }
                 let _ = std::fs::remove_dir(dir);
             }
@@ -273,7 +274,7 @@ impl Place {
                 }
                 std::thread::sleep(std::time::Duration::from_millis(2));
             }
-            warn!(cgroup = %run.display(), "a run's cgroup is not empty yet; it is removed when the server stops");
+            warn!(cgroup = %run.display(), "a run's cgroup is not empty yet; the server removes it when it stops");
         }
     }
 }

@@ -246,6 +246,13 @@ fn the_client_and_server_packages_each_hold_only_their_half() {
         ["/etc/cmdchan/server.toml", "/etc/cmdchan/policy.toml"]
     );
     assert_eq!(conffiles(&client), "");
+    // Up to 0.1 the package named cmdchan held the daemon: the server takes it over.
+    let field = |deb: &str, name: &str| {
+        let out = run(cmdchan_tests::system("dpkg-deb").args(["-f", deb, name]));
+        text(&out.stdout).trim().to_owned()
+    };
+    assert_eq!(field(&server, "Breaks"), "cmdchan (<< 0.2.0)");
+    assert_eq!(field(&server, "Replaces"), "cmdchan (<< 0.2.0)");
 }
 
 #[test]

@@ -16,7 +16,11 @@ use serde_json::Value;
 
 const POLICY: &str = r#"
 [roles.ops]
-commands = ["ping", "echo", "endless", "trap", "binary", "big", "check", "cat", "head", "nostdin"]
+commands = ["ping", "echo", "endless", "trap", "binary", "big", "check", "cat", "head", "nostdin", "keep"]
+[commands.keep]
+program = "{dir}/keep.sh"
+stdin = true
+detach = true
 [commands.cat]
 program = "/bin/cat"
 stdin = true
@@ -61,6 +65,14 @@ fn setup(env: &TestEnv) -> (Server, std::path::PathBuf) {
         ),
     );
     env.script("binary.sh", "printf '\\377\\376ok'");
+    env.script(
+        "keep.sh",
+        &format!(
+            "cat > {}\necho done > {}",
+            env.path("kept").display(),
+            env.path("kept.done").display()
+        ),
+    );
     env.script("big.sh", "printf '%0500d' 0");
     env.script("check.sh", "echo \"DISK OK - all fine\"\nexit \"$1\"");
     let dir = env.dir.path().to_str().unwrap();
@@ -488,4 +500,44 @@ fn a_client_in_a_while_read_loop_leaves_the_loops_input_alone() {
         "{}",
         text(&out.stderr)
     );
+}
+
+/// A detached program that reads stdin reads its end when its client is gone, instead of
+/// waiting for input that can no longer come until its timeout.
+#[test]
+fn a_detached_program_reads_the_end_of_its_stdin_when_its_client_is_killed() {
+    use std::io::Write;
+    let env = TestEnv::new();
+    let (server, cred) = setup(&env);
+    let mut child = Command::new(bin("cmdchan"))
+        .args([
+            "--cred",
+            cred.to_str().unwrap(),
+            "--server",
+            &server.addr.to_string(),
+        ])
+        .args(["--server-id", SERVER_ID, "keep"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(b"part of it\n").unwrap();
+    stdin.flush().unwrap();
+    let kept = env.path("kept");
+    assert!(
+        eventually(10, || std::fs::read_to_string(&kept)
+            .is_ok_and(|t| t == "part of it\n")),
+        "the program did not get the first part"
+    );
+    child.kill().unwrap();
+    let _ = child.wait();
+    // Its timeout is 60 s: ending within 10 means it read the end of its stdin.
+    assert!(
+        eventually(10, || env.path("kept.done").exists()),
+        "the detached program still waits for stdin:\n{}",
+        server.log()
+    );
+    drop(stdin);
 }
