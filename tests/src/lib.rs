@@ -133,12 +133,17 @@ impl TestEnv {
     /// The sealed PSK identity and hex key of `name` at epoch 0 in zone [`ZONE`], from
     /// `admin psk` (the `IDENTITY:HEXPSK` line standard tools take).
     pub fn psk_pair(&self, name: &str) -> (String, String) {
+        self.psk_pair_in(ZONE, name)
+    }
+
+    /// [`TestEnv::psk_pair`] in `zone`.
+    pub fn psk_pair_in(&self, zone: &str, name: &str) -> (String, String) {
         let line = self.admin_ok(&[
             "psk",
             "--root",
             self.root.to_str().unwrap(),
             "--zone",
-            ZONE,
+            zone,
             "--name",
             name,
         ]);
@@ -200,17 +205,34 @@ impl TestEnv {
 
 /// Runs the `cmdchan` binary against `server`, addressing it as `server_id`.
 pub fn cmdchan_as(server: &Server, server_id: &str, cred: &Path, args: &[&str]) -> Output {
-    let addr = server.addr.to_string();
+    run(cmdchan_command(server, server_id, cred).args(args))
+}
+
+/// The `cmdchan` command with `cred`, `server`'s address and `server_id`, for a test
+/// to add its arguments and plumbing to.
+pub fn cmdchan_command(server: &Server, server_id: &str, cred: &Path) -> Command {
     let mut cmd = Command::new(bin("cmdchan"));
-    cmd.args([
-        "--cred",
-        cred.to_str().unwrap(),
+    cmd.arg("--cred").arg(cred).args([
         "--server",
-        &addr,
+        &server.addr.to_string(),
         "--server-id",
         server_id,
     ]);
-    run(cmd.args(args))
+    cmd
+}
+
+/// The refusal code of a call, if the server refused it.
+pub fn refusal(result: &Result<cmdchan::Reply, cmdchan::Error>) -> Option<cmdchan::ErrorCode> {
+    match result {
+        Err(cmdchan::Error::Refused(f)) => Some(f.code),
+        _ => None,
+    }
+}
+
+/// How many lines the file `name` of the scratch directory has (0 if it is missing):
+/// the count of runs of a program that appends a line each time.
+pub fn lines_in(env: &TestEnv, name: &str) -> usize {
+    std::fs::read_to_string(env.path(name)).map_or(0, |s| s.lines().count())
 }
 
 /// A running server; killed when dropped.
@@ -340,6 +362,27 @@ impl Server {
         Client::connect(cred, Some(&self.addr.to_string()), opts)
             .await
             .unwrap()
+    }
+
+    /// The address of the metrics endpoint, from the server's log (`--metrics` given).
+    pub fn metrics_addr(&self) -> String {
+        assert!(self.wait_for_log("metrics at http://"), "{}", self.log());
+        let line = self.log_lines("metrics at http://").remove(0);
+        let rest = line.split("http://").nth(1).unwrap();
+        rest.split('/').next().unwrap().to_owned()
+    }
+
+    /// Sends `req` again on a new connection as `cred` (same ID and issue time, the new
+    /// connection's first counter), as a client retrying after a lost connection does.
+    pub async fn resend(
+        &self,
+        cred: &Path,
+        req: &cmdchan::Request,
+    ) -> Result<cmdchan::Reply, cmdchan::Error> {
+        let mut client = self.client(cred).await;
+        let mut again = req.clone();
+        again.counter = 1;
+        client.run(&again, |_| {}).await
     }
 
     /// A TLS connection that speaks raw bytes, authenticated as `cred`.

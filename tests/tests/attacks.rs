@@ -373,16 +373,7 @@ async fn a_connection_flood_on_the_metrics_port_kills_neither_endpoint() {
     );
     cmd.env("RUST_LOG", "info");
     let server = cmdchan_tests::Server::spawn(cmd);
-    assert!(server.wait_for_log("metrics at http://"));
-    let line = server.log_lines("metrics at http://").remove(0);
-    let addr = line
-        .split("http://")
-        .nth(1)
-        .unwrap()
-        .split('/')
-        .next()
-        .unwrap()
-        .to_owned();
+    let addr = server.metrics_addr();
     let ok = scrape(&addr, "/metrics?x=1").unwrap();
     assert!(ok.starts_with("HTTP/1.1 200 OK"), "{ok}");
     assert!(

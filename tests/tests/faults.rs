@@ -25,23 +25,10 @@ fn count_policy(env: &TestEnv) -> PathBuf {
 }
 
 fn runs(env: &TestEnv) -> usize {
-    std::fs::read_to_string(env.path("runs")).map_or(0, |s| s.lines().count())
+    cmdchan_tests::lines_in(env, "runs")
 }
 
-fn code(result: &Result<Reply, cmdchan::Error>) -> Option<ErrorCode> {
-    match result {
-        Err(cmdchan::Error::Refused(f)) => Some(f.code),
-        _ => None,
-    }
-}
-
-/// Sends `req` again on a new connection to `server` (same ID and issue time).
-async fn resend(server: &Server, cred: &Path, req: &Request) -> Result<Reply, cmdchan::Error> {
-    let mut client = server.client(cred).await;
-    let mut again = req.clone();
-    again.counter = 1;
-    client.run(&again, |_| {}).await
-}
+use cmdchan_tests::refusal as code;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_disk_under_the_replay_log_never_makes_a_command_run_twice() {
@@ -111,14 +98,14 @@ async fn a_full_disk_under_the_replay_log_never_makes_a_command_run_twice() {
     let server = env.start(&args);
     let before = runs(&env);
     for req in &acknowledged {
-        let again = resend(&server, &cred, req).await;
+        let again = server.resend(&cred, req).await;
         assert!(matches!(again, Ok(Reply::Exit(_))), "{again:?}");
     }
     // A claim that fit in the last page may have found no room for its outcome: its
     // answer went out all the same, and a retry hears the kept answer or `duplicate`,
     // never a second run.
     for req in &while_full {
-        let again = resend(&server, &cred, req).await;
+        let again = server.resend(&cred, req).await;
         assert!(
             matches!(again, Ok(Reply::Exit(_))) || code(&again) == Some(ErrorCode::Duplicate),
             "{again:?}"
@@ -324,12 +311,12 @@ async fn a_claim_that_timed_out_on_a_frozen_redis_is_taken_back_and_its_retry_ru
     tokio::time::sleep(Duration::from_secs(2)).await;
     redis.thaw();
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let again = resend(&server, &cred, &req).await;
+    let again = server.resend(&cred, &req).await;
     assert!(
         matches!(again, Ok(Reply::Exit(_))),
         "the ID was stranded: {again:?}"
     );
-    let third = resend(&server, &cred, &req).await;
+    let third = server.resend(&cred, &req).await;
     assert!(matches!(third, Ok(Reply::Exit(_))), "{third:?}");
     assert_eq!(runs(&env), 1);
 }
@@ -364,7 +351,7 @@ async fn two_servers_on_one_redis_with_clocks_5s_apart_never_run_a_command_twice
     client.run(&req, |_| {}).await.unwrap();
     // Past the window on the correct clock, inside it on the lagging one.
     tokio::time::sleep(Duration::from_secs(5)).await;
-    let again = resend(&lagging, &cred, &req).await;
+    let again = lagging.resend(&cred, &req).await;
     assert!(matches!(again, Ok(Reply::Exit(_))), "{again:?}");
     assert_eq!(runs(&env), 1, "the lagging server ran the command again");
 }
@@ -381,7 +368,7 @@ async fn an_outcome_survives_a_kill_9_right_after_its_answer() {
     let first = client.run(&req, |_| {}).await.unwrap();
     server.kill();
     let server = env.start(&args);
-    let again = resend(&server, &cred, &req).await;
+    let again = server.resend(&cred, &req).await;
     assert_eq!(
         again.unwrap(),
         first,

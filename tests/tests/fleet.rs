@@ -26,15 +26,10 @@ fn start(env: &TestEnv, policy: &str, redis: &Redis) -> Server {
 }
 
 fn runs(env: &TestEnv) -> usize {
-    std::fs::read_to_string(env.path("runs")).map_or(0, |s| s.lines().count())
+    cmdchan_tests::lines_in(env, "runs")
 }
 
-fn refused_with(result: &Result<Reply, cmdchan::Error>) -> Option<ErrorCode> {
-    match result {
-        Err(cmdchan::Error::Refused(f)) => Some(f.code),
-        _ => None,
-    }
-}
+use cmdchan_tests::refusal as refused_with;
 
 #[tokio::test]
 async fn a_command_id_run_on_one_server_is_not_run_again_by_another() {
@@ -125,18 +120,6 @@ async fn a_tls_redis_with_a_password_works_and_the_password_stays_out_of_the_log
     assert!(!server.log().contains("s3cret-redis-pass"));
 }
 
-/// Sends `req` again on a new connection to `server` (same ID and issue time).
-async fn resend(
-    server: &Server,
-    cred: &std::path::Path,
-    req: &cmdchan::Request,
-) -> Result<Reply, cmdchan::Error> {
-    let mut client = server.client(cred).await;
-    let mut again = req.clone();
-    again.counter = 1;
-    client.run(&again, |_| {}).await
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_redis_cluster_claims_each_id_once_across_the_servers_of_one_id() {
     let env = TestEnv::new();
@@ -162,7 +145,7 @@ async fn a_redis_cluster_claims_each_id_once_across_the_servers_of_one_id() {
         sent.push(req);
     }
     for req in &sent {
-        let again = resend(&b, &cred, req).await;
+        let again = b.resend(&cred, req).await;
         assert!(matches!(again, Ok(Reply::Exit(_))), "{again:?}");
     }
     assert_eq!(runs(&env), 30, "the other server ran a claimed ID again");
@@ -196,7 +179,7 @@ async fn after_a_sentinel_failover_acknowledged_claims_hold_and_service_resumes(
     let fresh = client.request("count", &[]).unwrap();
     let mut answered = None;
     for _ in 0..50 {
-        match resend(&server, &cred, &fresh).await {
+        match server.resend(&cred, &fresh).await {
             Err(cmdchan::Error::Refused(f)) if f.code == ErrorCode::StoreUnavailable => {
                 tokio::time::sleep(std::time::Duration::from_millis(200)).await;
             }
@@ -208,7 +191,7 @@ async fn after_a_sentinel_failover_acknowledged_claims_hold_and_service_resumes(
     }
     assert!(matches!(answered, Some(Ok(Reply::Exit(_)))), "{answered:?}");
     for req in &sent {
-        let again = resend(&server, &cred, req).await;
+        let again = server.resend(&cred, req).await;
         assert!(matches!(again, Ok(Reply::Exit(_))), "{again:?}");
     }
     assert_eq!(

@@ -35,15 +35,10 @@ fn setup(env: &TestEnv) -> std::path::PathBuf {
 }
 
 fn runs(env: &TestEnv) -> usize {
-    std::fs::read_to_string(env.path("runs")).map_or(0, |s| s.lines().count())
+    cmdchan_tests::lines_in(env, "runs")
 }
 
-fn code(result: &Result<Reply, cmdchan::Error>) -> Option<ErrorCode> {
-    match result {
-        Err(cmdchan::Error::Refused(f)) => Some(f.code),
-        _ => None,
-    }
-}
+use cmdchan_tests::refusal as code;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_id_admitted_before_a_kill_9_is_still_refused_after_the_restart() {

@@ -103,16 +103,7 @@ async fn the_metrics_endpoint_counts_handshakes_requests_and_refusals() {
     let env = TestEnv::new();
     let cred = env.provision("alice", "operator", &[]);
     let server = env.start(&["--metrics", "127.0.0.1:0"]);
-    assert!(server.wait_for_log("metrics at http://"));
-    let line = server.log_lines("metrics at http://").remove(0);
-    let addr = line
-        .split("http://")
-        .nth(1)
-        .unwrap()
-        .split('/')
-        .next()
-        .unwrap()
-        .to_owned();
+    let addr = server.metrics_addr();
     let scrape = || {
         use std::io::{Read, Write};
         let mut tcp = std::net::TcpStream::connect(&addr).unwrap();

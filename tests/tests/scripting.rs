@@ -11,7 +11,9 @@
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use cmdchan_tests::{bin, eventually, process_gone, system, text, Server, TestEnv, SERVER_ID};
+use cmdchan_tests::{
+    bin, cmdchan_command, eventually, process_gone, system, text, Server, TestEnv, SERVER_ID,
+};
 use serde_json::Value;
 
 const POLICY: &str = r#"
@@ -201,15 +203,7 @@ fn spawn_cmdchan(
     args: &[&str],
     stdout: Stdio,
 ) -> std::process::Child {
-    Command::new(bin("cmdchan"))
-        .args([
-            "--cred",
-            cred.to_str().unwrap(),
-            "--server",
-            &server.addr.to_string(),
-            "--server-id",
-            SERVER_ID,
-        ])
+    cmdchan_command(server, SERVER_ID, cred)
         .args(args)
         .stdin(Stdio::null())
         .stdout(stdout)
@@ -425,15 +419,7 @@ fn with_stdin(
     input: &[u8],
 ) -> std::process::Output {
     use std::io::Write;
-    let mut child = Command::new(bin("cmdchan"))
-        .args([
-            "--cred",
-            cred.to_str().unwrap(),
-            "--server",
-            &server.addr.to_string(),
-            "--server-id",
-            SERVER_ID,
-        ])
+    let mut child = cmdchan_command(server, SERVER_ID, cred)
         .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -509,14 +495,8 @@ fn a_detached_program_reads_the_end_of_its_stdin_when_its_client_is_killed() {
     use std::io::Write;
     let env = TestEnv::new();
     let (server, cred) = setup(&env);
-    let mut child = Command::new(bin("cmdchan"))
-        .args([
-            "--cred",
-            cred.to_str().unwrap(),
-            "--server",
-            &server.addr.to_string(),
-        ])
-        .args(["--server-id", SERVER_ID, "keep"])
+    let mut child = cmdchan_command(&server, SERVER_ID, &cred)
+        .arg("keep")
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::null())

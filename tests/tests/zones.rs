@@ -65,19 +65,7 @@ fn a_zone_server_admits_its_zone_and_a_credential_without_it_fails_before_sendin
 fn an_identity_of_another_zone_gets_the_same_alert_as_a_wrong_key() {
     let env = TestEnv::new();
     let a = zone_server(&env, "a", 1, &[]);
-    let psk_line = |zone: &str| {
-        let line = env.admin_ok(&[
-            "psk",
-            "--root",
-            env.root.to_str().unwrap(),
-            "--zone",
-            zone,
-            "--name",
-            "alice",
-        ]);
-        let (identity, key) = line.trim().split_once(':').unwrap();
-        (identity.to_owned(), key.to_owned())
-    };
+    let psk_line = |zone: &str| env.psk_pair_in(zone, "alice");
     let s_client = |identity: &str, key: &str| {
         let out = cmdchan_tests::run(system("openssl").args([
             "s_client",
@@ -245,16 +233,8 @@ fn stunnel_completes_a_handshake_with_what_admin_psk_prints() {
     let env = TestEnv::new();
     let server = env.start(&[]);
     let cred = env.provision("alice", "ops", &[]);
-    let line = env.admin_ok(&[
-        "psk",
-        "--root",
-        env.root.to_str().unwrap(),
-        "--zone",
-        ZONE,
-        "--name",
-        "alice",
-    ]);
-    let secrets = env.write("psk.txt", line.trim());
+    let (identity, key) = env.psk_pair("alice");
+    let secrets = env.write("psk.txt", &format!("{identity}:{key}"));
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&secrets, std::fs::Permissions::from_mode(0o600)).unwrap();
     let port = cmdchan_tests::free_port();
