@@ -28,29 +28,17 @@ const USER_HZ: f64 = 100.0;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Kind {
     Cmdchan,
-    /// cmdchan-server without what each request costs beyond admission: no audit file
-    /// (and its log lines off), the memory replay store. Not a target, a yardstick: the
-    /// gap between it and `Cmdchan` is the price of the audit trail and the durable
-    /// replay log, the gap between it and `Ceiling` that of the protocol itself.
-    Lean,
     Ceiling,
     Stunnel,
     SServer,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 5] = [
-        Kind::Cmdchan,
-        Kind::Lean,
-        Kind::Ceiling,
-        Kind::Stunnel,
-        Kind::SServer,
-    ];
+    pub const ALL: [Kind; 4] = [Kind::Cmdchan, Kind::Ceiling, Kind::Stunnel, Kind::SServer];
 
     pub fn name(self) -> &'static str {
         match self {
             Kind::Cmdchan => "cmdchan",
-            Kind::Lean => "cmdchan-lean",
             Kind::Ceiling => "ceiling",
             Kind::Stunnel => "stunnel4",
             Kind::SServer => "s_server",
@@ -59,7 +47,7 @@ impl Kind {
 
     pub fn speaks(self) -> Speak {
         match self {
-            Kind::Cmdchan | Kind::Lean => Speak::Cmdchan,
+            Kind::Cmdchan => Speak::Cmdchan,
             _ => Speak::Echo,
         }
     }
@@ -67,11 +55,6 @@ impl Kind {
     /// openssl s_server serves one connection at a time: a handshake reference only.
     pub fn handshakes_only(self) -> bool {
         self == Kind::SServer
-    }
-
-    /// The lean cmdchan differs from the full one only per request.
-    pub fn round_trips_only(self) -> bool {
-        self == Kind::Lean
     }
 }
 
@@ -123,7 +106,8 @@ pub struct Keys {
     pub dir: TempDir,
     pub zone_key: PathBuf,
     pub cred: PathBuf,
-    psk_secrets: PathBuf,
+    /// `IDENTITY:HEXPSK`, for contenders keyed with one fixed identity.
+    pub psk_secrets: PathBuf,
     psk_hex: String,
     psk_identity: String,
     dh: PathBuf,
@@ -222,24 +206,17 @@ impl Running {
             .tempdir_in(keys.dir.path())?;
         let mut procs = Vec::new();
         let addr = match kind {
-            Kind::Cmdchan | Kind::Lean => {
+            Kind::Cmdchan => {
                 let mut cmd = Command::new(&tools.server);
                 cmd.arg("serve")
                     .arg("--zone-key")
                     .arg(&keys.zone_key)
                     .args(["--listen", "127.0.0.1:0", "--server-id", NAME])
-                    .env_remove("RUST_LOG");
-                match kind {
-                    Kind::Lean => cmd
-                        .args(["--replay-store", "memory"])
-                        // Without a file, each admitted request is a log line.
-                        .env("RUST_LOG", "info,cmdchan::audit=warn"),
-                    _ => cmd
-                        .arg("--audit-log")
-                        .arg(dir.path().join("audit.log"))
-                        .arg("--replay-store")
-                        .arg(format!("file:{}", dir.path().join("replay").display())),
-                };
+                    .env_remove("RUST_LOG")
+                    .arg("--audit-log")
+                    .arg(dir.path().join("audit.log"))
+                    .arg("--replay-store")
+                    .arg(format!("file:{}", dir.path().join("replay").display()));
                 // The bench's one client makes far more than the default 50 requests
                 // a second, over up to 1,000 connections from one address.
                 cmd.args(["--rate", "10000000", "--burst", "10000000"])
@@ -329,6 +306,11 @@ impl Running {
     }
 
     /// CPU time (user + system) used so far by every process of this contender, in s.
+    /// The contender's main process (the one a profiler watches).
+    pub fn pid(&self) -> u32 {
+        self.procs.first().map_or(0, Child::id)
+    }
+
     pub fn cpu_seconds(&self) -> anyhow::Result<f64> {
         let mut ticks = 0u64;
         for p in &self.procs {

@@ -76,6 +76,11 @@ pub struct LoadOpts {
     /// Also report the operations completed in each second (`slices`).
     #[arg(long)]
     pub slices: bool,
+    /// Key the TLS handshake with this file's `IDENTITY:HEXPSK` line (stunnel's
+    /// PSKsecrets format, as `admin psk` prints it) instead of the credential's sealed
+    /// identity: for contenders that know one fixed identity.
+    #[arg(long)]
+    pub psk: Option<PathBuf>,
 }
 
 /// What one load run measured.
@@ -112,7 +117,10 @@ pub fn main(opts: LoadOpts) -> anyhow::Result<()> {
 
 async fn run(opts: LoadOpts) -> anyhow::Result<Outcome> {
     let cred = Arc::new(Credential::load(&opts.cred).context("loading the credential")?);
-    let (mut ctx, _) = tls::client_builder(Arc::clone(&cred))?;
+    let mut ctx = match &opts.psk {
+        Some(path) => fixed_builder(path)?,
+        None => tls::client_builder(Arc::clone(&cred))?.0,
+    };
     if let Some(cipher) = &opts.cipher {
         ctx.set_cipher_list(cipher)?;
     }
@@ -137,6 +145,18 @@ async fn run(opts: LoadOpts) -> anyhow::Result<Outcome> {
         Mode::RoundTrip => spread(&load, opts.conns, round_trips).await,
         Mode::Idle => idle(&load, opts.conns).await,
     }
+}
+
+/// A client context keyed with the `IDENTITY:HEXPSK` line in `path`.
+fn fixed_builder(path: &std::path::Path) -> anyhow::Result<openssl::ssl::SslContextBuilder> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let (identity, hex) = text
+        .trim()
+        .split_once(':')
+        .context("the PSK file holds no IDENTITY:HEXPSK line")?;
+    let psk = cmdchan_common::keys::Psk::from_hex(hex).context("the PSK is not 64 hex digits")?;
+    Ok(tls::fixed_client_builder(identity, &psk)?)
 }
 
 struct Load {

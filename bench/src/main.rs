@@ -4,10 +4,12 @@
 //! loopback, measures them in one run, prints one markdown table and exits non-zero
 //! when cmdchan misses a target.
 
+mod breakdown;
 mod contenders;
 mod echo;
 mod fanout;
 mod load;
+mod measure;
 mod report;
 mod run;
 

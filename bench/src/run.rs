@@ -1,7 +1,6 @@
 //! The orchestrator: starts each contender in turn, drives it with the load generator in
 //! a process of its own, and collects every figure of every run.
 
-use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
 use std::process::{Command, ExitCode, Stdio};
@@ -9,8 +8,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 
-use crate::contenders::{Keys, Kind, Running, Tools, DHE, ECDHE};
+use crate::breakdown;
+use crate::contenders::{Keys, Kind, Running, Tools};
 use crate::load::Outcome;
+use crate::measure::{Measure, Results, Sample, HANDSHAKE_PARALLEL, IDLE_CONNS};
 use crate::report;
 
 #[derive(Debug, clap::Args)]
@@ -28,62 +29,6 @@ pub struct RunOpts {
     #[arg(long)]
     pub no_check: bool,
 }
-
-/// One figure the bench measures.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Measure {
-    /// Full handshakes with one suite, 16 in parallel.
-    Handshake(&'static str),
-    /// Round trips on `conns` connections with `depth` requests in flight on each.
-    RoundTrip { conns: usize, depth: usize },
-    /// Memory per idle connection, 1,000 of them.
-    Idle,
-}
-
-pub const HANDSHAKE_PARALLEL: usize = 16;
-pub const IDLE_CONNS: usize = 1000;
-
-impl Measure {
-    pub const ALL: [Measure; 7] = [
-        Measure::Idle,
-        Measure::Handshake(ECDHE),
-        Measure::Handshake(DHE),
-        Measure::RoundTrip { conns: 1, depth: 1 },
-        Measure::RoundTrip {
-            conns: 16,
-            depth: 1,
-        },
-        Measure::RoundTrip {
-            conns: 64,
-            depth: 1,
-        },
-        Measure::RoundTrip {
-            conns: 16,
-            depth: 8,
-        },
-    ];
-
-    fn applies_to(self, kind: Kind) -> bool {
-        match self {
-            Measure::Handshake(_) => !kind.round_trips_only(),
-            Measure::RoundTrip { .. } => !kind.handshakes_only(),
-            Measure::Idle => !kind.handshakes_only() && !kind.round_trips_only(),
-        }
-    }
-}
-
-/// What one run of one measure gave.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Sample {
-    pub rate: f64,
-    pub p50_us: f64,
-    pub p99_us: f64,
-    /// Server CPU time per operation, µs (all of the contender's processes).
-    pub cpu_us: f64,
-    pub kib_per_conn: f64,
-}
-
-pub type Results = BTreeMap<(Measure, Kind), Vec<Sample>>;
 
 pub fn main(opts: RunOpts) -> anyhow::Result<ExitCode> {
     let tools = Tools::find()?;
@@ -107,7 +52,15 @@ pub fn main(opts: RunOpts) -> anyhow::Result<ExitCode> {
             }
         }
     }
-    let report = report::Report::new(&results, began.elapsed());
+    let mut breakdowns = Vec::new();
+    for kind in [Kind::Cmdchan, Kind::Ceiling] {
+        let running = Running::start(kind, &tools, &keys)?;
+        let data = keys.dir.path().join(format!("{}.perf", kind.name()));
+        let profile = breakdown::Profile::start(running.pid(), seconds, &data)?;
+        let sample = measure(&running, report::PIPELINED, &tools, &keys, seconds)?;
+        breakdowns.push((kind, profile.finish(&data, sample.cpu_us)?));
+    }
+    let report = report::Report::new(&results, &breakdowns, began.elapsed());
     let text = report.markdown();
     println!("{text}");
     if let Some(path) = &opts.out {
@@ -132,6 +85,7 @@ fn measure(
         .arg("--cred")
         .arg(&keys.cred)
         .args(["--speak", speak_arg(running.kind)])
+        .args(psk_arg(running.kind, keys))
         .args(["--seconds", &seconds.to_string()]);
     match m {
         Measure::Handshake(cipher) => cmd
@@ -198,6 +152,14 @@ fn idle(running: &Running, mut cmd: Command) -> anyhow::Result<Sample> {
         kib_per_conn: after.saturating_sub(before) as f64 / IDLE_CONNS as f64,
         ..Sample::default()
     })
+}
+
+/// Contenders that know one fixed identity are keyed with `admin psk`'s line.
+fn psk_arg(kind: Kind, keys: &Keys) -> Vec<std::ffi::OsString> {
+    match kind {
+        Kind::Stunnel | Kind::SServer => vec!["--psk".into(), keys.psk_secrets.clone().into()],
+        _ => Vec::new(),
+    }
 }
 
 fn speak_arg(kind: Kind) -> &'static str {
