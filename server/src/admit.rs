@@ -22,8 +22,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use crate::cmd::Builtin;
-use crate::policy::{BindError, Command, Invocation, Policy, Program};
+use crate::policy::{BindError, Builtin, Command, Invocation, Policy, Program};
 use crate::rate::RateLimiter;
 use crate::replay::{Answer, Claim, Entry, State, Store, StoreError};
 use crate::revoke::{Revocations, Revoked};

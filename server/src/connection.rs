@@ -1,5 +1,7 @@
-//! One client connection: the TLS handshake, then requests answered one at a time until
-//! the client leaves, breaks the protocol, idles out or the server shuts down.
+//! One client connection after its handshake: requests read one at a time, each taken
+//! down one path (admission, which claims its ID; the built-in or the program; one
+//! outcome, counted, recorded and answered) until the client leaves, breaks the
+//! protocol, idles out or the server shuts down.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -10,7 +12,6 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 use futures::{FutureExt, SinkExt, StreamExt};
 use nix::sys::signal::Signal;
-use openssl::ssl::{Ssl, SslRef};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::process::ChildStdin;
@@ -23,26 +24,25 @@ use tracing::{debug, error, info, warn};
 use cmdchan_common::frame::{FrameError, MsgCodec};
 use cmdchan_common::ident::PskIdentity;
 use cmdchan_common::protocol::{
-    Body, ClientMsg, ErrorCode, ExitInfo, Failure, Grant, Output, Reply, Request, Response, Started,
+    Body, ClientMsg, Failure, Grant, Output, Reply, Request, Response, Started,
 };
 use cmdchan_common::time;
-use cmdchan_common::tls::{self, Offered};
 
 use crate::admit::{self, Action, Admission, Admitted, Refusal};
 use crate::alerts::Uniform;
-use crate::audit::{self, Peer};
+use crate::audit::Peer;
 use crate::cmd;
 use crate::exec::{self, Event};
+use crate::handshake;
 use crate::metrics::Tally;
 use crate::notice::{Listener, Notice};
-use crate::policy::{Invocation, Program};
+use crate::outcome::{self, Outcome, Retry};
+use crate::policy::{Builtin, Invocation, Program};
 use crate::replay::{self, Answer, Entry, State};
-use crate::server::{Settings, Shared};
+use crate::run::Run;
+use crate::state::{Settings, Shared};
 
 type Channel = Framed<SslStream<Uniform<TcpStream>>, MsgCodec<ClientMsg, Response>>;
-
-/// After a program's timeout: SIGTERM to its group, then SIGKILL this much later.
-const KILL_GRACE: Duration = Duration::from_secs(2);
 
 /// First size of a connection's read and write buffers.
 const FRAME_BUFFER: usize = 512;
@@ -64,7 +64,7 @@ const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 pub async fn serve(tcp: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
     // Without NODELAY a response can sit ~40 ms behind Nagle and delayed ACK.
     let _ = tcp.set_nodelay(true);
-    let Some((stream, key, generation)) = handshake(tcp, peer, &shared).await else {
+    let Some(proven) = handshake::accept(tcp, peer, &shared).await else {
         return;
     };
     let settings = shared.settings();
@@ -73,13 +73,13 @@ pub async fn serve(tcp: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
     let codec = MsgCodec::with_budget(settings.limits.max_frame, shared.frames.clone());
     // Not `Framed::from_parts`: it grows both buffers to 8 KiB (32 KiB per idle
     // connection instead of 20, measured).
-    let mut io = Framed::with_capacity(stream, codec, FRAME_BUFFER);
+    let mut io = Framed::with_capacity(proven.stream, codec, FRAME_BUFFER);
     *io.write_buffer_mut() = BytesMut::with_capacity(FRAME_BUFFER);
     let mut conn = Connection {
         io,
         pending: None,
-        key: Arc::new(key),
-        generation,
+        key: Arc::new(proven.key),
+        generation: proven.generation,
         peer: Peer::new(peer),
         next_counter: 1,
         strikes: 0,
@@ -96,81 +96,6 @@ pub async fn serve(tcp: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
     // stopped reading could otherwise hold this task forever.
     let _ = timeout(CLOSE_TIMEOUT, conn.io.flush()).await;
     let _ = timeout(CLOSE_TIMEOUT, conn.io.get_mut().shutdown()).await;
-}
-
-async fn handshake(
-    tcp: TcpStream,
-    peer: SocketAddr,
-    shared: &Shared,
-) -> Option<(SslStream<Uniform<TcpStream>>, PskIdentity, u64)> {
-    let ssl = Ssl::new(&shared.tls)
-        .inspect_err(|e| warn!(%peer, error = %e, "cannot set up TLS"))
-        .ok()?;
-    let mut stream = SslStream::new(ssl, Uniform::new(tcp)).ok()?;
-    let limit = shared.settings().limits.handshake_timeout;
-    match timeout(limit, Pin::new(&mut stream).accept()).await {
-        Err(_) => {
-            warn!(%peer, "handshake failed: timed out after {limit:?}");
-            shared.metrics.count_handshake("timeout");
-            penalize(shared, peer);
-            None
-        }
-        Ok(Err(e)) => {
-            shared
-                .metrics
-                .count_handshake(handshake_failed(stream.ssl(), peer, &e));
-            // A client that closed without a word (a TCP health check) is not an attack.
-            if e.ssl_error().is_some() || tls::offered(stream.ssl()).is_some() {
-                penalize(shared, peer);
-            }
-            None
-        }
-        Ok(Ok(())) => match tls::offered(stream.ssl()).cloned() {
-            Some(Offered::Identity {
-                identity: key,
-                generation,
-            }) => {
-                stream.get_mut().handshake_done();
-                let cipher = stream.ssl().current_cipher().map_or("?", |c| c.name());
-                debug!(client = %key, %peer, cipher, "handshake done");
-                shared.gate.succeeded(peer.ip());
-                shared.metrics.count_handshake("ok");
-                Some((stream, key, generation))
-            }
-            // Unreachable in practice: a decoy key is random, so no client can match it.
-            _ => None,
-        },
-    }
-}
-
-/// Counts a failed handshake against its source; logs a penalty once, when it starts.
-fn penalize(shared: &Shared, peer: SocketAddr) {
-    if let Some(penalty) = shared.gate.failed(peer.ip(), Instant::now()) {
-        warn!(source = %peer.ip(), "penalty: refusing {} for {}s after repeated failed handshakes", peer.ip(), penalty.as_secs());
-    }
-}
-
-/// Logs why a handshake failed, telling apart what the client is never told; returns
-/// the reason as a metric label.
-fn handshake_failed(ssl: &SslRef, peer: SocketAddr, err: &openssl::ssl::Error) -> &'static str {
-    match tls::offered(ssl) {
-        Some(Offered::Identity { identity: key, .. }) => {
-            warn!(client = %key, %peer, "handshake failed: key mismatch (the client holds another key for this name and epoch): {err}");
-            "key_mismatch"
-        }
-        Some(Offered::Refused { identity, why }) => {
-            warn!(client = %identity, %peer, "handshake refused: {why}");
-            "revoked"
-        }
-        Some(Offered::Invalid { shown, why }) => {
-            warn!(%peer, identity = %shown, "handshake failed: unknown identity ({why})");
-            "unknown_identity"
-        }
-        None => {
-            warn!(%peer, "handshake failed before any key was chosen (no shared TLS version or cipher suite, or not TLS at all): {err}");
-            "no_common_suite"
-        }
-    }
 }
 
 struct Connection {
@@ -358,7 +283,10 @@ impl Connection {
         self.sent(flushed)
     }
 
-    /// Admits one request, runs it, and sends its answer; false ends the connection.
+    /// One request's path: admission (whose last step claims the ID), then what the
+    /// request does (a retry's answer, a built-in, or a program), then its one outcome,
+    /// counted, recorded and answered in [`Connection::conclude`]. False ends the
+    /// connection.
     async fn answer(&mut self, req: Request, shared: &Shared) -> bool {
         let started = Instant::now();
         let expected = self.next_counter;
@@ -373,86 +301,94 @@ impl Connection {
         if admission.is_ok() && !rules.tag_proven {
             self.proven = Some(Box::new((req.grant.clone(), req.tag)));
         }
-        let cmd = match admission {
-            Ok(Admission::Admitted(cmd)) => cmd,
+        let (cmd, outcome) = match admission {
+            Err(refusal) => (None, Outcome::Refused(refusal)),
             Ok(Admission::Retry(entry, cmd)) => {
-                self.tally
-                    .count(&shared.metrics, "", "retry", started.elapsed());
-                return self.answer_retry(&cmd, entry, &settings, shared).await;
+                let retried = Outcome::Retried(retry(entry, &cmd, &settings));
+                (Some(cmd), retried)
             }
-            Err(refusal) => {
-                // The command label stays empty: a refused request's name is the peer's.
-                let outcome = refusal.code().name();
-                self.tally
-                    .count(&shared.metrics, "", outcome, started.elapsed());
-                shared
-                    .audit
-                    .refused(&self.key, &self.peer, &req, &refusal, started.elapsed());
-                let failure = refusal.failure();
-                let sent = self.send(&req, Body::Err(failure)).await;
-                return sent && !refusal.closes_connection() && !self.struck(&refusal, shared);
+            Ok(Admission::Admitted(cmd)) => {
+                let outcome = match cmd.action() {
+                    Action::Builtin(b) => builtin(*b, &cmd, &settings),
+                    Action::Run(program, inv) => self.run_program(&cmd, program, inv, shared).await,
+                };
+                (Some(cmd), outcome)
             }
         };
-        let body = match cmd.action() {
-            Action::Builtin(b) => fit(
-                Body::Ok(cmd::run(*b, &cmd, &settings.policy)),
-                settings.limits.max_frame,
-            ),
-            Action::Run(program, invocation) => {
-                self.run_program(&cmd, program, invocation, shared).await
-            }
-        };
-        shared
-            .audit
-            .admitted(&cmd, &key, &self.peer, &body, started.elapsed());
-        let (outcome, _, _) = audit::outcome(&body);
-        self.tally
-            .count(&shared.metrics, cmd.command(), outcome, started.elapsed());
-        self.send(&req, body).await
+        self.conclude(&req, cmd.as_ref(), outcome, started, shared)
+            .await
     }
 
-    /// Runs an admitted program once its start is audited, and stores its outcome;
-    /// returns its final answer.
+    /// The end of every request's path: its outcome counted, recorded and answered; a
+    /// refusal may end the connection (see [`Connection::struck`]).
+    async fn conclude(
+        &mut self,
+        req: &Request,
+        cmd: Option<&Admitted<'_>>,
+        outcome: Outcome,
+        started: Instant,
+        shared: &Shared,
+    ) -> bool {
+        let took = started.elapsed();
+        let command = match (outcome.admitted(), cmd) {
+            (true, Some(cmd)) => cmd.command(),
+            _ => "",
+        };
+        self.tally
+            .count(&shared.metrics, command, outcome.label(), took);
+        shared
+            .audit
+            .record(&self.key, &self.peer, req, cmd, &outcome, took);
+        let ends = match &outcome {
+            Outcome::Refused(r) => r.closes_connection() || self.struck(r, shared),
+            _ => false,
+        };
+        for body in outcome.into_bodies() {
+            if !self.send(req, body).await {
+                return false;
+            }
+        }
+        !ends
+    }
+
+    /// Runs an admitted program once its start is audited, and stores its outcome
+    /// before it is answered.
     async fn run_program(
         &mut self,
         cmd: &Admitted<'_>,
         program: &Program,
         invocation: &Invocation,
         shared: &Shared,
-    ) -> Body {
-        let mut kept = Some(Vec::new());
-        let body = match shared.audit.started(cmd, &self.key, &self.peer, invocation) {
+    ) -> Outcome {
+        let (outcome, kept) = match shared.audit.started(cmd, &self.key, &self.peer, invocation) {
             Ok(()) => {
                 // Earlier answers go out now, not after the program.
                 self.flush().await;
                 shared.metrics.running_programs.inc();
-                let body = self
-                    .execute(cmd, program, invocation, &mut kept, shared)
-                    .await;
+                let done = self.execute(cmd, program, invocation, shared).await;
                 shared.metrics.running_programs.dec();
-                body
+                done
             }
             Err(e) => {
                 error!(error = %e, "cannot write the audit file; refusing to run {}", program.name);
-                let message = "the server cannot write its audit log, so it runs nothing";
-                Body::Err(Failure::new(ErrorCode::Internal, message))
+                (Outcome::NotAudited, Some(Vec::new()))
             }
         };
-        self.remember(cmd, kept, &body, shared).await;
-        body
+        self.remember(cmd, kept, &outcome, shared).await;
+        outcome
     }
 
-    /// Stores what became of the command, so a retry of its ID gets this answer.
+    /// Stores what became of the program, so a retry of its ID hears this answer.
     async fn remember(
         &self,
         cmd: &Admitted<'_>,
         kept: Option<Vec<Body>>,
-        last: &Body,
+        outcome: &Outcome,
         shared: &Shared,
     ) {
         let answer = match kept {
             Some(mut bodies) => {
-                bodies.push(last.clone());
+                bodies.extend(outcome.clone().into_bodies());
                 replay::keep(bodies)
             }
             None => Answer::Dropped,
@@ -476,225 +412,110 @@ impl Connection {
         }
     }
 
-    /// Answers a client that sent the same request again: with the kept answer, by
-    /// running a built-in again, or says the command is still running or ran with an
-    /// answer too large to keep.
-    async fn answer_retry(
-        &mut self,
-        cmd: &Admitted<'_>,
-        entry: Entry,
-        settings: &Settings,
-        shared: &Shared,
-    ) -> bool {
-        let req = cmd.request();
-        shared.audit.retried(&self.key, &self.peer, req, &entry);
-        let failure = |code, message: &str| vec![Body::Err(Failure::new(code, message))];
-        let bodies = match (entry.state, cmd.action()) {
-            (State::Done(Answer::Kept(bodies)), _) => bodies,
-            (State::Done(Answer::Builtin), Action::Builtin(b)) => {
-                let body = Body::Ok(cmd::run(*b, cmd, &settings.policy));
-                vec![fit(body, settings.limits.max_frame)]
-            }
-            (State::Running, _) => failure(
-                ErrorCode::InProgress,
-                "this command ID is still running; ask again later",
-            ),
-            (State::Done(Answer::Interrupted), _) => failure(
-                ErrorCode::Duplicate,
-                "this command ID started, and the server stopped while it ran: it may or may not have finished, and it is not run again",
-            ),
-            _ => failure(
-                ErrorCode::Duplicate,
-                "this command ID already ran; its answer was too large to keep",
-            ),
-        };
-        for body in bodies {
-            if !self.send(req, body).await {
-                return false;
-            }
-        }
-        true
-    }
-
-    /// Runs a program, streaming its output; the body is the final answer.
+    /// Runs a program, driving its [`Run`] with what happens: its output, its timers,
+    /// the client's stdin or departure. Returns the outcome and the answer kept for a
+    /// retry (`None`: too large to keep).
     async fn execute(
         &mut self,
         cmd: &Admitted<'_>,
         program: &Program,
         inv: &Invocation,
-        kept: &mut Option<Vec<Body>>,
         shared: &Shared,
-    ) -> Body {
+    ) -> (Outcome, Option<Vec<Body>>) {
         let mut running = match exec::spawn(program, &inv.argv, &shared.tracking) {
             Ok(running) => running,
             Err(e) => {
                 warn!(client = %self.key, command = program.name, error = %e, "cannot start {}", program.path.display());
-                let message = format!("the server cannot start {}: {e}", program.name);
-                return Body::Err(Failure::new(ErrorCode::Internal, message));
+                let error = e.to_string();
+                let program = program.name.clone();
+                return (Outcome::NotStarted { program, error }, Some(Vec::new()));
             }
         };
-        let started = Instant::now();
-        let counter = cmd.request().counter;
-        let mut run = Run {
-            deadline: started + program.timeout,
-            kill_at: None,
-            listening: true,
-            info: ExitInfo::default(),
-            stdin_left: program.stdin.unwrap_or(0),
-            stdin: running.take_stdin(),
-            stdin_buf: Vec::new(),
-            stdin_end: false,
-        };
+        let mut run = Run::new(
+            program.into(),
+            self.settings.limits.max_frame,
+            Instant::now(),
+        );
+        let mut stdin = running.take_stdin();
+        let req = cmd.request();
         // A program that reads stdin says so; the client sends it only then.
         if let Some(stdin_limit) = program.stdin {
             let started = Body::Started(Started { stdin_limit });
-            let frame = Response {
-                counter,
-                id: cmd.request().id,
-                body: started,
-            };
-            run.listening = self.send_response(&frame).await && self.flush().await;
-            if !run.listening {
-                run.end_stdin();
+            if !(self.send(req, started).await && self.flush().await) {
+                run.stop_listening();
             }
         }
-        loop {
+        let status = loop {
+            if !run.stdin_open() {
+                stdin = None;
+            }
             tokio::select! {
                 event = running.next() => match event {
                     Ok(Event::Output(stream, data)) => {
-                        let out = Output { stream, data };
-                        self.forward(cmd, &mut run, program, out, &running, kept).await
+                        for out in run.output(stream, data) {
+                            if let Some(signal) = self.send_output(req, &mut run, out, program).await {
+                                running.signal(signal);
+                            }
+                            if !run.listening() {
+                                break;
+                            }
+                        }
                     }
-                    Ok(Event::Exited(status)) => {
-                        (run.info.code, run.info.signal) = exec::outcome(status);
-                        break;
-                    }
+                    Ok(Event::Exited(status)) => break Some(status),
                     Err(e) => {
                         warn!(client = %self.key, command = program.name, error = %e, "lost the program");
-                        break;
+                        break None;
                     }
                 },
-                () = tokio::time::sleep_until(run.deadline.into()), if !run.info.timed_out => {
-                    run.info.timed_out = true;
-                    running.signal(Signal::SIGTERM);
-                    run.kill_at = Some(Instant::now() + KILL_GRACE);
+                () = sleep_until_opt(run.next_wake()) => {
+                    if let Some(signal) = run.tick(Instant::now()) {
+                        running.signal(signal);
+                    }
                 }
-                written = write_some(run.stdin.as_mut(), &run.stdin_buf), if !run.stdin_buf.is_empty() => {
+                written = write_some(stdin.as_mut(), run.stdin_pending()), if !run.stdin_pending().is_empty() => {
                     run.wrote_stdin(written);
                 }
-                () = sleep_until_opt(run.kill_at) => {
-                    running.signal(Signal::SIGKILL);
-                    run.kill_at = None;
-                }
-                next = self.io.next(), if run.listening && self.pending.is_none() && run.stdin_buf.len() < STDIN_BUFFER => match next {
+                next = self.io.next(), if run.reads_client() && self.pending.is_none() => match next {
                     Some(Ok(ClientMsg::Request(request))) => self.pending = Some(request),
-                    Some(Ok(ClientMsg::Input(input))) if input.counter == counter => {
-                        run.take_stdin(input.data);
-                    }
-                    Some(Ok(ClientMsg::InputEnd(of))) if of == counter => run.end_stdin(),
+                    Some(Ok(ClientMsg::Input(input))) if input.counter == req.counter => run.input(input.data),
+                    Some(Ok(ClientMsg::InputEnd(of))) if of == req.counter => run.end_stdin(),
                     // Stdin for another request: nothing reads it.
                     Some(Ok(_)) => {}
-                    // The client left: stop the program, unless the policy lets it finish.
-                    // Like a timeout: SIGTERM, so its traps run, then SIGKILL.
+                    // The client left or broke the protocol.
                     _ => {
-                        run.listening = false;
-                        // No more stdin will come: a detached program reads its end.
-                        run.end_stdin();
-                        if !program.detach && run.kill_at.is_none() {
+                        if let Some(signal) = run.client_gone(Instant::now()) {
                             info!(client = %self.key, command = program.name, "client disconnected; stopping the command");
-                            running.signal(Signal::SIGTERM);
-                            run.kill_at = Some(Instant::now() + KILL_GRACE);
+                            running.signal(signal);
                         }
                     }
                 },
             }
-        }
-        run.info.duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
-        Body::Ok(Reply::Exit(run.info))
+        };
+        let (info, kept) = run.finish(status, Instant::now());
+        (Outcome::Ran(info), kept)
     }
 
-    /// Sends a chunk of output within the command's limit; a client that does not take
-    /// it before the deadline has the command stopped, so nothing buffers without bound.
-    async fn forward(
-        &mut self,
-        cmd: &Admitted<'_>,
-        run: &mut Run,
-        program: &Program,
-        mut out: Output,
-        running: &exec::Running,
-        kept: &mut Option<Vec<Body>>,
-    ) {
-        let len = out.data.len() as u64;
-        let room = program.output_limit.saturating_sub(run.info.output_bytes);
-        run.info.output_bytes += len;
-        if len > room {
-            run.info.truncated = true;
-            out.data
-                .truncate(usize::try_from(room).unwrap_or(usize::MAX));
-        }
-        if out.data.is_empty() || !run.listening {
-            return;
-        }
-        // Each output frame must fit the frame limit the server was given.
-        let chunk = output_chunk(self.settings.limits.max_frame);
-        if out.data.len() <= chunk {
-            return self
-                .send_output(cmd, run, program, out, running, kept)
-                .await;
-        }
-        let Output { stream, data } = out;
-        for piece in data.chunks(chunk) {
-            let out = Output {
-                stream,
-                data: piece.to_vec(),
-            };
-            self.send_output(cmd, run, program, out, running, kept)
-                .await;
-            if !run.listening {
-                return;
-            }
-        }
-    }
-
-    /// Sends one output frame (and keeps it for a retry while the answer fits the
-    /// store's cap).
+    /// Sends one output frame by the run's send deadline; the signal the program gets
+    /// if the client is gone or not reading.
     async fn send_output(
         &mut self,
-        cmd: &Admitted<'_>,
+        req: &Request,
         run: &mut Run,
-        program: &Program,
         out: Output,
-        running: &exec::Running,
-        kept: &mut Option<Vec<Body>>,
-    ) {
-        let limit = if run.info.timed_out {
-            Instant::now() + KILL_GRACE
-        } else {
-            run.deadline
-        };
-        let fits = |k: &Vec<Body>| output_bytes(k) + out.data.len() <= replay::OUTCOME_CAP;
-        *kept = kept.take().filter(fits).map(|mut k| {
-            k.push(Body::Output(out.clone()));
-            k
-        });
+        program: &Program,
+    ) -> Option<Signal> {
         let frame = Response {
-            counter: cmd.request().counter,
-            id: cmd.request().id,
+            counter: req.counter,
+            id: req.id,
             body: Body::Output(out),
         };
-        match tokio::time::timeout_at(limit.into(), self.io.send(&frame)).await {
-            Ok(Ok(())) => {}
-            Ok(Err(_)) => {
-                run.listening = false;
-                if !program.detach {
-                    running.signal(Signal::SIGKILL);
-                }
-            }
+        let by = run.send_by(Instant::now());
+        match tokio::time::timeout_at(by.into(), self.io.send(&frame)).await {
+            Ok(Ok(())) => None,
+            Ok(Err(_)) => run.send_failed(),
             Err(_) => {
                 info!(client = %self.key, command = program.name, "client not reading output; stopping the command");
-                run.info.timed_out = true;
-                run.listening = false;
-                running.signal(Signal::SIGKILL);
+                Some(run.send_timed_out())
             }
         }
     }
@@ -734,90 +555,51 @@ impl Connection {
 
     /// Answers a frame that could not be read, then the connection ends.
     async fn unreadable(&mut self, err: FrameError) {
-        let code = match &err {
-            FrameError::TooLarge { .. } => ErrorCode::TooLarge,
-            FrameError::NoMemory(_) => ErrorCode::Busy,
-            FrameError::Version(_) => ErrorCode::UnsupportedVersion,
-            FrameError::Malformed(_) | FrameError::Trailing(_) | FrameError::Empty => {
-                ErrorCode::Malformed
-            }
-            FrameError::Truncated | FrameError::Io(_) => {
-                return info!(client = %self.key, peer = %self.peer, "connection lost: {err}");
-            }
+        let Some(code) = outcome::unreadable(&err) else {
+            return info!(client = %self.key, peer = %self.peer, "connection lost: {err}");
         };
         warn!(client = %self.key, peer = %self.peer, outcome = code.name(), "unreadable frame: {err}; closing");
-        let failure = Failure::new(code, err.to_string());
         let response = Response {
             counter: 0,
             id: [0; 16],
-            body: Body::Err(failure),
+            body: Body::Err(Failure::new(code, err.to_string())),
         };
         self.send_response(&response).await;
     }
 }
 
-/// The state of one program run.
-struct Run {
-    deadline: Instant,
-    kill_at: Option<Instant>,
-    /// The client is still there to send output to.
-    listening: bool,
-    info: ExitInfo,
-    /// Bytes of stdin the program may still be given.
-    stdin_left: u64,
-    /// The program's stdin while it is open.
-    stdin: Option<ChildStdin>,
-    /// Client stdin not yet taken by the program; the client is not read past
-    /// [`STDIN_BUFFER`] of it.
-    stdin_buf: Vec<u8>,
-    /// The client's stdin ended (or hit its limit): close the program's once it is fed.
-    stdin_end: bool,
+/// The answer to a retry: the kept answer, the built-in run again, or why not.
+fn retry(entry: Entry, cmd: &Admitted<'_>, settings: &Settings) -> Retry {
+    match (entry.state, cmd.action()) {
+        (State::Done(Answer::Kept(bodies)), _) => Retry::Kept(bodies),
+        (State::Done(Answer::Builtin), Action::Builtin(b)) => {
+            Retry::Builtin(Box::new(builtin(*b, cmd, settings)))
+        }
+        (State::Running, _) => Retry::InProgress,
+        (State::Done(Answer::Interrupted), _) => Retry::Interrupted,
+        _ => Retry::Dropped,
+    }
 }
 
-/// Client stdin held for a program that is slow to read it.
-const STDIN_BUFFER: usize = 64 * 1024;
-
-impl Run {
-    /// Queues a piece of the client's stdin for the program, within its limit (past it
-    /// the program's stdin is closed and the answer says so).
-    fn take_stdin(&mut self, mut data: Vec<u8>) {
-        let room = usize::try_from(self.stdin_left).unwrap_or(usize::MAX);
-        if data.len() > room {
-            data.truncate(room);
-            self.info.stdin_truncated = true;
-        }
-        self.stdin_left -= data.len() as u64;
-        if self.stdin.is_some() {
-            self.stdin_buf.extend_from_slice(&data);
-        }
-        if self.info.stdin_truncated {
-            self.end_stdin();
-        }
+/// Runs a built-in for an admitted request. Every request gets an answer, also one
+/// whose reply (a long `commands` list) is larger than `max_frame`.
+fn builtin(b: Builtin, cmd: &Admitted<'_>, settings: &Settings) -> Outcome {
+    let caller = cmd::Caller {
+        client: cmd.client(),
+        server: cmd.server(),
+        grant: cmd.grant(),
+        args: cmd.args(),
+    };
+    let reply = cmd::run(b, &caller, &settings.policy);
+    if matches!(reply, Reply::Pong) {
+        return Outcome::Answered(reply);
     }
-
-    /// The client's stdin ended: the program reads end of file once it has the rest.
-    fn end_stdin(&mut self) {
-        self.stdin_end = true;
-        if self.stdin_buf.is_empty() {
-            self.stdin = None;
-        }
-    }
-
-    /// A write to the program's stdin finished; an error (it closed its stdin, or
-    /// exited) drops what is left.
-    fn wrote_stdin(&mut self, written: std::io::Result<usize>) {
-        match written {
-            Ok(n) => {
-                self.stdin_buf.drain(..n);
-                if self.stdin_buf.is_empty() && self.stdin_end {
-                    self.stdin = None;
-                }
-            }
-            Err(_) => {
-                self.stdin = None;
-                self.stdin_buf = Vec::new();
-            }
-        }
+    let max_frame = settings.limits.max_frame;
+    let size = postcard::experimental::serialized_size(&reply).unwrap_or(usize::MAX);
+    // Version, counter, ID and the body's tag around the reply: at most 28 bytes.
+    match size.saturating_add(28) <= max_frame {
+        true => Outcome::Answered(reply),
+        false => Outcome::TooLarge { size, max_frame },
     }
 }
 
@@ -827,46 +609,6 @@ async fn write_some(stdin: Option<&mut ChildStdin>, buf: &[u8]) -> std::io::Resu
     match stdin {
         Some(stdin) => stdin.write(buf).await,
         None => Ok(buf.len()),
-    }
-}
-
-fn output_bytes(bodies: &[Body]) -> usize {
-    bodies
-        .iter()
-        .map(|b| {
-            if let Body::Output(o) = b {
-                o.data.len()
-            } else {
-                0
-            }
-        })
-        .sum()
-}
-
-/// Bytes of output per frame: 16 KiB, or less when the frame limit is lower (a frame
-/// also holds the version, counter, ID and body tags: at most 64 bytes more).
-fn output_chunk(max_frame: usize) -> usize {
-    exec::CHUNK.min(max_frame.saturating_sub(64)).max(1)
-}
-
-/// `body`, or an error saying it does not fit the frame limit: every request gets an
-/// answer, also one whose reply (a long `commands` list) is larger than `max_frame`.
-fn fit(body: Body, max_frame: usize) -> Body {
-    let large = matches!(
-        body,
-        Body::Ok(Reply::Commands(_) | Reply::Describe(_) | Reply::Echo(_) | Reply::Whoami(_))
-    );
-    if !large {
-        return body;
-    }
-    let size = postcard::experimental::serialized_size(&body).unwrap_or(usize::MAX);
-    // Version, counter and ID around the body: at most 27 bytes.
-    match size.saturating_add(27) <= max_frame {
-        true => body,
-        false => Body::Err(Failure::new(
-            ErrorCode::Internal,
-            format!("the answer ({size} bytes) is larger than this server's max_frame ({max_frame}); ask its operator to raise it"),
-        )),
     }
 }
 

@@ -12,13 +12,17 @@ pub mod connection;
 pub mod dev;
 pub mod exec;
 pub mod gate;
+pub mod handshake;
 pub mod metrics;
 pub mod notice;
+pub mod outcome;
 pub mod policy;
 pub mod rate;
 pub mod replay;
 pub mod revoke;
+pub mod run;
 pub mod server;
+pub mod state;
 
 use std::sync::Arc;
 
@@ -29,7 +33,7 @@ use tracing::{error, info, warn};
 
 use crate::cli::ServeOpts;
 use crate::config::Config;
-use crate::server::{Settings, Shared};
+use crate::state::{Settings, Shared};
 
 /// The server could not listen on its address (in use, not permitted): exit 69.
 #[derive(Debug, thiserror::Error)]

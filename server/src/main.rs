@@ -69,8 +69,8 @@ fn run(opts: Opts) -> anyhow::Result<ExitCode> {
 /// `check`: everything `serve` loads before it listens, without listening.
 fn check(opts: &cmdchan_server::cli::ServeOpts) -> ExitCode {
     let checked = Config::load(opts).and_then(|config| {
-        cmdchan_server::server::Settings::load(&config)?;
-        cmdchan_server::server::load_zone_keys(&config.zone_keys)?;
+        cmdchan_server::state::Settings::load(&config)?;
+        cmdchan_server::state::load_zone_keys(&config.zone_keys)?;
         Ok(config)
     });
     match checked {

@@ -26,11 +26,11 @@ use tracing::{debug, error, info, warn};
 
 use cmdchan_common::ident::{printable, printable_str, Ident, PskIdentity};
 use cmdchan_common::keys::AuditKey;
-use cmdchan_common::protocol::{Body, Reply, Request};
+use cmdchan_common::protocol::Request;
 
 use crate::admit::{Action, Admitted, Refusal};
+use crate::outcome::Outcome;
 use crate::policy::Invocation;
-use crate::replay::{Answer, Entry, State};
 
 use self::chain::Chain;
 use self::stamp::Stamp;
@@ -81,18 +81,39 @@ impl Audit {
         file.append(&r, true)
     }
 
+    /// Records what became of a request: admitted (`cmd` is then its admission),
+    /// refused, or retried.
+    pub fn record(
+        &self,
+        key: &PskIdentity,
+        peer: &Peer,
+        req: &Request,
+        cmd: Option<&Admitted<'_>>,
+        outcome: &Outcome,
+        took: Duration,
+    ) {
+        match (outcome, cmd) {
+            (Outcome::Refused(refusal), _) => self.refused(key, peer, req, refusal, took),
+            (Outcome::Retried(_), _) => self.retried(key, peer, req, outcome.name()),
+            (_, Some(cmd)) => self.admitted(cmd, key, peer, outcome, took),
+            // Every other outcome is of an admitted request.
+            (_, None) => {}
+        }
+    }
+
     /// Records an admitted request's outcome. A program's is written before this
     /// returns, as its `started` record was: the file never shows a program that
     /// started and whose answer was sent without its outcome.
-    pub fn admitted(
+    fn admitted(
         &self,
         cmd: &Admitted<'_>,
         key: &PskIdentity,
         peer: &Peer,
-        body: &Body,
+        done: &Outcome,
         took: Duration,
     ) {
-        let (outcome, exit, output) = outcome(body);
+        let outcome = done.name();
+        let (exit, output) = done.exit();
         let req = cmd.request();
         macro_rules! event {
             ($level:ident) => {
@@ -133,7 +154,7 @@ impl Audit {
     /// refusal of each second is logged and recorded whole, and the others of that
     /// second are counted into one summary (logged and recorded when the second is over,
     /// see [`Audit::flush`]), so the refusals are never hidden, only grouped.
-    pub fn refused(
+    fn refused(
         &self,
         key: &PskIdentity,
         peer: &Peer,
@@ -198,14 +219,7 @@ impl Audit {
     }
 
     /// A client sent a command ID it used before: answered from the store, nothing ran.
-    pub fn retried(&self, key: &PskIdentity, peer: &Peer, req: &Request, entry: &Entry) {
-        let outcome = match entry.state {
-            State::Running => "retry: in progress",
-            State::Done(Answer::Kept(_)) => "retry: answered",
-            State::Done(Answer::Builtin) => "retry: ran the built-in again",
-            State::Done(Answer::Dropped) => "retry: duplicate",
-            State::Done(Answer::Interrupted) => "retry: interrupted",
-        };
+    fn retried(&self, key: &PskIdentity, peer: &Peer, req: &Request, outcome: &'static str) {
         info!(
             target: TARGET,
             client = %key,
@@ -245,22 +259,6 @@ impl Audit {
             })
             .collect();
         Value::Object(map)
-    }
-}
-
-/// (outcome, exit status, output bytes) of an admitted request.
-pub fn outcome(body: &Body) -> (&'static str, Option<i32>, u64) {
-    match body {
-        Body::Ok(Reply::Exit(e)) => {
-            let status = e.code.or(e.signal.map(|s| 128 + s));
-            (
-                if e.timed_out { "timed out" } else { "ran" },
-                status,
-                e.output_bytes,
-            )
-        }
-        Body::Err(f) => (f.code.name(), None, 0),
-        Body::Ok(_) | Body::Output(_) | Body::Started(_) => ("ok", None, 0),
     }
 }
 

@@ -1,5 +1,6 @@
-//! The built-in commands: their names, argument rules and dispatch. Programs declared in
-//! the policy run through `exec` instead.
+//! The built-in commands' handlers, one per file, and their dispatch. What each is
+//! called and which arguments it takes is the policy's catalogue (`policy::Builtin`);
+//! programs declared in the policy run through `exec` instead.
 
 mod commands;
 mod describe;
@@ -7,86 +8,28 @@ mod echo;
 mod ping;
 mod whoami;
 
-use cmdchan_common::protocol::{CommandInfo, Param, Reply};
+use cmdchan_common::ident::Ident;
+use cmdchan_common::protocol::{Grant, Reply};
 
-use crate::admit::Admitted;
-use crate::policy::Policy;
+use crate::policy::{Builtin, Policy};
 
-/// Every command the server has without a policy.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Builtin {
-    Ping,
-    Whoami,
-    Echo,
-    Commands,
-    Describe,
+/// Who asks, as admission proved it: the name from the TLS handshake, the grant from
+/// the verified tag, and the request's arguments, checked against the catalogue.
+#[derive(Debug, Clone, Copy)]
+pub struct Caller<'a> {
+    pub client: &'a Ident,
+    pub server: &'a Ident,
+    pub grant: &'a Grant,
+    pub args: &'a [String],
 }
 
-impl Builtin {
-    pub const ALL: [Builtin; 5] = [
-        Builtin::Ping,
-        Builtin::Whoami,
-        Builtin::Echo,
-        Builtin::Commands,
-        Builtin::Describe,
-    ];
-
-    pub fn parse(name: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|b| b.name() == name)
-    }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Builtin::Ping => "ping",
-            Builtin::Whoami => "whoami",
-            Builtin::Echo => "echo",
-            Builtin::Commands => "commands",
-            Builtin::Describe => "describe",
-        }
-    }
-
-    pub fn info(self) -> CommandInfo {
-        let description = match self {
-            Builtin::Ping => "answer pong: checks the channel end to end",
-            Builtin::Whoami => {
-                "show the name, role, epoch, expiry and servers the server authenticated"
-            }
-            Builtin::Echo => "return the arguments unchanged",
-            Builtin::Commands => "list the commands this role may run",
-            Builtin::Describe => {
-                "show one command and its parameters (argument: the command's name)"
-            }
-        };
-        CommandInfo {
-            name: self.name().to_owned(),
-            description: description.to_owned(),
-            params: vec![],
-        }
-    }
-
-    /// Checks the arguments before anything runs; `Err` says what is wrong.
-    pub fn check_args(self, args: &[String], params: &[Param]) -> Result<(), String> {
-        if !params.is_empty() {
-            return Err(format!("{} takes no named parameters", self.name()));
-        }
-        match (self, args.len()) {
-            (Builtin::Echo, _) | (Builtin::Describe, 1) => Ok(()),
-            (Builtin::Describe, n) => Err(format!(
-                "describe takes one argument, the command's name; got {n}"
-            )),
-            (_, 0) => Ok(()),
-            (other, n) => Err(format!("{} takes no arguments, got {n}", other.name())),
-        }
-    }
-}
-
-/// Runs an admitted built-in; only [`Admitted`] can reach a handler.
-pub fn run(builtin: Builtin, cmd: &Admitted<'_>, policy: &Policy) -> Reply {
+/// Runs a built-in for an admitted caller.
+pub fn run(builtin: Builtin, caller: &Caller<'_>, policy: &Policy) -> Reply {
     match builtin {
         Builtin::Ping => ping::run(),
-        Builtin::Whoami => whoami::run(cmd),
-        Builtin::Echo => echo::run(cmd),
-        Builtin::Commands => commands::run(cmd, policy),
-        Builtin::Describe => describe::run(cmd, policy),
+        Builtin::Whoami => whoami::run(caller),
+        Builtin::Echo => echo::run(caller),
+        Builtin::Commands => commands::run(caller, policy),
+        Builtin::Describe => describe::run(caller, policy),
     }
 }

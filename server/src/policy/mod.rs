@@ -21,8 +21,11 @@
 //! Without a policy file the built-in default applies: every role may run the
 //! side-effect-free built-ins and nothing else.
 
+mod builtin;
 mod param;
 mod program;
+
+pub use builtin::Builtin;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -32,8 +35,6 @@ use serde::Deserialize;
 
 use cmdchan_common::ident::Ident;
 use cmdchan_common::protocol::CommandInfo;
-
-use crate::cmd::Builtin;
 
 pub use program::{BindError, Invocation, Program};
 

@@ -1,0 +1,212 @@
+//! What became of one request, and the one place it meets the wire: its error code and
+//! message, the outcome name of its audit record, and its metric label. A new way for a
+//! request to end is a variant here, and the compiler lists every match that must learn it.
+
+use cmdchan_common::frame::FrameError;
+use cmdchan_common::protocol::{Body, ErrorCode, ExitInfo, Failure, Reply};
+
+use crate::admit::Refusal;
+
+/// How one request ended.
+#[derive(Debug, Clone)]
+pub enum Outcome {
+    /// Admission refused it; nothing ran.
+    Refused(Refusal),
+    /// The same client sent the same request again; nothing ran (a built-in ran again).
+    Retried(Retry),
+    /// A built-in answered.
+    Answered(Reply),
+    /// A built-in's answer is larger than the frame limit.
+    TooLarge { size: usize, max_frame: usize },
+    /// The program's `started` record could not be written, so it did not run.
+    NotAudited,
+    /// The program could not be started.
+    NotStarted { program: String, error: String },
+    /// The program ran: it exited, or was stopped.
+    Ran(ExitInfo),
+}
+
+/// What a retry was answered with.
+#[derive(Debug, Clone)]
+pub enum Retry {
+    /// The answer kept from the first time, sent again.
+    Kept(Vec<Body>),
+    /// A built-in, run again (it has no effect).
+    Builtin(Box<Outcome>),
+    /// The first request's program is still running.
+    InProgress,
+    /// The server stopped while the program ran; it is not run again.
+    Interrupted,
+    /// The program ran, and its answer was too large to keep.
+    Dropped,
+}
+
+impl Outcome {
+    /// The wire code of a failed request; `None` when it succeeded.
+    pub fn code(&self) -> Option<ErrorCode> {
+        match self {
+            Outcome::Refused(refusal) => Some(refusal.code()),
+            Outcome::Retried(Retry::Kept(_)) | Outcome::Answered(_) | Outcome::Ran(_) => None,
+            Outcome::Retried(Retry::Builtin(again)) => again.code(),
+            Outcome::Retried(Retry::InProgress) => Some(ErrorCode::InProgress),
+            Outcome::Retried(Retry::Interrupted | Retry::Dropped) => Some(ErrorCode::Duplicate),
+            Outcome::TooLarge { .. } | Outcome::NotAudited | Outcome::NotStarted { .. } => {
+                Some(ErrorCode::Internal)
+            }
+        }
+    }
+
+    /// The outcome the audit record and the admission log line name.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Outcome::Retried(Retry::Kept(_)) => "retry: answered",
+            Outcome::Retried(Retry::Builtin(_)) => "retry: ran the built-in again",
+            Outcome::Retried(Retry::InProgress) => "retry: in progress",
+            Outcome::Retried(Retry::Interrupted) => "retry: interrupted",
+            Outcome::Retried(Retry::Dropped) => "retry: duplicate",
+            Outcome::Ran(info) if info.timed_out => "timed out",
+            Outcome::Ran(_) => "ran",
+            Outcome::Answered(_) => "ok",
+            other => other.code().map_or("ok", ErrorCode::name),
+        }
+    }
+
+    /// The `outcome` label of `cmdchan_requests_total`.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Outcome::Retried(_) => "retry",
+            other => other.name(),
+        }
+    }
+
+    /// Whether the request was admitted and ran (its command is a metric label; a
+    /// refused or retried request's name is the peer's choice, and is not).
+    pub fn admitted(&self) -> bool {
+        !matches!(self, Outcome::Refused(_) | Outcome::Retried(_))
+    }
+
+    /// A program's exit status (or 128 + the signal that ended it) and its output bytes.
+    pub fn exit(&self) -> (Option<i32>, u64) {
+        match self {
+            Outcome::Ran(e) => (e.code.or(e.signal.map(|s| 128 + s)), e.output_bytes),
+            _ => (None, 0),
+        }
+    }
+
+    /// The frames' bodies that answer the request, in order.
+    pub fn into_bodies(self) -> Vec<Body> {
+        let failure = |code, message: String| vec![Body::Err(Failure::new(code, message))];
+        match self {
+            Outcome::Refused(refusal) => vec![Body::Err(refusal.failure())],
+            Outcome::Retried(Retry::Kept(bodies)) => bodies,
+            Outcome::Retried(Retry::Builtin(again)) => again.into_bodies(),
+            Outcome::Retried(Retry::InProgress) => failure(
+                ErrorCode::InProgress,
+                "this command ID is still running; ask again later".into(),
+            ),
+            Outcome::Retried(Retry::Interrupted) => failure(
+                ErrorCode::Duplicate,
+                "this command ID started, and the server stopped while it ran: it may or may not have finished, and it is not run again".into(),
+            ),
+            Outcome::Retried(Retry::Dropped) => failure(
+                ErrorCode::Duplicate,
+                "this command ID already ran; its answer was too large to keep".into(),
+            ),
+            Outcome::Answered(reply) => vec![Body::Ok(reply)],
+            Outcome::TooLarge { size, max_frame } => failure(
+                ErrorCode::Internal,
+                format!("the answer ({size} bytes) is larger than this server's max_frame ({max_frame}); ask its operator to raise it"),
+            ),
+            Outcome::NotAudited => failure(
+                ErrorCode::Internal,
+                "the server cannot write its audit log, so it runs nothing".into(),
+            ),
+            Outcome::NotStarted { program, error } => failure(
+                ErrorCode::Internal,
+                format!("the server cannot start {program}: {error}"),
+            ),
+            Outcome::Ran(info) => vec![Body::Ok(Reply::Exit(info))],
+        }
+    }
+}
+
+/// The code answering a frame that could not be read (the connection then ends);
+/// `None` when the connection was lost and there is no one to answer.
+pub fn unreadable(err: &FrameError) -> Option<ErrorCode> {
+    match err {
+        FrameError::TooLarge { .. } => Some(ErrorCode::TooLarge),
+        FrameError::NoMemory(_) => Some(ErrorCode::Busy),
+        FrameError::Version(_) => Some(ErrorCode::UnsupportedVersion),
+        FrameError::Malformed(_) | FrameError::Trailing(_) | FrameError::Empty => {
+            Some(ErrorCode::Malformed)
+        }
+        FrameError::Truncated | FrameError::Io(_) => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_outcome_has_one_code_name_and_label() {
+        let ran = ExitInfo {
+            code: Some(3),
+            output_bytes: 12,
+            ..ExitInfo::default()
+        };
+        let cases = [
+            (
+                Outcome::Refused(Refusal::BadTag),
+                Some(ErrorCode::BadTag),
+                "bad tag",
+                "bad tag",
+            ),
+            (
+                Outcome::Retried(Retry::InProgress),
+                Some(ErrorCode::InProgress),
+                "retry: in progress",
+                "retry",
+            ),
+            (
+                Outcome::Retried(Retry::Dropped),
+                Some(ErrorCode::Duplicate),
+                "retry: duplicate",
+                "retry",
+            ),
+            (Outcome::Answered(Reply::Pong), None, "ok", "ok"),
+            (
+                Outcome::NotAudited,
+                Some(ErrorCode::Internal),
+                "internal",
+                "internal",
+            ),
+            (Outcome::Ran(ran), None, "ran", "ran"),
+        ];
+        for (outcome, code, name, label) in cases {
+            assert_eq!(
+                (outcome.code(), outcome.name(), outcome.label()),
+                (code, name, label)
+            );
+            let bodies = outcome.into_bodies();
+            let last = bodies.last().expect("every outcome answers");
+            assert_eq!(
+                matches!(last, Body::Err(f) if Some(f.code) == code),
+                code.is_some()
+            );
+        }
+    }
+
+    #[test]
+    fn a_program_ended_by_a_signal_reports_128_plus_it() {
+        let killed = Outcome::Ran(ExitInfo {
+            signal: Some(9),
+            timed_out: true,
+            ..ExitInfo::default()
+        });
+        assert_eq!(
+            (killed.exit(), killed.name()),
+            ((Some(137), 0), "timed out")
+        );
+    }
+}

@@ -1,0 +1,233 @@
+//! What every connection shares: the state built once at start-up, and the settings a
+//! reload replaces as a whole.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+
+use anyhow::Context;
+use openssl::ssl::SslContext;
+use tokio::sync::Semaphore;
+
+use cmdchan_common::frame::FrameBudget;
+use cmdchan_common::ident::{Ident, PskIdentity};
+use cmdchan_common::keys::{TagKey, ZoneKey};
+use cmdchan_common::zonekey;
+use cmdchan_common::{time, tls};
+
+use crate::admit::Rules;
+use crate::audit::Audit;
+use crate::config::{Config, Limits};
+use crate::exec::Tracking;
+use crate::gate::{Gate, GateRules};
+use crate::metrics::Metrics;
+use crate::notice::Notices;
+use crate::policy::Policy;
+use crate::rate::RateLimiter;
+use crate::replay::{Store, StoreOptions};
+use crate::revoke::{Reason, Revocations};
+
+/// What every connection reads: fixed at start-up but for `settings`, which SIGHUP
+/// replaces as a whole, so each request sees one consistent snapshot.
+#[derive(Debug)]
+pub struct Shared {
+    pub tls: SslContext,
+    /// The zone this server is in.
+    pub zone: Ident,
+    /// The tag key of each generation of the zone key the server holds.
+    pub tag_keys: BTreeMap<u64, TagKey>,
+    pub server_id: Ident,
+    pub replay: Store,
+    /// Slots for programs running at once (`max_executions`, fixed at start-up).
+    pub executions: Arc<Semaphore>,
+    pub audit: Audit,
+    /// Allowlist, connection caps and penalties (fixed at start-up).
+    pub gate: Arc<Gate>,
+    pub limiter: RateLimiter,
+    pub metrics: Arc<Metrics>,
+    /// How programs' processes are tracked (and stopped).
+    pub tracking: Tracking,
+    /// Memory for partly read large frames, shared by every connection.
+    pub frames: FrameBudget,
+    /// Shared with the TLS callback, which refuses revoked identities.
+    settings: Arc<RwLock<Arc<Settings>>>,
+    /// Tells open connections of a reload (they check whether they were revoked) and
+    /// of shutdown.
+    pub notices: Arc<Notices>,
+}
+
+/// What a reload can change.
+#[derive(Debug)]
+pub struct Settings {
+    pub limits: Limits,
+    pub revocations: Revocations,
+    pub policy: Policy,
+}
+
+impl Settings {
+    /// Reads the policy `config` names; nothing is applied if anything is wrong.
+    pub fn load(config: &Config) -> anyhow::Result<Self> {
+        let policy = match &config.policy {
+            Some(path) => Policy::load(path)?,
+            None => Policy::builtin_default(),
+        };
+        let revocations = Revocations {
+            min_epoch: config.min_epoch.clone(),
+            names: config.revoked.clone(),
+        };
+        Ok(Self {
+            limits: config.limits.clone(),
+            revocations,
+            policy,
+        })
+    }
+
+    /// Why `id`'s key is revoked, if it is, in words for the log.
+    pub fn revoked(&self, id: &PskIdentity) -> Option<String> {
+        self.revocations
+            .check(id)
+            .err()
+            .map(|why| Reason(id, why).to_string())
+    }
+}
+
+fn read(settings: &RwLock<Arc<Settings>>) -> Arc<Settings> {
+    settings.read().unwrap_or_else(|p| p.into_inner()).clone()
+}
+
+impl Shared {
+    /// Reads the zone keys and policy named by `config`, opens the audit file and
+    /// builds the TLS context.
+    pub async fn load(config: &Config) -> anyhow::Result<Self> {
+        let keys = load_zone_keys(&config.zone_keys)?;
+        let zone = keys[0].zone.clone();
+        let settings = Settings::load(config)?;
+        // The chain's key comes from the first zone key given: retiring that generation
+        // starts a new chain, so rotate the audit file then.
+        let audit_key = keys[0].audit_key();
+        let audit = Audit::new(
+            config.server_id.clone(),
+            config.audit_log.as_deref(),
+            audit_key,
+        )
+        .with_context(|| match &config.audit_log {
+            Some(path) => format!("opening the audit file {}", path.display()),
+            None => "setting up the audit trail".to_owned(),
+        })?;
+        let tag_keys = keys.iter().map(|k| (k.generation, k.tag_key())).collect();
+        let settings = Arc::new(RwLock::new(Arc::new(settings)));
+        let current = settings.clone();
+        let refuse = move |id: &PskIdentity| read(&current).revoked(id);
+        let tls = tls::server_context(keys, tls::FFDHE3072_PEM, config.dhe, refuse)
+            .context("building the TLS context")?;
+        let metrics = Arc::new(Metrics::default());
+        let options = StoreOptions {
+            max_ids: config.limits.max_remembered_ids,
+            fsync: config.replay_fsync,
+            server_id: config.server_id.to_string(),
+            window: config.limits.freshness_window,
+            clock_skew: config.max_clock_skew,
+            redis_replicas: config.redis_replicas,
+        };
+        let replay = Store::open(
+            &config.replay_store,
+            &options,
+            time::now(),
+            metrics.store.clone(),
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!("opening the replay store: {e}"))?;
+        let tracking = Tracking::init(config.process_tracking)
+            .context("setting up process tracking for programs")?;
+        Ok(Self {
+            zone,
+            tag_keys,
+            tracking,
+            frames: FrameBudget::new(config.limits.max_frame_memory),
+            tls,
+            server_id: config.server_id.clone(),
+            replay,
+            metrics,
+            executions: Arc::new(Semaphore::new(config.limits.max_executions)),
+            audit,
+            gate: Gate::new(gate_rules(&config.limits)),
+            limiter: RateLimiter::default(),
+            settings,
+            notices: Notices::new(),
+        })
+    }
+
+    /// The settings in force now.
+    pub fn settings(&self) -> Arc<Settings> {
+        self.settings
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Puts new settings in force for every request and handshake from now on, tells
+    /// open connections (they close if now revoked), and reopens the audit file.
+    pub fn replace(&self, settings: Settings) -> std::io::Result<()> {
+        *self.settings.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(settings);
+        self.notices.reloaded();
+        self.audit.reopen()
+    }
+
+    /// The rules for a client whose key is of zone key `generation` (the server holds
+    /// that generation: its handshake could not have succeeded otherwise).
+    pub fn rules<'a>(&'a self, settings: &'a Settings, generation: u64) -> Rules<'a> {
+        let tag_key = self
+            .tag_keys
+            .get(&generation)
+            .or_else(|| self.tag_keys.values().next())
+            .unwrap_or_else(|| unreachable!("a server holds at least one zone key"));
+        Rules {
+            tag_key,
+            server_id: &self.server_id,
+            window: settings.limits.freshness_window.as_secs(),
+            revocations: &settings.revocations,
+            policy: &settings.policy,
+            executions: &self.executions,
+            limiter: &self.limiter,
+            rate: (settings.limits.rate, settings.limits.burst),
+            tag_proven: false,
+        }
+    }
+}
+
+/// Reads the zone key files: one zone, and distinct generations.
+pub fn load_zone_keys(paths: &[PathBuf]) -> anyhow::Result<Vec<ZoneKey>> {
+    let keys = paths
+        .iter()
+        .map(|p| zonekey::load(p).map_err(anyhow::Error::from))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let Some(first) = keys.first() else {
+        anyhow::bail!("no zone key given");
+    };
+    if let Some(other) = keys.iter().find(|k| k.zone != first.zone) {
+        anyhow::bail!(
+            "the zone keys are of two zones ({} and {}): a server is in one zone",
+            first.zone,
+            other.zone
+        );
+    }
+    let mut generations: Vec<u64> = keys.iter().map(|k| k.generation).collect();
+    generations.sort_unstable();
+    generations.dedup();
+    if generations.len() != keys.len() {
+        anyhow::bail!("two zone keys of the same generation: give each generation once");
+    }
+    Ok(keys)
+}
+
+fn gate_rules(l: &Limits) -> GateRules {
+    GateRules {
+        allow: l.allow.clone(),
+        max_connections: l.max_connections,
+        max_per_source: l.max_connections_per_source,
+        ipv6_prefix: l.ipv6_prefix,
+        penalty_after: l.penalty_after,
+        penalty_base: l.penalty_base,
+        penalty_max: l.penalty_max,
+    }
+}
