@@ -253,8 +253,13 @@ pub fn digest(client: &Ident, req: &Request) -> u64 {
     let mut hash = Sha256::new();
     hash.update((client.as_str().len() as u32).to_be_bytes());
     hash.update(client.as_str());
-    // Encoding plain data into a Vec cannot fail.
-    hash.update(postcard::to_stdvec(&digested).unwrap_or_default());
+    // Most requests encode in a few hundred bytes: on the stack, not the heap.
+    let mut buf = [0u8; 1024];
+    match postcard::to_slice(&digested, &mut buf) {
+        Ok(bytes) => hash.update(bytes),
+        // Only a request larger than the buffer; encoding into a Vec cannot fail.
+        Err(_) => hash.update(postcard::to_stdvec(&digested).unwrap_or_default()),
+    }
     let out = hash.finalize();
     u64::from_be_bytes(out[..8].try_into().unwrap_or_default())
 }
