@@ -2,7 +2,6 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
@@ -67,18 +66,6 @@ pub struct ServeOpts {
     /// Flush the replay log to disk after every write (survives power loss; slower).
     #[arg(long)]
     pub replay_fsync: bool,
-    /// Most command IDs remembered at once (40 to 64 bytes each); a server past it
-    /// refuses requests until older IDs leave the freshness window [default: 1000000].
-    #[arg(long)]
-    pub max_remembered_ids: Option<usize>,
-    /// How far apart the clocks of servers sharing a Redis store may be: IDs are kept
-    /// this much longer than the window [default: 30s].
-    #[arg(long, value_parser = humantime::parse_duration)]
-    pub max_clock_skew: Option<Duration>,
-    /// Redis replicas that must acknowledge each claim (WAIT) before its command runs
-    /// [default: 0].
-    #[arg(long)]
-    pub redis_replicas: Option<u32>,
     /// How the processes a program starts are tracked, so that stopping it stops them
     /// all: a cgroup v2 per run, or as a child subreaper [default: auto, cgroup if it can].
     #[arg(long, value_enum)]
@@ -92,63 +79,13 @@ pub struct ServeOpts {
     /// Log format [default: text].
     #[arg(long, value_enum)]
     pub log_format: Option<LogFormat>,
-    /// How far a request's issue time may be from the server's clock [default: 60s].
-    #[arg(long, value_parser = humantime::parse_duration)]
-    pub freshness_window: Option<Duration>,
-    /// Largest frame accepted, in bytes [default: 1048576].
-    #[arg(long)]
-    pub max_frame: Option<usize>,
-    /// Memory that partly read frames over 64 KiB may take across all connections; a
-    /// large frame beyond it is refused with `busy` [default: 67108864].
-    #[arg(long)]
-    pub max_frame_memory: Option<usize>,
-    /// Time a client has to finish the TLS handshake [default: 10s].
-    #[arg(long, value_parser = humantime::parse_duration)]
-    pub handshake_timeout: Option<Duration>,
-    /// Time open connections get to finish at SIGTERM before their programs are stopped
-    /// [default: 30s].
-    #[arg(long, value_parser = humantime::parse_duration)]
-    pub drain_timeout: Option<Duration>,
-    /// Time a connection may sit without a request [default: 5m].
-    #[arg(long, value_parser = humantime::parse_duration)]
-    pub idle_timeout: Option<Duration>,
-    /// Most connections open at once [default: 1024].
-    #[arg(long)]
-    pub max_connections: Option<usize>,
-    /// Most policy programs running at once [default: 32].
-    #[arg(long)]
-    pub max_executions: Option<usize>,
-    /// Most connections open at once from one source address [default: 64].
-    #[arg(long)]
-    pub max_connections_per_source: Option<usize>,
-    /// Source networks allowed to connect, checked before any TLS work (repeat; CIDR)
-    /// [default: any].
-    #[arg(long, value_delimiter = ',')]
-    pub allow: Option<Vec<ipnet::IpNet>>,
     /// Accept the DHE-PSK suites (ffdhe3072) besides ECDHE-PSK. Off by default: a DHE
     /// key generation costs the server ~9 ms of CPU for any ClientHello, before the
     /// client proves anything.
     #[arg(long)]
     pub dhe: bool,
-    /// IPv6 sources are counted (caps, penalties) per prefix of this length, since one
-    /// host usually holds a whole /64 [default: 64].
-    #[arg(long)]
-    pub ipv6_prefix: Option<u8>,
-    /// Failed handshakes from one source before it is penalized [default: 5].
-    #[arg(long)]
-    pub penalty_after: Option<u32>,
-    /// First penalty; each next one doubles [default: 2s].
-    #[arg(long, value_parser = humantime::parse_duration)]
-    pub penalty_base: Option<Duration>,
-    /// Longest penalty; a source quiet this long is forgotten [default: 10m].
-    #[arg(long, value_parser = humantime::parse_duration)]
-    pub penalty_max: Option<Duration>,
-    /// Requests per second each client may make [default: 50].
-    #[arg(long)]
-    pub rate: Option<f64>,
-    /// Requests a client may make at once above its rate [default: 100].
-    #[arg(long)]
-    pub burst: Option<f64>,
+    #[command(flatten)]
+    pub limits: crate::config::LimitFlags,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum, serde::Deserialize)]

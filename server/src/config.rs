@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use ipnet::IpNet;
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer};
 
 use cmdchan_common::frame::DEFAULT_MAX_FRAME;
 use cmdchan_common::ident::Ident;
@@ -32,10 +32,6 @@ pub struct Config {
     pub replay_store: StoreSpec,
     /// Flush the replay log to disk after every write.
     pub replay_fsync: bool,
-    /// How far apart the clocks of servers sharing a Redis store may be.
-    pub max_clock_skew: Duration,
-    /// Redis replicas that must acknowledge each claim.
-    pub redis_replicas: u32,
     /// How programs' processes are tracked.
     pub process_tracking: crate::exec::TrackingChoice,
     /// Accept the DHE-PSK suites too.
@@ -49,60 +45,175 @@ pub struct Config {
     pub revoked: BTreeSet<Ident>,
 }
 
-/// Time and size limits for connections and requests.
-#[derive(Debug, Clone)]
-pub struct Limits {
-    pub freshness_window: Duration,
-    pub max_frame: usize,
-    /// Bytes partly read large frames may take across all connections.
-    pub max_frame_memory: usize,
-    pub handshake_timeout: Duration,
-    pub idle_timeout: Duration,
-    /// Time open connections get to finish at shutdown.
-    pub drain_timeout: Duration,
-    pub max_connections: usize,
-    /// Most policy programs running at once, across all clients.
-    pub max_executions: usize,
-    /// Most command IDs the replay store holds at once; beyond it requests are refused
-    /// (`store unavailable`) until older IDs leave the window.
-    pub max_remembered_ids: usize,
-    /// Most connections open at once from one source address.
-    pub max_connections_per_source: usize,
-    /// Source networks that may connect; empty: any.
-    pub allow: Vec<IpNet>,
-    /// IPv6 sources count per prefix of this many bits.
-    pub ipv6_prefix: u8,
-    /// Failed handshakes before a source's first penalty.
-    pub penalty_after: u32,
-    pub penalty_base: Duration,
-    pub penalty_max: Duration,
-    /// Requests per second each client may make, and the burst above it.
-    pub rate: f64,
-    pub burst: f64,
+/// Each limit is defined once, in the list below: its help text, name, type and default.
+/// The macro makes of each a field of [`Limits`] (the value in force), of
+/// [`LimitFlags`] (its `--flag`, absent unless given), a key of the config file's
+/// table, and a line of [`Limits::merge`]: the flag over the file over the default.
+/// A new limit is one more entry here, and its use where the compiler leads.
+macro_rules! limits {
+    (
+        file { $($file:tt)* }
+        $( $(#[doc = $doc:literal])+ $name:ident: $ty:ty = $default:expr; )+
+    ) => {
+        /// Time, size and rate limits, as in force.
+        #[derive(Debug, Clone)]
+        pub struct Limits {
+            $( $(#[doc = $doc])+ pub $name: $ty, )+
+        }
+
+        impl Default for Limits {
+            fn default() -> Self {
+                Self { $( $name: $default, )+ }
+            }
+        }
+
+        /// The limits as flags of `serve` and `check`.
+        #[derive(Debug, Clone, Default, clap::Args)]
+        pub struct LimitFlags {
+            $(
+                $(#[doc = $doc])+
+                #[arg(long, value_parser = <$ty as Setting>::parse)]
+                pub $name: Option<$ty>,
+            )+
+        }
+
+        /// The config file's shape; durations are written like `60s` or `5m`.
+        #[derive(Debug, Default, Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct FileConfig {
+            $($file)*
+            $(
+                #[serde(default, deserialize_with = "Setting::from_file")]
+                $name: Option<$ty>,
+            )+
+        }
+
+        impl Limits {
+            /// Each limit from its flag, else from the file, else its default.
+            fn merge(flags: &LimitFlags, file: &FileConfig) -> Self {
+                let default = Self::default();
+                Self {
+                    $( $name: flags.$name.clone().or(file.$name.clone()).unwrap_or(default.$name), )+
+                }
+            }
+        }
+    };
 }
 
-impl Default for Limits {
-    fn default() -> Self {
-        Self {
-            freshness_window: Duration::from_secs(60),
-            max_frame: DEFAULT_MAX_FRAME,
-            max_frame_memory: 64 << 20,
-            handshake_timeout: Duration::from_secs(10),
-            idle_timeout: Duration::from_secs(300),
-            drain_timeout: Duration::from_secs(30),
-            max_connections: 1024,
-            max_executions: 32,
-            // About 100 MB; with the 60 s window, about 16,000 requests a second.
-            max_remembered_ids: 1_000_000,
-            max_connections_per_source: 64,
-            allow: Vec::new(),
-            ipv6_prefix: 64,
-            penalty_after: 5,
-            penalty_base: Duration::from_secs(2),
-            penalty_max: Duration::from_secs(600),
-            rate: 50.0,
-            burst: 100.0,
+limits! {
+    file {
+        zone_key: Option<OneOrMore>,
+        listen: Option<SocketAddr>,
+        policy: Option<PathBuf>,
+        audit_log: Option<PathBuf>,
+        metrics: Option<SocketAddr>,
+        replay_store: Option<crate::replay::StoreArg>,
+        replay_fsync: Option<bool>,
+        process_tracking: Option<crate::exec::TrackingChoice>,
+        dhe: Option<bool>,
+        server_id: Option<Ident>,
+        log_format: Option<LogFormat>,
+        #[serde(default)]
+        min_epoch: BTreeMap<Ident, u64>,
+        #[serde(default)]
+        revoked: BTreeSet<Ident>,
+    }
+    /// How far a request's issue time may be from the server's clock [default: 60s].
+    freshness_window: Duration = Duration::from_secs(60);
+    /// Largest frame accepted, in bytes [default: 1048576].
+    max_frame: usize = DEFAULT_MAX_FRAME;
+    /// Memory that partly read frames over 64 KiB may take across all connections; a
+    /// large frame beyond it is refused with `busy` [default: 67108864].
+    max_frame_memory: usize = 64 << 20;
+    /// Time a client has to finish the TLS handshake [default: 10s].
+    handshake_timeout: Duration = Duration::from_secs(10);
+    /// Time a connection may sit without a request [default: 5m].
+    idle_timeout: Duration = Duration::from_secs(300);
+    /// Time open connections get to finish at SIGTERM before their programs are stopped
+    /// [default: 30s].
+    drain_timeout: Duration = Duration::from_secs(30);
+    /// Most connections open at once [default: 1024].
+    max_connections: usize = 1024;
+    /// Most policy programs running at once [default: 32].
+    max_executions: usize = 32;
+    /// Most command IDs remembered at once (40 to 64 bytes each); a server past it
+    /// refuses requests until older IDs leave the freshness window [default: 1000000,
+    /// about 100 MB: with the 60 s window, about 16,000 requests a second].
+    max_remembered_ids: usize = 1_000_000;
+    /// Most connections open at once from one source address [default: 64].
+    max_connections_per_source: usize = 64;
+    /// Source networks allowed to connect, checked before any TLS work (CIDR,
+    /// comma-separated) [default: any].
+    allow: Networks = Vec::new();
+    /// IPv6 sources are counted (caps, penalties) per prefix of this length, since one
+    /// host usually holds a whole /64 [default: 64].
+    ipv6_prefix: u8 = 64;
+    /// Failed handshakes from one source before it is penalized [default: 5].
+    penalty_after: u32 = 5;
+    /// First penalty; each next one doubles [default: 2s].
+    penalty_base: Duration = Duration::from_secs(2);
+    /// Longest penalty; a source quiet this long is forgotten [default: 10m].
+    penalty_max: Duration = Duration::from_secs(600);
+    /// Requests per second each client may make [default: 50].
+    rate: f64 = 50.0;
+    /// Requests a client may make at once above its rate [default: 100].
+    burst: f64 = 100.0;
+    /// How far apart the clocks of servers sharing a Redis store may be: IDs are kept
+    /// this much longer than the window [default: 30s].
+    max_clock_skew: Duration = Duration::from_secs(30);
+    /// Redis replicas that must acknowledge each claim (WAIT) before its command runs
+    /// [default: 0].
+    redis_replicas: u32 = 0;
+}
+
+/// How a limit's value is read from its flag and from the config file.
+pub trait Setting: Sized + Clone + Send + Sync + 'static {
+    fn parse(text: &str) -> Result<Self, String>;
+
+    fn from_file<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Self>, D::Error>;
+}
+
+macro_rules! plain_setting {
+    ($($ty:ty),+) => {$(
+        impl Setting for $ty {
+            fn parse(text: &str) -> Result<Self, String> {
+                text.parse().map_err(|e| format!("{e}"))
+            }
+
+            fn from_file<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Self>, D::Error> {
+                Option::<Self>::deserialize(d)
+            }
         }
+    )+};
+}
+
+plain_setting!(usize, u32, u8, f64);
+
+impl Setting for Duration {
+    fn parse(text: &str) -> Result<Self, String> {
+        humantime::parse_duration(text).map_err(|e| format!("{e}"))
+    }
+
+    fn from_file<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Self>, D::Error> {
+        Option::<String>::deserialize(d)?
+            .map(|text| Self::parse(&text).map_err(serde::de::Error::custom))
+            .transpose()
+    }
+}
+
+/// Source networks. A name of its own: clap reads a `Vec` flag as repeated values of
+/// its items, and this flag is one comma-separated value.
+pub type Networks = Vec<IpNet>;
+
+impl Setting for Networks {
+    fn parse(text: &str) -> Result<Self, String> {
+        text.split(',')
+            .map(|net| net.trim().parse().map_err(|e| format!("{net}: {e}")))
+            .collect()
+    }
+
+    fn from_file<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Self>, D::Error> {
+        Option::<Self>::deserialize(d)
     }
 }
 
@@ -114,46 +225,6 @@ enum OneOrMore {
     More(Vec<PathBuf>),
 }
 
-/// The config file's shape; durations are written like `60s` or `5m`.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FileConfig {
-    zone_key: Option<OneOrMore>,
-    listen: Option<SocketAddr>,
-    policy: Option<PathBuf>,
-    audit_log: Option<PathBuf>,
-    metrics: Option<SocketAddr>,
-    replay_store: Option<crate::replay::StoreArg>,
-    replay_fsync: Option<bool>,
-    max_remembered_ids: Option<usize>,
-    max_clock_skew: Option<String>,
-    redis_replicas: Option<u32>,
-    process_tracking: Option<crate::exec::TrackingChoice>,
-    dhe: Option<bool>,
-    ipv6_prefix: Option<u8>,
-    server_id: Option<Ident>,
-    log_format: Option<LogFormat>,
-    freshness_window: Option<String>,
-    max_frame: Option<usize>,
-    max_frame_memory: Option<usize>,
-    handshake_timeout: Option<String>,
-    idle_timeout: Option<String>,
-    drain_timeout: Option<String>,
-    max_connections: Option<usize>,
-    max_executions: Option<usize>,
-    max_connections_per_source: Option<usize>,
-    allow: Option<Vec<IpNet>>,
-    penalty_after: Option<u32>,
-    penalty_base: Option<String>,
-    penalty_max: Option<String>,
-    rate: Option<f64>,
-    burst: Option<f64>,
-    #[serde(default)]
-    min_epoch: BTreeMap<Ident, u64>,
-    #[serde(default)]
-    revoked: BTreeSet<Ident>,
-}
-
 impl Config {
     /// Merges `opts` over the config file they name (if any) over the defaults.
     pub fn load(opts: &ServeOpts) -> anyhow::Result<Self> {
@@ -162,59 +233,7 @@ impl Config {
             Some(path) => read_file(path)?,
             None => FileConfig::default(),
         };
-        let base = Limits::default();
-        let limits = Limits {
-            freshness_window: pick(
-                opts.freshness_window,
-                &file.freshness_window,
-                base.freshness_window,
-            )?,
-            max_frame: opts.max_frame.or(file.max_frame).unwrap_or(base.max_frame),
-            max_frame_memory: opts
-                .max_frame_memory
-                .or(file.max_frame_memory)
-                .unwrap_or(base.max_frame_memory),
-            handshake_timeout: pick(
-                opts.handshake_timeout,
-                &file.handshake_timeout,
-                base.handshake_timeout,
-            )?,
-            idle_timeout: pick(opts.idle_timeout, &file.idle_timeout, base.idle_timeout)?,
-            drain_timeout: pick(opts.drain_timeout, &file.drain_timeout, base.drain_timeout)?,
-            max_connections: opts
-                .max_connections
-                .or(file.max_connections)
-                .unwrap_or(base.max_connections),
-            max_executions: opts
-                .max_executions
-                .or(file.max_executions)
-                .unwrap_or(base.max_executions),
-            max_remembered_ids: opts
-                .max_remembered_ids
-                .or(file.max_remembered_ids)
-                .unwrap_or(base.max_remembered_ids),
-            max_connections_per_source: opts
-                .max_connections_per_source
-                .or(file.max_connections_per_source)
-                .unwrap_or(base.max_connections_per_source),
-            allow: opts
-                .allow
-                .clone()
-                .or(file.allow.clone())
-                .unwrap_or(base.allow.clone()),
-            ipv6_prefix: opts
-                .ipv6_prefix
-                .or(file.ipv6_prefix)
-                .unwrap_or(base.ipv6_prefix),
-            penalty_after: opts
-                .penalty_after
-                .or(file.penalty_after)
-                .unwrap_or(base.penalty_after),
-            penalty_base: pick(opts.penalty_base, &file.penalty_base, base.penalty_base)?,
-            penalty_max: pick(opts.penalty_max, &file.penalty_max, base.penalty_max)?,
-            rate: opts.rate.or(file.rate).unwrap_or(base.rate),
-            burst: opts.burst.or(file.burst).unwrap_or(base.burst),
-        };
+        let limits = Limits::merge(&opts.limits, &file);
         check_limits(&limits)?;
         let zone_keys = match (opts.zone_key.is_empty(), file.zone_key) {
             (false, _) => opts.zone_key,
@@ -240,12 +259,6 @@ impl Config {
                 None => StoreSpec::default_file(),
             },
             replay_fsync: opts.replay_fsync || file.replay_fsync.unwrap_or(false),
-            max_clock_skew: pick(
-                opts.max_clock_skew,
-                &file.max_clock_skew,
-                Duration::from_secs(30),
-            )?,
-            redis_replicas: opts.redis_replicas.or(file.redis_replicas).unwrap_or(0),
             process_tracking: opts
                 .process_tracking
                 .or(file.process_tracking)
@@ -291,19 +304,6 @@ fn parse_file(text: &str) -> Result<FileConfig, String> {
         let message = crate::replay::redact(e.message());
         format!("{at}: {message}")
     })
-}
-
-fn pick(
-    flag: Option<Duration>,
-    file: &Option<String>,
-    default: Duration,
-) -> anyhow::Result<Duration> {
-    match (flag, file) {
-        (Some(d), _) => Ok(d),
-        (None, Some(text)) => humantime::parse_duration(text)
-            .with_context(|| format!("duration {text:?} in the config file")),
-        (None, None) => Ok(default),
-    }
 }
 
 fn check_limits(l: &Limits) -> anyhow::Result<()> {
@@ -354,4 +354,45 @@ fn host_name() -> anyhow::Result<Ident> {
             name.trim()
         )
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+    use crate::cli::{Command, Opts};
+
+    fn flags(args: &[&str]) -> LimitFlags {
+        let argv = ["cmdchan-server", "serve"].iter().chain(args);
+        match Opts::try_parse_from(argv).expect("flags parse").command {
+            Command::Serve(opts) => opts.limits,
+            _ => unreachable!("serve was asked for"),
+        }
+    }
+
+    #[test]
+    fn a_limit_comes_from_its_flag_else_the_config_file_else_its_default() {
+        let file = parse_file("penalty_after = 7\npenalty_base = \"3s\"\nrate = 2.5\n")
+            .expect("file parses");
+        let limits = Limits::merge(&flags(&["--penalty-after", "9"]), &file);
+        assert_eq!(limits.penalty_after, 9);
+        assert_eq!(limits.penalty_base, Duration::from_secs(3));
+        assert_eq!(limits.rate, 2.5);
+        assert_eq!(limits.penalty_max, Limits::default().penalty_max);
+    }
+
+    #[test]
+    fn networks_are_one_comma_separated_flag_or_a_list_in_the_file() {
+        let from_flag = flags(&["--allow", "10.0.0.0/8,127.0.0.1/32"]).allow;
+        let file = parse_file("allow = [\"10.0.0.0/8\", \"127.0.0.1/32\"]\n").expect("file");
+        assert_eq!(from_flag, file.allow);
+        assert_eq!(from_flag.map(|n| n.len()), Some(2));
+    }
+
+    #[test]
+    fn a_bad_duration_in_the_file_names_its_line() {
+        let err = parse_file("\nidle_timeout = \"soon\"\n").expect_err("refused");
+        assert!(err.starts_with(" (line 2, column 16)"), "{err}");
+    }
 }

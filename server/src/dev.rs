@@ -54,8 +54,6 @@ pub fn prepare(opts: &DevOpts) -> anyhow::Result<Config> {
         metrics: None,
         replay_store: StoreSpec::File(opts.dir.join("replay")),
         replay_fsync: false,
-        max_clock_skew: std::time::Duration::from_secs(30),
-        redis_replicas: 0,
         process_tracking: Default::default(),
         dhe: false,
         server_id: id,

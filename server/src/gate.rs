@@ -9,24 +9,9 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use ipnet::IpNet;
+use crate::config::Limits;
 
 /// Gate settings.
-#[derive(Debug, Clone)]
-pub struct GateRules {
-    /// Sources that may connect; empty: any.
-    pub allow: Vec<IpNet>,
-    pub max_connections: usize,
-    pub max_per_source: usize,
-    /// An IPv6 source is its prefix of this many bits (a host usually holds a /64).
-    pub ipv6_prefix: u8,
-    /// Failed handshakes a source may have before its first penalty.
-    pub penalty_after: u32,
-    /// The first penalty; each next one doubles, up to `penalty_max`.
-    pub penalty_base: Duration,
-    pub penalty_max: Duration,
-}
-
 /// Why a connection was turned away.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Turned {
@@ -50,7 +35,8 @@ impl Turned {
 
 #[derive(Debug)]
 pub struct Gate {
-    rules: GateRules,
+    /// Its rules: the allowlist, the caps and the penalties (fixed at start-up).
+    rules: Limits,
     state: Mutex<State>,
 }
 
@@ -81,7 +67,7 @@ pub struct Pass {
 }
 
 impl Gate {
-    pub fn new(rules: GateRules) -> Arc<Self> {
+    pub fn new(rules: Limits) -> Arc<Self> {
         Arc::new(Self {
             rules,
             state: Mutex::default(),
@@ -107,7 +93,7 @@ impl Gate {
             return Err(Turned::Full);
         }
         let here = state.per_source.entry(source).or_default();
-        if *here >= self.rules.max_per_source {
+        if *here >= self.rules.max_connections_per_source {
             return Err(Turned::SourceFull);
         }
         *here += 1;
@@ -218,15 +204,16 @@ fn canonical(ip: IpAddr) -> IpAddr {
 mod tests {
     use super::*;
 
-    fn rules() -> GateRules {
-        GateRules {
+    fn rules() -> Limits {
+        Limits {
             allow: vec![],
             max_connections: 3,
-            max_per_source: 2,
+            max_connections_per_source: 2,
             ipv6_prefix: 64,
             penalty_after: 2,
             penalty_base: Duration::from_secs(1),
             penalty_max: Duration::from_secs(4),
+            ..Limits::default()
         }
     }
 
@@ -252,7 +239,7 @@ mod tests {
 
     #[test]
     fn the_allowlist_is_checked_first() {
-        let gate = Gate::new(GateRules {
+        let gate = Gate::new(Limits {
             allow: vec!["10.0.0.0/8".parse().expect("net")],
             ..rules()
         });

@@ -19,7 +19,7 @@ use crate::admit::Rules;
 use crate::audit::Audit;
 use crate::config::{Config, Limits};
 use crate::exec::Tracking;
-use crate::gate::{Gate, GateRules};
+use crate::gate::Gate;
 use crate::metrics::Metrics;
 use crate::notice::Notices;
 use crate::policy::Policy;
@@ -126,8 +126,8 @@ impl Shared {
             fsync: config.replay_fsync,
             server_id: config.server_id.to_string(),
             window: config.limits.freshness_window,
-            clock_skew: config.max_clock_skew,
-            redis_replicas: config.redis_replicas,
+            clock_skew: config.limits.max_clock_skew,
+            redis_replicas: config.limits.redis_replicas,
         };
         let replay = Store::open(
             &config.replay_store,
@@ -150,7 +150,7 @@ impl Shared {
             metrics,
             executions: Arc::new(Semaphore::new(config.limits.max_executions)),
             audit,
-            gate: Gate::new(gate_rules(&config.limits)),
+            gate: Gate::new(config.limits.clone()),
             limiter: RateLimiter::default(),
             settings,
             notices: Notices::new(),
@@ -218,16 +218,4 @@ pub fn load_zone_keys(paths: &[PathBuf]) -> anyhow::Result<Vec<ZoneKey>> {
         anyhow::bail!("two zone keys of the same generation: give each generation once");
     }
     Ok(keys)
-}
-
-fn gate_rules(l: &Limits) -> GateRules {
-    GateRules {
-        allow: l.allow.clone(),
-        max_connections: l.max_connections,
-        max_per_source: l.max_connections_per_source,
-        ipv6_prefix: l.ipv6_prefix,
-        penalty_after: l.penalty_after,
-        penalty_base: l.penalty_base,
-        penalty_max: l.penalty_max,
-    }
 }
