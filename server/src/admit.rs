@@ -45,6 +45,8 @@ pub struct Rules<'a> {
     /// the same name, grant and key gives the same answer, so it is not worked out
     /// again. The caller sets it only on a byte-for-byte match (see [`proven`]).
     pub tag_proven: bool,
+    /// When the request arrived: the rate limiter's clock (read once per request).
+    pub arrived: Instant,
 }
 
 /// Why a request was refused. [`Refusal::code`] is the one mapping to the wire.
@@ -219,7 +221,7 @@ fn throttle(client: &Ident, rules: &Rules<'_>) -> Result<(), Refusal> {
     let (rate, burst) = rules.rate;
     rules
         .limiter
-        .take(client.as_str(), rate, burst, Instant::now())
+        .take(client.as_str(), rate, burst, rules.arrived)
         .map_err(|retry_after| Refusal::RateLimited { retry_after })
 }
 

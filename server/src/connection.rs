@@ -292,7 +292,7 @@ impl Connection {
         let expected = self.next_counter;
         self.next_counter += 1;
         let settings = Arc::clone(&self.settings);
-        let mut rules = shared.rules(&settings, self.generation);
+        let mut rules = shared.rules(&settings, self.generation, started);
         rules.tag_proven = admit::proven(self.proven.as_deref(), &req);
         // Admitted borrows the identity while running a program needs `&mut self`.
         let key = Arc::clone(&self.key);

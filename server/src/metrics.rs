@@ -16,7 +16,6 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 use std::future::Future;
 use std::pin::Pin;
@@ -26,6 +25,8 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tracing::warn;
+
+use crate::latency::Latency;
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResultLabel {
@@ -41,14 +42,14 @@ pub struct RequestLabels {
 /// The replay store's own figures, handed to it when it opens.
 #[derive(Debug, Clone)]
 pub struct StoreMetrics {
-    pub latency: Histogram,
+    pub latency: Latency,
     pub errors: Counter,
 }
 
 impl Default for StoreMetrics {
     fn default() -> Self {
         Self {
-            latency: Histogram::new(latency_buckets()),
+            latency: Latency::default(),
             errors: Counter::default(),
         }
     }
@@ -60,7 +61,7 @@ pub struct Metrics {
     pub handshakes: Family<ResultLabel, Counter>,
     pub requests: Family<RequestLabels, Counter>,
     pub refused_connections: Family<ResultLabel, Counter>,
-    pub request_seconds: Histogram,
+    pub request_seconds: Latency,
     pub store: StoreMetrics,
     pub open_connections: Gauge,
     pub running_programs: Gauge,
@@ -73,7 +74,7 @@ impl Default for Metrics {
             handshakes: Family::default(),
             requests: Family::default(),
             refused_connections: Family::default(),
-            request_seconds: Histogram::new(latency_buckets()),
+            request_seconds: Latency::default(),
             store: StoreMetrics::default(),
             open_connections: Gauge::default(),
             running_programs: Gauge::default(),
@@ -172,13 +173,8 @@ impl Tally {
                 self.last = Some(Box::new((command.to_owned(), outcome, counter)));
             }
         }
-        metrics.request_seconds.observe(took.as_secs_f64());
+        metrics.request_seconds.observe(took);
     }
-}
-
-/// 100 µs to ~26 s, doubling.
-fn latency_buckets() -> impl Iterator<Item = f64> {
-    exponential_buckets(0.0001, 2.0, 19)
 }
 
 /// Connections the metrics endpoint serves at once; more wait in the listen queue.

@@ -175,7 +175,13 @@ impl Shared {
 
     /// The rules for a client whose key is of zone key `generation` (the server holds
     /// that generation: its handshake could not have succeeded otherwise).
-    pub fn rules<'a>(&'a self, settings: &'a Settings, generation: u64) -> Rules<'a> {
+    /// `arrived` is when the request came in.
+    pub fn rules<'a>(
+        &'a self,
+        settings: &'a Settings,
+        generation: u64,
+        arrived: std::time::Instant,
+    ) -> Rules<'a> {
         let tag_key = self
             .tag_keys
             .get(&generation)
@@ -191,6 +197,7 @@ impl Shared {
             limiter: &self.limiter,
             rate: (settings.limits.rate, settings.limits.burst),
             tag_proven: false,
+            arrived,
         }
     }
 }

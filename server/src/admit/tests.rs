@@ -86,6 +86,7 @@ impl Fixture {
             limiter: &self.limiter,
             rate: (1000.0, 1000.0),
             tag_proven: false,
+            arrived: std::time::Instant::now(),
         }
     }
 

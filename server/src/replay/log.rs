@@ -55,6 +55,14 @@ struct Record {
     entry: Entry,
 }
 
+/// A [`Record`] as it is written: the same encoding, borrowing what it writes.
+#[derive(Serialize)]
+struct Written<'a> {
+    id: &'a CommandId,
+    until: u64,
+    entry: &'a Entry,
+}
+
 /// A record to append: the segment it belongs to and its encoded bytes.
 pub struct Pending {
     segment: u64,
@@ -159,10 +167,10 @@ impl LogStore {
         until: u64,
         durable: bool,
     ) -> Result<(), StoreError> {
-        let record = Record {
-            id,
+        let record = Written {
+            id: &id,
             until,
-            entry: entry.clone(),
+            entry,
         };
         let bytes = encode(&record).map_err(|e| self.unavailable(&e))?;
         // The segment's E: `until` rounded up to the slice.
@@ -390,13 +398,15 @@ fn lock(dir: &Path) -> io::Result<Flock<File>> {
     })
 }
 
-fn encode(record: &Record) -> io::Result<Vec<u8>> {
-    let body = postcard::to_stdvec(record).map_err(io::Error::other)?;
-    let len = u32::try_from(body.len()).map_err(io::Error::other)?;
-    let mut out = Vec::with_capacity(8 + body.len());
-    out.extend_from_slice(&len.to_be_bytes());
-    out.extend_from_slice(&crc32fast::hash(&body).to_be_bytes());
-    out.extend_from_slice(&body);
+fn encode(record: &impl Serialize) -> io::Result<Vec<u8>> {
+    // The length and CRC go in front of the body once it is written: one buffer.
+    let mut out = Vec::with_capacity(96);
+    out.extend_from_slice(&[0; 8]);
+    let mut out = postcard::to_extend(record, out).map_err(io::Error::other)?;
+    let len = u32::try_from(out.len() - 8).map_err(io::Error::other)?;
+    let crc = crc32fast::hash(&out[8..]);
+    out[..4].copy_from_slice(&len.to_be_bytes());
+    out[4..8].copy_from_slice(&crc.to_be_bytes());
     Ok(out)
 }
 

@@ -273,7 +273,7 @@ impl Store {
         };
         self.metrics
             .latency
-            .observe(started.elapsed().as_secs_f64());
+            .observe(started.elapsed());
         if matches!(claimed, Err(StoreError::Unavailable(_))) {
             self.metrics.errors.inc();
         }

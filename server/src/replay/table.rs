@@ -395,7 +395,13 @@ fn home(key: u128, cap: usize) -> usize {
 
 /// How far slot `i` is from the home of the key it holds.
 fn distance(key: u128, i: usize, cap: usize) -> usize {
-    (i + cap - home(key, cap)) % cap
+    // A compare, not `%`: this runs at every probe step, and a division is slow.
+    let d = i + cap - home(key, cap);
+    if d >= cap {
+        d - cap
+    } else {
+        d
+    }
 }
 
 fn next(i: usize, cap: usize) -> usize {
