@@ -14,9 +14,17 @@ use serde::{Deserialize, Serialize};
 pub const MAX_IDENT_LEN: usize = 128;
 
 /// A client name, role or server ID that passed [`Ident::new`]'s checks.
-#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize)]
+#[serde(try_from = "String")]
 pub struct Ident(String);
+
+/// Written as its string, borrowed: `serde(into = "String")` would copy it first, and
+/// every request's grant and digest write several.
+impl Serialize for Ident {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
+    }
+}
 
 /// Why a string is not an identifier.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -79,7 +79,7 @@ fn admission(c: &mut Criterion) {
         limiter: &limiter,
         rate: (1e12, 1e12),
         tag_proven: false,
-            arrived: std::time::Instant::now(),
+        arrived: std::time::Instant::now(),
     };
     let req = request(&master, &key);
     let mut frame = BytesMut::new();

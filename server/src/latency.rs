@@ -81,6 +81,9 @@ mod tests {
         assert_eq!(&counts[..4], &[2, 2, 2, 0]);
         assert_eq!(counts[BUCKETS], 1);
         let bounds: Vec<f64> = h.buckets().iter().map(|(b, _)| *b).collect();
-        assert_eq!((bounds[0], bounds[1], bounds[18]), (0.0001, 0.0002, 0.0001 * 262_144.0));
+        assert_eq!(
+            (bounds[0], bounds[1], bounds[18]),
+            (0.0001, 0.0002, 0.0001 * 262_144.0)
+        );
     }
 }

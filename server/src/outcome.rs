@@ -94,11 +94,11 @@ impl Outcome {
     }
 
     /// The frames' bodies that answer the request, in order.
-    pub fn into_bodies(self) -> Vec<Body> {
-        let failure = |code, message: String| vec![Body::Err(Failure::new(code, message))];
+    pub fn into_bodies(self) -> Bodies {
+        let failure = |code, message: String| Bodies::one(Body::Err(Failure::new(code, message)));
         match self {
-            Outcome::Refused(refusal) => vec![Body::Err(refusal.failure())],
-            Outcome::Retried(Retry::Kept(bodies)) => bodies,
+            Outcome::Refused(refusal) => Bodies::one(Body::Err(refusal.failure())),
+            Outcome::Retried(Retry::Kept(bodies)) => Bodies::Many(bodies.into_iter()),
             Outcome::Retried(Retry::Builtin(again)) => again.into_bodies(),
             Outcome::Retried(Retry::InProgress) => failure(
                 ErrorCode::InProgress,
@@ -112,7 +112,7 @@ impl Outcome {
                 ErrorCode::Duplicate,
                 "this command ID already ran; its answer was too large to keep".into(),
             ),
-            Outcome::Answered(reply) => vec![Body::Ok(reply)],
+            Outcome::Answered(reply) => Bodies::one(Body::Ok(reply)),
             Outcome::TooLarge { size, max_frame } => failure(
                 ErrorCode::Internal,
                 format!("the answer ({size} bytes) is larger than this server's max_frame ({max_frame}); ask its operator to raise it"),
@@ -125,7 +125,31 @@ impl Outcome {
                 ErrorCode::Internal,
                 format!("the server cannot start {program}: {error}"),
             ),
-            Outcome::Ran(info) => vec![Body::Ok(Reply::Exit(info))],
+            Outcome::Ran(info) => Bodies::one(Body::Ok(Reply::Exit(info))),
+        }
+    }
+}
+
+/// The bodies answering a request: nearly always one, which needs no Vec.
+#[derive(Debug)]
+pub enum Bodies {
+    One(Option<Body>),
+    Many(std::vec::IntoIter<Body>),
+}
+
+impl Bodies {
+    fn one(body: Body) -> Self {
+        Bodies::One(Some(body))
+    }
+}
+
+impl Iterator for Bodies {
+    type Item = Body;
+
+    fn next(&mut self) -> Option<Body> {
+        match self {
+            Bodies::One(body) => body.take(),
+            Bodies::Many(bodies) => bodies.next(),
         }
     }
 }
@@ -188,8 +212,7 @@ mod tests {
                 (outcome.code(), outcome.name(), outcome.label()),
                 (code, name, label)
             );
-            let bodies = outcome.into_bodies();
-            let last = bodies.last().expect("every outcome answers");
+            let last = outcome.into_bodies().last().expect("every outcome answers");
             assert_eq!(
                 matches!(last, Body::Err(f) if Some(f.code) == code),
                 code.is_some()

@@ -247,7 +247,8 @@ impl Writer {
         let start = out.len();
         out.extend_from_slice(body);
         out.extend_from_slice(b",\"seq\":");
-        out.extend_from_slice(seq.to_string().as_bytes());
+        // Written in place: a String per line would be a malloc per record.
+        let _ = write!(out, "{seq}");
         out.extend_from_slice(b",\"prev\":\"");
         let at = out.len();
         out.resize(at + 64, 0);

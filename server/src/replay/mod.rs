@@ -271,9 +271,7 @@ impl Store {
             // Boxed: the Redis future is large, and it is the rare backend.
             Backend::Redis(redis) => Box::pin(redis.claim(id, entry, until, now)).await,
         };
-        self.metrics
-            .latency
-            .observe(started.elapsed());
+        self.metrics.latency.observe(started.elapsed());
         if matches!(claimed, Err(StoreError::Unavailable(_))) {
             self.metrics.errors.inc();
         }
