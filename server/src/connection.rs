@@ -3,10 +3,11 @@
 //! outcome, counted, recorded and answered) until the client leaves, breaks the
 //! protocol, idles out or the server shuts down.
 
-use std::future::Future;
+use std::future::{poll_fn, Future};
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
@@ -18,7 +19,7 @@ use tokio::process::ChildStdin;
 use tokio::time::error::Elapsed;
 use tokio::time::{timeout, Sleep};
 use tokio_openssl::SslStream;
-use tokio_util::codec::Framed;
+use tokio_util::codec::{Decoder, Framed};
 use tracing::{debug, error, info, warn};
 
 use cmdchan_common::frame::{FrameError, MsgCodec};
@@ -164,11 +165,9 @@ impl Connection {
                 return None;
             }
         }
-        if let Some(next) = self.io.next().now_or_never() {
-            return self.take(next).await;
-        }
-        if !self.flush().await {
-            return None;
+        // A whole frame already read (pipelining): no socket, clock or timer.
+        if let Some(next) = self.buffered() {
+            return self.take(Some(next)).await;
         }
         self.quiet_since = Instant::now();
         let next = loop {
@@ -184,7 +183,7 @@ impl Connection {
                         break None;
                     }
                 }
-                next = self.io.next() => break Some(next),
+                next = poll_fn(|cx| next_or_flush(&mut self.io, cx)) => break Some(next),
             }
         };
         match next {
@@ -194,6 +193,19 @@ impl Connection {
             }
             Some(next) => self.take(next).await,
         }
+    }
+
+    /// The next frame if the read buffer holds it whole.
+    fn buffered(&mut self) -> Option<Result<ClientMsg, FrameError>> {
+        if self.io.read_buffer().is_empty() {
+            return None;
+        }
+        // Framed lends its codec and its buffer only one at a time: the buffer is
+        // moved out and back (no copy, no allocation).
+        let mut buffer = std::mem::take(self.io.read_buffer_mut());
+        let decoded = self.io.codec_mut().decode(&mut buffer);
+        *self.io.read_buffer_mut() = buffer;
+        decoded.transpose()
     }
 
     /// The idle timer fired: true if the connection has been quiet for the idle
@@ -600,6 +612,24 @@ fn builtin(b: Builtin, cmd: &Admitted<'_>, settings: &Settings) -> Outcome {
     match size.saturating_add(28) <= max_frame {
         true => Outcome::Answered(reply),
         false => Outcome::TooLarge { size, max_frame },
+    }
+}
+
+/// The next frame, sending the answers written meanwhile only when none is there: a
+/// client that pipelines gets its answers in as few TLS records and syscalls as it sent
+/// its requests. The reader is polled once per wake: polling it speculatively before
+/// waiting would cost OpenSSL a failed read per request.
+fn next_or_flush(
+    io: &mut Channel,
+    cx: &mut Context<'_>,
+) -> Poll<Option<Result<ClientMsg, FrameError>>> {
+    if let Poll::Ready(next) = io.poll_next_unpin(cx) {
+        return Poll::Ready(next);
+    }
+    match SinkExt::<&Response>::poll_flush_unpin(io, cx) {
+        // Written answers the client will never get: the connection is lost.
+        Poll::Ready(Err(e)) => Poll::Ready(Some(Err(e))),
+        Poll::Ready(Ok(())) | Poll::Pending => Poll::Pending,
     }
 }
 
