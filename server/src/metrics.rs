@@ -40,20 +40,12 @@ pub struct RequestLabels {
 }
 
 /// The replay store's own figures, handed to it when it opens.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct StoreMetrics {
     pub latency: Latency,
     pub errors: Counter,
 }
 
-impl Default for StoreMetrics {
-    fn default() -> Self {
-        Self {
-            latency: Latency::default(),
-            errors: Counter::default(),
-        }
-    }
-}
 
 #[derive(Debug)]
 pub struct Metrics {
