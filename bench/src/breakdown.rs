@@ -9,12 +9,13 @@ use std::process::{Child, Command, Stdio};
 use anyhow::{bail, Context};
 
 /// The categories, in the order of the table; the first rule that matches wins.
-pub const CATEGORIES: [&str; 13] = [
+pub const CATEGORIES: [&str; 14] = [
     "kernel (TCP, syscalls, scheduling)",
-    "TLS records (libssl, libcrypto)",
+    "TLS records (libssl, libcrypto, tokio-openssl)",
     "clock reads (vDSO)",
     "allocator (malloc, free)",
     "memory copies (libc)",
+    "locks and syscall wrappers (libc)",
     "SHA-256 (audit MAC, request digest)",
     "audit record",
     "replay claim",
@@ -90,12 +91,13 @@ impl Profile {
 
 /// `  8.32%  cmdchan-server  [.] sha2::sha256::compress` → (8.32, dso, symbol).
 fn parse(line: &str) -> Option<(f64, &str, &str)> {
-    let mut parts = line.split_whitespace();
-    let percent = parts.next()?.strip_suffix('%')?.parse().ok()?;
-    let dso = parts.next()?;
-    let _kind = parts.next()?;
-    let (_, sym) = line.split_once("] ")?;
-    Some((percent, dso, sym))
+    let line = line.trim_start();
+    let (percent, rest) = line.split_once(char::is_whitespace)?;
+    let percent = percent.strip_suffix('%')?.parse().ok()?;
+    let (dso, rest) = rest.trim_start().split_once(char::is_whitespace)?;
+    // The third column is `[.]` or `[k]`; the symbol is all that follows it.
+    let (_, sym) = rest.trim_start().split_once(char::is_whitespace)?;
+    Some((percent, dso, sym.trim()))
 }
 
 /// The category of a sampled function.
@@ -110,16 +112,26 @@ fn category(dso: &str, sym: &str) -> usize {
     if dso.contains("kernel") {
         return index("kernel");
     }
-    if dso.contains("libssl") || dso.contains("libcrypto") {
+    if dso.contains("libssl") || dso.contains("libcrypto") || has(&["tokio_openssl", "openssl::"]) {
         return index("TLS");
     }
     if dso.contains("vdso") || has(&["clock_gettime", "Timespec"]) {
         return index("clock");
     }
     if dso.contains("libc") {
-        return match has(&["mem", "str"]) {
-            true => index("memory"),
-            false => index("allocator"),
+        let allocator = [
+            "malloc",
+            "free",
+            "realloc",
+            "calloc",
+            "_int_",
+            "tcache",
+            "unlink_chunk",
+        ];
+        return match () {
+            _ if has(&allocator) => index("allocator"),
+            _ if has(&["mem", "str"]) => index("memory"),
+            _ => index("locks"),
         };
     }
     let rules: [(&[&str], &str); 8] = [
@@ -165,5 +177,18 @@ mod tests {
             "clock reads (vDSO)"
         );
         assert_eq!(category("cmdchan-server", "main"), CATEGORIES.len() - 1);
+        let kernel = parse("  6.36%  [kernel.kallsyms]  [k] _raw_spin_unlock_irqrestore");
+        assert_eq!(
+            kernel,
+            Some((6.36, "[kernel.kallsyms]", "_raw_spin_unlock_irqrestore"))
+        );
+        assert_eq!(
+            CATEGORIES[category("libc.so.6", "__lll_lock_wake_private")],
+            "locks and syscall wrappers (libc)"
+        );
+        assert_eq!(
+            CATEGORIES[category("libc.so.6", "cfree@GLIBC_2.2.5")],
+            "allocator (malloc, free)"
+        );
     }
 }

@@ -305,12 +305,12 @@ impl Running {
         })
     }
 
-    /// CPU time (user + system) used so far by every process of this contender, in s.
     /// The contender's main process (the one a profiler watches).
     pub fn pid(&self) -> u32 {
         self.procs.first().map_or(0, Child::id)
     }
 
+    /// CPU time (user + system) used so far by every process of this contender, in s.
     pub fn cpu_seconds(&self) -> anyhow::Result<f64> {
         let mut ticks = 0u64;
         for p in &self.procs {

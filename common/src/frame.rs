@@ -20,6 +20,10 @@ use crate::protocol::VERSION;
 /// Default largest frame payload, in bytes (1 MiB).
 pub const DEFAULT_MAX_FRAME: usize = 1 << 20;
 
+/// Most bytes a response frame holds besides its reply or its output's data: the
+/// version, counter, ID, the body's and reply's tags and a length, rounded up.
+pub const RESPONSE_OVERHEAD: usize = 64;
+
 /// Why a frame could not be read or written.
 #[derive(Debug, thiserror::Error)]
 pub enum FrameError {

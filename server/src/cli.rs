@@ -3,9 +3,11 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand};
 
 use cmdchan_common::ident::Ident;
+
+pub use crate::config::{LogFormat, ServeOpts};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -35,65 +37,6 @@ pub enum Command {
     /// Write shell completions and man pages for cmdchan-server into DIR.
     #[command(hide = true)]
     Generate { dir: PathBuf },
-}
-
-/// `serve` flags; each can also come from the config file (flags win).
-#[derive(Debug, Clone, Args, Default)]
-pub struct ServeOpts {
-    /// Config file (TOML); its keys are the long flag names with `_` for `-`.
-    #[arg(long, short = 'c', env = "CMDCHAN_CONFIG")]
-    pub config: Option<PathBuf>,
-    /// This server's zone key file (from `admin zone-key`; mode 0600). Give it twice,
-    /// with two generations of the zone's key, while clients are re-provisioned.
-    #[arg(long = "zone-key")]
-    pub zone_key: Vec<PathBuf>,
-    /// Address to listen on [default: 127.0.0.1:7433].
-    #[arg(long)]
-    pub listen: Option<SocketAddr>,
-    /// Policy file (TOML) mapping roles to commands [default: built-in policy].
-    #[arg(long)]
-    pub policy: Option<PathBuf>,
-    /// Hash-chained audit file (JSON lines), appended to; reopened on SIGHUP.
-    #[arg(long)]
-    pub audit_log: Option<PathBuf>,
-    /// Where command IDs are remembered: file:DIR (survives restarts), a redis:// URL
-    /// (shared by processes that answer as one server ID; rediss:// for TLS, credentials
-    /// in the URL: prefer the config file, which others cannot read, to this flag, which
-    /// `ps` shows) or memory [default: file:$STATE_DIRECTORY/replay,
-    /// /var/lib/cmdchan/replay for root, else ~/.local/state/cmdchan/replay].
-    #[arg(long)]
-    pub replay_store: Option<crate::replay::StoreArg>,
-    /// Flush the replay log to disk after every write (survives power loss; slower).
-    #[arg(long)]
-    pub replay_fsync: bool,
-    /// How the processes a program starts are tracked, so that stopping it stops them
-    /// all: a cgroup v2 per run, or as a child subreaper [default: auto, cgroup if it can].
-    #[arg(long, value_enum)]
-    pub process_tracking: Option<crate::exec::TrackingChoice>,
-    /// This server's ID, matched against requests' target and grants' servers [default: host name].
-    #[arg(long)]
-    pub server_id: Option<Ident>,
-    /// Serve Prometheus metrics at http://ADDR/metrics [off; without ADDR: 127.0.0.1:9433].
-    #[arg(long, num_args = 0..=1, default_missing_value = crate::metrics::DEFAULT_ADDR)]
-    pub metrics: Option<SocketAddr>,
-    /// Log format [default: text].
-    #[arg(long, value_enum)]
-    pub log_format: Option<LogFormat>,
-    /// Accept the DHE-PSK suites (ffdhe3072) besides ECDHE-PSK. Off by default: a DHE
-    /// key generation costs the server ~9 ms of CPU for any ClientHello, before the
-    /// client proves anything.
-    #[arg(long)]
-    pub dhe: bool,
-    #[command(flatten)]
-    pub limits: crate::config::LimitFlags,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum LogFormat {
-    #[default]
-    Text,
-    Json,
 }
 
 #[derive(Debug, Subcommand)]

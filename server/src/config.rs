@@ -12,10 +12,68 @@ use serde::{Deserialize, Deserializer};
 use cmdchan_common::frame::DEFAULT_MAX_FRAME;
 use cmdchan_common::ident::Ident;
 
-use crate::cli::{LogFormat, ServeOpts};
 use crate::replay::StoreSpec;
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7433";
+
+/// `serve` flags; each can also come from the config file (flags win).
+#[derive(Debug, Clone, clap::Args, Default)]
+pub struct ServeOpts {
+    /// Config file (TOML); its keys are the long flag names with `_` for `-`.
+    #[arg(long, short = 'c', env = "CMDCHAN_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// This server's zone key file (from `admin zone-key`; mode 0600). Give it twice,
+    /// with two generations of the zone's key, while clients are re-provisioned.
+    #[arg(long = "zone-key")]
+    pub zone_key: Vec<PathBuf>,
+    /// Address to listen on [default: 127.0.0.1:7433].
+    #[arg(long)]
+    pub listen: Option<SocketAddr>,
+    /// Policy file (TOML) mapping roles to commands [default: built-in policy].
+    #[arg(long)]
+    pub policy: Option<PathBuf>,
+    /// Hash-chained audit file (JSON lines), appended to; reopened on SIGHUP.
+    #[arg(long)]
+    pub audit_log: Option<PathBuf>,
+    /// Where command IDs are remembered: file:DIR (survives restarts), a redis:// URL
+    /// (shared by processes that answer as one server ID; rediss:// for TLS, credentials
+    /// in the URL: prefer the config file, which others cannot read, to this flag, which
+    /// `ps` shows) or memory [default: file:$STATE_DIRECTORY/replay,
+    /// /var/lib/cmdchan/replay for root, else ~/.local/state/cmdchan/replay].
+    #[arg(long)]
+    pub replay_store: Option<crate::replay::StoreArg>,
+    /// Flush the replay log to disk after every write (survives power loss; slower).
+    #[arg(long)]
+    pub replay_fsync: bool,
+    /// How the processes a program starts are tracked, so that stopping it stops them
+    /// all: a cgroup v2 per run, or as a child subreaper [default: auto, cgroup if it can].
+    #[arg(long, value_enum)]
+    pub process_tracking: Option<crate::exec::TrackingChoice>,
+    /// This server's ID, matched against requests' target and grants' servers [default: host name].
+    #[arg(long)]
+    pub server_id: Option<Ident>,
+    /// Serve Prometheus metrics at http://ADDR/metrics [off; without ADDR: 127.0.0.1:9433].
+    #[arg(long, num_args = 0..=1, default_missing_value = crate::metrics::DEFAULT_ADDR)]
+    pub metrics: Option<SocketAddr>,
+    /// Log format [default: text].
+    #[arg(long, value_enum)]
+    pub log_format: Option<LogFormat>,
+    /// Accept the DHE-PSK suites (ffdhe3072) besides ECDHE-PSK. Off by default: a DHE
+    /// key generation costs the server ~9 ms of CPU for any ClientHello, before the
+    /// client proves anything.
+    #[arg(long)]
+    pub dhe: bool,
+    #[command(flatten)]
+    pub limits: LimitFlags,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
 
 /// Everything `serve` needs, validated.
 #[derive(Debug, Clone)]
@@ -45,7 +103,8 @@ pub struct Config {
     pub revoked: BTreeSet<Ident>,
 }
 
-/// Each limit is defined once, in the list below: its help text, name, type and default.
+/// Each limit is defined once, in the list below: its help text, how its flag is read
+/// when clap cannot tell from its type, its name, type and default.
 /// The macro makes of each a field of [`Limits`] (the value in force), of
 /// [`LimitFlags`] (its `--flag`, absent unless given), a key of the config file's
 /// table, and a line of [`Limits::merge`]: the flag over the file over the default.
@@ -53,7 +112,7 @@ pub struct Config {
 macro_rules! limits {
     (
         file { $($file:tt)* }
-        $( $(#[doc = $doc:literal])+ $name:ident: $ty:ty = $default:expr; )+
+        $( $(#[doc = $doc:literal])+ $(#[arg($($arg:tt)+)])? $name:ident: $ty:ty = $default:expr; )+
     ) => {
         /// Time, size and rate limits, as in force.
         #[derive(Debug, Clone)]
@@ -72,7 +131,7 @@ macro_rules! limits {
         pub struct LimitFlags {
             $(
                 $(#[doc = $doc])+
-                #[arg(long, value_parser = <$ty as Setting>::parse)]
+                #[arg(long $(, $($arg)+)?)]
                 pub $name: Option<$ty>,
             )+
         }
@@ -83,7 +142,7 @@ macro_rules! limits {
         struct FileConfig {
             $($file)*
             $(
-                #[serde(default, deserialize_with = "Setting::from_file")]
+                #[serde(default, deserialize_with = "FileValue::from_file")]
                 $name: Option<$ty>,
             )+
         }
@@ -119,6 +178,7 @@ limits! {
         revoked: BTreeSet<Ident>,
     }
     /// How far a request's issue time may be from the server's clock [default: 60s].
+    #[arg(value_parser = humantime::parse_duration)]
     freshness_window: Duration = Duration::from_secs(60);
     /// Largest frame accepted, in bytes [default: 1048576].
     max_frame: usize = DEFAULT_MAX_FRAME;
@@ -126,11 +186,14 @@ limits! {
     /// large frame beyond it is refused with `busy` [default: 67108864].
     max_frame_memory: usize = 64 << 20;
     /// Time a client has to finish the TLS handshake [default: 10s].
+    #[arg(value_parser = humantime::parse_duration)]
     handshake_timeout: Duration = Duration::from_secs(10);
     /// Time a connection may sit without a request [default: 5m].
+    #[arg(value_parser = humantime::parse_duration)]
     idle_timeout: Duration = Duration::from_secs(300);
     /// Time open connections get to finish at SIGTERM before their programs are stopped
     /// [default: 30s].
+    #[arg(value_parser = humantime::parse_duration)]
     drain_timeout: Duration = Duration::from_secs(30);
     /// Most connections open at once [default: 1024].
     max_connections: usize = 1024;
@@ -142,17 +205,20 @@ limits! {
     max_remembered_ids: usize = 1_000_000;
     /// Most connections open at once from one source address [default: 64].
     max_connections_per_source: usize = 64;
-    /// Source networks allowed to connect, checked before any TLS work (CIDR,
-    /// comma-separated) [default: any].
-    allow: Networks = Vec::new();
+    /// Source networks allowed to connect, checked before any TLS work (CIDR; repeat
+    /// the flag or separate them with commas) [default: any].
+    #[arg(value_delimiter = ',')]
+    allow: Vec<IpNet> = Vec::new();
     /// IPv6 sources are counted (caps, penalties) per prefix of this length, since one
     /// host usually holds a whole /64 [default: 64].
     ipv6_prefix: u8 = 64;
     /// Failed handshakes from one source before it is penalized [default: 5].
     penalty_after: u32 = 5;
     /// First penalty; each next one doubles [default: 2s].
+    #[arg(value_parser = humantime::parse_duration)]
     penalty_base: Duration = Duration::from_secs(2);
     /// Longest penalty; a source quiet this long is forgotten [default: 10m].
+    #[arg(value_parser = humantime::parse_duration)]
     penalty_max: Duration = Duration::from_secs(600);
     /// Requests per second each client may make [default: 50].
     rate: f64 = 50.0;
@@ -160,26 +226,21 @@ limits! {
     burst: f64 = 100.0;
     /// How far apart the clocks of servers sharing a Redis store may be: IDs are kept
     /// this much longer than the window [default: 30s].
+    #[arg(value_parser = humantime::parse_duration)]
     max_clock_skew: Duration = Duration::from_secs(30);
     /// Redis replicas that must acknowledge each claim (WAIT) before its command runs
     /// [default: 0].
     redis_replicas: u32 = 0;
 }
 
-/// How a limit's value is read from its flag and from the config file.
-pub trait Setting: Sized + Clone + Send + Sync + 'static {
-    fn parse(text: &str) -> Result<Self, String>;
-
+/// How a limit's value is read from the config file.
+pub trait FileValue: Sized {
     fn from_file<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Self>, D::Error>;
 }
 
-macro_rules! plain_setting {
+macro_rules! plain_value {
     ($($ty:ty),+) => {$(
-        impl Setting for $ty {
-            fn parse(text: &str) -> Result<Self, String> {
-                text.parse().map_err(|e| format!("{e}"))
-            }
-
+        impl FileValue for $ty {
             fn from_file<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Self>, D::Error> {
                 Option::<Self>::deserialize(d)
             }
@@ -187,33 +248,14 @@ macro_rules! plain_setting {
     )+};
 }
 
-plain_setting!(usize, u32, u8, f64);
+plain_value!(usize, u32, u8, f64, Vec<IpNet>);
 
-impl Setting for Duration {
-    fn parse(text: &str) -> Result<Self, String> {
-        humantime::parse_duration(text).map_err(|e| format!("{e}"))
-    }
-
+/// Durations are written like `60s` or `5m`.
+impl FileValue for Duration {
     fn from_file<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Self>, D::Error> {
         Option::<String>::deserialize(d)?
-            .map(|text| Self::parse(&text).map_err(serde::de::Error::custom))
+            .map(|text| humantime::parse_duration(&text).map_err(serde::de::Error::custom))
             .transpose()
-    }
-}
-
-/// Source networks. A name of its own: clap reads a `Vec` flag as repeated values of
-/// its items, and this flag is one comma-separated value.
-pub type Networks = Vec<IpNet>;
-
-impl Setting for Networks {
-    fn parse(text: &str) -> Result<Self, String> {
-        text.split(',')
-            .map(|net| net.trim().parse().map_err(|e| format!("{net}: {e}")))
-            .collect()
-    }
-
-    fn from_file<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Self>, D::Error> {
-        Option::<Self>::deserialize(d)
     }
 }
 
@@ -383,11 +425,13 @@ mod tests {
     }
 
     #[test]
-    fn networks_are_one_comma_separated_flag_or_a_list_in_the_file() {
-        let from_flag = flags(&["--allow", "10.0.0.0/8,127.0.0.1/32"]).allow;
+    fn networks_come_from_repeated_or_comma_separated_flags_or_a_list_in_the_file() {
+        let commas = flags(&["--allow", "10.0.0.0/8,127.0.0.1/32"]).allow;
+        let repeated = flags(&["--allow", "10.0.0.0/8", "--allow", "127.0.0.1/32"]).allow;
         let file = parse_file("allow = [\"10.0.0.0/8\", \"127.0.0.1/32\"]\n").expect("file");
-        assert_eq!(from_flag, file.allow);
-        assert_eq!(from_flag.map(|n| n.len()), Some(2));
+        assert_eq!(commas, file.allow);
+        assert_eq!(repeated, file.allow);
+        assert_eq!(commas.map(|n| n.len()), Some(2));
     }
 
     #[test]

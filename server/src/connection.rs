@@ -22,7 +22,7 @@ use tokio_openssl::SslStream;
 use tokio_util::codec::{Decoder, Framed};
 use tracing::{debug, error, info, warn};
 
-use cmdchan_common::frame::{FrameError, MsgCodec};
+use cmdchan_common::frame::{FrameError, MsgCodec, RESPONSE_OVERHEAD};
 use cmdchan_common::ident::PskIdentity;
 use cmdchan_common::protocol::{
     Body, ClientMsg, Failure, Grant, Output, Reply, Request, Response, Started,
@@ -607,9 +607,9 @@ fn builtin(b: Builtin, cmd: &Admitted<'_>, settings: &Settings) -> Outcome {
         return Outcome::Answered(reply);
     }
     let max_frame = settings.limits.max_frame;
-    let size = postcard::experimental::serialized_size(&reply).unwrap_or(usize::MAX);
-    // Version, counter, ID and the body's tag around the reply: at most 28 bytes.
-    match size.saturating_add(28) <= max_frame {
+    // The body: the reply and its one-byte tag.
+    let size = postcard::experimental::serialized_size(&reply).map_or(usize::MAX, |n| n + 1);
+    match size.saturating_add(RESPONSE_OVERHEAD) <= max_frame {
         true => Outcome::Answered(reply),
         false => Outcome::TooLarge { size, max_frame },
     }

@@ -83,7 +83,7 @@ pub async fn accept(tcp: TcpStream, peer: SocketAddr, shared: &Shared) -> Option
 }
 
 /// Counts a failed handshake against its source; logs a penalty once, when it starts.
-pub fn penalize(shared: &Shared, peer: SocketAddr) {
+fn penalize(shared: &Shared, peer: SocketAddr) {
     if let Some(penalty) = shared.gate.failed(peer.ip(), Instant::now()) {
         warn!(source = %peer.ip(), "penalty: refusing {} for {}s after repeated failed handshakes", peer.ip(), penalty.as_secs());
     }

@@ -69,7 +69,40 @@ impl EncodeMetric for Latency {
 
 #[cfg(test)]
 mod tests {
+    use prometheus_client::encoding::text::encode;
+    use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+    use prometheus_client::registry::Registry;
+
     use super::*;
+
+    /// The text prometheus-client's own histogram gives for the same observations.
+    #[test]
+    fn it_encodes_as_the_histogram_it_replaces() {
+        let ours = Latency::default();
+        let theirs = Histogram::new(exponential_buckets(0.0001, 2.0, 19));
+        for us in [0, 100, 101, 150, 3_000, 250_000, 30_000_000] {
+            ours.observe(Duration::from_micros(us));
+            theirs.observe(us as f64 / 1e6);
+        }
+        let text = |register: &dyn Fn(&mut Registry)| {
+            let mut registry = Registry::default();
+            register(&mut registry);
+            let mut out = String::new();
+            encode(&mut out, &registry).expect("encode");
+            out
+        };
+        let a = text(&|r| r.register("seconds", "latency", ours.clone()));
+        let b = text(&|r| r.register("seconds", "latency", theirs.clone()));
+        let without_sum = |t: &str| {
+            t.lines()
+                .filter(|l| !l.contains("_sum"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        };
+        assert_eq!(without_sum(&a), without_sum(&b));
+        assert!(a.contains("seconds_bucket{le=\"+Inf\"} 7"), "{a}");
+        assert!(a.contains("seconds_count 7"), "{a}");
+    }
 
     #[test]
     fn each_latency_lands_in_the_smallest_bucket_that_holds_it() {

@@ -46,7 +46,6 @@ pub struct StoreMetrics {
     pub errors: Counter,
 }
 
-
 #[derive(Debug)]
 pub struct Metrics {
     registry: Registry,

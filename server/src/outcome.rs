@@ -172,51 +172,48 @@ pub fn unreadable(err: &FrameError) -> Option<ErrorCode> {
 mod tests {
     use super::*;
 
+    /// Every way a request ends, with the code, audit name, metric label and last
+    /// message it had before the outcomes had one home.
     #[test]
-    fn each_outcome_has_one_code_name_and_label() {
-        let ran = ExitInfo {
+    fn each_outcome_has_one_code_name_label_and_message() {
+        use ErrorCode::*;
+        let ran = |timed_out| ExitInfo {
             code: Some(3),
-            output_bytes: 12,
+            timed_out,
             ..ExitInfo::default()
         };
-        let cases = [
-            (
-                Outcome::Refused(Refusal::BadTag),
-                Some(ErrorCode::BadTag),
-                "bad tag",
-                "bad tag",
-            ),
-            (
-                Outcome::Retried(Retry::InProgress),
-                Some(ErrorCode::InProgress),
-                "retry: in progress",
-                "retry",
-            ),
-            (
-                Outcome::Retried(Retry::Dropped),
-                Some(ErrorCode::Duplicate),
-                "retry: duplicate",
-                "retry",
-            ),
-            (Outcome::Answered(Reply::Pong), None, "ok", "ok"),
-            (
-                Outcome::NotAudited,
-                Some(ErrorCode::Internal),
-                "internal",
-                "internal",
-            ),
-            (Outcome::Ran(ran), None, "ran", "ran"),
+        let kept = vec![Body::Ok(Reply::Pong)];
+        let again = Box::new(Outcome::Answered(Reply::Pong));
+        let not_started = Outcome::NotStarted {
+            program: "backup".into(),
+            error: "No such file or directory (os error 2)".into(),
+        };
+        #[rustfmt::skip]
+        let cases: Vec<(Outcome, Option<ErrorCode>, &str, &str, &str)> = vec![
+            (Outcome::Refused(Refusal::BadTag), Some(BadTag), "bad tag", "bad tag", "the key-use tag does not match this client's name and grant"),
+            (Outcome::Refused(Refusal::Replay), Some(Replay), "replay", "replay", "this command ID was already used"),
+            (Outcome::Retried(Retry::Kept(kept)), None, "retry: answered", "retry", ""),
+            (Outcome::Retried(Retry::Builtin(again)), None, "retry: ran the built-in again", "retry", ""),
+            (Outcome::Retried(Retry::InProgress), Some(InProgress), "retry: in progress", "retry", "this command ID is still running; ask again later"),
+            (Outcome::Retried(Retry::Interrupted), Some(Duplicate), "retry: interrupted", "retry", "this command ID started, and the server stopped while it ran: it may or may not have finished, and it is not run again"),
+            (Outcome::Retried(Retry::Dropped), Some(Duplicate), "retry: duplicate", "retry", "this command ID already ran; its answer was too large to keep"),
+            (Outcome::Answered(Reply::Pong), None, "ok", "ok", ""),
+            (Outcome::TooLarge { size: 2000, max_frame: 1024 }, Some(Internal), "internal", "internal", "the answer (2000 bytes) is larger than this server's max_frame (1024); ask its operator to raise it"),
+            (Outcome::NotAudited, Some(Internal), "internal", "internal", "the server cannot write its audit log, so it runs nothing"),
+            (not_started, Some(Internal), "internal", "internal", "the server cannot start backup: No such file or directory (os error 2)"),
+            (Outcome::Ran(ran(false)), None, "ran", "ran", ""),
+            (Outcome::Ran(ran(true)), None, "timed out", "timed out", ""),
         ];
-        for (outcome, code, name, label) in cases {
+        for (outcome, code, name, label, message) in cases {
             assert_eq!(
                 (outcome.code(), outcome.name(), outcome.label()),
                 (code, name, label)
             );
             let last = outcome.into_bodies().last().expect("every outcome answers");
-            assert_eq!(
-                matches!(last, Body::Err(f) if Some(f.code) == code),
-                code.is_some()
-            );
+            match last {
+                Body::Err(f) => assert_eq!((Some(f.code), f.message.as_str()), (code, message)),
+                _ => assert_eq!((None, ""), (code, message)),
+            }
         }
     }
 

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
 
+use cmdchan_common::frame::RESPONSE_OVERHEAD;
 use cmdchan_common::protocol::{Body, ExitInfo, Output, Stream};
 
 use crate::exec;
@@ -82,8 +83,9 @@ impl Run {
             listening: true,
             detach: program.detach,
             output_limit: program.output_limit,
-            // A frame also holds the version, counter, ID and body tags: at most 64 bytes.
-            chunk: exec::CHUNK.min(max_frame.saturating_sub(64)).max(1),
+            chunk: exec::CHUNK
+                .min(max_frame.saturating_sub(RESPONSE_OVERHEAD))
+                .max(1),
             info: ExitInfo::default(),
             kept: Some(Vec::new()),
             kept_bytes: 0,

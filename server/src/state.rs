@@ -159,10 +159,7 @@ impl Shared {
 
     /// The settings in force now.
     pub fn settings(&self) -> Arc<Settings> {
-        self.settings
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        read(&self.settings)
     }
 
     /// Puts new settings in force for every request and handshake from now on, tells

@@ -96,8 +96,14 @@ impl Audit {
             (Outcome::Refused(refusal), _) => self.refused(key, peer, req, refusal, took),
             (Outcome::Retried(_), _) => self.retried(key, peer, req, outcome.name()),
             (_, Some(cmd)) => self.admitted(cmd, key, peer, outcome, took),
-            // Every other outcome is of an admitted request.
-            (_, None) => {}
+            // Every other outcome is of an admitted request; should one ever come
+            // without its admission, it is said, not lost quietly.
+            (_, None) => error!(
+                target: TARGET,
+                client = %key,
+                outcome = outcome.name(),
+                "an outcome without its admission: not recorded"
+            ),
         }
     }
 
