@@ -16,57 +16,6 @@ use crate::replay::StoreSpec;
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7433";
 
-/// `serve` flags; each can also come from the config file (flags win).
-#[derive(Debug, Clone, clap::Args, Default)]
-pub struct ServeOpts {
-    /// Config file (TOML); its keys are the long flag names with `_` for `-`.
-    #[arg(long, short = 'c', env = "CMDCHAN_CONFIG")]
-    pub config: Option<PathBuf>,
-    /// This server's zone key file (from `admin zone-key`; mode 0600). Give it twice,
-    /// with two generations of the zone's key, while clients are re-provisioned.
-    #[arg(long = "zone-key")]
-    pub zone_key: Vec<PathBuf>,
-    /// Address to listen on [default: 127.0.0.1:7433].
-    #[arg(long)]
-    pub listen: Option<SocketAddr>,
-    /// Policy file (TOML) mapping roles to commands [default: built-in policy].
-    #[arg(long)]
-    pub policy: Option<PathBuf>,
-    /// Hash-chained audit file (JSON lines), appended to; reopened on SIGHUP.
-    #[arg(long)]
-    pub audit_log: Option<PathBuf>,
-    /// Where command IDs are remembered: file:DIR (survives restarts), a redis:// URL
-    /// (shared by processes that answer as one server ID; rediss:// for TLS, credentials
-    /// in the URL: prefer the config file, which others cannot read, to this flag, which
-    /// `ps` shows) or memory [default: file:$STATE_DIRECTORY/replay,
-    /// /var/lib/cmdchan/replay for root, else ~/.local/state/cmdchan/replay].
-    #[arg(long)]
-    pub replay_store: Option<crate::replay::StoreArg>,
-    /// Flush the replay log to disk after every write (survives power loss; slower).
-    #[arg(long)]
-    pub replay_fsync: bool,
-    /// How the processes a program starts are tracked, so that stopping it stops them
-    /// all: a cgroup v2 per run, or as a child subreaper [default: auto, cgroup if it can].
-    #[arg(long, value_enum)]
-    pub process_tracking: Option<crate::exec::TrackingChoice>,
-    /// This server's ID, matched against requests' target and grants' servers [default: host name].
-    #[arg(long)]
-    pub server_id: Option<Ident>,
-    /// Serve Prometheus metrics at http://ADDR/metrics [off; without ADDR: 127.0.0.1:9433].
-    #[arg(long, num_args = 0..=1, default_missing_value = crate::metrics::DEFAULT_ADDR)]
-    pub metrics: Option<SocketAddr>,
-    /// Log format [default: text].
-    #[arg(long, value_enum)]
-    pub log_format: Option<LogFormat>,
-    /// Accept the DHE-PSK suites (ffdhe3072) besides ECDHE-PSK. Off by default: a DHE
-    /// key generation costs the server ~9 ms of CPU for any ClientHello, before the
-    /// client proves anything.
-    #[arg(long)]
-    pub dhe: bool,
-    #[command(flatten)]
-    pub limits: LimitFlags,
-}
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
@@ -103,17 +52,50 @@ pub struct Config {
     pub revoked: BTreeSet<Ident>,
 }
 
-/// Each limit is defined once, in the list below: its help text, how its flag is read
-/// when clap cannot tell from its type, its name, type and default.
-/// The macro makes of each a field of [`Limits`] (the value in force), of
-/// [`LimitFlags`] (its `--flag`, absent unless given), a key of the config file's
-/// table, and a line of [`Limits::merge`]: the flag over the file over the default.
-/// A new limit is one more entry here, and its use where the compiler leads.
-macro_rules! limits {
+/// Each setting is defined once, in the list below: its help text, how clap and serde
+/// read it when its type does not tell them, its name and type, and for a limit its
+/// default. The macro makes of the list [`ServeOpts`], which is both the flags of
+/// `serve` and `check` and the config file's table (the keys are the flag names with
+/// `_` for `-`), the one merge ([`ServeOpts::over`]: the flag, else the file) and
+/// [`Limits`], the limits in force (the merged value, else the default). A new setting
+/// is one more entry here, and its use where the compiler leads.
+macro_rules! settings {
     (
-        file { $($file:tt)* }
-        $( $(#[doc = $doc:literal])+ $(#[arg($($arg:tt)+)])? $name:ident: $ty:ty = $default:expr; )+
+        settings {
+            $( $(#[$smeta:meta])+ $sname:ident: $sty:ty, )+
+        }
+        file_only {
+            $( $(#[doc = $fdoc:literal])+ $fname:ident: $fty:ty, )+
+        }
+        limits {
+            $( $(#[doc = $doc:literal])+ $(#[arg($($arg:tt)+)])? $name:ident: $ty:ty = $default:expr; )+
+        }
     ) => {
+        /// `serve` flags, and the config file's keys: each absent unless given.
+        #[derive(Debug, Clone, Default, clap::Args, Deserialize)]
+        #[serde(deny_unknown_fields)]
+        pub struct ServeOpts {
+            $( $(#[$smeta])+ pub $sname: Option<$sty>, )+
+            $( $(#[doc = $fdoc])+ #[arg(skip)] #[serde(default)] pub $fname: $fty, )+
+            $(
+                $(#[doc = $doc])+
+                #[arg(long $(, $($arg)+)?)]
+                #[serde(default, deserialize_with = "FileValue::from_file")]
+                pub $name: Option<$ty>,
+            )+
+        }
+
+        impl ServeOpts {
+            /// These flags over `file`: each setting from its flag, else from the file.
+            pub fn over(self, file: ServeOpts) -> ServeOpts {
+                ServeOpts {
+                    $( $sname: self.$sname.or(file.$sname), )+
+                    $( $fname: file.$fname, )+
+                    $( $name: self.$name.or(file.$name), )+
+                }
+            }
+        }
+
         /// Time, size and rate limits, as in force.
         #[derive(Debug, Clone)]
         pub struct Limits {
@@ -126,57 +108,74 @@ macro_rules! limits {
             }
         }
 
-        /// The limits as flags of `serve` and `check`.
-        #[derive(Debug, Clone, Default, clap::Args)]
-        pub struct LimitFlags {
-            $(
-                $(#[doc = $doc])+
-                #[arg(long $(, $($arg)+)?)]
-                pub $name: Option<$ty>,
-            )+
-        }
-
-        /// The config file's shape; durations are written like `60s` or `5m`.
-        #[derive(Debug, Default, Deserialize)]
-        #[serde(deny_unknown_fields)]
-        struct FileConfig {
-            $($file)*
-            $(
-                #[serde(default, deserialize_with = "FileValue::from_file")]
-                $name: Option<$ty>,
-            )+
-        }
-
         impl Limits {
-            /// Each limit from its flag, else from the file, else its default.
-            fn merge(flags: &LimitFlags, file: &FileConfig) -> Self {
+            /// Each limit as `opts` set it, else its default.
+            fn from_opts(opts: &ServeOpts) -> Self {
                 let default = Self::default();
                 Self {
-                    $( $name: flags.$name.clone().or(file.$name.clone()).unwrap_or(default.$name), )+
+                    $( $name: opts.$name.clone().unwrap_or(default.$name), )+
                 }
             }
         }
     };
 }
 
-limits! {
-    file {
-        zone_key: Option<OneOrMore>,
-        listen: Option<SocketAddr>,
-        policy: Option<PathBuf>,
-        audit_log: Option<PathBuf>,
-        metrics: Option<SocketAddr>,
-        replay_store: Option<crate::replay::StoreArg>,
-        replay_fsync: Option<bool>,
-        process_tracking: Option<crate::exec::TrackingChoice>,
-        dhe: Option<bool>,
-        server_id: Option<Ident>,
-        log_format: Option<LogFormat>,
-        #[serde(default)]
+settings! {
+    settings {
+        /// Config file (TOML); its keys are the long flag names with `_` for `-`.
+        #[arg(long, short = 'c', env = "CMDCHAN_CONFIG")]
+        #[serde(skip)]
+        config: PathBuf,
+        /// This server's zone key file (from `admin zone-key`; mode 0600). Give it twice,
+        /// with two generations of the zone's key, while clients are re-provisioned.
+        #[arg(long = "zone-key")]
+        #[serde(default, deserialize_with = "one_or_more")]
+        zone_key: Vec<PathBuf>,
+        /// Address to listen on [default: 127.0.0.1:7433].
+        #[arg(long)]
+        listen: SocketAddr,
+        /// Policy file (TOML) mapping roles to commands [default: built-in policy].
+        #[arg(long)]
+        policy: PathBuf,
+        /// Hash-chained audit file (JSON lines), appended to; reopened on SIGHUP.
+        #[arg(long)]
+        audit_log: PathBuf,
+        /// Where command IDs are remembered: file:DIR (survives restarts), a redis:// URL
+        /// (shared by processes that answer as one server ID; rediss:// for TLS, credentials
+        /// in the URL: prefer the config file, which others cannot read, to this flag, which
+        /// `ps` shows) or memory [default: file:$STATE_DIRECTORY/replay,
+        /// /var/lib/cmdchan/replay for root, else ~/.local/state/cmdchan/replay].
+        #[arg(long)]
+        replay_store: crate::replay::StoreArg,
+        /// Flush the replay log to disk after every write (survives power loss; slower).
+        #[arg(long, num_args = 0..=1, default_missing_value = "true")]
+        replay_fsync: bool,
+        /// How the processes a program starts are tracked, so that stopping it stops them
+        /// all: a cgroup v2 per run, or as a child subreaper [default: auto, cgroup if it can].
+        #[arg(long, value_enum)]
+        process_tracking: crate::exec::TrackingChoice,
+        /// This server's ID, matched against requests' target and grants' servers [default: host name].
+        #[arg(long)]
+        server_id: Ident,
+        /// Serve Prometheus metrics at http://ADDR/metrics [off; without ADDR: 127.0.0.1:9433].
+        #[arg(long, num_args = 0..=1, default_missing_value = crate::metrics::DEFAULT_ADDR)]
+        metrics: SocketAddr,
+        /// Log format [default: text].
+        #[arg(long, value_enum)]
+        log_format: LogFormat,
+        /// Accept the DHE-PSK suites (ffdhe3072) besides ECDHE-PSK. Off by default: a DHE
+        /// key generation costs the server ~9 ms of CPU for any ClientHello, before the
+        /// client proves anything.
+        #[arg(long, num_args = 0..=1, default_missing_value = "true")]
+        dhe: bool,
+    }
+    file_only {
+        /// Lowest key epoch still accepted, per client name; names not listed: 0.
         min_epoch: BTreeMap<Ident, u64>,
-        #[serde(default)]
+        /// Client names refused whatever their key.
         revoked: BTreeSet<Ident>,
     }
+    limits {
     /// How far a request's issue time may be from the server's clock [default: 60s].
     #[arg(value_parser = humantime::parse_duration)]
     freshness_window: Duration = Duration::from_secs(60);
@@ -231,6 +230,7 @@ limits! {
     /// Redis replicas that must acknowledge each claim (WAIT) before its command runs
     /// [default: 0].
     redis_replicas: u32 = 0;
+    }
 }
 
 /// How a limit's value is read from the config file.
@@ -260,57 +260,55 @@ impl FileValue for Duration {
 }
 
 /// `zone_key = "PATH"` or, during a rotation, `zone_key = ["OLD", "NEW"]`.
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
-enum OneOrMore {
-    One(PathBuf),
-    More(Vec<PathBuf>),
+fn one_or_more<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<PathBuf>>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMore {
+        One(PathBuf),
+        More(Vec<PathBuf>),
+    }
+    Ok(Some(match OneOrMore::deserialize(d)? {
+        OneOrMore::One(path) => vec![path],
+        OneOrMore::More(paths) => paths,
+    }))
 }
 
 impl Config {
     /// Merges `opts` over the config file they name (if any) over the defaults.
     pub fn load(opts: &ServeOpts) -> anyhow::Result<Self> {
-        let opts = opts.clone();
         let file = match &opts.config {
             Some(path) => read_file(path)?,
-            None => FileConfig::default(),
+            None => ServeOpts::default(),
         };
-        let limits = Limits::merge(&opts.limits, &file);
+        let o = opts.clone().over(file);
+        let limits = Limits::from_opts(&o);
         check_limits(&limits)?;
-        let zone_keys = match (opts.zone_key.is_empty(), file.zone_key) {
-            (false, _) => opts.zone_key,
-            (true, Some(OneOrMore::One(path))) => vec![path],
-            (true, Some(OneOrMore::More(paths))) => paths,
-            (true, None) => Vec::new(),
-        };
+        let zone_keys = o.zone_key.unwrap_or_default();
         if zone_keys.is_empty() {
             bail!("no zone key given: pass --zone-key PATH or set `zone_key` in the config file (make one with: cmdchan-server admin zone-key)")
         }
-        let server_id = match opts.server_id.or(file.server_id) {
+        let server_id = match o.server_id {
             Some(id) => id,
             None => host_name()?,
         };
         Ok(Self {
             zone_keys,
-            listen: opts.listen.or(file.listen).unwrap_or_else(default_listen),
-            policy: opts.policy.or(file.policy),
-            audit_log: opts.audit_log.or(file.audit_log),
-            metrics: opts.metrics.or(file.metrics),
-            replay_store: match opts.replay_store.or(file.replay_store) {
+            listen: o.listen.unwrap_or_else(default_listen),
+            policy: o.policy,
+            audit_log: o.audit_log,
+            metrics: o.metrics,
+            replay_store: match o.replay_store {
                 Some(text) => StoreSpec::parse(&text.0).map_err(anyhow::Error::msg)?,
                 None => StoreSpec::default_file(),
             },
-            replay_fsync: opts.replay_fsync || file.replay_fsync.unwrap_or(false),
-            process_tracking: opts
-                .process_tracking
-                .or(file.process_tracking)
-                .unwrap_or_default(),
-            dhe: opts.dhe || file.dhe.unwrap_or(false),
+            replay_fsync: o.replay_fsync.unwrap_or(false),
+            process_tracking: o.process_tracking.unwrap_or_default(),
+            dhe: o.dhe.unwrap_or(false),
             server_id,
-            log_format: opts.log_format.or(file.log_format).unwrap_or_default(),
+            log_format: o.log_format.unwrap_or_default(),
             limits,
-            min_epoch: file.min_epoch,
-            revoked: file.revoked,
+            min_epoch: o.min_epoch,
+            revoked: o.revoked,
         })
     }
 }
@@ -323,7 +321,7 @@ pub fn default_listen() -> SocketAddr {
 
 /// Reads the config file. Its errors give the line and column but never quote the
 /// line, and hide URL credentials in the message: the file may hold a Redis password.
-fn read_file(path: &Path) -> anyhow::Result<FileConfig> {
+fn read_file(path: &Path) -> anyhow::Result<ServeOpts> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("config file {}", path.display()))?;
     parse_file(&text).map_err(|e| anyhow::anyhow!("config file {} is not valid{e}", path.display()))
@@ -335,7 +333,7 @@ pub fn check_text(text: &str) -> Result<(), String> {
     parse_file(text).map(|_| ())
 }
 
-fn parse_file(text: &str) -> Result<FileConfig, String> {
+fn parse_file(text: &str) -> Result<ServeOpts, String> {
     toml::from_str(text).map_err(|e| {
         let at = e.span().map_or(String::new(), |span| {
             let before = text.get(..span.start).unwrap_or(text);
@@ -405,10 +403,10 @@ mod tests {
     use super::*;
     use crate::cli::{Command, Opts};
 
-    fn flags(args: &[&str]) -> LimitFlags {
+    fn flags(args: &[&str]) -> ServeOpts {
         let argv = ["cmdchan-server", "serve"].iter().chain(args);
         match Opts::try_parse_from(argv).expect("flags parse").command {
-            Command::Serve(opts) => opts.limits,
+            Command::Serve(opts) => *opts,
             _ => unreachable!("serve was asked for"),
         }
     }
@@ -417,7 +415,7 @@ mod tests {
     fn a_limit_comes_from_its_flag_else_the_config_file_else_its_default() {
         let file = parse_file("penalty_after = 7\npenalty_base = \"3s\"\nrate = 2.5\n")
             .expect("file parses");
-        let limits = Limits::merge(&flags(&["--penalty-after", "9"]), &file);
+        let limits = Limits::from_opts(&flags(&["--penalty-after", "9"]).over(file));
         assert_eq!(limits.penalty_after, 9);
         assert_eq!(limits.penalty_base, Duration::from_secs(3));
         assert_eq!(limits.rate, 2.5);
@@ -432,6 +430,36 @@ mod tests {
         assert_eq!(commas, file.allow);
         assert_eq!(repeated, file.allow);
         assert_eq!(commas.map(|n| n.len()), Some(2));
+    }
+
+    #[test]
+    fn every_setting_comes_from_its_flag_else_the_config_file() {
+        let file = parse_file(
+            "zone_key = \"z.key\"\nlisten = \"127.0.0.1:1\"\ndhe = true\nreplay_fsync = false\n\
+             log_format = \"json\"\nrevoked = [\"mallory\"]\n",
+        )
+        .expect("file parses");
+        let opts = flags(&[
+            "--listen",
+            "127.0.0.1:2",
+            "--replay-fsync",
+            "--zone-key",
+            "a",
+            "--zone-key",
+            "b",
+        ]);
+        let merged = opts.over(file);
+        assert_eq!(merged.listen, "127.0.0.1:2".parse().ok());
+        assert_eq!(merged.zone_key, Some(vec!["a".into(), "b".into()]));
+        assert_eq!((merged.dhe, merged.replay_fsync), (Some(true), Some(true)));
+        assert_eq!(merged.log_format, Some(LogFormat::Json));
+        assert_eq!(merged.revoked.len(), 1);
+        let rotation = parse_file("zone_key = [\"old.key\", \"new.key\"]\n").expect("list");
+        assert_eq!(rotation.zone_key.map(|k| k.len()), Some(2));
+        assert!(
+            parse_file("config = \"x.toml\"\n").is_err(),
+            "the file cannot name a file"
+        );
     }
 
     #[test]
