@@ -448,7 +448,7 @@ impl Connection {
             self.settings.limits.max_frame,
             Instant::now(),
         );
-        let mut stdin = running.take_stdin();
+        let stdin = running.take_stdin();
         let req = cmd.request();
         // A program that reads stdin says so; the client sends it only then.
         if let Some(stdin_limit) = program.stdin {
@@ -457,7 +457,24 @@ impl Connection {
                 run.stop_listening();
             }
         }
-        let status = loop {
+        let status = self
+            .drive(&mut running, &mut run, stdin, req, program)
+            .await;
+        let (info, kept) = run.finish(status, Instant::now());
+        (Outcome::Ran(info), kept)
+    }
+
+    /// Feeds `run` what happens until the program exits (its status; `None` if it was
+    /// lost), and does what `run` answers: send output, signal the program.
+    async fn drive(
+        &mut self,
+        running: &mut exec::Running,
+        run: &mut Run,
+        mut stdin: Option<ChildStdin>,
+        req: &Request,
+        program: &Program,
+    ) -> Option<std::process::ExitStatus> {
+        loop {
             if !run.stdin_open() {
                 stdin = None;
             }
@@ -465,7 +482,7 @@ impl Connection {
                 event = running.next() => match event {
                     Ok(Event::Output(stream, data)) => {
                         for out in run.output(stream, data) {
-                            if let Some(signal) = self.send_output(req, &mut run, out, program).await {
+                            if let Some(signal) = self.send_output(req, run, out, program).await {
                                 running.signal(signal);
                             }
                             if !run.listening() {
@@ -473,10 +490,10 @@ impl Connection {
                             }
                         }
                     }
-                    Ok(Event::Exited(status)) => break Some(status),
+                    Ok(Event::Exited(status)) => return Some(status),
                     Err(e) => {
                         warn!(client = %self.key, command = program.name, error = %e, "lost the program");
-                        break None;
+                        return None;
                     }
                 },
                 () = sleep_until_opt(run.next_wake()) => {
@@ -502,9 +519,7 @@ impl Connection {
                     }
                 },
             }
-        };
-        let (info, kept) = run.finish(status, Instant::now());
-        (Outcome::Ran(info), kept)
+        }
     }
 
     /// Sends one output frame by the run's send deadline; the signal the program gets
