@@ -611,13 +611,7 @@ fn retry(entry: Entry, cmd: &Admitted<'_>, settings: &Settings) -> Retry {
 /// Runs a built-in for an admitted request. Every request gets an answer, also one
 /// whose reply (a long `commands` list) is larger than `max_frame`.
 fn builtin(b: Builtin, cmd: &Admitted<'_>, settings: &Settings) -> Outcome {
-    let caller = cmd::Caller {
-        client: cmd.client(),
-        server: cmd.server(),
-        grant: cmd.grant(),
-        args: cmd.args(),
-    };
-    let reply = cmd::run(b, &caller, &settings.policy);
+    let reply = cmd::run(b, cmd, &settings.policy);
     if matches!(reply, Reply::Pong) {
         return Outcome::Answered(reply);
     }

@@ -2,9 +2,9 @@
 
 use cmdchan_common::protocol::Reply;
 
-use super::Caller;
+use crate::admit::Admitted;
 use crate::policy::Policy;
 
-pub fn run(caller: &Caller<'_>, policy: &Policy) -> Reply {
-    Reply::Commands(policy.commands_for(&caller.grant.role))
+pub fn run(cmd: &Admitted<'_>, policy: &Policy) -> Reply {
+    Reply::Commands(policy.commands_for(&cmd.grant().role))
 }

@@ -2,8 +2,8 @@
 
 use cmdchan_common::protocol::Reply;
 
-use super::Caller;
+use crate::admit::Admitted;
 
-pub fn run(caller: &Caller<'_>) -> Reply {
-    Reply::Echo(caller.args.to_vec())
+pub fn run(cmd: &Admitted<'_>) -> Reply {
+    Reply::Echo(cmd.args().to_vec())
 }

@@ -8,28 +8,18 @@ mod echo;
 mod ping;
 mod whoami;
 
-use cmdchan_common::ident::Ident;
-use cmdchan_common::protocol::{Grant, Reply};
+use cmdchan_common::protocol::Reply;
 
+use crate::admit::Admitted;
 use crate::policy::{Builtin, Policy};
 
-/// Who asks, as admission proved it: the name from the TLS handshake, the grant from
-/// the verified tag, and the request's arguments, checked against the catalogue.
-#[derive(Debug, Clone, Copy)]
-pub struct Caller<'a> {
-    pub client: &'a Ident,
-    pub server: &'a Ident,
-    pub grant: &'a Grant,
-    pub args: &'a [String],
-}
-
-/// Runs a built-in for an admitted caller.
-pub fn run(builtin: Builtin, caller: &Caller<'_>, policy: &Policy) -> Reply {
+/// Runs a built-in; only an [`Admitted`] request can reach a handler.
+pub fn run(builtin: Builtin, cmd: &Admitted<'_>, policy: &Policy) -> Reply {
     match builtin {
         Builtin::Ping => ping::run(),
-        Builtin::Whoami => whoami::run(caller),
-        Builtin::Echo => echo::run(caller),
-        Builtin::Commands => commands::run(caller, policy),
-        Builtin::Describe => describe::run(caller, policy),
+        Builtin::Whoami => whoami::run(cmd),
+        Builtin::Echo => echo::run(cmd),
+        Builtin::Commands => commands::run(cmd, policy),
+        Builtin::Describe => describe::run(cmd, policy),
     }
 }

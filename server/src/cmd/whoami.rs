@@ -2,14 +2,14 @@
 
 use cmdchan_common::protocol::{Reply, Whoami};
 
-use super::Caller;
+use crate::admit::Admitted;
 
 /// The name comes from the TLS handshake and the grant from the verified tag, so this is
 /// what the server believes, not what the client claimed.
-pub fn run(caller: &Caller<'_>) -> Reply {
+pub fn run(cmd: &Admitted<'_>) -> Reply {
     Reply::Whoami(Whoami {
-        name: caller.client.clone(),
-        grant: caller.grant.clone(),
-        server: caller.server.clone(),
+        name: cmd.client().clone(),
+        grant: cmd.grant().clone(),
+        server: cmd.server().clone(),
     })
 }
