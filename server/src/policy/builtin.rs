@@ -3,54 +3,52 @@
 
 use cmdchan_common::protocol::{CommandInfo, Param};
 
-/// Every command the server has without a policy.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Builtin {
-    Ping,
-    Whoami,
-    Echo,
-    Commands,
-    Describe,
+/// Each built-in is one line of the list: its variant, its name and its description.
+/// The enum, [`Builtin::ALL`], its name and its description come from it, so a new one
+/// cannot be left out of the catalogue; the compiler then asks for its handler.
+macro_rules! builtins {
+    ($( $(#[$meta:meta])* $variant:ident => $name:literal, $description:literal; )+) => {
+        /// Every command the server has without a policy.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+        pub enum Builtin {
+            $( $(#[$meta])* $variant, )+
+        }
+
+        impl Builtin {
+            pub const ALL: &'static [Builtin] = &[$( Builtin::$variant, )+];
+
+            pub fn name(self) -> &'static str {
+                match self {
+                    $( Builtin::$variant => $name, )+
+                }
+            }
+
+            fn description(self) -> &'static str {
+                match self {
+                    $( Builtin::$variant => $description, )+
+                }
+            }
+        }
+    };
+}
+
+builtins! {
+    Ping => "ping", "answer pong: checks the channel end to end";
+    Whoami => "whoami", "show the name, role, epoch, expiry and servers the server authenticated";
+    Echo => "echo", "return the arguments unchanged";
+    Commands => "commands", "list the commands this role may run";
+    Describe => "describe", "show one command and its parameters (argument: the command's name)";
 }
 
 impl Builtin {
-    pub const ALL: [Builtin; 5] = [
-        Builtin::Ping,
-        Builtin::Whoami,
-        Builtin::Echo,
-        Builtin::Commands,
-        Builtin::Describe,
-    ];
-
     pub fn parse(name: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|b| b.name() == name)
-    }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Builtin::Ping => "ping",
-            Builtin::Whoami => "whoami",
-            Builtin::Echo => "echo",
-            Builtin::Commands => "commands",
-            Builtin::Describe => "describe",
-        }
+        Self::ALL.iter().copied().find(|b| b.name() == name)
     }
 
     pub fn info(self) -> CommandInfo {
-        let description = match self {
-            Builtin::Ping => "answer pong: checks the channel end to end",
-            Builtin::Whoami => {
-                "show the name, role, epoch, expiry and servers the server authenticated"
-            }
-            Builtin::Echo => "return the arguments unchanged",
-            Builtin::Commands => "list the commands this role may run",
-            Builtin::Describe => {
-                "show one command and its parameters (argument: the command's name)"
-            }
-        };
         CommandInfo {
             name: self.name().to_owned(),
-            description: description.to_owned(),
+            description: self.description().to_owned(),
             params: vec![],
         }
     }
