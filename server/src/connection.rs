@@ -102,7 +102,8 @@ pub async fn serve(tcp: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
 struct Connection {
     io: Channel,
     /// A request that arrived while a program ran; answered next.
-    pending: Option<Request>,
+    /// Boxed: it is rare, and an idle connection should not hold room for one.
+    pending: Option<Box<Request>>,
     /// Shared with each request's admission, which borrows it while `self` is busy.
     key: Arc<PskIdentity>,
     /// The generation of the zone key the client's key was derived from.
@@ -128,7 +129,7 @@ impl Connection {
     async fn run(&mut self, shared: &Shared) {
         loop {
             let request = match self.pending.take() {
-                Some(request) => request,
+                Some(request) => *request,
                 None => match self.next_request(shared).await {
                     Some(request) => request,
                     None => return,
@@ -322,7 +323,11 @@ impl Connection {
             Ok(Admission::Admitted(cmd)) => {
                 let outcome = match cmd.action() {
                     Action::Builtin(b) => builtin(*b, &cmd, &settings),
-                    Action::Run(program, inv) => self.run_program(&cmd, program, inv, shared).await,
+                    // Boxed: a program's run is a large future, and every idle
+                    // connection would otherwise hold room for one.
+                    Action::Run(program, inv) => {
+                        Box::pin(self.run_program(&cmd, program, inv, shared)).await
+                    }
                 };
                 (Some(cmd), outcome)
             }
@@ -505,7 +510,7 @@ impl Connection {
                     run.wrote_stdin(written);
                 }
                 next = self.io.next(), if run.reads_client() && self.pending.is_none() => match next {
-                    Some(Ok(ClientMsg::Request(request))) => self.pending = Some(request),
+                    Some(Ok(ClientMsg::Request(request))) => self.pending = Some(Box::new(request)),
                     Some(Ok(ClientMsg::Input(input))) if input.counter == req.counter => run.input(input.data),
                     Some(Ok(ClientMsg::InputEnd(of))) if of == req.counter => run.end_stdin(),
                     // Stdin for another request: nothing reads it.
