@@ -133,6 +133,14 @@ impl<D, E> Drop for MsgCodec<D, E> {
     }
 }
 
+impl<D, E> MsgCodec<D, E> {
+    /// A frame's header has been read and its body has not all come: the frame has
+    /// begun, though the read buffer may be empty.
+    pub fn mid_frame(&self) -> bool {
+        self.pending.is_some()
+    }
+}
+
 impl<D: DeserializeOwned, E> Decoder for MsgCodec<D, E> {
     type Item = D;
     type Error = FrameError;

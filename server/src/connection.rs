@@ -79,6 +79,7 @@ pub async fn serve(tcp: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
     let mut conn = Connection {
         io,
         pending: None,
+        left: None,
         key: Arc::new(proven.key),
         generation: proven.generation,
         peer: Peer::new(peer),
@@ -104,6 +105,9 @@ struct Connection {
     /// A request that arrived while a program ran; answered next.
     /// Boxed: it is rare, and an idle connection should not hold room for one.
     pending: Option<Box<Request>>,
+    /// The client left (`Some(None)`) or broke the protocol (`Some(Some(error))`) while
+    /// a program ran: the connection ends once the program has, and reads nothing more.
+    left: Option<Option<FrameError>>,
     /// Shared with each request's admission, which borrows it while `self` is busy.
     key: Arc<PskIdentity>,
     /// The generation of the zone key the client's key was derived from.
@@ -161,6 +165,12 @@ impl Connection {
 
     /// The next frame from the client (see [`Connection::next_request`]).
     async fn next_message(&mut self, shared: &Shared) -> Option<ClientMsg> {
+        if let Some(left) = self.left.take() {
+            if let Some(err) = left {
+                self.unreadable(err).await;
+            }
+            return None;
+        }
         if let Some(notice) = self.notices.check() {
             if self.ends(notice, shared) {
                 return None;
@@ -213,10 +223,12 @@ impl Connection {
     /// timeout. Otherwise the timer is set for the next thing due: giving back the
     /// frame buffers, or the idle timeout.
     fn idled_out(&mut self) -> bool {
-        // A frame begun must be whole soon: a client may not park a partial one.
-        let limit = match self.io.read_buffer().is_empty() {
-            true => self.settings.limits.idle_timeout,
-            false => self.settings.limits.idle_timeout.min(FRAME_TIMEOUT),
+        // A frame begun must be whole soon: a client may not park a partial one, not
+        // even one whose header alone was read (it holds its share of frame memory).
+        let begun = !self.io.read_buffer().is_empty() || self.io.codec().mid_frame();
+        let limit = match begun {
+            false => self.settings.limits.idle_timeout,
+            true => self.settings.limits.idle_timeout.min(FRAME_TIMEOUT),
         };
         let quiet = self.quiet_since.elapsed();
         if quiet >= limit {
@@ -516,7 +528,8 @@ impl Connection {
                     // Stdin for another request: nothing reads it.
                     Some(Ok(_)) => {}
                     // The client left or broke the protocol.
-                    _ => {
+                    gone => {
+                        self.left = Some(gone.and_then(Result::err));
                         if let Some(signal) = run.client_gone(Instant::now()) {
                             info!(client = %self.key, command = program.name, "client disconnected; stopping the command");
                             running.signal(signal);

@@ -103,8 +103,13 @@ fn reload(shared: &Shared, running: &Config, opts: Option<&ServeOpts>) {
             warn!("listen, zone_key, server_id and audit_log changes need a restart; they are not applied");
         }
         let (new, old) = (&config.limits, &running.limits);
-        if (new.max_executions, new.max_remembered_ids) != (old.max_executions, old.max_remembered_ids) {
-            warn!("max_executions and max_remembered_ids changes need a restart; they are not applied");
+        // Read once, when the execution slots, the replay store and the frame budget
+        // were made.
+        let fixed = |l: &config::Limits| {
+            (l.max_executions, l.max_remembered_ids, l.max_frame_memory, l.max_clock_skew, l.redis_replicas)
+        };
+        if fixed(new) != fixed(old) {
+            warn!("max_executions, max_remembered_ids, max_frame_memory, max_clock_skew and redis_replicas changes need a restart; they are not applied");
         }
         Settings::load(&config)
     });

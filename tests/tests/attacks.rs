@@ -408,3 +408,96 @@ async fn a_connection_flood_on_the_metrics_port_kills_neither_endpoint() {
         server.log()
     );
 }
+
+/// The attack: an authenticated client sends only the 4-byte header of a large frame and
+/// nothing more. The header reserves the frame's share of frame memory, and the read
+/// buffer is empty again once it is read, so the connection looked quiet and kept that
+/// share for the idle timeout (5 minutes) instead of the 30 s a begun frame gets.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_frames_header_alone_is_dropped_at_the_frame_timeout() {
+    use std::time::{Duration, Instant};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let env = TestEnv::new();
+    let server = env.start(&[]);
+    let cred = env.provision("alice", "ops", &[]);
+    let mut stream = server_raw(server.addr, &cred).await;
+    stream.write_all(&100_000u32.to_be_bytes()).await.unwrap();
+    stream.flush().await.unwrap();
+    let sent = Instant::now();
+    let mut answer = [0u8; 64];
+    let closed = tokio::time::timeout(Duration::from_secs(45), stream.read(&mut answer)).await;
+    let waited = sent.elapsed();
+    assert!(
+        closed.is_ok(),
+        "the connection was still open after {waited:?}"
+    );
+    assert!(
+        (Duration::from_secs(28)..Duration::from_secs(45)).contains(&waited),
+        "closed after {waited:?}, not at the 30 s frame timeout"
+    );
+}
+
+/// The attack: while its program runs, a client sends a malformed frame and then more
+/// requests behind it. The broken stream stops the program like a departure, and nothing
+/// after the malformed frame may be answered: once the program has ended the client hears
+/// `malformed` and the connection closes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_behind_a_malformed_frame_sent_during_a_program_are_not_answered() {
+    use futures::{SinkExt, StreamExt};
+    use tokio::io::AsyncWriteExt;
+    let env = TestEnv::new();
+    env.script("slow.sh", "sleep 2\necho done");
+    let policy = format!(
+        "[roles.ops]\ncommands = [\"slow\", \"ping\"]\n[commands.slow]\nprogram = \"{}\"\n",
+        env.path("slow.sh").display()
+    );
+    let policy = env.write("policy.toml", &policy);
+    let server = env.start(&["--policy", policy.to_str().unwrap()]);
+    let cred = env.provision("alice", "ops", &[]);
+    let loaded = cmdchan::Credential::load(&cred).unwrap();
+    let (_, entry) = loaded.entry(None).unwrap();
+    let request = |counter: u64, command: &str| {
+        let mut id = [0u8; 16];
+        openssl::rand::rand_bytes(&mut id).unwrap();
+        cmdchan::ClientMsg::Request(cmdchan::Request {
+            counter,
+            id,
+            issued_at: cmdchan_common::time::now(),
+            target: cmdchan_tests::SERVER_ID.parse().unwrap(),
+            grant: entry.grant.clone(),
+            tag: entry.tag,
+            command: command.into(),
+            args: vec![],
+            params: vec![],
+        })
+    };
+    let stream = server_raw(server.addr, &cred).await;
+    let codec =
+        cmdchan_common::frame::MsgCodec::<cmdchan::Response, cmdchan::ClientMsg>::new(1 << 20);
+    let mut io = tokio_util::codec::Framed::new(stream, codec);
+    io.send(&request(1, "slow")).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    // A frame of 3 bytes: the version, then bytes that decode to no message.
+    io.get_mut()
+        .write_all(&[0, 0, 0, 3, 2, 0xff, 0xff])
+        .await
+        .unwrap();
+    io.send(&request(2, "ping")).await.unwrap();
+    let mut answers = Vec::new();
+    let ended = tokio::time::timeout(std::time::Duration::from_secs(20), async {
+        while let Some(Ok(response)) = io.next().await {
+            answers.push(response);
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "the connection stayed open: {answers:?}");
+    assert!(
+        answers.iter().all(|a| a.counter != 2),
+        "the request behind the malformed frame was answered: {answers:?}"
+    );
+    let last = answers.last().expect("the client hears why");
+    assert!(
+        matches!(last.body, cmdchan::Body::Err(ref f) if f.code == ErrorCode::Malformed),
+        "{answers:?}"
+    );
+}
