@@ -19,7 +19,7 @@ use tokio::process::ChildStdin;
 use tokio::time::error::Elapsed;
 use tokio::time::{timeout, Sleep};
 use tokio_openssl::SslStream;
-use tokio_util::codec::{Decoder, Framed};
+use tokio_util::codec::Framed;
 use tracing::{debug, error, info, warn};
 
 use cmdchan_common::frame::{FrameError, MsgCodec, RESPONSE_OVERHEAD};
@@ -176,9 +176,13 @@ impl Connection {
                 return None;
             }
         }
-        // A whole frame already read (pipelining): no socket, clock or timer.
-        if let Some(next) = self.buffered() {
-            return self.take(Some(next)).await;
+        // More of the client's bytes already read (pipelining): the reader decodes them
+        // without a clock read, a timer or, for a whole frame, the socket. With nothing
+        // read it is not polled here: that poll would cost OpenSSL a failed read.
+        if !self.io.read_buffer().is_empty() {
+            if let Some(next) = self.io.next().now_or_never() {
+                return self.take(next).await;
+            }
         }
         self.quiet_since = Instant::now();
         let next = loop {
@@ -204,19 +208,6 @@ impl Connection {
             }
             Some(next) => self.take(next).await,
         }
-    }
-
-    /// The next frame if the read buffer holds it whole.
-    fn buffered(&mut self) -> Option<Result<ClientMsg, FrameError>> {
-        if self.io.read_buffer().is_empty() {
-            return None;
-        }
-        // Framed lends its codec and its buffer only one at a time: the buffer is
-        // moved out and back (no copy, no allocation).
-        let mut buffer = std::mem::take(self.io.read_buffer_mut());
-        let decoded = self.io.codec_mut().decode(&mut buffer);
-        *self.io.read_buffer_mut() = buffer;
-        decoded.transpose()
     }
 
     /// The idle timer fired: true if the connection has been quiet for the idle
