@@ -128,6 +128,23 @@ fn a_redis_password_in_a_broken_config_line_is_never_printed() {
     );
 }
 
+/// Request `counter` under `entry`'s grant for `command`, with a fresh ID, issued now.
+fn request(entry: &cmdchan::ZoneEntry, counter: u64, command: &str) -> cmdchan::ClientMsg {
+    let mut id = [0u8; 16];
+    openssl::rand::rand_bytes(&mut id).unwrap();
+    cmdchan::ClientMsg::Request(cmdchan::Request {
+        counter,
+        id,
+        issued_at: cmdchan_common::time::now(),
+        target: cmdchan_tests::SERVER_ID.parse().unwrap(),
+        grant: entry.grant.clone(),
+        tag: entry.tag,
+        command: command.into(),
+        args: vec![],
+        params: vec![],
+    })
+}
+
 /// Writes `n` pipelined `ping`s for `cred` (counters from 1) on a raw connection from
 /// `source`, reads answers until the server closes; returns how many were refusals for
 /// security (not `rate limited`), how many pongs, and how many answers in all.
@@ -145,20 +162,7 @@ async fn pipelined(
         cmdchan_common::frame::MsgCodec::<cmdchan::Response, cmdchan::ClientMsg>::new(1 << 20);
     let mut io = tokio_util::codec::Framed::new(stream, codec);
     for counter in 1..=n {
-        let mut id = [0u8; 16];
-        openssl::rand::rand_bytes(&mut id).unwrap();
-        let req = cmdchan::Request {
-            counter,
-            id,
-            issued_at: cmdchan_common::time::now(),
-            target: cmdchan_tests::SERVER_ID.parse().unwrap(),
-            grant: entry.grant.clone(),
-            tag: entry.tag,
-            command: "ping".into(),
-            args: vec![],
-            params: vec![],
-        };
-        if io.feed(&cmdchan::ClientMsg::Request(req)).await.is_err() {
+        if io.feed(&request(entry, counter, "ping")).await.is_err() {
             break;
         }
     }
@@ -456,33 +460,18 @@ async fn requests_behind_a_malformed_frame_sent_during_a_program_are_not_answere
     let cred = env.provision("alice", "ops", &[]);
     let loaded = cmdchan::Credential::load(&cred).unwrap();
     let (_, entry) = loaded.entry(None).unwrap();
-    let request = |counter: u64, command: &str| {
-        let mut id = [0u8; 16];
-        openssl::rand::rand_bytes(&mut id).unwrap();
-        cmdchan::ClientMsg::Request(cmdchan::Request {
-            counter,
-            id,
-            issued_at: cmdchan_common::time::now(),
-            target: cmdchan_tests::SERVER_ID.parse().unwrap(),
-            grant: entry.grant.clone(),
-            tag: entry.tag,
-            command: command.into(),
-            args: vec![],
-            params: vec![],
-        })
-    };
     let stream = server_raw(server.addr, &cred).await;
     let codec =
         cmdchan_common::frame::MsgCodec::<cmdchan::Response, cmdchan::ClientMsg>::new(1 << 20);
     let mut io = tokio_util::codec::Framed::new(stream, codec);
-    io.send(&request(1, "slow")).await.unwrap();
+    io.send(&request(entry, 1, "slow")).await.unwrap();
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     // A frame of 3 bytes: the version, then bytes that decode to no message.
     io.get_mut()
         .write_all(&[0, 0, 0, 3, 2, 0xff, 0xff])
         .await
         .unwrap();
-    io.send(&request(2, "ping")).await.unwrap();
+    io.send(&request(entry, 2, "ping")).await.unwrap();
     let mut answers = Vec::new();
     let ended = tokio::time::timeout(std::time::Duration::from_secs(20), async {
         while let Some(Ok(response)) = io.next().await {
