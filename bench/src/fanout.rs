@@ -13,7 +13,7 @@ use anyhow::{bail, Context};
 
 use cmdchan::fanout::{self, Event, Outcome, Plan};
 use cmdchan::inventory::Host;
-use cmdchan::{Client, Credential, Ident, Options};
+use cmdchan::{Connector, Credential, Ident, Options};
 
 use crate::contenders::{Keys, Running, Tools};
 
@@ -48,6 +48,7 @@ pub fn main(servers: usize, rounds: usize) -> anyhow::Result<ExitCode> {
         })
         .collect::<anyhow::Result<_>>()?;
     let cred = Arc::new(Credential::load(&cred_path)?);
+    let connector = Connector::new(Arc::clone(&cred))?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -59,9 +60,7 @@ pub fn main(servers: usize, rounds: usize) -> anyhow::Result<ExitCode> {
                     target: Some(hosts[0].name.clone()),
                     ..Options::default()
                 };
-                let client =
-                    Client::connect_shared(Arc::clone(&cred), Some(&hosts[0].address), options)
-                        .await?;
+                let client = connector.connect(Some(&hosts[0].address), options).await?;
                 client.close().await;
             }
             anyhow::Ok(())
@@ -83,7 +82,7 @@ pub fn main(servers: usize, rounds: usize) -> anyhow::Result<ExitCode> {
             let machine_before = machine_ticks()?;
             let started = Instant::now();
             let (client_cpu, failures) =
-                cpu_of(|| Ok(runtime.block_on(run(Arc::clone(&cred), hosts.clone(), command))))?;
+                cpu_of(|| Ok(runtime.block_on(run(connector.clone(), hosts.clone(), command))))?;
             let wall = started.elapsed();
             if failures > 0 {
                 bail!("{failures} of {servers} servers did not run {command}");
@@ -133,7 +132,7 @@ fn provision(tools: &Tools, keys: &Keys) -> anyhow::Result<std::path::PathBuf> {
 }
 
 /// Fans `command` out; returns how many servers did not run it cleanly.
-async fn run(cred: Arc<Credential>, hosts: Vec<Host>, command: &str) -> usize {
+async fn run(connector: Connector, hosts: Vec<Host>, command: &str) -> usize {
     let plan = Plan {
         parallel: 32,
         per_server: Duration::from_secs(60),
@@ -147,7 +146,7 @@ async fn run(cred: Arc<Credential>, hosts: Vec<Host>, command: &str) -> usize {
         args: Vec::new(),
         params: Vec::new(),
     };
-    let mut events = fanout::fan_out(cred, hosts, command, plan);
+    let mut events = fanout::fan_out(connector, hosts, command, plan);
     let mut failures = 0;
     while let Some(event) = events.recv().await {
         if let Event::Done(result) = event {

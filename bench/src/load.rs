@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use bytes::{Buf, BytesMut};
-use openssl::ssl::{Ssl, SslContext};
+use openssl::ssl::SslContext;
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -119,13 +119,14 @@ async fn run(opts: LoadOpts) -> anyhow::Result<Outcome> {
     let cred = Arc::new(Credential::load(&opts.cred).context("loading the credential")?);
     let mut ctx = match &opts.psk {
         Some(path) => fixed_builder(path)?,
-        None => tls::client_builder(Arc::clone(&cred))?.0,
+        None => tls::client_builder(Arc::clone(&cred))?,
     };
     if let Some(cipher) = &opts.cipher {
         ctx.set_cipher_list(cipher)?;
     }
-    let (_, entry) = cred.entry(None)?;
+    let (zone, entry) = cred.zone(None)?;
     let load = Arc::new(Load {
+        zone: zone.clone(),
         ctx: ctx.build(),
         addr: opts.addr,
         target: entry
@@ -161,6 +162,8 @@ fn fixed_builder(path: &std::path::Path) -> anyhow::Result<openssl::ssl::SslCont
 
 struct Load {
     ctx: SslContext,
+    /// The credential's one zone.
+    zone: Ident,
     addr: SocketAddr,
     cred: Arc<Credential>,
     target: Ident,
@@ -326,7 +329,7 @@ async fn idle(load: &Arc<Load>, n: usize) -> anyhow::Result<Outcome> {
 async fn connect(load: &Load) -> anyhow::Result<SslStream<TcpStream>> {
     let tcp = TcpStream::connect(load.addr).await.context("connect")?;
     tcp.set_nodelay(true)?;
-    let mut stream = SslStream::new(Ssl::new(&load.ctx)?, tcp)?;
+    let mut stream = SslStream::new(tls::client_ssl(&load.ctx, &load.zone)?, tcp)?;
     Pin::new(&mut stream)
         .connect()
         .await
@@ -429,7 +432,7 @@ impl Pinger {
     fn new(cred: &Credential, target: &Ident) -> Self {
         // The bench's credential has one zone (checked when the load started).
         let (grant, tag) = cred
-            .entry(None)
+            .zone(None)
             .map(|(_, e)| (e.grant.clone(), e.tag))
             .unwrap_or_else(|_| unreachable!("the load checked the credential's zone"));
         Self {

@@ -5,7 +5,7 @@ use std::net::ToSocketAddrs;
 use std::path::Path;
 use std::time::Duration;
 
-use cmdchan::{Client, Credential, Error, ErrorCode, Ident, Options};
+use cmdchan::{Client, Credential, Error, ErrorCode, Ident, Options, ZoneError};
 use cmdchan_common::time;
 
 use crate::exit::Exit;
@@ -17,6 +17,7 @@ const SOON: u64 = 7 * 24 * 3600;
 pub async fn run(
     cred: &Path,
     server: Option<&str>,
+    zone: Option<Ident>,
     target: Option<Ident>,
     timeout: Duration,
 ) -> Exit {
@@ -55,7 +56,12 @@ pub async fn run(
             )
         }
     }
+    match cred.zone(zone.as_ref().map(Ident::as_str)) {
+        Ok((zone, _)) => ok(&format!("the server is meant to be in zone {zone}")),
+        Err(e) => return connect_failed(&addr, &Error::Zone(e)),
+    }
     let opts = Options {
+        zone,
         target,
         timeout,
         retries: 0,
@@ -108,7 +114,9 @@ fn connect_failed(addr: &str, e: &Error) -> Exit {
              server, run: cmdchan-server admin inspect THIS-FILE --zone-key ITS-ZONE-KEY, and read its log for \
              this address: it says unknown identity, key mismatch or revoked"
             .to_owned(),
-        Error::NoZone(_) => "the server's zone is not in this credential: ask the admin to provision it with --zone for that zone".to_owned(),
+        Error::Zone(ZoneError::Missing(..)) => "ask the admin to provision this credential with --zone for that zone".to_owned(),
+        Error::Zone(ZoneError::Unnamed(_)) => "pass --zone ZONE: the zone of the server you mean to reach".to_owned(),
+        Error::Zone(ZoneError::Mismatch { .. }) => "this address answers for another zone: check the address (or --zone); a server of another zone is not trusted with this zone's commands".to_owned(),
         _ => format!("reaching {addr} failed"),
     };
     fail(Exit::of(e), &e.to_string(), &hint)

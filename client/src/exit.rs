@@ -4,7 +4,7 @@
 
 use std::process::ExitCode;
 
-use cmdchan::{Error, ErrorCode, ExitInfo};
+use cmdchan::{Error, ErrorCode, ExitInfo, ZoneError};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Exit {
@@ -46,7 +46,10 @@ impl Exit {
     pub fn of(error: &Error) -> Exit {
         match error {
             Error::NoAddress | Error::NoTarget(_) => Exit::Usage,
-            Error::NoZone(_) => Exit::Config,
+            Error::Zone(ZoneError::Missing(..)) => Exit::Config,
+            Error::Zone(ZoneError::Unnamed(_)) => Exit::Usage,
+            // Not the server meant: as if it could not be reached.
+            Error::Zone(ZoneError::Mismatch { .. }) => Exit::Unavailable,
             Error::Connect { .. }
             | Error::Handshake { .. }
             | Error::RefusedBeforeTls { .. }
@@ -62,7 +65,7 @@ impl Exit {
 
     /// The client's own error codes, beside the server's (1–35), for `--json`: a name
     /// and a number in 100–199, so every failure has both.
-    pub const LOCAL_CODES: [(&'static str, u16); 13] = [
+    pub const LOCAL_CODES: [(&'static str, u16); 14] = [
         ("usage", 100),
         ("credential", 101),
         ("no address", 102),
@@ -76,6 +79,7 @@ impl Exit {
         ("not tls", 110),
         ("no zone key", 111),
         ("not started", 112),
+        ("wrong zone", 113),
     ];
 
     /// The number of one of [`Exit::LOCAL_CODES`].
@@ -90,7 +94,9 @@ impl Exit {
     pub fn local_code(error: &Error) -> (&'static str, u16) {
         let name = match error {
             Error::NoAddress | Error::NoTarget(_) => "no address",
-            Error::NoZone(_) => "no zone key",
+            Error::Zone(ZoneError::Missing(..)) => "no zone key",
+            Error::Zone(ZoneError::Unnamed(_)) => "usage",
+            Error::Zone(ZoneError::Mismatch { .. }) => "wrong zone",
             Error::Connect { .. } => "cannot connect",
             Error::Handshake { .. } => "handshake failed",
             Error::RefusedBeforeTls { .. } => "refused before tls",

@@ -17,7 +17,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use crate::inventory::Host;
-use crate::{Client, Credential, Error, Options, Output, Param, Reply};
+use crate::{Connector, Error, Options, Output, Param, Reply};
 use cmdchan_common::time;
 
 /// How long servers share one issue time: well inside a server's freshness window (60 s
@@ -37,7 +37,8 @@ pub struct Plan {
     pub batch: Option<usize>,
     /// Stop before the next batch once more servers than this failed.
     pub max_failures: Option<usize>,
-    /// Per-connection settings (retries, answer timeout); `target` is each server's name.
+    /// Per-connection settings (retries, answer timeout); `target` is each server's name,
+    /// and `zone` the zone of servers the inventory gives none.
     pub options: Options,
 }
 
@@ -94,18 +95,18 @@ pub struct Command {
 /// Starts the fan-out on the current runtime; the receiver yields every event and ends
 /// after the last server's result.
 pub fn fan_out(
-    cred: Arc<Credential>,
+    connector: Connector,
     hosts: Vec<Host>,
     command: Command,
     plan: Plan,
 ) -> mpsc::UnboundedReceiver<Event> {
     let (tx, rx) = mpsc::unbounded_channel();
-    tokio::spawn(drive(cred, hosts, command, plan, tx));
+    tokio::spawn(drive(connector, hosts, command, plan, tx));
     rx
 }
 
 async fn drive(
-    cred: Arc<Credential>,
+    connector: Connector,
     hosts: Vec<Host>,
     command: Command,
     plan: Plan,
@@ -130,7 +131,7 @@ async fn drive(
             .iter()
             .map(|(i, host)| {
                 let job = Job {
-                    cred: Arc::clone(&cred),
+                    connector: connector.clone(),
                     host: host.clone(),
                     index: *i,
                     command: Arc::clone(&command),
@@ -162,7 +163,7 @@ fn done(host: usize, outcome: Outcome, duration: Duration) -> Event {
 
 /// One server's part.
 struct Job {
-    cred: Arc<Credential>,
+    connector: Connector,
     host: Host,
     index: usize,
     command: Arc<Command>,
@@ -202,20 +203,13 @@ impl Job {
     }
 
     async fn exchange(self) -> Result<Reply, Error> {
-        if let Some(zone) = &self.host.zone {
-            if !self.cred.zones.contains_key(zone) {
-                return Err(Error::NoZone(format!(
-                    "the credential has no entry for zone {zone}, the zone of {} in the inventory",
-                    self.host.name
-                )));
-            }
-        }
         let options = Options {
+            zone: self.host.zone.clone().or(self.plan.options.zone.clone()),
             target: Some(self.host.name.clone()),
             ..self.plan.options.clone()
         };
-        let mut client =
-            Client::connect_shared(self.cred, Some(&self.host.address), options).await?;
+        let address = Some(self.host.address.as_str());
+        let mut client = self.connector.connect(address, options).await?;
         let mut request = client.request(&self.command.name, &self.command.args)?;
         request.issued_at = shared_time(&self.issued_at, request.issued_at);
         request.params = self.command.params.clone();

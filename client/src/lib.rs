@@ -22,14 +22,14 @@ use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
 use openssl::error::ErrorStack;
-use openssl::ssl::{Ssl, SslContext};
+use openssl::ssl::SslContext;
 use tokio::io::{AsyncRead, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::net::TcpStream;
 use tokio::time::timeout;
 use tokio_openssl::SslStream;
 use tokio_util::codec::{FramedRead, FramedWrite};
 
-pub use cmdchan_common::credential::{Credential, ZoneEntry};
+pub use cmdchan_common::credential::{Credential, ZoneEntry, ZoneError};
 pub use cmdchan_common::ident::Ident;
 pub use cmdchan_common::protocol::{
     Body, ClientMsg, CommandInfo, ErrorCode, ExitInfo, Failure, Grant, Output, Param, ParamInfo,
@@ -40,12 +40,15 @@ pub mod fanout;
 pub mod inventory;
 
 use cmdchan_common::frame::{FrameError, MsgCodec, DEFAULT_MAX_FRAME};
-use cmdchan_common::tls::ZoneChoice;
 use cmdchan_common::{time, tls};
 
 /// How to reach the server.
 #[derive(Debug, Clone)]
 pub struct Options {
+    /// The zone the server is meant to be in. Default: the credential's only zone (a
+    /// credential of several zones must be told). A server that names another zone is
+    /// refused before anything is sent.
+    pub zone: Option<Ident>,
     /// The server ID to address. Default: the grant's only server if it names exactly
     /// one, else the host part of the server address.
     pub target: Option<Ident>,
@@ -64,6 +67,7 @@ pub struct Options {
 impl Default for Options {
     fn default() -> Self {
         Self {
+            zone: None,
             target: None,
             timeout: Duration::from_secs(10),
             answer_timeout: Duration::from_secs(600),
@@ -84,10 +88,10 @@ pub enum Error {
     #[error("cannot tell which server ID {0:?} is: pass --server-id ID")]
     NoTarget(String),
     #[error("{0}")]
-    NoZone(String),
+    Zone(#[from] ZoneError),
     #[error("cannot connect to {addr}: {source}")]
     Connect { addr: String, source: io::Error },
-    #[error("TLS handshake with {addr} failed: {detail}. The server refused this credential's key (the name is unknown to it, the key or master key differs, or the epoch is wrong), or it offers no TLS 1.2 (EC)DHE-PSK suite; the server's log says which")]
+    #[error("TLS handshake with {addr} failed: {detail}. The server refused this credential's key (the name is unknown to it, the key or the zone key's generation differs, or the epoch is wrong), or it offers no TLS 1.2 (EC)DHE-PSK suite; the server's log says which")]
     Handshake { addr: String, detail: String },
     #[error("{addr} closed the connection before any TLS reply: the server turned this address away before looking at any key (not in its allow list, penalized for failed handshakes or refusals, or over a connection limit); the server's log says which")]
     RefusedBeforeTls { addr: String },
@@ -140,18 +144,68 @@ impl Error {
     }
 }
 
+/// A credential made ready to connect: its TLS context is built once (about 120 µs of
+/// OpenSSL set-up) and shared by every connection made from it, a fan-out's thousands
+/// included; the zone is chosen per connection.
+#[derive(Clone)]
+pub struct Connector {
+    cred: Arc<Credential>,
+    ctx: SslContext,
+}
+
+impl std::fmt::Debug for Connector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connector")
+            .field("cred", &self.cred)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Connector {
+    pub fn new(cred: Arc<Credential>) -> Result<Self, Error> {
+        let ctx = tls::client_context(Arc::clone(&cred))?;
+        Ok(Self { cred, ctx })
+    }
+
+    pub fn credential(&self) -> &Credential {
+        &self.cred
+    }
+
+    /// Connects to `addr` (or the credential's address) and completes the TLS-PSK
+    /// handshake with the entry of the zone `opts.zone` names (or the credential's only
+    /// zone); a server that names another zone is refused before anything is sent.
+    pub async fn connect(&self, addr: Option<&str>, opts: Options) -> Result<Client, Error> {
+        let (zone, entry) = self.cred.zone(opts.zone.as_ref().map(Ident::as_str))?;
+        let zone = zone.clone();
+        let addr = addr
+            .or(self.cred.address.as_deref())
+            .ok_or(Error::NoAddress)?
+            .to_owned();
+        let target = target(&entry.grant, &addr, opts.target.clone())?;
+        let channel = open(&self.ctx, &zone, &addr, &opts).await?;
+        Ok(Client {
+            channel,
+            connector: self.clone(),
+            zone,
+            target,
+            next_counter: 1,
+            addr,
+            opts,
+            input: None,
+        })
+    }
+}
+
 /// One authenticated connection to a cmdchan server.
 pub struct Client {
     channel: Channel,
-    cred: Arc<Credential>,
-    /// The zone the server named, whose entry of the credential this client speaks for.
+    /// The credential and its context, for requests and reconnecting.
+    connector: Connector,
+    /// The zone this client speaks in: the one it meant, which the server named.
     zone: Ident,
     target: Ident,
     next_counter: u64,
-    /// What reconnecting needs.
     addr: String,
-    ctx: SslContext,
-    choice: ZoneChoice,
     opts: Options,
     /// Given to the next program that takes stdin (see [`Client::set_input`]).
     input: Option<Input>,
@@ -168,53 +222,14 @@ impl std::fmt::Debug for Client {
 }
 
 impl Client {
-    /// Connects to `addr` (or the credential's address) and completes the TLS-PSK
-    /// handshake with the entry of the zone the server names.
+    /// Connects with `cred` (see [`Connector::connect`]); to make many connections with
+    /// one credential, make a [`Connector`] once.
     pub async fn connect(
         cred: Credential,
         addr: Option<&str>,
         opts: Options,
     ) -> Result<Self, Error> {
-        Self::connect_shared(Arc::new(cred), addr, opts).await
-    }
-
-    /// [`Client::connect`] with a credential shared by many clients (a fan-out).
-    pub async fn connect_shared(
-        cred: Arc<Credential>,
-        addr: Option<&str>,
-        opts: Options,
-    ) -> Result<Self, Error> {
-        let addr = addr
-            .or(cred.address.as_deref())
-            .ok_or(Error::NoAddress)?
-            .to_owned();
-        let (builder, choice) = tls::client_builder(Arc::clone(&cred))?;
-        let ctx = builder.build();
-        let channel = open(&ctx, &addr, &opts)
-            .await
-            .map_err(|e| zone_error(&choice).unwrap_or(e))?;
-        let zone = match choice.lock().unwrap_or_else(|p| p.into_inner()).take() {
-            Some(Ok(zone)) => zone,
-            Some(Err(e)) => return Err(Error::NoZone(e.to_string())),
-            None => return Err(Error::Protocol("the handshake chose no zone".into())),
-        };
-        let entry = cred
-            .zones
-            .get(&zone)
-            .ok_or_else(|| Error::NoZone(zone.to_string()))?;
-        let target = target(&entry.grant, &addr, opts.target.clone())?;
-        Ok(Self {
-            channel,
-            cred,
-            zone,
-            target,
-            next_counter: 1,
-            addr,
-            ctx,
-            choice,
-            opts,
-            input: None,
-        })
+        Connector::new(Arc::new(cred))?.connect(addr, opts).await
     }
 
     /// Stdin for the next program that takes it (`stdin = true` in the server's policy):
@@ -259,9 +274,7 @@ impl Client {
 
     /// Replaces the connection with a new one; its counter starts again at 1.
     pub async fn reconnect(&mut self) -> Result<(), Error> {
-        self.channel = open(&self.ctx, &self.addr, &self.opts)
-            .await
-            .map_err(|e| zone_error(&self.choice).unwrap_or(e))?;
+        self.channel = open(&self.connector.ctx, &self.zone, &self.addr, &self.opts).await?;
         self.next_counter = 1;
         Ok(())
     }
@@ -296,10 +309,8 @@ impl Client {
         openssl::rand::rand_bytes(&mut id)?;
         let counter = self.next_counter;
         self.next_counter += 1;
-        let (grant, tag) = match self.cred.zones.get(&self.zone) {
-            Some(entry) => (entry.grant.clone(), entry.tag),
-            None => return Err(Error::NoZone(self.zone.to_string())),
-        };
+        let (_, entry) = self.connector.cred.zone(Some(self.zone.as_str()))?;
+        let (grant, tag) = (entry.grant.clone(), entry.tag);
         Ok(Request {
             counter,
             id,
@@ -411,8 +422,13 @@ impl Client {
     }
 }
 
-async fn open(ctx: &SslContext, addr: &str, opts: &Options) -> Result<Channel, Error> {
-    let stream = timeout(opts.timeout, handshake(ctx, addr))
+async fn open(
+    ctx: &SslContext,
+    zone: &Ident,
+    addr: &str,
+    opts: &Options,
+) -> Result<Channel, Error> {
+    let stream = timeout(opts.timeout, handshake(ctx, zone, addr))
         .await
         .map_err(|_| Error::Timeout(opts.timeout))??;
     let (read, write) = tokio::io::split(stream);
@@ -447,7 +463,8 @@ async fn send_input(mut writer: Writer, mut input: Input, counter: u64) -> Optio
 }
 
 async fn handshake(
-    ctx: &openssl::ssl::SslContext,
+    ctx: &SslContext,
+    zone: &Ident,
     addr: &str,
 ) -> Result<SslStream<TcpStream>, Error> {
     let tcp = TcpStream::connect(addr)
@@ -457,8 +474,11 @@ async fn handshake(
             source,
         })?;
     let _ = tcp.set_nodelay(true);
-    let mut stream = SslStream::new(Ssl::new(ctx)?, tcp)?;
+    let mut stream = SslStream::new(tls::client_ssl(ctx, zone)?, tcp)?;
     if let Err(e) = Pin::new(&mut stream).connect().await {
+        if let Some(refused) = tls::zone_refusal(stream.ssl()) {
+            return Err(Error::Zone(refused));
+        }
         return Err(handshake_failed(addr, stream.ssl(), &e));
     }
     Ok(stream)
@@ -499,14 +519,6 @@ fn frame_error(e: FrameError) -> Error {
         FrameError::Io(e) => Error::Lost(e),
         FrameError::Truncated => Error::Closed,
         other => Error::Protocol(other.to_string()),
-    }
-}
-
-/// The handshake failed because the credential has no key for the server's zone.
-fn zone_error(choice: &ZoneChoice) -> Option<Error> {
-    match choice.lock().unwrap_or_else(|p| p.into_inner()).take() {
-        Some(Err(e)) => Some(Error::NoZone(e.to_string())),
-        _ => None,
     }
 }
 

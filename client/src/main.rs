@@ -94,6 +94,10 @@ struct Target {
     /// Server address HOST:PORT [default: the credential's address].
     #[arg(long, global = true)]
     server: Option<String>,
+    /// The zone the server is in [default: the credential's only zone]. A server that
+    /// names another zone is refused before anything is sent.
+    #[arg(long, global = true, env = "CMDCHAN_ZONE")]
+    zone: Option<Ident>,
     /// Server ID to address [default: the grant's only server, else the host of --server].
     #[arg(long, global = true)]
     server_id: Option<Ident>,
@@ -128,6 +132,7 @@ fn main() -> ExitCode {
             block_on(doctor::run(
                 &cred,
                 opts.to.server.as_deref(),
+                opts.to.zone.clone(),
                 opts.to.server_id.clone(),
                 opts.to.timeout.unwrap_or(CONNECT_TIMEOUT),
             ))
@@ -218,6 +223,7 @@ async fn run(opts: Opts, command: String, args: Vec<String>) -> Exit {
         return run_many(opts, mode, cred, command, args).await;
     }
     let options = Options {
+        zone: opts.to.zone,
         target: opts.to.server_id,
         timeout: opts.to.timeout.unwrap_or(CONNECT_TIMEOUT),
         answer_timeout: opts.answer_timeout,
@@ -273,6 +279,7 @@ async fn run_many(
     };
     let per_server = opts.to.timeout.unwrap_or(FLEET_TIMEOUT);
     let options = Options {
+        zone: opts.to.zone,
         timeout: per_server,
         answer_timeout: opts.answer_timeout,
         retries: opts.retries,

@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 
 use cmdchan::fanout::{self, Event, HostResult, Outcome, Plan};
 use cmdchan::inventory::{fold, Host, Inventory, Selector};
-use cmdchan::{Credential, Error, ErrorCode, Options, Reply, Stream};
+use cmdchan::{Connector, Credential, Error, ErrorCode, Options, Reply, Stream, ZoneError};
 
 use crate::exit::Exit;
 use crate::output::{exit_json, message, reply_json, reply_text, text_or_base64};
@@ -156,6 +156,14 @@ pub async fn run(
         eprintln!("cmdchan: nothing was run");
         return Exit::Usage;
     }
+    if let Err(e) = zones_known(&cred, &hosts, &options) {
+        eprintln!("cmdchan: {e}");
+        return Exit::Usage;
+    }
+    let connector = match Connector::new(Arc::new(cred)) {
+        Ok(connector) => connector,
+        Err(e) => return crate::output::error(crate::output::Mode::Text, &e),
+    };
     let plan = Plan {
         parallel: usize::from(args.parallel),
         per_server,
@@ -171,7 +179,7 @@ pub async fn run(
         }
     }
     let mut printer = Printer::new(view, &hosts, args.out_dir.clone());
-    let mut events = fanout::fan_out(Arc::new(cred), hosts, command, plan);
+    let mut events = fanout::fan_out(connector, hosts, command, plan);
     while let Some(event) = events.recv().await {
         match event {
             Event::Output { host, output } => printer.output(host, output.stream, &output.data),
@@ -179,6 +187,25 @@ pub async fn run(
         }
     }
     printer.finish()
+}
+
+/// Every server's zone is known (its own, `--zone`, or the credential's only zone): a
+/// credential of several zones never guesses which one a server is in.
+fn zones_known(cred: &Credential, hosts: &[Host], options: &Options) -> Result<(), String> {
+    let unknown: Vec<&str> = hosts
+        .iter()
+        .filter(|h| h.zone.is_none() && options.zone.is_none())
+        .map(|h| h.name.as_str())
+        .collect();
+    if unknown.is_empty() || cred.zones.len() == 1 {
+        return Ok(());
+    }
+    let held: Vec<&str> = cred.zones.keys().map(|z| z.as_str()).collect();
+    Err(format!(
+        "the inventory names no zone for {} and the credential holds several ({}): give those servers a zone, or pass --zone; nothing was run",
+        fold(&unknown),
+        held.join(", ")
+    ))
 }
 
 /// Asks on the terminal; anything but yes is no. Not a terminal: no question, yes.
@@ -213,7 +240,9 @@ impl Class {
                 Class::TimedOut
             }
             Outcome::Failed(Error::Refused(f)) => Class::Refused(f.code.name()),
-            Outcome::Failed(e @ Error::NoZone(_)) => Class::Refused(Exit::local_code(e).0),
+            Outcome::Failed(e @ Error::Zone(ZoneError::Missing(..))) => {
+                Class::Refused(Exit::local_code(e).0)
+            }
             Outcome::Failed(Error::Timeout(_)) | Outcome::TimedOut => Class::TimedOut,
             Outcome::Failed(e) => Class::Unreachable(Exit::local_code(e).0),
             Outcome::NotStarted => Class::NotStarted,

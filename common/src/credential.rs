@@ -54,8 +54,12 @@ pub struct ZoneEntry {
 pub enum ZoneError {
     #[error("this credential has no key for zone {0} (it holds {1}); ask for a credential that covers it")]
     Missing(String, String),
-    #[error("the server did not name its zone and this credential holds several ({0}); a cmdchan server always names it")]
+    #[error("this credential holds keys for several zones ({0}): say which zone the server is in (--zone, or the inventory's zone)")]
     Unnamed(String),
+    /// The server named another zone than the one the client meant to reach: a server
+    /// of that zone must not see this one's commands, so nothing was sent.
+    #[error("the server names zone {named}, but zone {meant} was meant; nothing was sent (a server of one zone must not see another zone's commands)")]
+    Mismatch { named: String, meant: String },
 }
 
 /// The file's TOML shape. Times are RFC 3339 so a person can read them.
@@ -91,9 +95,11 @@ impl Drop for EntryToml {
 }
 
 impl Credential {
-    /// The entry for the zone a server named (its PSK identity hint); without a name,
-    /// the only entry.
-    pub fn entry(&self, zone: Option<&str>) -> Result<(&Ident, &ZoneEntry), ZoneError> {
+    /// The zone a client means to reach and its entry: the zone named (`--zone`, an
+    /// inventory's zone), else the credential's only one. A credential of several zones
+    /// never guesses: the server's own word for its zone is checked against this one,
+    /// never used to choose it.
+    pub fn zone(&self, meant: Option<&str>) -> Result<(&Ident, &ZoneEntry), ZoneError> {
         let held = || {
             self.zones
                 .keys()
@@ -101,7 +107,7 @@ impl Credential {
                 .collect::<Vec<_>>()
                 .join(", ")
         };
-        match zone {
+        match meant {
             Some(zone) => self
                 .zones
                 .iter()
@@ -295,25 +301,18 @@ mod tests {
     }
 
     #[test]
-    fn the_server_named_zone_picks_the_entry_and_a_missing_one_says_so() {
+    fn the_meant_zone_picks_the_entry_and_several_zones_never_guess() {
         let cred = sample();
+        let (_, staging) = cred.zone(Some("staging")).expect("held");
+        assert_eq!(staging.grant.role.as_str(), "admin");
         assert_eq!(
-            cred.entry(Some("staging"))
-                .expect("held")
-                .1
-                .grant
-                .role
-                .as_str(),
-            "admin"
-        );
-        assert_eq!(
-            cred.entry(Some("qa")).err(),
+            cred.zone(Some("qa")).err(),
             Some(ZoneError::Missing("qa".into(), "prod, staging".into()))
         );
-        assert!(matches!(cred.entry(None), Err(ZoneError::Unnamed(_))));
+        assert!(matches!(cred.zone(None), Err(ZoneError::Unnamed(_))));
         let mut single = sample();
         single.zones.retain(|z, _| z.as_str() == "prod");
-        assert!(single.entry(None).is_ok(), "a single zone needs no name");
+        assert!(single.zone(None).is_ok(), "a single zone needs no name");
     }
 
     #[test]

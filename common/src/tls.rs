@@ -17,9 +17,9 @@ use openssl::ssl::{
 use sha2::Sha256;
 use zeroize::Zeroizing;
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-use crate::credential::{Credential, ZoneError};
+use crate::credential::{Credential, ZoneEntry, ZoneError};
 use crate::ident::{printable, Ident, IdentityError, PskIdentity};
 use crate::keys::{IdentityKey, Psk, ZoneKey, KEY_LEN};
 use crate::sealed;
@@ -139,42 +139,96 @@ fn open<'k>(
     Ok((zone_key, id))
 }
 
-/// Which zone a client's handshake used, or why it had none (set by its PSK callback).
-pub type ZoneChoice = Arc<Mutex<Option<Result<Ident, ZoneError>>>>;
+/// The zone one client connection means to reach, set on its `Ssl` before the
+/// handshake; the PSK callback records there why it sent nothing, if it did not.
+#[derive(Debug)]
+struct ZoneCheck {
+    meant: Ident,
+    refused: Option<ZoneError>,
+}
 
-/// Builds a client's context for `cred`: the server's identity hint picks the zone
-/// entry (a credential of one zone needs none), whose name and epoch are sealed afresh
-/// for every handshake. Which zone was used, or why none could be, lands in the
-/// returned [`ZoneChoice`]; a credential without the server's zone sends nothing.
-pub fn client_builder(
-    cred: Arc<Credential>,
-) -> Result<(SslContextBuilder, ZoneChoice), ErrorStack> {
+/// Builds a client's context for `cred`, once for all its connections. Each
+/// connection names the zone it means to reach ([`client_ssl`]); its handshake seals
+/// that zone's name and epoch afresh, and sends nothing if the server's identity hint
+/// names another zone (or the credential lacks the zone): the reason is then
+/// [`zone_refusal`]'s. A server that names no zone gets the meant zone's key, which only
+/// a holder of that zone's key can use.
+pub fn client_context(cred: Arc<Credential>) -> Result<SslContext, ErrorStack> {
+    Ok(client_builder(cred)?.build())
+}
+
+/// [`client_context`] before it is built (tools that change its suites).
+pub fn client_builder(cred: Arc<Credential>) -> Result<SslContextBuilder, ErrorStack> {
     let mut b = SslContextBuilder::new(SslMethod::tls_client())?;
     harden(&mut b)?;
-    let choice: ZoneChoice = Arc::default();
-    let chosen = Arc::clone(&choice);
-    b.set_psk_client_callback(move |_ssl, hint, identity_out, psk_out| {
-        let hint = hint
-            .and_then(|h| std::str::from_utf8(h).ok())
-            .filter(|h| !h.is_empty());
-        let (zone, entry) = match cred.entry(hint) {
-            Ok(found) => found,
-            Err(e) => {
-                *chosen.lock().unwrap_or_else(|p| p.into_inner()) = Some(Err(e));
+    let index = zone_index()?;
+    b.set_psk_client_callback(move |ssl, hint, identity_out, psk_out| {
+        // A panic must not cross the C trampoline (it would abort the process).
+        catch_unwind(AssertUnwindSafe(|| {
+            let Some(check) = ssl.ex_data_mut(index) else {
                 return Ok(0);
-            }
-        };
-        let identity = sealed::seal(
-            &entry.identity_key,
-            zone,
-            entry.generation,
-            &cred.identity(entry),
-        );
-        *chosen.lock().unwrap_or_else(|p| p.into_inner()) = Some(Ok(zone.clone()));
-        write_identity(identity.as_bytes(), identity_out)?;
-        write_key(&entry.psk, psk_out)
+            };
+            let (zone, entry) = match pick(&cred, &check.meant, hint) {
+                Ok(found) => found,
+                Err(e) => {
+                    check.refused = Some(e);
+                    return Ok(0);
+                }
+            };
+            let identity = sealed::seal(
+                &entry.identity_key,
+                zone,
+                entry.generation,
+                &cred.identity(entry),
+            );
+            write_identity(identity.as_bytes(), identity_out)?;
+            write_key(&entry.psk, psk_out)
+        }))
+        .unwrap_or(Ok(0))
     });
-    Ok((b, choice))
+    Ok(b)
+}
+
+/// The entry of the zone `meant`, if the server's hint names that zone or none.
+fn pick<'c>(
+    cred: &'c Credential,
+    meant: &Ident,
+    hint: Option<&[u8]>,
+) -> Result<(&'c Ident, &'c ZoneEntry), ZoneError> {
+    if let Some(named) = hint.filter(|h| !h.is_empty()) {
+        if named != meant.as_str().as_bytes() {
+            return Err(ZoneError::Mismatch {
+                named: printable(named),
+                meant: meant.to_string(),
+            });
+        }
+    }
+    cred.zone(Some(meant.as_str()))
+}
+
+/// A connection of `ctx` (from [`client_context`]) that means to reach `zone`.
+pub fn client_ssl(ctx: &SslContext, zone: &Ident) -> Result<Ssl, ErrorStack> {
+    let mut ssl = Ssl::new(ctx)?;
+    let check = ZoneCheck {
+        meant: zone.clone(),
+        refused: None,
+    };
+    ssl.set_ex_data(zone_index()?, check);
+    Ok(ssl)
+}
+
+/// Why the client's side of this handshake sent no identity, if that is why it failed.
+pub fn zone_refusal(ssl: &SslRef) -> Option<ZoneError> {
+    ssl.ex_data(zone_index().ok()?)?.refused.clone()
+}
+
+fn zone_index() -> Result<Index<Ssl, ZoneCheck>, ErrorStack> {
+    static INDEX: OnceLock<Index<Ssl, ZoneCheck>> = OnceLock::new();
+    if let Some(index) = INDEX.get() {
+        return Ok(*index);
+    }
+    let index = Ssl::new_ex_index()?;
+    Ok(*INDEX.get_or_init(|| index))
 }
 
 /// A client's context for a fixed identity text and key (tests and tools that speak

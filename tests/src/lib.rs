@@ -413,8 +413,9 @@ pub async fn raw_tls_from(
     cred: &Path,
 ) -> Result<SslStream<TcpStream>, openssl::ssl::Error> {
     let cred = std::sync::Arc::new(Credential::load(cred).unwrap());
-    let (builder, _) = tls::client_builder(cred).unwrap();
-    handshake_from(source, addr, &builder.build()).await
+    let (zone, _) = cred.zone(None).unwrap();
+    let ssl = tls::client_ssl(&tls::client_context(cred.clone()).unwrap(), zone).unwrap();
+    handshake_from(source, addr, ssl).await
 }
 
 /// Opens a TLS-PSK connection with any identity text and key (a wrong key, a forged
@@ -426,16 +427,16 @@ pub async fn raw_tls_fixed(
     psk: &Psk,
 ) -> Result<SslStream<TcpStream>, openssl::ssl::Error> {
     let ctx = tls::fixed_client_builder(identity, psk).unwrap().build();
-    handshake_from(source, addr, &ctx).await
+    handshake_from(source, addr, Ssl::new(&ctx).unwrap()).await
 }
 
 async fn handshake_from(
     source: &str,
     addr: SocketAddr,
-    ctx: &openssl::ssl::SslContext,
+    ssl: Ssl,
 ) -> Result<SslStream<TcpStream>, openssl::ssl::Error> {
     let tcp = tcp_from(source, addr).await.unwrap();
-    let mut stream = SslStream::new(Ssl::new(ctx).unwrap(), tcp).unwrap();
+    let mut stream = SslStream::new(ssl, tcp).unwrap();
     std::pin::Pin::new(&mut stream).connect().await?;
     Ok(stream)
 }

@@ -156,7 +156,7 @@ async fn pipelined(
 ) -> Option<(u64, u64, u64)> {
     use futures::{SinkExt, StreamExt};
     let loaded = cmdchan::Credential::load(cred).unwrap();
-    let (_, entry) = loaded.entry(None).unwrap();
+    let (_, entry) = loaded.zone(None).unwrap();
     let stream = cmdchan_tests::raw_tls_from(source, addr, cred).await.ok()?;
     let codec =
         cmdchan_common::frame::MsgCodec::<cmdchan::Response, cmdchan::ClientMsg>::new(1 << 20);
@@ -459,7 +459,7 @@ async fn requests_behind_a_malformed_frame_sent_during_a_program_are_not_answere
     let server = env.start(&["--policy", policy.to_str().unwrap()]);
     let cred = env.provision("alice", "ops", &[]);
     let loaded = cmdchan::Credential::load(&cred).unwrap();
-    let (_, entry) = loaded.entry(None).unwrap();
+    let (_, entry) = loaded.zone(None).unwrap();
     let stream = server_raw(server.addr, &cred).await;
     let codec =
         cmdchan_common::frame::MsgCodec::<cmdchan::Response, cmdchan::ClientMsg>::new(1 << 20);

@@ -36,23 +36,27 @@ fn json(out: &std::process::Output) -> Value {
 }
 
 #[test]
-fn a_zone_server_admits_its_zone_and_a_credential_without_it_fails_before_sending_anything() {
+fn a_zone_server_admits_its_zone_and_a_credential_of_another_zone_fails_before_sending_anything() {
     let env = TestEnv::new();
     let a = zone_server(&env, "a", 1, &[]);
     let in_a = env.provision("alice", "ops", &["--zone", "a"]);
     let only_b = env.provision("bob", "ops", &["--zone", "b"]);
     assert_eq!(text(&env.cmdchan(&a, &in_a, &["ping"]).stdout), "pong\n");
     let out = env.cmdchan(&a, &only_b, &["--json", "ping"]);
-    assert_eq!(out.status.code(), Some(78));
+    assert_eq!(out.status.code(), Some(69));
     let reply = json(&out);
-    assert_eq!(reply["error"]["code"], "no zone key", "{reply}");
+    assert_eq!(reply["error"]["code"], "wrong zone", "{reply}");
+    assert_eq!(reply["error"]["number"], 113, "{reply}");
     assert!(
         reply["error"]["message"]
             .as_str()
             .unwrap()
-            .starts_with("this credential has no key for zone a"),
+            .starts_with("the server names zone a, but zone b was meant"),
         "{reply}"
     );
+    let out = env.cmdchan(&a, &only_b, &["--zone", "a", "--json", "ping"]);
+    assert_eq!(out.status.code(), Some(78));
+    assert_eq!(json(&out)["error"]["code"], "no zone key");
     assert!(
         a.log_lines("handshake failed")
             .iter()
@@ -109,10 +113,141 @@ fn one_credential_reaches_servers_of_two_zones_with_a_role_in_each() {
     let a = zone_server(&env, "a", 1, &[]);
     let b = zone_server(&env, "b", 1, &[]);
     let cred = env.provision("alice", "ops", &["--zone", "a", "--zone", "b:auditor"]);
-    for (server, role) in [(&a, "ops"), (&b, "auditor")] {
-        let reply = json(&cmdchan_as(server, SERVER_ID, &cred, &["--json", "whoami"]));
+    for (server, zone, role) in [(&a, "a", "ops"), (&b, "b", "auditor")] {
+        let args = ["--zone", zone, "--json", "whoami"];
+        let reply = json(&cmdchan_as(server, SERVER_ID, &cred, &args));
         assert_eq!(reply["reply"]["role"], role, "{reply}");
     }
+}
+
+/// A policy with `deploy`, whose `token` parameter is secret, in zones prod and stage.
+const DEPLOY: &str = r#"
+[roles.ops]
+commands = ["ping", "deploy"]
+[commands.deploy]
+program = "/bin/echo"
+args = ["deployed", "{token}"]
+[[commands.deploy.params]]
+name = "token"
+type = "string"
+secret = true
+"#;
+
+const TOKEN: &str = "s3cret-prod-token";
+
+/// The attack: a server of zone stage (it holds stage's key, as a credential of both
+/// zones does) stands where the operator's prod server srvA should be. The client meant
+/// prod, so it refuses the handshake before sending anything: the stage server never
+/// sees the command or its secret, and no fake answer is printed.
+#[test]
+fn a_server_of_another_zone_never_sees_a_command_meant_for_this_zone() {
+    let env = TestEnv::new();
+    let policy = env.write("policy.toml", DEPLOY);
+    let audit = env.path("stage-audit.log");
+    let args = [
+        "--policy",
+        policy.to_str().unwrap(),
+        "--audit-log",
+        audit.to_str().unwrap(),
+    ];
+    let stage = zone_server(&env, "stage", 1, &args);
+    let cred = env.provision("alice", "ops", &["--zone", "prod", "--zone", "stage"]);
+    let deploy = ["--json", "--arg", &format!("token={TOKEN}"), "deploy"];
+    let out = cmdchan_as(
+        &stage,
+        "srvA",
+        &cred,
+        &[&["--zone", "prod"][..], &deploy].concat(),
+    );
+    assert_eq!(out.status.code(), Some(69), "{}", text(&out.stderr));
+    let reply = json(&out);
+    assert_eq!(reply["error"]["code"], "wrong zone", "{reply}");
+    assert!(reply["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("nothing was sent"));
+    // Without --zone, a credential of two zones does not guess: a usage error, before
+    // connecting.
+    let out = cmdchan_as(&stage, "srvA", &cred, &deploy);
+    assert_eq!(out.status.code(), Some(64), "{}", text(&out.stdout));
+    let reply = json(&out);
+    assert!(
+        reply["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("several zones (prod, stage)"),
+        "{reply}"
+    );
+    assert!(stage.wait_for_log("handshake failed"), "the client hung up");
+    let recorded = std::fs::read_to_string(&audit).unwrap();
+    assert!(!recorded.contains("deploy"), "{recorded}");
+    assert!(!recorded.contains(TOKEN) && !stage.log().contains(TOKEN));
+}
+
+/// The same through a fan-out: the inventory says srvA is in prod; the server at its
+/// address names stage, so srvA is unreachable (bit 4) and nothing was sent to it.
+#[test]
+fn a_fan_out_refuses_a_server_that_names_another_zone_than_the_inventory() {
+    let env = TestEnv::new();
+    let policy = env.write("policy.toml", DEPLOY);
+    let audit = env.path("stage-audit.log");
+    let args = [
+        "--policy",
+        policy.to_str().unwrap(),
+        "--audit-log",
+        audit.to_str().unwrap(),
+    ];
+    let stage = zone_server(&env, "stage", 1, &args);
+    let cred = env.provision("alice", "ops", &["--zone", "prod", "--zone", "stage"]);
+    let inventory = env.write(
+        "inventory.toml",
+        &format!(
+            "[servers.srvA]\naddress = \"{}\"\nzone = \"prod\"\n",
+            stage.addr
+        ),
+    );
+    let out = cmdchan_tests::run(
+        Command::new(bin("cmdchan"))
+            .arg("--cred")
+            .arg(&cred)
+            .arg("--inventory")
+            .arg(&inventory)
+            .args([
+                "--on",
+                "srvA",
+                "--json",
+                "--arg",
+                &format!("token={TOKEN}"),
+                "deploy",
+            ]),
+    );
+    assert_eq!(out.status.code(), Some(4), "{}", text(&out.stderr));
+    let first: Value = serde_json::from_str(text(&out.stdout).lines().next().unwrap()).unwrap();
+    assert_eq!(first["error"]["code"], "wrong zone", "{first}");
+    let recorded = std::fs::read_to_string(&audit).unwrap();
+    assert!(
+        !recorded.contains("deploy") && !recorded.contains(TOKEN),
+        "{recorded}"
+    );
+    // An inventory without the zone, and a credential of two zones: said, not guessed.
+    let inventory = env.write(
+        "inventory.toml",
+        &format!("[servers.srvA]\naddress = \"{}\"\n", stage.addr),
+    );
+    let out = cmdchan_tests::run(
+        Command::new(bin("cmdchan"))
+            .arg("--cred")
+            .arg(&cred)
+            .arg("--inventory")
+            .arg(&inventory)
+            .args(["--on", "srvA", "ping"]),
+    );
+    assert_eq!(out.status.code(), Some(64));
+    assert!(
+        text(&out.stderr).contains("names no zone for srvA"),
+        "{}",
+        text(&out.stderr)
+    );
 }
 
 #[test]
@@ -255,7 +390,7 @@ fn stunnel_completes_a_handshake_with_what_admin_psk_prints() {
         .unwrap();
     // A cmdchan request in plain frames through stunnel's tunnel.
     let loaded = cmdchan::Credential::load(&cred).unwrap();
-    let (_, entry) = loaded.entry(None).unwrap();
+    let (_, entry) = loaded.zone(None).unwrap();
     let request = Request {
         counter: 1,
         id: [3; 16],
