@@ -145,6 +145,7 @@ async fn run(connector: Connector, hosts: Vec<Host>, command: &str) -> usize {
         name: command.to_owned(),
         args: Vec::new(),
         params: Vec::new(),
+        stdin: None,
     };
     let mut events = fanout::fan_out(connector, hosts, command, plan);
     let mut failures = 0;

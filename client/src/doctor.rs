@@ -106,7 +106,7 @@ fn check_expiry(expires: Option<u64>) -> Option<Exit> {
 fn connect_failed(addr: &str, e: &Error) -> Exit {
     let hint = match e {
         Error::Connect { .. } => "is the server running and listening there? is a firewall or its allowlist in the way?".to_owned(),
-        Error::Timeout(_) => "the server did not answer in time: check the network, or the server may be penalizing this address".to_owned(),
+        Error::NoTlsReply { .. } => "the host took the connection but no TLS server answered: is the cmdchan server running there and not stopped or overloaded, and is this its port?".to_owned(),
         Error::RefusedBeforeTls { .. } => "the server turned this machine's address away before TLS: check its `allow` list, whether this address is serving a penalty (repeated failed handshakes or refusals; it lifts after penalty_base, doubling), and its connection limits; its log has a line \"connection refused before TLS\" that says which".to_owned(),
         Error::NotTls { .. } => "something other than a TLS server answers there (an SSH or HTTP server?): check the port".to_owned(),
         Error::Handshake { .. } => "either the server does not know this name, or the key differs (another root or zone \

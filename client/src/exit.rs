@@ -12,6 +12,8 @@ pub enum Exit {
     /// A remote program's status: its exit code, 128 + its signal, or 124 on timeout.
     Remote(u8),
     Usage,
+    /// The program's stdin could not be read (or was too large for a fan-out).
+    NoInput,
     Unavailable,
     Software,
     /// The server cut the output at the command's limit (with `--fail-truncated`).
@@ -22,6 +24,8 @@ pub enum Exit {
     Config,
     Replay,
     Policy,
+    /// The server showed no sign of life for the answer timeout (as `timeout(1)`).
+    Timeout,
 }
 
 impl Exit {
@@ -30,6 +34,7 @@ impl Exit {
             Exit::Ok => 0,
             Exit::Remote(n) => n,
             Exit::Usage => 64,
+            Exit::NoInput => 66,
             Exit::Unavailable => 69,
             Exit::Software => 70,
             Exit::Truncated => 74,
@@ -39,6 +44,7 @@ impl Exit {
             Exit::Config => 78,
             Exit::Replay => 79,
             Exit::Policy => 80,
+            Exit::Timeout => 124,
         }
     }
 
@@ -50,11 +56,13 @@ impl Exit {
             Error::Zone(ZoneError::Unnamed(_)) => Exit::Usage,
             // Not the server meant: as if it could not be reached.
             Error::Zone(ZoneError::Mismatch { .. }) => Exit::Unavailable,
+            Error::Silent(_) => Exit::Timeout,
+            Error::Input(_) => Exit::NoInput,
             Error::Connect { .. }
+            | Error::NoTlsReply { .. }
             | Error::Handshake { .. }
             | Error::RefusedBeforeTls { .. }
             | Error::NotTls { .. }
-            | Error::Timeout(_)
             | Error::Closed
             | Error::Lost(_) => Exit::Unavailable,
             Error::Protocol(_) => Exit::Protocol,
@@ -65,7 +73,7 @@ impl Exit {
 
     /// The client's own error codes, beside the server's (1–35), for `--json`: a name
     /// and a number in 100–199, so every failure has both.
-    pub const LOCAL_CODES: [(&'static str, u16); 14] = [
+    pub const LOCAL_CODES: [(&'static str, u16); 16] = [
         ("usage", 100),
         ("credential", 101),
         ("no address", 102),
@@ -80,6 +88,8 @@ impl Exit {
         ("no zone key", 111),
         ("not started", 112),
         ("wrong zone", 113),
+        ("stdin", 114),
+        ("no tls reply", 115),
     ];
 
     /// The number of one of [`Exit::LOCAL_CODES`].
@@ -101,7 +111,9 @@ impl Exit {
             Error::Handshake { .. } => "handshake failed",
             Error::RefusedBeforeTls { .. } => "refused before tls",
             Error::NotTls { .. } => "not tls",
-            Error::Timeout(_) => "timeout",
+            Error::Silent(_) => "timeout",
+            Error::NoTlsReply { .. } => "no tls reply",
+            Error::Input(_) => "stdin",
             Error::Closed | Error::Lost(_) => "connection lost",
             Error::Protocol(_) => "protocol error",
             Error::Tls(_) => "tls setup",
@@ -135,9 +147,10 @@ impl Exit {
             | ErrorCode::Stale
             | ErrorCode::BadCounter
             | ErrorCode::Duplicate => Exit::Replay,
-            ErrorCode::Malformed | ErrorCode::UnsupportedVersion | ErrorCode::TooLarge => {
-                Exit::Protocol
-            }
+            ErrorCode::Malformed
+            | ErrorCode::UnsupportedVersion
+            | ErrorCode::TooLarge
+            | ErrorCode::StdinOpen => Exit::Protocol,
             ErrorCode::StoreUnavailable
             | ErrorCode::Busy
             | ErrorCode::InProgress

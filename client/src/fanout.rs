@@ -6,8 +6,9 @@
 //! Every server gets a request of its own (a fresh command ID, so each runs it at most
 //! once) with one issue time for all the servers that start within [`SAME_TIME`] of
 //! each other: a long fan-out refreshes it, so late servers do not find it stale. Lost
-//! connections are retried per server as [`Client::run_with_retry`] does. Fan-out sends no stdin: a program that takes stdin
-//! gets an empty one.
+//! connections are retried per server as [`crate::Client::run_with_retry`] does. A
+//! program that takes stdin gets the command's shared stdin ([`SharedInput`]: the same
+//! bytes on every server), or an empty one.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -17,7 +18,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use crate::inventory::Host;
-use crate::{Connector, Error, Options, Output, Param, Reply};
+use crate::{AnswerSink, Connector, Error, Options, Output, Param, Reply, SharedInput};
 use cmdchan_common::time;
 
 /// How long servers share one issue time: well inside a server's freshness window (60 s
@@ -90,6 +91,8 @@ pub struct Command {
     pub name: String,
     pub args: Vec<String>,
     pub params: Vec<Param>,
+    /// The stdin every server's program gets, if it takes stdin (none: an empty one).
+    pub stdin: Option<SharedInput>,
 }
 
 /// Starts the fan-out on the current runtime; the receiver yields every event and ends
@@ -99,8 +102,8 @@ pub fn fan_out(
     hosts: Vec<Host>,
     command: Command,
     plan: Plan,
-) -> mpsc::UnboundedReceiver<Event> {
-    let (tx, rx) = mpsc::unbounded_channel();
+) -> mpsc::Receiver<Event> {
+    let (tx, rx) = mpsc::channel(EVENTS);
     tokio::spawn(drive(connector, hosts, command, plan, tx));
     rx
 }
@@ -110,7 +113,7 @@ async fn drive(
     hosts: Vec<Host>,
     command: Command,
     plan: Plan,
-    tx: mpsc::UnboundedSender<Event>,
+    tx: mpsc::Sender<Event>,
 ) {
     let (command, plan) = (Arc::new(command), Arc::new(plan));
     let started = Instant::now();
@@ -123,7 +126,7 @@ async fn drive(
     for chunk in hosts.chunks(batch) {
         if stopped {
             for (i, _) in chunk {
-                let _ = tx.send(done(*i, Outcome::NotStarted, Duration::ZERO));
+                let _ = tx.send(done(*i, Outcome::NotStarted, Duration::ZERO)).await;
             }
             continue;
         }
@@ -147,7 +150,7 @@ async fn drive(
             if !result.outcome.succeeded() {
                 failures += 1;
             }
-            let _ = tx.send(Event::Done(result));
+            let _ = tx.send(Event::Done(result)).await;
         }
         stopped = plan.max_failures.is_some_and(|max| failures > max);
     }
@@ -170,7 +173,7 @@ struct Job {
     /// The issue time servers share; refreshed by the first to start after it aged.
     issued_at: Arc<Mutex<u64>>,
     plan: Arc<Plan>,
-    tx: mpsc::UnboundedSender<Event>,
+    tx: mpsc::Sender<Event>,
 }
 
 impl Job {
@@ -210,20 +213,42 @@ impl Job {
         };
         let address = Some(self.host.address.as_str());
         let mut client = self.connector.connect(address, options).await?;
+        if let Some(stdin) = &self.command.stdin {
+            client.set_input(stdin.reader());
+        }
         let mut request = client.request(&self.command.name, &self.command.args)?;
         request.issued_at = shared_time(&self.issued_at, request.issued_at);
         request.params = self.command.params.clone();
-        let (tx, host) = (self.tx, self.index);
-        let result = client
-            .run_with_retry(&mut request, |output| {
-                let _ = tx.send(Event::Output {
-                    host,
-                    output: output.clone(),
-                });
-            })
-            .await;
+        let mut forward = Forward {
+            tx: self.tx,
+            host: self.index,
+        };
+        let result = client.deliver(&mut request, &mut forward).await;
         client.close().await;
         result
+    }
+}
+
+/// Events waiting for the reader at most: past them a server's output waits in its
+/// connection (and the server's pipe), so a reader slower than the servers, or a server
+/// that sends without end, cannot fill the client's memory.
+const EVENTS: usize = 256;
+
+/// Passes a server's output on, waiting while the reader is behind.
+struct Forward {
+    tx: mpsc::Sender<Event>,
+    host: usize,
+}
+
+impl AnswerSink for Forward {
+    async fn output(&mut self, output: Output) {
+        let _ = self
+            .tx
+            .send(Event::Output {
+                host: self.host,
+                output,
+            })
+            .await;
     }
 }
 

@@ -15,31 +15,37 @@
 //! fresh random command ID and the current time. Errors are [`Error`] values: a refusal
 //! from the server is [`Error::Refused`] with the server's stable code.
 
-use std::io;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::{SinkExt, StreamExt};
-use openssl::error::ErrorStack;
+use futures::SinkExt;
 use openssl::ssl::SslContext;
-use tokio::io::{AsyncRead, AsyncWriteExt, ReadHalf, WriteHalf};
+use tokio::io::{AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::net::TcpStream;
-use tokio::time::timeout;
 use tokio_openssl::SslStream;
 use tokio_util::codec::{FramedRead, FramedWrite};
 
 pub use cmdchan_common::credential::{Credential, ZoneEntry, ZoneError};
 pub use cmdchan_common::ident::Ident;
+pub use cmdchan_common::protocol::ALIVE_EVERY;
 pub use cmdchan_common::protocol::{
-    Body, ClientMsg, CommandInfo, ErrorCode, ExitInfo, Failure, Grant, Output, Param, ParamInfo,
-    ParamKind, Reply, Request, Response, Started, Stream, Whoami,
+    Alive, Body, ClientMsg, CommandInfo, ErrorCode, ExitInfo, Failure, Grant, Output, Param,
+    ParamInfo, ParamKind, Reply, Request, Response, Started, Stream, Whoami,
 };
 
+mod answer;
+mod connect;
+mod error;
 pub mod fanout;
+pub mod input;
 pub mod inventory;
 
-use cmdchan_common::frame::{FrameError, MsgCodec, DEFAULT_MAX_FRAME};
+pub use answer::AnswerSink;
+use answer::Each;
+pub use error::Error;
+pub use input::{Input, SharedInput};
+
+use cmdchan_common::frame::{MsgCodec, DEFAULT_MAX_FRAME};
 use cmdchan_common::{time, tls};
 
 /// How to reach the server.
@@ -54,8 +60,9 @@ pub struct Options {
     pub target: Option<Ident>,
     /// Limit for connecting plus handshake.
     pub timeout: Duration,
-    /// Longest silence while waiting for an answer. The server bounds each program by
-    /// its own timeout; this guards against a server that stops answering.
+    /// Longest time without a sign of life while waiting for an answer: a server shows
+    /// one every [`ALIVE_EVERY`] while it works on a request, so this is how long a
+    /// server that stopped answering is waited for, not a limit on the command.
     pub answer_timeout: Duration,
     pub max_frame: usize,
     /// Reconnects [`Client::run_with_retry`] may make after a lost connection.
@@ -70,45 +77,12 @@ impl Default for Options {
             zone: None,
             target: None,
             timeout: Duration::from_secs(10),
-            answer_timeout: Duration::from_secs(600),
+            answer_timeout: Duration::from_secs(30),
             max_frame: DEFAULT_MAX_FRAME,
             retries: 3,
             retry_backoff: Duration::from_millis(200),
         }
     }
-}
-
-/// Why a call failed. Each variant is one thing the user can act on.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error(
-        "no server address: pass --server HOST:PORT or provision the credential with --address"
-    )]
-    NoAddress,
-    #[error("cannot tell which server ID {0:?} is: pass --server-id ID")]
-    NoTarget(String),
-    #[error("{0}")]
-    Zone(#[from] ZoneError),
-    #[error("cannot connect to {addr}: {source}")]
-    Connect { addr: String, source: io::Error },
-    #[error("TLS handshake with {addr} failed: {detail}. The server refused this credential's key (the name is unknown to it, the key or the zone key's generation differs, or the epoch is wrong), or it offers no TLS 1.2 (EC)DHE-PSK suite; the server's log says which")]
-    Handshake { addr: String, detail: String },
-    #[error("{addr} closed the connection before any TLS reply: the server turned this address away before looking at any key (not in its allow list, penalized for failed handshakes or refusals, or over a connection limit); the server's log says which")]
-    RefusedBeforeTls { addr: String },
-    #[error("what answers at {addr} does not speak TLS ({detail}): is this the cmdchan port?")]
-    NotTls { addr: String, detail: String },
-    #[error("no answer from the server within {0:?}")]
-    Timeout(Duration),
-    #[error("the server closed the connection without answering")]
-    Closed,
-    #[error("the connection was lost: {0}")]
-    Lost(io::Error),
-    #[error("protocol error: {0}")]
-    Protocol(String),
-    #[error("{}: {}", .0.code, .0.message)]
-    Refused(Failure),
-    #[error("cannot set up TLS: {0}")]
-    Tls(#[from] ErrorStack),
 }
 
 type Codec = MsgCodec<Response, ClientMsg>;
@@ -127,20 +101,6 @@ struct Channel {
 impl std::fmt::Debug for Channel {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Channel").finish_non_exhaustive()
-    }
-}
-
-/// Where a program's stdin comes from, when the program takes it.
-pub type Input = Box<dyn AsyncRead + Unpin + Send>;
-
-impl Error {
-    /// The connection broke before the answer came: the request may or may not have
-    /// reached the server, so only a retry with the same command ID is safe.
-    pub fn is_connection_lost(&self) -> bool {
-        matches!(
-            self,
-            Error::Closed | Error::Lost(_) | Error::Connect { .. } | Error::Timeout(_)
-        )
     }
 }
 
@@ -182,7 +142,7 @@ impl Connector {
             .ok_or(Error::NoAddress)?
             .to_owned();
         let target = target(&entry.grant, &addr, opts.target.clone())?;
-        let channel = open(&self.ctx, &zone, &addr, &opts).await?;
+        let channel = connect::open(&self.ctx, &zone, &addr, &opts).await?;
         Ok(Client {
             channel,
             connector: self.clone(),
@@ -248,16 +208,25 @@ impl Client {
     /// again and sends the same request (same command ID and issue time; the counter of
     /// the new connection), up to `Options::retries` times with doubling backoff. The
     /// server runs a command ID at most once, so a retry gets the first run's answer (or
-    /// `in progress`), never a second run. Output already passed to `on_output` may come
+    /// `in progress`), never a second run. Output already given to `on_output` may come
     /// again in the repeated answer.
     pub async fn run_with_retry(
         &mut self,
         request: &mut Request,
-        mut on_output: impl FnMut(&Output),
+        on_output: impl FnMut(&Output) + Send,
+    ) -> Result<Reply, Error> {
+        self.deliver(request, &mut Each(on_output)).await
+    }
+
+    /// [`Client::run_with_retry`] into a sink that may wait (see [`AnswerSink`]).
+    pub async fn deliver(
+        &mut self,
+        request: &mut Request,
+        sink: &mut impl AnswerSink,
     ) -> Result<Reply, Error> {
         let mut backoff = self.opts.retry_backoff;
         for _ in 0..self.opts.retries {
-            match self.run(request, &mut on_output).await {
+            match self.answer(request, sink).await {
                 Err(e) if e.is_connection_lost() => {
                     tokio::time::sleep(backoff).await;
                     backoff = backoff.saturating_mul(2);
@@ -269,12 +238,13 @@ impl Client {
                 other => return other,
             }
         }
-        self.run(request, on_output).await
+        self.answer(request, sink).await
     }
 
     /// Replaces the connection with a new one; its counter starts again at 1.
     pub async fn reconnect(&mut self) -> Result<(), Error> {
-        self.channel = open(&self.connector.ctx, &self.zone, &self.addr, &self.opts).await?;
+        self.channel =
+            connect::open(&self.connector.ctx, &self.zone, &self.addr, &self.opts).await?;
         self.next_counter = 1;
         Ok(())
     }
@@ -286,19 +256,27 @@ impl Client {
         self.run(&request, |_| {}).await
     }
 
-    /// Sends `request`, hands each piece of program output to `on_output` as it arrives,
-    /// and returns the final reply or the refusal.
+    /// Sends `request`, hands each piece of program output to `sink` as it arrives, and
+    /// returns the final reply or the refusal.
     pub async fn run(
         &mut self,
         request: &Request,
-        on_output: impl FnMut(&Output),
+        on_output: impl FnMut(&Output) + Send,
     ) -> Result<Reply, Error> {
-        match self.exchange_streaming(request, on_output).await?.body {
+        self.answer(request, &mut Each(on_output)).await
+    }
+
+    async fn answer(
+        &mut self,
+        request: &Request,
+        sink: &mut impl AnswerSink,
+    ) -> Result<Reply, Error> {
+        match self.send(request, sink).await?.body {
             Body::Ok(reply) => Ok(reply),
             Body::Err(failure) => Err(Error::Refused(failure)),
-            Body::Output(_) | Body::Started(_) => {
-                Err(Error::Protocol("the answer ended with output".into()))
-            }
+            _ => Err(Error::Protocol(
+                "the answer ended without a final frame".into(),
+            )),
         }
     }
 
@@ -330,12 +308,22 @@ impl Client {
         self.exchange_streaming(request, |_| {}).await
     }
 
-    /// As [`Client::exchange`], handing each piece of output to `on_output`; a program
-    /// that takes stdin gets the input set with [`Client::set_input`].
+    /// As [`Client::exchange`], handing each piece of output to `sink`; a program that
+    /// takes stdin gets the input set with [`Client::set_input`]. The server is held to
+    /// the protocol (see [`answer`]).
     pub async fn exchange_streaming(
         &mut self,
         request: &Request,
-        mut on_output: impl FnMut(&Output),
+        on_output: impl FnMut(&Output) + Send,
+    ) -> Result<Response, Error> {
+        self.send(request, &mut Each(on_output)).await
+    }
+
+    /// Sends `request` and reads its answer.
+    async fn send(
+        &mut self,
+        request: &Request,
+        sink: &mut impl AnswerSink,
     ) -> Result<Response, Error> {
         let Some(writer) = self.channel.writer.as_mut() else {
             return Err(Error::Closed);
@@ -343,64 +331,9 @@ impl Client {
         writer
             .send(&ClientMsg::Request(request.clone()))
             .await
-            .map_err(frame_error)?;
-        let mut pump: Option<tokio::task::JoinHandle<Option<Writer>>> = None;
-        let answer = loop {
-            let limit = self.opts.answer_timeout;
-            let next = match timeout(limit, self.channel.reader.next()).await {
-                Ok(next) => next,
-                Err(_) => break Err(Error::Timeout(limit)),
-            };
-            let response = match next
-                .ok_or(Error::Closed)
-                .and_then(|r| r.map_err(frame_error))
-            {
-                Ok(response) => response,
-                Err(e) => break Err(e),
-            };
-            let names_it = response.counter == request.counter && response.id == request.id;
-            match (&response.body, names_it) {
-                (Body::Output(out), true) => on_output(out),
-                (Body::Started(_), true) => {
-                    match self.input.take() {
-                        Some(input) => {
-                            if let Some(writer) = self.channel.writer.take() {
-                                pump =
-                                    Some(tokio::spawn(send_input(writer, input, request.counter)));
-                            }
-                        }
-                        // No input set: the program's stdin ends at once rather than
-                        // waiting for input that never comes.
-                        None => {
-                            if let Some(writer) = self.channel.writer.as_mut() {
-                                let end = ClientMsg::InputEnd(request.counter);
-                                if let Err(e) = writer.send(&end).await {
-                                    break Err(frame_error(e));
-                                }
-                            }
-                        }
-                    }
-                }
-                (_, true) => break Ok(response),
-                (Body::Err(_), false) if response.counter == 0 => break Ok(response),
-                _ => {
-                    break Err(Error::Protocol(format!(
-                        "the server answered request {} while request {} was waiting",
-                        response.counter, request.counter
-                    )))
-                }
-            }
-        };
-        // The answer is in: a pump still reading (the program ended before its input
-        // did) is cut short, and the connection with it.
-        if let Some(pump) = pump {
-            if pump.is_finished() {
-                self.channel.writer = pump.await.ok().flatten();
-            } else {
-                pump.abort();
-            }
-        }
-        answer
+            .map_err(Error::of_frame)?;
+        let silence = self.opts.answer_timeout;
+        answer::read(&mut self.channel, request, &mut self.input, silence, sink).await
     }
 
     /// The server ID this client addresses.
@@ -419,106 +352,6 @@ impl Client {
             let mut stream = stream;
             let _ = stream.shutdown().await;
         }
-    }
-}
-
-async fn open(
-    ctx: &SslContext,
-    zone: &Ident,
-    addr: &str,
-    opts: &Options,
-) -> Result<Channel, Error> {
-    let stream = timeout(opts.timeout, handshake(ctx, zone, addr))
-        .await
-        .map_err(|_| Error::Timeout(opts.timeout))??;
-    let (read, write) = tokio::io::split(stream);
-    Ok(Channel {
-        reader: FramedRead::new(read, MsgCodec::new(opts.max_frame)),
-        writer: Some(FramedWrite::new(write, MsgCodec::new(opts.max_frame))),
-    })
-}
-
-/// Sends `input` as the stdin of request `counter`, then its end; gives the writer back
-/// (`None` if the connection broke).
-async fn send_input(mut writer: Writer, mut input: Input, counter: u64) -> Option<Writer> {
-    use tokio::io::AsyncReadExt;
-    let mut buf = vec![0u8; 16 * 1024];
-    loop {
-        let n = match input.read(&mut buf).await {
-            Ok(0) | Err(_) => 0,
-            Ok(n) => n,
-        };
-        let message = match n {
-            0 => ClientMsg::InputEnd(counter),
-            n => ClientMsg::Input(cmdchan_common::protocol::Input {
-                counter,
-                data: buf[..n].to_vec(),
-            }),
-        };
-        writer.send(&message).await.ok()?;
-        if n == 0 {
-            return Some(writer);
-        }
-    }
-}
-
-async fn handshake(
-    ctx: &SslContext,
-    zone: &Ident,
-    addr: &str,
-) -> Result<SslStream<TcpStream>, Error> {
-    let tcp = TcpStream::connect(addr)
-        .await
-        .map_err(|source| Error::Connect {
-            addr: addr.to_owned(),
-            source,
-        })?;
-    let _ = tcp.set_nodelay(true);
-    let mut stream = SslStream::new(tls::client_ssl(ctx, zone)?, tcp)?;
-    if let Err(e) = Pin::new(&mut stream).connect().await {
-        if let Some(refused) = tls::zone_refusal(stream.ssl()) {
-            return Err(Error::Zone(refused));
-        }
-        return Err(handshake_failed(addr, stream.ssl(), &e));
-    }
-    Ok(stream)
-}
-
-/// Tells apart why a handshake failed: a TLS alert (the key, the suites), a connection
-/// closed before any TLS reply (turned away before TLS), or something that is not TLS.
-fn handshake_failed(addr: &str, ssl: &openssl::ssl::SslRef, e: &openssl::ssl::Error) -> Error {
-    let detail = e.ssl_error().map_or_else(|| e.to_string(), alert_reason);
-    let addr = addr.to_owned();
-    if detail.contains("wrong version number") || detail.contains("packet length too long") {
-        return Error::NotTls { addr, detail };
-    }
-    // Still writing or waiting for the first server message: nothing TLS came back.
-    let state = ssl.state_string_long();
-    let nothing_back = state.contains("client hello") || state.contains("before");
-    let lower = detail.to_ascii_lowercase();
-    let closed =
-        e.io_error().is_some() || lower.contains("unexpected eof") || lower.contains("syscall");
-    if nothing_back && closed && !lower.contains("alert") {
-        return Error::RefusedBeforeTls { addr };
-    }
-    Error::Handshake { addr, detail }
-}
-
-/// OpenSSL's reason for the failure ("sslv3 alert bad record mac"), without the noise.
-fn alert_reason(stack: &ErrorStack) -> String {
-    let reasons: Vec<_> = stack.errors().iter().filter_map(|e| e.reason()).collect();
-    match reasons.is_empty() {
-        true => stack.to_string(),
-        false => reasons.join("; "),
-    }
-}
-
-fn frame_error(e: FrameError) -> Error {
-    match e {
-        FrameError::Io(e) if e.kind() == io::ErrorKind::UnexpectedEof => Error::Closed,
-        FrameError::Io(e) => Error::Lost(e),
-        FrameError::Truncated => Error::Closed,
-        other => Error::Protocol(other.to_string()),
     }
 }
 

@@ -2,8 +2,10 @@
 
 mod doctor;
 mod exit;
+mod keep;
 mod many;
 mod output;
+mod terminal;
 
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -12,7 +14,7 @@ use std::time::Duration;
 
 use clap::{CommandFactory, Parser, Subcommand};
 
-use cmdchan::{Client, Credential, Ident, Options, Param};
+use cmdchan::{Client, Credential, Ident, Options, Param, SharedInput};
 
 use crate::exit::Exit;
 use crate::output::Mode;
@@ -49,8 +51,15 @@ struct Opts {
     /// Exit 74 when the server cut the output at the command's limit.
     #[arg(long, global = true)]
     fail_truncated: bool,
-    /// Longest silence from the server while a command runs.
-    #[arg(long, global = true, default_value = "10m", value_parser = humantime::parse_duration)]
+    /// The most output kept per server and stream for --json, --nagios and --gather, or
+    /// written per file with --out-dir (with K, M or G: KiB, MiB, GiB). A server may send
+    /// more than its policy says; the rest is counted, not kept, and the result says so.
+    #[arg(long, global = true, default_value = "16M", value_parser = parse_size)]
+    max_output: u64,
+    /// Longest time without a sign of life from the server before the client gives up
+    /// (exit 124). While it works on a command the server shows one every second, so a
+    /// quiet program runs as long as its policy lets it. At least 2s.
+    #[arg(long, global = true, default_value = "30s", value_parser = parse_silence)]
     answer_timeout: Duration,
     /// Times to reconnect and resend (same command ID, so it never runs twice) if the
     /// connection is lost before the answer.
@@ -241,7 +250,7 @@ async fn run(opts: Opts, command: String, args: Vec<String>) -> Exit {
     request.params = opts.params;
     // Read only if the server says the program takes stdin (ssh's -n pitfall avoided).
     client.set_input(Box::new(tokio::io::stdin()));
-    let mut sink = output::Sink::new(mode, opts.fail_truncated);
+    let mut sink = output::Sink::new(mode, opts.fail_truncated, opts.max_output);
     let result = client
         .run_with_retry(&mut request, |out| sink.write(out))
         .await;
@@ -285,12 +294,47 @@ async fn run_many(
         retries: opts.retries,
         ..Options::default()
     };
+    // Read only if a server says its program takes stdin; then once, for all of them.
+    let stdin = SharedInput::new(Box::new(tokio::io::stdin()), cmdchan::input::SHARED_LIMIT);
     let command = cmdchan::fanout::Command {
         name: command,
         args,
         params: opts.params,
+        stdin: Some(stdin),
     };
-    many::run(&opts.fleet, view, cred, hosts, command, options, per_server).await
+    let max_output = opts.max_output;
+    many::run(&opts.fleet, view, cred, hosts, command, options, max_output).await
+}
+
+/// A size in bytes: a number, or one with K, M or G (KiB, MiB, GiB; `16M`, `1GiB`).
+fn parse_size(text: &str) -> Result<u64, String> {
+    let digits = text.trim_end_matches(|c: char| c.is_ascii_alphabetic());
+    let unit: u64 = match &text[digits.len()..] {
+        "" | "B" => 1,
+        "K" | "KiB" => 1 << 10,
+        "M" | "MiB" => 1 << 20,
+        "G" | "GiB" => 1 << 30,
+        other => return Err(format!("unknown unit {other:?}: use K, M or G")),
+    };
+    digits
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(unit))
+        .ok_or_else(|| format!("{text:?} is not a size (16M, 1048576)"))
+}
+
+/// `--answer-timeout`: at least twice the server's sign-of-life interval.
+fn parse_silence(text: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(text).map_err(|e| e.to_string())?;
+    let least = cmdchan::ALIVE_EVERY * 2;
+    match d >= least {
+        true => Ok(d),
+        false => Err(format!(
+            "at least {}: the server shows a sign of life every {}",
+            humantime::format_duration(least),
+            humantime::format_duration(cmdchan::ALIVE_EVERY)
+        )),
+    }
 }
 
 fn parse_param(text: &str) -> Result<Param, String> {

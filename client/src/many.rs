@@ -17,7 +17,9 @@ use cmdchan::inventory::{fold, Host, Inventory, Selector};
 use cmdchan::{Connector, Credential, Error, ErrorCode, Options, Reply, Stream, ZoneError};
 
 use crate::exit::Exit;
+use crate::keep::{self, OutDir};
 use crate::output::{exit_json, message, reply_json, reply_text, text_or_base64};
+use crate::terminal;
 
 /// Above this many servers, a terminal user is asked before anything starts.
 const ASK_ABOVE: usize = 50;
@@ -54,9 +56,14 @@ pub struct FleetArgs {
     /// With --on: print identical results once, their servers folded (web[01-03]).
     #[arg(long, global = true)]
     pub gather: bool,
-    /// With --on: write each server's output to DIR/NAME.stdout and DIR/NAME.stderr.
+    /// With --on: write each server's output to DIR/NAME.stdout and DIR/NAME.stderr, as
+    /// it arrives (new files only: an existing one, or a link, is refused).
     #[arg(long, global = true, value_name = "DIR")]
     pub out_dir: Option<PathBuf>,
+    /// With --on: print program output as it is, control characters included, also on a
+    /// terminal (there they are escaped by default, so a server cannot drive it).
+    #[arg(long, global = true)]
+    pub raw: bool,
     /// With --on: do not ask before running on more than 50 servers.
     #[arg(long, short = 'y', global = true)]
     pub yes: bool,
@@ -150,8 +157,10 @@ pub async fn run(
     hosts: Vec<Host>,
     command: fanout::Command,
     options: Options,
-    per_server: Duration,
+    max_output: u64,
 ) -> Exit {
+    // Each server's whole run is bounded by the connection timeout given.
+    let per_server = options.timeout;
     if hosts.len() > ASK_ABOVE && !args.yes && !confirm(&command.name, hosts.len()) {
         eprintln!("cmdchan: nothing was run");
         return Exit::Usage;
@@ -172,13 +181,18 @@ pub async fn run(
         max_failures: args.max_failures,
         options,
     };
-    if let Some(dir) = &args.out_dir {
-        if let Err(e) = std::fs::create_dir_all(dir) {
-            eprintln!("cmdchan: cannot create {}: {e}", dir.display());
-            return Exit::Usage;
-        }
-    }
-    let mut printer = Printer::new(view, &hosts, args.out_dir.clone());
+    let names: Vec<String> = hosts.iter().map(|h| h.name.to_string()).collect();
+    let files = match &args.out_dir {
+        Some(dir) => match OutDir::prepare(dir, &names, max_output) {
+            Ok(files) => Some(files),
+            Err(e) => {
+                eprintln!("cmdchan: {e}");
+                return Exit::Usage;
+            }
+        },
+        None => None,
+    };
+    let mut printer = Printer::new(view, &hosts, files, max_output, args.raw);
     let mut events = fanout::fan_out(connector, hosts, command, plan);
     while let Some(event) = events.recv().await {
         match event {
@@ -228,6 +242,9 @@ enum Class {
     Unreachable(&'static str),
     TimedOut,
     NotStarted,
+    /// The client could not give the program its stdin (unreadable, or too large to
+    /// hold for every server): the program was stopped.
+    NoStdin,
 }
 
 impl Class {
@@ -243,7 +260,8 @@ impl Class {
             Outcome::Failed(e @ Error::Zone(ZoneError::Missing(..))) => {
                 Class::Refused(Exit::local_code(e).0)
             }
-            Outcome::Failed(Error::Timeout(_)) | Outcome::TimedOut => Class::TimedOut,
+            Outcome::Failed(Error::Silent(_)) | Outcome::TimedOut => Class::TimedOut,
+            Outcome::Failed(Error::Input(_)) => Class::NoStdin,
             Outcome::Failed(e) => Class::Unreachable(Exit::local_code(e).0),
             Outcome::NotStarted => Class::NotStarted,
         }
@@ -256,6 +274,7 @@ impl Class {
             Class::Refused(_) => BIT_REFUSED,
             Class::Unreachable(_) => BIT_UNREACHABLE,
             Class::TimedOut | Class::NotStarted => BIT_TIMED_OUT,
+            Class::NoStdin => 0,
         }
     }
 
@@ -268,6 +287,7 @@ impl Class {
             Class::Unreachable(code) => format!("unreachable ({code})"),
             Class::TimedOut => "timed out".into(),
             Class::NotStarted => "not started".into(),
+            Class::NoStdin => "stdin not given".into(),
         }
     }
 
@@ -279,6 +299,7 @@ impl Class {
             Class::Unreachable(_) => "unreachable",
             Class::TimedOut => "timed_out",
             Class::NotStarted => "not_started",
+            Class::NoStdin => "no_stdin",
         }
     }
 }
@@ -293,8 +314,10 @@ fn status_text(outcome: &Outcome, per_server: Duration) -> String {
             (false, None, None) => "the program ended without a status".into(),
         },
         Outcome::Ran(_) => "ok".into(),
-        Outcome::Failed(Error::Refused(f)) => format!("refused ({}): {}", f.code, f.message),
-        Outcome::Failed(e) => e.to_string(),
+        Outcome::Failed(Error::Refused(f)) => {
+            format!("refused ({}): {}", f.code, terminal::line(&f.message))
+        }
+        Outcome::Failed(e) => terminal::line(&e.to_string()).into_owned(),
         Outcome::TimedOut => format!(
             "no answer within {} (or before the deadline)",
             humantime::format_duration(per_server)
@@ -316,18 +339,24 @@ fn exit_code(outcome: &Outcome) -> Option<u8> {
 /// What makes two servers' results the same: status, stdout, stderr.
 type GroupKey<'a> = (String, &'a [u8], &'a [u8]);
 
+/// A partial line longer than this is printed as a line of its own: a server that
+/// never sends a line break must not fill the client's memory.
+const LONGEST_LINE: usize = 64 * 1024;
+
 struct Printer {
     view: View,
     names: Vec<String>,
     addresses: Vec<String>,
     /// Per server, per stream: a partial line not yet printed (stream view).
     partial: Vec<[Vec<u8>; 2]>,
-    /// Per server, per stream: all output (gather, JSON, --out-dir).
-    kept: Vec<[Vec<u8>; 2]>,
-    keep: bool,
-    out_dir: Option<PathBuf>,
+    /// All output within the caps (gather and JSON views).
+    kept: keep::Store,
+    files: Option<OutDir>,
     /// Per server once done: its class and status line.
     results: Vec<Option<(Class, String)>>,
+    /// Per stream: program output is escaped before it is printed (a terminal, and no
+    /// `--raw`).
+    escape: [bool; 2],
     progress: bool,
     done: usize,
 }
@@ -340,34 +369,52 @@ fn index(stream: Stream) -> usize {
 }
 
 impl Printer {
-    fn new(view: View, hosts: &[Host], out_dir: Option<PathBuf>) -> Self {
+    fn new(view: View, hosts: &[Host], files: Option<OutDir>, max_output: u64, raw: bool) -> Self {
         let n = hosts.len();
         Self {
             view,
             names: hosts.iter().map(|h| h.name.to_string()).collect(),
             addresses: hosts.iter().map(|h| h.address.clone()).collect(),
             partial: vec![Default::default(); n],
-            kept: vec![Default::default(); n],
-            keep: view != View::Stream || out_dir.is_some(),
-            out_dir,
+            kept: keep::Store::new(n, max_output, view != View::Stream),
+            files,
             results: vec![None; n],
+            escape: [
+                !raw && std::io::stdout().is_terminal(),
+                !raw && std::io::stderr().is_terminal(),
+            ],
             progress: std::io::stderr().is_terminal(),
             done: 0,
         }
     }
 
     fn output(&mut self, host: usize, stream: Stream, data: &[u8]) {
-        if self.keep {
-            self.kept[host][index(stream)].extend_from_slice(data);
+        self.kept.add(host, stream, data);
+        if let Some(files) = &mut self.files {
+            files.write(host, stream, data);
         }
         if self.view != View::Stream {
             return;
         }
         let buffer = &mut self.partial[host][index(stream)];
         buffer.extend_from_slice(data);
-        if let Some(end) = buffer.iter().rposition(|&b| b == b'\n') {
-            let lines: Vec<u8> = buffer.drain(..=end).collect();
-            self.print_lines(host, stream, &lines);
+        let end = match buffer.iter().rposition(|&b| b == b'\n') {
+            Some(end) => end + 1,
+            None if buffer.len() > LONGEST_LINE => buffer.len(),
+            None => return,
+        };
+        let lines: Vec<u8> = buffer.drain(..end).collect();
+        self.print_output(host, stream, &lines);
+    }
+
+    /// A program's output lines, escaped where they go to a terminal.
+    fn print_output(&mut self, host: usize, stream: Stream, lines: &[u8]) {
+        match self.escape[index(stream)] {
+            true => {
+                let safe = terminal::lines(lines).into_owned();
+                self.print_lines(host, stream, safe.as_bytes());
+            }
+            false => self.print_lines(host, stream, lines),
         }
     }
 
@@ -394,7 +441,7 @@ impl Printer {
             for stream in [Stream::Stdout, Stream::Stderr] {
                 let rest = std::mem::take(&mut self.partial[host][index(stream)]);
                 if !rest.is_empty() {
-                    self.print_lines(host, stream, &rest);
+                    self.print_output(host, stream, &rest);
                 }
             }
             if let Outcome::Ran(
@@ -421,8 +468,18 @@ impl Printer {
                 self.print_lines(host, Stream::Stderr, line.as_bytes());
             }
         }
-        if let Some(dir) = &self.out_dir {
-            self.write_files(dir, host, &result.outcome, &status);
+        let cut = self.kept.cut_note(host);
+        if let Some(files) = &mut self.files {
+            let reply = match &result.outcome {
+                Outcome::Ran(reply) => reply_text(reply),
+                _ => String::new(),
+            };
+            let notes: Vec<String> = [(!result.outcome.succeeded()).then(|| status.clone())]
+                .into_iter()
+                .flatten()
+                .chain(cut.clone())
+                .collect();
+            files.finish(host, &reply, &notes);
         }
         if self.view == View::Json {
             self.clear_progress();
@@ -431,8 +488,7 @@ impl Printer {
         }
         if self.view == View::Gather {
             if let Outcome::Ran(reply) = &result.outcome {
-                let text = reply_text(reply);
-                self.kept[host][0].extend_from_slice(text.as_bytes());
+                self.kept.add_reply(host, &reply_text(reply));
             }
         }
         self.results[host] = Some((class, status));
@@ -440,30 +496,14 @@ impl Printer {
         self.show_progress();
     }
 
-    /// DIR/NAME.stdout (the output, or a built-in's reply) and DIR/NAME.stderr (the
-    /// program's stderr, then what went wrong, if anything).
-    fn write_files(&self, dir: &Path, host: usize, outcome: &Outcome, status: &str) {
-        let name = &self.names[host];
-        let mut stdout = self.kept[host][0].clone();
-        if let Outcome::Ran(reply) = outcome {
-            stdout.extend_from_slice(reply_text(reply).as_bytes());
-        }
-        let mut stderr = self.kept[host][1].clone();
-        if !outcome.succeeded() {
-            stderr.extend_from_slice(format!("cmdchan: {status}\n").as_bytes());
-        }
-        for (suffix, data) in [("stdout", &stdout), ("stderr", &stderr)] {
-            let path = dir.join(format!("{name}.{suffix}"));
-            if let Err(e) = std::fs::write(&path, data) {
-                eprintln!("cmdchan: cannot write {}: {e}", path.display());
-            }
-        }
-    }
-
     fn json_line(&self, result: &HostResult, status: &str) -> Value {
         let host = result.host;
-        let (stdout, stdout_encoding) = text_or_base64(&self.kept[host][0]);
-        let (stderr, stderr_encoding) = text_or_base64(&self.kept[host][1]);
+        let (out, err) = (
+            self.kept.get(host, Stream::Stdout),
+            self.kept.get(host, Stream::Stderr),
+        );
+        let (stdout, stdout_encoding) = text_or_base64(&out.data);
+        let (stderr, stderr_encoding) = text_or_base64(&err.data);
         let mut line = json!({
             "server": self.names[host],
             "address": self.addresses[host],
@@ -473,6 +513,8 @@ impl Printer {
             "stdout_encoding": stdout_encoding,
             "stderr": stderr,
             "stderr_encoding": stderr_encoding,
+            "stdout_cut": out.cut(),
+            "stderr_cut": err.cut(),
             "duration_ms": u64::try_from(result.duration.as_millis()).unwrap_or(u64::MAX),
         });
         match &result.outcome {
@@ -540,6 +582,11 @@ impl Printer {
             }
             write_all(Stream::Stderr, text.as_bytes());
         }
+        // Stdin that could not be given is one failure of the client's, the same
+        // everywhere: its own status says so rather than a mix of bits.
+        if classes.contains_key(&Class::NoStdin) {
+            return Exit::NoInput;
+        }
         if bits == 0 {
             Exit::Ok
         } else {
@@ -552,7 +599,7 @@ impl Printer {
         let mut groups: BTreeMap<GroupKey, Vec<&str>> = BTreeMap::new();
         for (host, result) in self.results.iter().enumerate() {
             // Unreachable servers differ only in their addresses: one group per code.
-            let status = match result {
+            let mut status = match result {
                 None => "not started".to_owned(),
                 Some((Class::Ok, _)) => "exit 0".to_owned(),
                 Some((
@@ -561,7 +608,13 @@ impl Printer {
                 )) => class.label(),
                 Some((_, status)) => status.clone(),
             };
-            let [out, err] = &self.kept[host];
+            if let Some(cut) = self.kept.cut_note(host) {
+                status = format!("{status} ({cut})");
+            }
+            let (out, err) = (
+                self.kept.get(host, Stream::Stdout).data.as_slice(),
+                self.kept.get(host, Stream::Stderr).data.as_slice(),
+            );
             groups
                 .entry((status, out, err))
                 .or_default()
@@ -570,11 +623,19 @@ impl Printer {
         for ((status, out, err), names) in groups {
             let header = format!("==== {} ({}): {status}\n", fold(&names), names.len());
             write_all(Stream::Stdout, header.as_bytes());
-            write_all(Stream::Stdout, out);
+            self.write_output(Stream::Stdout, out);
             if !err.is_empty() {
                 write_all(Stream::Stderr, header.as_bytes());
-                write_all(Stream::Stderr, err);
+                self.write_output(Stream::Stderr, err);
             }
+        }
+    }
+
+    /// A group's output, escaped where it goes to a terminal.
+    fn write_output(&self, stream: Stream, bytes: &[u8]) {
+        match self.escape[index(stream)] {
+            true => write_all(stream, terminal::lines(bytes).as_bytes()),
+            false => write_all(stream, bytes),
         }
     }
 

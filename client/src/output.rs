@@ -10,6 +10,8 @@ use cmdchan::{CommandInfo, Error, ExitInfo, Output, ParamInfo, ParamKind, Reply,
 use cmdchan_common::time;
 
 use crate::exit::Exit;
+use crate::keep;
+use crate::terminal;
 
 /// How results are printed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,8 +38,8 @@ impl Mode {
 pub struct Sink {
     mode: Mode,
     fail_truncated: bool,
-    stdout: Vec<u8>,
-    stderr: Vec<u8>,
+    /// What JSON and Nagios modes keep for the end, capped (`--max-output`).
+    kept: keep::Store,
 }
 
 /// Exit status when our stdout was closed: what a shell shows for a process killed
@@ -45,12 +47,11 @@ pub struct Sink {
 pub(crate) const STDOUT_CLOSED: i32 = 141;
 
 impl Sink {
-    pub fn new(mode: Mode, fail_truncated: bool) -> Self {
+    pub fn new(mode: Mode, fail_truncated: bool, max_output: u64) -> Self {
         Self {
             mode,
             fail_truncated,
-            stdout: Vec::new(),
-            stderr: Vec::new(),
+            kept: keep::Store::new(1, max_output, mode != Mode::Text),
         }
     }
 
@@ -63,8 +64,9 @@ impl Sink {
     /// the remote program (SIGTERM, then SIGKILL).
     pub fn write(&mut self, out: &Output) {
         match (self.mode, out.stream) {
-            (Mode::Json | Mode::Nagios, Stream::Stdout) => self.stdout.extend_from_slice(&out.data),
-            (Mode::Json, Stream::Stderr) => self.stderr.extend_from_slice(&out.data),
+            (Mode::Json | Mode::Nagios, Stream::Stdout) | (Mode::Json, Stream::Stderr) => {
+                self.kept.add(0, out.stream, &out.data);
+            }
             (Mode::Text, Stream::Stdout) => {
                 let mut stdout = std::io::stdout().lock();
                 if let Err(e) = stdout.write_all(&out.data).and_then(|()| stdout.flush()) {
@@ -92,14 +94,20 @@ impl Sink {
         }
         match (self.mode, reply) {
             (Mode::Json, Reply::Exit(info)) => {
-                let (stdout, out_encoding) = text_or_base64(&self.stdout);
-                let (stderr, err_encoding) = text_or_base64(&self.stderr);
+                let (out, err) = (
+                    self.kept.get(0, Stream::Stdout),
+                    self.kept.get(0, Stream::Stderr),
+                );
+                let (stdout, out_encoding) = text_or_base64(&out.data);
+                let (stderr, err_encoding) = text_or_base64(&err.data);
                 let reply = json!({
                     "exit": exit_json(info),
                     "stdout": stdout,
                     "stdout_encoding": out_encoding,
+                    "stdout_cut": out.cut(),
                     "stderr": stderr,
                     "stderr_encoding": err_encoding,
+                    "stderr_cut": err.cut(),
                 });
                 println!(
                     "{}",
@@ -110,7 +118,9 @@ impl Sink {
                 "{}",
                 json!({ "ok": true, "exit": exit.code(), "reply": reply_json(reply) })
             ),
-            (Mode::Nagios, reply) => return nagios_reply(reply, &self.stdout),
+            (Mode::Nagios, reply) => {
+                return nagios_reply(reply, &self.kept.get(0, Stream::Stdout).data)
+            }
             (Mode::Text, Reply::Exit(info)) => exit_text(info),
             (Mode::Text, reply) => print!("{}", reply_text(reply)),
         }
@@ -151,7 +161,7 @@ fn nagios_reply(reply: &Reply, stdout: &[u8]) -> Exit {
 /// Prints `STATE: cmdchan: what` and returns the Nagios status.
 fn nagios_line(status: u8, what: &str) -> Exit {
     let state = ["OK", "WARNING", "CRITICAL", "UNKNOWN"][usize::from(status.min(3))];
-    println!("{state}: cmdchan: {what}");
+    println!("{state}: cmdchan: {}", terminal::line(what));
     Exit::Remote(status)
 }
 
@@ -179,7 +189,7 @@ pub fn error(mode: Mode, err: &Error) -> Exit {
             );
         }
         Mode::Nagios => {
-            let status = if matches!(err, Error::Timeout(_)) {
+            let status = if matches!(err, Error::Silent(_)) {
                 2
             } else {
                 3
@@ -187,8 +197,14 @@ pub fn error(mode: Mode, err: &Error) -> Exit {
             return nagios_line(status, &format!("{code}: {}", message(err)));
         }
         Mode::Text => match err {
-            Error::Refused(f) => eprintln!("cmdchan: refused ({}): {}", f.code, f.message),
-            other => eprintln!("cmdchan: {other}"),
+            Error::Refused(f) => {
+                eprintln!(
+                    "cmdchan: refused ({}): {}",
+                    f.code,
+                    terminal::line(&f.message)
+                );
+            }
+            other => eprintln!("cmdchan: {}", terminal::line(&other.to_string())),
         },
     }
     exit
@@ -238,7 +254,10 @@ fn exit_text(info: &ExitInfo) {
 pub(crate) fn reply_text(reply: &Reply) -> String {
     match reply {
         Reply::Pong => "pong\n".into(),
-        Reply::Echo(args) => format!("{}\n", args.join(" ")),
+        Reply::Echo(args) => {
+            let args: Vec<_> = args.iter().map(|a| terminal::line(a)).collect();
+            format!("{}\n", args.join(" "))
+        }
         Reply::Whoami(w) => {
             let servers: Vec<_> = w.grant.servers.iter().map(|s| s.as_str()).collect();
             format!(
@@ -258,7 +277,10 @@ pub(crate) fn reply_text(reply: &Reply) -> String {
         Reply::Commands(list) => {
             let width = list.iter().map(|c| c.name.len()).max().unwrap_or(0);
             list.iter()
-                .map(|c| format!("{:width$}  {}\n", c.name, c.description))
+                .map(|c| {
+                    let name = terminal::line(&c.name);
+                    format!("{name:width$}  {}\n", terminal::line(&c.description))
+                })
                 .collect()
         }
         Reply::Describe(c) => describe_text(c),
@@ -266,10 +288,12 @@ pub(crate) fn reply_text(reply: &Reply) -> String {
     }
 }
 
+/// Every piece of it came from the server: each is escaped as one line.
 fn describe_text(c: &CommandInfo) -> String {
-    let mut text = format!("{}: {}\n", c.name, c.description);
+    let line = |t: &str| terminal::line(t).into_owned();
+    let mut text = format!("{}: {}\n", line(&c.name), line(&c.description));
     for p in &c.params {
-        text += &format!("  {}  {}\n", p.name, param_text(p));
+        text += &format!("  {}  {}\n", line(&p.name), line(&param_text(p)));
     }
     text
 }

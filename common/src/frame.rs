@@ -37,6 +37,9 @@ pub enum FrameError {
     Version(u8),
     #[error("frame has {0} bytes after its message")]
     Trailing(usize),
+    /// A varint written longer than it needs: one message has exactly one encoding.
+    #[error("frame is not in canonical form (a number written with more bytes than it needs)")]
+    NotCanonical,
     #[error("frame does not decode: {0}")]
     Malformed(#[from] postcard::Error),
     #[error("a frame of {0} bytes does not fit in the memory left for large frames; send it again later")]
@@ -141,7 +144,7 @@ impl<D, E> MsgCodec<D, E> {
     }
 }
 
-impl<D: DeserializeOwned, E> Decoder for MsgCodec<D, E> {
+impl<D: DeserializeOwned + Serialize, E> Decoder for MsgCodec<D, E> {
     type Item = D;
     type Error = FrameError;
 
@@ -174,10 +177,17 @@ impl<D: DeserializeOwned, E> Decoder for MsgCodec<D, E> {
         if version != VERSION {
             return Err(FrameError::Version(version));
         }
-        // One message, one encoding: bytes after the value are an error, not ignored.
-        match postcard::take_from_bytes(body)? {
-            (item, []) => Ok(Some(item)),
-            (_, rest) => Err(FrameError::Trailing(rest.len())),
+        // One message, one encoding: bytes after the value are an error, not ignored,
+        // and so is a number written long (the only encoding postcard would take in two
+        // forms: every other field is fixed or checked, so a longer body is a longer
+        // varint).
+        let item = match postcard::take_from_bytes(body)? {
+            (item, []) => item,
+            (_, rest) => return Err(FrameError::Trailing(rest.len())),
+        };
+        match postcard::experimental::serialized_size(&item) {
+            Ok(n) if n == body.len() => Ok(Some(item)),
+            _ => Err(FrameError::NotCanonical),
         }
     }
 
@@ -271,11 +281,13 @@ mod tests {
     #[test]
     fn other_versions_empty_frames_and_garbage_are_refused() {
         let mut codec = Codec::new(64);
-        let mut v1 = BytesMut::from(&[0u8, 0, 0, 2, 1, 0][..]);
-        assert!(matches!(codec.decode(&mut v1), Err(FrameError::Version(1))));
+        for old in [1, 2] {
+            let mut frame = BytesMut::from(&[0u8, 0, 0, 2, old, 0][..]);
+            assert!(matches!(codec.decode(&mut frame), Err(FrameError::Version(v)) if v == old));
+        }
         let mut empty = BytesMut::from(&[0u8, 0, 0, 0][..]);
         assert!(matches!(codec.decode(&mut empty), Err(FrameError::Empty)));
-        let mut junk = BytesMut::from(&[0u8, 0, 0, 3, 2, 0xff, 0xff][..]);
+        let mut junk = BytesMut::from(&[0u8, 0, 0, 3, 3, 0xff, 0xff][..]);
         assert!(matches!(
             codec.decode(&mut junk),
             Err(FrameError::Malformed(_))
@@ -319,22 +331,32 @@ mod tests {
             tag,
             command: "echo".into(),
             args: args.clone(),
+            params: vec![],
+        };
+        let tail = Request {
+            counter: 2,
+            command: "tail-log".into(),
+            args: vec!["/var/log/syslog".into()],
             params: vec![Param {
                 name: "lines".into(),
                 value: "10".into(),
             }],
+            ..request.clone()
         };
         assert_eq!(
             frame_hex(&ClientMsg::Request(request)),
-            "0000006b020001000102030405060708090a0b0c0d0e0ff6b0ef860703646231086f70657261746f72070180b1ef86070203646231\
-             036462320b88f747797b56dcb0fc125170581bc8a825415bc371b601c97cf0fcf221224a046563686f0202686902c3bc01056c696e6573023130"
+            "00000062030001000102030405060708090a0b0c0d0e0ff6b0ef860703646231086f70657261746f72070180b1ef86070203646231\
+             036462320b88f747797b56dcb0fc125170581bc8a825415bc371b601c97cf0fcf221224a046563686f0202686902c3bc00"
         );
+        assert_eq!(frame_hex(&ClientMsg::Request(tail)), "00000079030002000102030405060708090a0b0c0d0e0ff6b0ef860703646231086f70657261746f72070180b1ef86070203646231\
+             036462320b88f747797b56dcb0fc125170581bc8a825415bc371b601c97cf0fcf221224a087461696c2d6c6f67010f2f7661722f\
+             6c6f672f7379736c6f6701056c696e6573023130");
         let input = ClientMsg::Input(Input {
             counter: 1,
             data: b"hi\n".to_vec(),
         });
-        assert_eq!(frame_hex(&input), "000000070201010368690a");
-        assert_eq!(frame_hex(&ClientMsg::InputEnd(1)), "00000003020201");
+        assert_eq!(frame_hex(&input), "000000070301010368690a");
+        assert_eq!(frame_hex(&ClientMsg::InputEnd(1)), "00000003030201");
         let response = |body| Response {
             counter: 1,
             id,
@@ -342,12 +364,12 @@ mod tests {
         };
         assert_eq!(
             frame_hex(&response(Body::Ok(Reply::Echo(args)))),
-            "0000001b0201000102030405060708090a0b0c0d0e0f00020202686902c3bc"
+            "0000001b0301000102030405060708090a0b0c0d0e0f00020202686902c3bc"
         );
         let failure = Failure::new(ErrorCode::Replay, "this command ID was already used");
         assert_eq!(
             frame_hex(&response(Body::Err(failure))),
-            "000000360201000102030405060708090a0b0c0d0e0f0110207468697320636f6d6d616e642049442077617320616c7265616479207573656400"
+            "000000360301000102030405060708090a0b0c0d0e0f0110207468697320636f6d6d616e642049442077617320616c7265616479207573656400"
         );
         let output = Output {
             stream: Stream::Stderr,
@@ -355,7 +377,7 @@ mod tests {
         };
         assert_eq!(
             frame_hex(&response(Body::Output(output))),
-            "0000001a0201000102030405060708090a0b0c0d0e0f0201056f6f70730a"
+            "0000001a0301000102030405060708090a0b0c0d0e0f0201056f6f70730a"
         );
         let exit = ExitInfo {
             code: Some(-1),
@@ -366,11 +388,11 @@ mod tests {
         };
         assert_eq!(
             frame_hex(&response(Body::Started(Started { stdin_limit: 1000 }))),
-            "000000150201000102030405060708090a0b0c0d0e0f03e807"
+            "000000150301000102030405060708090a0b0c0d0e0f03e807"
         );
         assert_eq!(
             frame_hex(&response(Body::Ok(Reply::Exit(exit)))),
-            "0000001e0201000102030405060708090a0b0c0d0e0f000401010000dc0bac020100"
+            "0000001e0301000102030405060708090a0b0c0d0e0f000401010000dc0bac020100"
         );
     }
 
@@ -395,6 +417,25 @@ mod tests {
             .decode(&mut header(100_000))
             .expect("given back")
             .is_none());
+    }
+
+    #[test]
+    fn a_number_written_longer_than_it_needs_is_refused() {
+        let mut codec = Codec::new(DEFAULT_MAX_FRAME);
+        let mut buf = BytesMut::new();
+        codec.encode(&sample(), &mut buf).expect("encode");
+        // The counter, 3, is the byte after the version: write it as 0x83 0x00.
+        let mut long = buf[..5].to_vec();
+        long.extend_from_slice(&[0x83, 0x00]);
+        long.extend_from_slice(&buf[6..]);
+        let len = u32::try_from(long.len() - 4).expect("small");
+        long[..4].copy_from_slice(&len.to_be_bytes());
+        let mut long = BytesMut::from(&long[..]);
+        assert!(matches!(
+            codec.decode(&mut long),
+            Err(FrameError::NotCanonical)
+        ));
+        assert_eq!(codec.decode(&mut buf).expect("canonical"), Some(sample()));
     }
 
     #[test]

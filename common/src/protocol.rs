@@ -10,10 +10,14 @@ use serde::{Deserialize, Serialize};
 use crate::ident::Ident;
 
 /// The protocol version this build speaks; the first byte of every frame's payload.
-pub const VERSION: u8 = 2;
+pub const VERSION: u8 = 3;
 
 /// What `--version` prints after the program name: the release and the protocol.
-pub const VERSION_LINE: &str = concat!(env!("CARGO_PKG_VERSION"), " (protocol 2)");
+pub const VERSION_LINE: &str = concat!(env!("CARGO_PKG_VERSION"), " (protocol 3)");
+
+/// The commands every server has (PROTOCOL.md §5.4). None of them takes stdin, and
+/// each has a reply of its own kind: a client holds a server to that.
+pub const BUILTINS: [&str; 5] = ["ping", "whoami", "echo", "commands", "describe"];
 
 /// A command ID: 128 random bits chosen by the client, unique per command.
 pub type CommandId = [u8; 16];
@@ -63,6 +67,7 @@ pub enum ClientMsg {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Input {
     pub counter: u64,
+    #[serde(with = "raw_bytes")]
     pub data: Vec<u8>,
 }
 
@@ -95,6 +100,23 @@ pub enum Body {
     /// The program started and reads stdin: send it as [`ClientMsg::Input`], then
     /// [`ClientMsg::InputEnd`]. More bodies follow.
     Started(Started),
+    /// A sign of life: the request is still being worked on. Sent when nothing else was
+    /// sent for it for [`ALIVE_EVERY`], so a client's timeout can mean "no sign of
+    /// life" rather than "no output". More bodies follow.
+    Alive(Alive),
+}
+
+/// How often a server shows a sign of life while it works on a request.
+pub const ALIVE_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// What the server is doing while it sends [`Body::Alive`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Alive {
+    /// The program runs.
+    Running,
+    /// The program ended; its outcome waits for the replay store to take it (the answer
+    /// is sent only once it is kept, so a retry can never be denied it).
+    Recording,
 }
 
 /// What a starting program takes.
@@ -107,7 +129,7 @@ pub struct Started {
 impl Body {
     /// Whether this body ends the answer to its request.
     pub fn is_final(&self) -> bool {
-        !matches!(self, Body::Output(_) | Body::Started(_))
+        !matches!(self, Body::Output(_) | Body::Started(_) | Body::Alive(_))
     }
 }
 
@@ -115,6 +137,7 @@ impl Body {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Output {
     pub stream: Stream,
+    #[serde(with = "raw_bytes")]
     pub data: Vec<u8>,
 }
 
@@ -238,6 +261,7 @@ pub enum ErrorCode {
     Stale,
     Replay,
     Reused,
+    StdinOpen,
     UnknownCommand,
     Forbidden,
     BadArguments,
@@ -251,7 +275,7 @@ pub enum ErrorCode {
 }
 
 /// Code numbers and names, in one table; PROTOCOL.md §6 lists the same.
-const CODES: [(ErrorCode, u16, &str); 20] = [
+const CODES: [(ErrorCode, u16, &str); 21] = [
     (ErrorCode::Malformed, 1, "malformed"),
     (ErrorCode::UnsupportedVersion, 2, "unsupported version"),
     (ErrorCode::TooLarge, 3, "too large"),
@@ -263,6 +287,7 @@ const CODES: [(ErrorCode, u16, &str); 20] = [
     (ErrorCode::Stale, 15, "stale"),
     (ErrorCode::Replay, 16, "replay"),
     (ErrorCode::Reused, 17, "reused id"),
+    (ErrorCode::StdinOpen, 18, "stdin open"),
     (ErrorCode::UnknownCommand, 20, "unknown command"),
     (ErrorCode::Forbidden, 21, "forbidden"),
     (ErrorCode::BadArguments, 22, "bad arguments"),
@@ -315,9 +340,65 @@ impl fmt::Display for ErrorCode {
     }
 }
 
+/// `Vec<u8>` as serde bytes: on the wire exactly what a sequence of `u8` is in postcard
+/// (a varint length, then the bytes), but copied whole instead of byte by byte.
+mod raw_bytes {
+    use serde::de::{Deserializer, Error, SeqAccess, Visitor};
+    use serde::Serializer;
+
+    pub fn serialize<S: Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(bytes)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        d.deserialize_byte_buf(Bytes)
+    }
+
+    struct Bytes;
+
+    impl<'de> Visitor<'de> for Bytes {
+        type Value = Vec<u8>;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("bytes")
+        }
+
+        fn visit_bytes<E: Error>(self, v: &[u8]) -> Result<Vec<u8>, E> {
+            Ok(v.to_vec())
+        }
+
+        fn visit_byte_buf<E: Error>(self, v: Vec<u8>) -> Result<Vec<u8>, E> {
+            Ok(v)
+        }
+
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<u8>, A::Error> {
+            let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(1 << 16));
+            while let Some(b) = seq.next_element()? {
+                out.push(b);
+            }
+            Ok(out)
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bytes_encode_as_a_sequence_of_u8_does() {
+        let data = vec![0u8, 1, 200, 255];
+        let output = Output {
+            stream: Stream::Stderr,
+            data: data.clone(),
+        };
+        let as_seq = postcard::to_stdvec(&(Stream::Stderr, &data)).expect("encodes");
+        assert_eq!(postcard::to_stdvec(&output).expect("encodes"), as_seq);
+        assert_eq!(
+            postcard::from_bytes::<Output>(&as_seq).expect("decodes"),
+            output
+        );
+    }
 
     #[test]
     fn the_version_line_names_this_protocol_version() {

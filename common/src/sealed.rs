@@ -47,13 +47,23 @@ pub fn seal_with(
     plaintext[0] = name.len() as u8;
     plaintext[1..=name.len()].copy_from_slice(name);
     plaintext[1 + MAX_IDENT_LEN..].copy_from_slice(&id.epoch.to_be_bytes());
+    seal_plaintext(key, zone, generation, &plaintext, nonce)
+}
+
+fn seal_plaintext(
+    key: &IdentityKey,
+    zone: &Ident,
+    generation: u64,
+    plaintext: &[u8; PLAINTEXT],
+    nonce: [u8; NONCE],
+) -> String {
     let mut tag = [0u8; TAG];
     let sealed = encrypt_aead(
         Cipher::chacha20_poly1305(),
         &key.0,
         Some(&nonce),
         &aad(zone, generation),
-        &plaintext,
+        plaintext,
         &mut tag,
     )
     .unwrap_or_default();
@@ -68,7 +78,11 @@ pub fn seal_with(
 pub fn generation_of(identity: &[u8]) -> Option<u64> {
     let text = std::str::from_utf8(identity).ok()?.strip_prefix(PREFIX)?;
     let (digits, _) = text.split_once('.')?;
-    let canonical = !digits.is_empty() && (digits == "0" || !digits.starts_with('0'));
+    // Decimal digits only ("+1" is not a generation) and no leading zero: one number,
+    // one way of writing it.
+    let canonical = !digits.is_empty()
+        && digits.bytes().all(|b| b.is_ascii_digit())
+        && (digits == "0" || !digits.starts_with('0'));
     canonical.then(|| digits.parse().ok()).flatten()
 }
 
@@ -103,6 +117,13 @@ pub fn open(
     .map_err(|_| IdentityError::Unsealed)?;
     let len = usize::from(plaintext[0]);
     let name = plaintext.get(1..=len).ok_or(IdentityError::Unsealed)?;
+    // The padding is zeros, as sealed: one name, one plaintext.
+    let padding = plaintext
+        .get(1 + len..1 + MAX_IDENT_LEN)
+        .ok_or(IdentityError::Unsealed)?;
+    if padding.iter().any(|&b| b != 0) {
+        return Err(IdentityError::Unsealed);
+    }
     let name = std::str::from_utf8(name).map_err(|_| IdentityError::Unsealed)?;
     let name = Ident::new(name).map_err(IdentityError::Name)?;
     let epoch = plaintext
@@ -208,6 +229,30 @@ mod tests {
             "within OpenSSL's 256 bytes, one length"
         );
         assert_eq!(open(&key, &zone.zone, 1, c.as_bytes()), Ok(long));
+    }
+
+    #[test]
+    fn only_the_canonical_form_opens_zero_padding_and_a_plain_generation() {
+        let zone = vector_zone();
+        let key = zone.identity_key();
+        let mut plaintext = [0u8; PLAINTEXT];
+        plaintext[0] = 5;
+        plaintext[1..6].copy_from_slice(b"alice");
+        plaintext[100] = 1;
+        let padded = seal_plaintext(&key, &zone.zone, 1, &plaintext, [9; NONCE]);
+        assert_eq!(
+            open(&key, &zone.zone, 1, padded.as_bytes()),
+            Err(IdentityError::Unsealed)
+        );
+        let sealed = seal(&key, &zone.zone, 1, &alice(0));
+        let body = sealed.strip_prefix("c2.1.").expect("generation 1");
+        for other in ["c2.+1.", "c2.01.", "c2. 1.", "c2.1a."] {
+            assert_eq!(
+                generation_of(format!("{other}{body}").as_bytes()),
+                None,
+                "{other}"
+            );
+        }
     }
 
     #[test]

@@ -33,6 +33,7 @@ fuzz_target!(|data: &[u8]| {
         rate: (1000.0, 1000.0),
         tag_proven: false,
         arrived: std::time::Instant::now(),
+        stdin_was_open: false,
     };
     let key = PskIdentity { name: Ident::new("alice").expect("valid"), epoch: 0 };
     let _ = check(&req, req.counter, &key, &rules, req.issued_at);

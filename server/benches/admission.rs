@@ -80,6 +80,7 @@ fn admission(c: &mut Criterion) {
         rate: (1e12, 1e12),
         tag_proven: false,
         arrived: std::time::Instant::now(),
+        stdin_was_open: false,
     };
     let req = request(&master, &key);
     let mut frame = BytesMut::new();

@@ -47,6 +47,8 @@ pub struct Rules<'a> {
     pub tag_proven: bool,
     /// When the request arrived: the rate limiter's clock (read once per request).
     pub arrived: Instant,
+    /// The request came while the program before it still had its stdin open.
+    pub stdin_was_open: bool,
 }
 
 /// Why a request was refused. [`Refusal::code`] is the one mapping to the wire.
@@ -100,6 +102,9 @@ pub enum Refusal {
     /// This client used the command ID before, for a different request.
     Reused,
     StoreUnavailable(String),
+    /// The request came before the previous request's program had the end of its
+    /// stdin; that stdin was ended there.
+    StdinOpen,
 }
 
 /// A request that passed every check but the command ID.
@@ -170,6 +175,9 @@ pub fn check<'a>(
             expected: expected_counter,
             got: req.counter,
         });
+    }
+    if rules.stdin_was_open {
+        return Err(Refusal::StdinOpen);
     }
     throttle(&key.name, rules)?;
     let grant = &req.grant;
@@ -430,6 +438,7 @@ impl Refusal {
             Refusal::Replay => ErrorCode::Replay,
             Refusal::Reused => ErrorCode::Reused,
             Refusal::StoreUnavailable(_) => ErrorCode::StoreUnavailable,
+            Refusal::StdinOpen => ErrorCode::StdinOpen,
         }
     }
 
@@ -472,6 +481,7 @@ impl Refusal {
                 | Refusal::Busy(_)
                 | Refusal::RateLimited { .. }
                 | Refusal::StoreUnavailable(_)
+                | Refusal::StdinOpen
         )
     }
 }
@@ -502,6 +512,7 @@ impl fmt::Display for Refusal {
             Refusal::Replay => f.write_str("this command ID was already used"),
             Refusal::Reused => f.write_str("this client already used this command ID for a different request; use a fresh ID for each request"),
             Refusal::StoreUnavailable(why) => write!(f, "the replay store cannot take the command ID ({why}); try again later"),
+            Refusal::StdinOpen => f.write_str("this request came before the end of the previous program's stdin (InputEnd); that stdin was ended there, and nothing of this request ran"),
         }
     }
 }

@@ -25,7 +25,7 @@ use tracing::{debug, error, info, warn};
 use cmdchan_common::frame::{FrameError, MsgCodec, RESPONSE_OVERHEAD};
 use cmdchan_common::ident::PskIdentity;
 use cmdchan_common::protocol::{
-    Body, ClientMsg, Failure, Grant, Output, Reply, Request, Response, Started,
+    Alive, Body, ClientMsg, Failure, Grant, Reply, Request, Response, Started, ALIVE_EVERY,
 };
 use cmdchan_common::time;
 
@@ -100,11 +100,18 @@ pub async fn serve(tcp: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
     let _ = timeout(CLOSE_TIMEOUT, conn.io.get_mut().shutdown()).await;
 }
 
+/// A request read while a program ran.
+struct Pending {
+    request: Request,
+    /// It came while that program's stdin was still open (before `InputEnd`).
+    early: bool,
+}
+
 struct Connection {
     io: Channel,
     /// A request that arrived while a program ran; answered next.
     /// Boxed: it is rare, and an idle connection should not hold room for one.
-    pending: Option<Box<Request>>,
+    pending: Option<Box<Pending>>,
     /// The client left (`Some(None)`) or broke the protocol (`Some(Some(error))`) while
     /// a program ran: the connection ends once the program has, and reads nothing more.
     left: Option<Option<FrameError>>,
@@ -132,14 +139,17 @@ struct Connection {
 impl Connection {
     async fn run(&mut self, shared: &Shared) {
         loop {
-            let request = match self.pending.take() {
-                Some(request) => *request,
+            let next = match self.pending.take() {
+                Some(pending) => *pending,
                 None => match self.next_request(shared).await {
-                    Some(request) => request,
+                    Some(request) => Pending {
+                        request,
+                        early: false,
+                    },
                     None => return,
                 },
             };
-            if !self.answer(request, shared).await {
+            if !self.answer(next, shared).await {
                 return;
             }
         }
@@ -303,13 +313,18 @@ impl Connection {
     /// request does (a retry's answer, a built-in, or a program), then its one outcome,
     /// counted, recorded and answered in [`Connection::conclude`]. False ends the
     /// connection.
-    async fn answer(&mut self, req: Request, shared: &Shared) -> bool {
+    async fn answer(&mut self, next: Pending, shared: &Shared) -> bool {
+        let Pending {
+            request: req,
+            early,
+        } = next;
         let started = Instant::now();
         let expected = self.next_counter;
         self.next_counter += 1;
         let settings = Arc::clone(&self.settings);
         let mut rules = shared.rules(&settings, self.generation, started);
         rules.tag_proven = admit::proven(self.proven.as_deref(), &req);
+        rules.stdin_was_open = early;
         // Admitted borrows the identity while running a program needs `&mut self`.
         let key = Arc::clone(&self.key);
         let admission =
@@ -361,6 +376,7 @@ impl Connection {
             .record(&self.key, &self.peer, req, cmd, &outcome, took);
         let ends = match &outcome {
             Outcome::Refused(r) => r.closes_connection() || self.struck(r, shared),
+            Outcome::Unkept(_) => true,
             _ => false,
         };
         for body in outcome.into_bodies() {
@@ -394,18 +410,27 @@ impl Connection {
                 (Outcome::NotAudited, Some(Vec::new()))
             }
         };
-        self.remember(cmd, kept, &outcome, shared).await;
-        outcome
+        match self.remember(cmd, kept, &outcome, shared).await {
+            true => outcome,
+            false => Outcome::Unkept(Box::new(outcome)),
+        }
     }
 
-    /// Stores what became of the program, so a retry of its ID hears this answer.
+    /// Keeps what became of the program in the store before it is answered, so that a
+    /// retry of its ID hears this answer and nothing ever denies an answer that was
+    /// given. While the store cannot take it (a full disk, Redis failing over or short of
+    /// replicas), the write is tried again every second and the client is sent a sign
+    /// of life (`Recording`), until it is kept, or the request's freshness window is
+    /// over (no retry of it can be admitted any more, so the answer goes out), or the
+    /// server stops (false: it is not answered, and a retry after the restart hears that
+    /// the server stopped before the outcome was kept).
     async fn remember(
-        &self,
+        &mut self,
         cmd: &Admitted<'_>,
         kept: Option<Vec<Body>>,
         outcome: &Outcome,
         shared: &Shared,
-    ) {
+    ) -> bool {
         let answer = match kept {
             Some(mut bodies) => {
                 bodies.extend(outcome.clone().into_bodies());
@@ -418,17 +443,61 @@ impl Connection {
             digest: cmd.digest(),
             state: State::Done(answer),
         };
-        // Durable before the answer goes out, as the claim was before the program ran:
-        // a retry after a crash hears this answer, not "in progress".
-        let finished = shared.replay.finish(
-            cmd.request().id,
-            &entry,
-            cmd.fresh_until(),
-            time::now(),
-            true,
-        );
-        if let Err(e) = finished.await {
-            warn!(client = %self.key, error = %e, "cannot record the outcome; a retry will hear \"in progress\"");
+        let (id, until) = (cmd.request().id, cmd.fresh_until());
+        let mut failed = false;
+        loop {
+            let error = match shared
+                .replay
+                .finish(id, &entry, until, time::now(), true)
+                .await
+            {
+                Ok(()) if failed => {
+                    info!(client = %self.key, id = %hex::encode(id), "the outcome is kept now; answering");
+                    return true;
+                }
+                Ok(()) => return true,
+                Err(e) => e,
+            };
+            if !failed {
+                warn!(client = %self.key, id = %hex::encode(id), error = %error, "cannot keep the outcome of this command ID; its answer waits until the replay store takes it");
+                failed = true;
+            }
+            if time::now() > until {
+                warn!(client = %self.key, id = %hex::encode(id), error = %error, "the request's window is over before its outcome could be kept; answering (a retry of it is refused as stale)");
+                return true;
+            }
+            if !self.recording(cmd.request(), shared).await {
+                error!(client = %self.key, id = %hex::encode(id), error = %error, "the server is stopping before the outcome of this command ID was kept: it is not answered, and a retry hears that the server stopped while it ran");
+                return false;
+            }
+        }
+    }
+
+    /// One second of waiting for the store, with a sign of life to the client; false
+    /// if the server is stopping.
+    async fn recording(&mut self, req: &Request, shared: &Shared) -> bool {
+        let alive = Response {
+            counter: req.counter,
+            id: req.id,
+            body: Body::Alive(Alive::Recording),
+        };
+        if self.left.is_none() {
+            // A client that is gone or not reading gets nothing more; the wait goes on.
+            let _ = timeout(ALIVE_EVERY, async { self.io.send(&alive).await }).await;
+        }
+        let wait = tokio::time::sleep(ALIVE_EVERY);
+        tokio::pin!(wait);
+        loop {
+            tokio::select! {
+                () = &mut wait => return true,
+                notice = self.notices.next() => match notice {
+                    Notice::Stop => return false,
+                    // Revoked: the outcome is still kept, then the connection ends.
+                    Notice::Reload => if self.ends(notice, shared) {
+                        self.left.get_or_insert(None);
+                    },
+                },
+            }
         }
     }
 
@@ -489,8 +558,8 @@ impl Connection {
             tokio::select! {
                 event = running.next() => match event {
                     Ok(Event::Output(stream, data)) => {
-                        for out in run.output(stream, data) {
-                            if let Some(signal) = self.send_output(req, run, out, program).await {
+                        for out in run.output(stream, data, Instant::now()) {
+                            if let Some(signal) = self.send_body(req, run, Body::Output(out), program).await {
                                 running.signal(signal);
                             }
                             if !run.listening() {
@@ -505,15 +574,29 @@ impl Connection {
                     }
                 },
                 () = sleep_until_opt(run.next_wake()) => {
-                    if let Some(signal) = run.tick(Instant::now()) {
+                    let due = run.tick(Instant::now());
+                    if let Some(signal) = due.signal {
                         running.signal(signal);
+                    }
+                    if due.alive {
+                        let alive = Body::Alive(Alive::Running);
+                        if let Some(signal) = self.send_body(req, run, alive, program).await {
+                            running.signal(signal);
+                        }
                     }
                 }
                 written = write_some(stdin.as_mut(), run.stdin_pending()), if !run.stdin_pending().is_empty() => {
                     run.wrote_stdin(written);
                 }
                 next = self.io.next(), if run.reads_client() && self.pending.is_none() => match next {
-                    Some(Ok(ClientMsg::Request(request))) => self.pending = Some(Box::new(request)),
+                    Some(Ok(ClientMsg::Request(request))) => {
+                        // A request while this program's stdin is open: the client is
+                        // done with that stdin (it ends here), and the request is
+                        // refused as `stdin open` when its turn comes.
+                        let early = run.stdin_open();
+                        run.end_stdin();
+                        self.pending = Some(Box::new(Pending { request, early }));
+                    }
                     Some(Ok(ClientMsg::Input(input))) if input.counter == req.counter => run.input(input.data),
                     Some(Ok(ClientMsg::InputEnd(of))) if of == req.counter => run.end_stdin(),
                     // Stdin for another request: nothing reads it.
@@ -531,19 +614,20 @@ impl Connection {
         }
     }
 
-    /// Sends one output frame by the run's send deadline; the signal the program gets
-    /// if the client is gone or not reading.
-    async fn send_output(
+    /// Sends one frame of a running program's answer (output, a sign of life) by the
+    /// run's send deadline; the signal the program gets if the client is gone or not
+    /// reading.
+    async fn send_body(
         &mut self,
         req: &Request,
         run: &mut Run,
-        out: Output,
+        body: Body,
         program: &Program,
     ) -> Option<Signal> {
         let frame = Response {
             counter: req.counter,
             id: req.id,
-            body: Body::Output(out),
+            body,
         };
         let by = run.send_by(Instant::now());
         match tokio::time::timeout_at(by.into(), self.io.send(&frame)).await {

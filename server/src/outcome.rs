@@ -24,6 +24,10 @@ pub enum Outcome {
     NotStarted { program: String, error: String },
     /// The program ran: it exited, or was stopped.
     Ran(ExitInfo),
+    /// The program ended (this outcome), but the server stopped before the store could
+    /// keep it: it is not answered, so no answer is ever given that a retry could be
+    /// denied.
+    Unkept(Box<Outcome>),
 }
 
 /// What a retry was answered with.
@@ -53,6 +57,7 @@ impl Outcome {
             Outcome::TooLarge { .. } | Outcome::NotAudited | Outcome::NotStarted { .. } => {
                 Some(ErrorCode::Internal)
             }
+            Outcome::Unkept(ran) => ran.code(),
         }
     }
 
@@ -64,6 +69,7 @@ impl Outcome {
             Outcome::Retried(Retry::InProgress) => "retry: in progress",
             Outcome::Retried(Retry::Interrupted) => "retry: interrupted",
             Outcome::Retried(Retry::Dropped) => "retry: duplicate",
+            Outcome::Unkept(_) => "not kept",
             Outcome::Ran(info) if info.timed_out => "timed out",
             Outcome::Ran(_) => "ran",
             Outcome::Answered(_) => "ok",
@@ -89,6 +95,7 @@ impl Outcome {
     pub fn exit(&self) -> (Option<i32>, u64) {
         match self {
             Outcome::Ran(e) => (e.code.or(e.signal.map(|s| 128 + s)), e.output_bytes),
+            Outcome::Unkept(ran) => ran.exit(),
             _ => (None, 0),
         }
     }
@@ -106,7 +113,7 @@ impl Outcome {
             ),
             Outcome::Retried(Retry::Interrupted) => failure(
                 ErrorCode::Duplicate,
-                "this command ID started, and the server stopped while it ran: it may or may not have finished, and it is not run again".into(),
+                "this command ID started, and the server stopped before its outcome was kept: it may or may not have finished, and it is not run again".into(),
             ),
             Outcome::Retried(Retry::Dropped) => failure(
                 ErrorCode::Duplicate,
@@ -126,6 +133,7 @@ impl Outcome {
                 format!("the server cannot start {program}: {error}"),
             ),
             Outcome::Ran(info) => Bodies::one(Body::Ok(Reply::Exit(info))),
+            Outcome::Unkept(_) => Bodies::One(None),
         }
     }
 }
@@ -161,9 +169,10 @@ pub fn unreadable(err: &FrameError) -> Option<ErrorCode> {
         FrameError::TooLarge { .. } => Some(ErrorCode::TooLarge),
         FrameError::NoMemory(_) => Some(ErrorCode::Busy),
         FrameError::Version(_) => Some(ErrorCode::UnsupportedVersion),
-        FrameError::Malformed(_) | FrameError::Trailing(_) | FrameError::Empty => {
-            Some(ErrorCode::Malformed)
-        }
+        FrameError::Malformed(_)
+        | FrameError::Trailing(_)
+        | FrameError::NotCanonical
+        | FrameError::Empty => Some(ErrorCode::Malformed),
         FrameError::Truncated | FrameError::Io(_) => None,
     }
 }
@@ -195,7 +204,7 @@ mod tests {
             (Outcome::Retried(Retry::Kept(kept)), None, "retry: answered", "retry", ""),
             (Outcome::Retried(Retry::Builtin(again)), None, "retry: ran the built-in again", "retry", ""),
             (Outcome::Retried(Retry::InProgress), Some(InProgress), "retry: in progress", "retry", "this command ID is still running; ask again later"),
-            (Outcome::Retried(Retry::Interrupted), Some(Duplicate), "retry: interrupted", "retry", "this command ID started, and the server stopped while it ran: it may or may not have finished, and it is not run again"),
+            (Outcome::Retried(Retry::Interrupted), Some(Duplicate), "retry: interrupted", "retry", "this command ID started, and the server stopped before its outcome was kept: it may or may not have finished, and it is not run again"),
             (Outcome::Retried(Retry::Dropped), Some(Duplicate), "retry: duplicate", "retry", "this command ID already ran; its answer was too large to keep"),
             (Outcome::Answered(Reply::Pong), None, "ok", "ok", ""),
             (Outcome::TooLarge { size: 2000, max_frame: 1024 }, Some(Internal), "internal", "internal", "the answer (2000 bytes) is larger than this server's max_frame (1024); ask its operator to raise it"),
@@ -204,6 +213,12 @@ mod tests {
             (Outcome::Ran(ran(false)), None, "ran", "ran", ""),
             (Outcome::Ran(ran(true)), None, "timed out", "timed out", ""),
         ];
+        let unkept = Outcome::Unkept(Box::new(Outcome::Ran(ran(false))));
+        assert_eq!(
+            (unkept.code(), unkept.name(), unkept.label()),
+            (None, "not kept", "not kept")
+        );
+        assert_eq!(unkept.into_bodies().count(), 0, "not answered");
         for (outcome, code, name, label, message) in cases {
             assert_eq!(
                 (outcome.code(), outcome.name(), outcome.label()),

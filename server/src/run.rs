@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::Signal;
 
 use cmdchan_common::frame::RESPONSE_OVERHEAD;
-use cmdchan_common::protocol::{Body, ExitInfo, Output, Stream};
+use cmdchan_common::protocol::{Body, ExitInfo, Output, Stream, ALIVE_EVERY};
 
 use crate::exec;
 use crate::policy::Program;
@@ -45,12 +45,23 @@ impl From<&Program> for Terms {
     }
 }
 
+/// What a timer tick asks of the connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Due {
+    /// Send the program this signal.
+    pub signal: Option<Signal>,
+    /// Send the client a sign of life (`Alive`).
+    pub alive: bool,
+}
+
 /// The state of one program run.
 #[derive(Debug)]
 pub struct Run {
     started: Instant,
     deadline: Instant,
     kill_at: Option<Instant>,
+    /// When the client is owed a sign of life, if nothing else was sent by then.
+    alive_at: Instant,
     /// The client is still there to send output to.
     listening: bool,
     /// The policy lets the program finish after its client left.
@@ -80,6 +91,7 @@ impl Run {
             started: now,
             deadline: now + program.timeout,
             kill_at: None,
+            alive_at: now + ALIVE_EVERY,
             listening: true,
             detach: program.detach,
             output_limit: program.output_limit,
@@ -96,9 +108,9 @@ impl Run {
         }
     }
 
-    /// Output the program wrote: the frames to send (cut to the command's output limit
-    /// and to the frame size), none once the client is gone.
-    pub fn output(&mut self, stream: Stream, mut data: Vec<u8>) -> Vec<Output> {
+    /// Output the program wrote at `now`: the frames to send (cut to the command's
+    /// output limit and to the frame size), none once the client is gone.
+    pub fn output(&mut self, stream: Stream, mut data: Vec<u8>, now: Instant) -> Vec<Output> {
         let len = data.len() as u64;
         let room = self.output_limit.saturating_sub(self.info.output_bytes);
         self.info.output_bytes += len;
@@ -109,6 +121,7 @@ impl Run {
         if data.is_empty() || !self.listening {
             return Vec::new();
         }
+        self.alive_at = now + ALIVE_EVERY;
         let frames: Vec<Output> = match data.len() <= self.chunk {
             true => vec![Output { stream, data }],
             false => data
@@ -142,15 +155,29 @@ impl Run {
 
     /// When the connection must call [`Run::tick`] next, if ever.
     pub fn next_wake(&self) -> Option<Instant> {
-        match self.info.timed_out {
+        let signal = match self.info.timed_out {
             false => Some(self.kill_at.map_or(self.deadline, |k| k.min(self.deadline))),
             true => self.kill_at,
+        };
+        let alive = self.listening.then_some(self.alive_at);
+        [signal, alive].into_iter().flatten().min()
+    }
+
+    /// The timer fired at `now`: what is due. At the deadline the program gets SIGTERM,
+    /// and [`KILL_GRACE`] after any SIGTERM, SIGKILL; a client sent nothing for
+    /// [`ALIVE_EVERY`] is sent a sign of life.
+    pub fn tick(&mut self, now: Instant) -> Due {
+        let alive = self.listening && now >= self.alive_at;
+        if alive {
+            self.alive_at = now + ALIVE_EVERY;
+        }
+        Due {
+            signal: self.signal_due(now),
+            alive,
         }
     }
 
-    /// The timer fired at `now`: the signal due, if any. At the deadline the program
-    /// gets SIGTERM, and [`KILL_GRACE`] after any SIGTERM, SIGKILL.
-    pub fn tick(&mut self, now: Instant) -> Option<Signal> {
+    fn signal_due(&mut self, now: Instant) -> Option<Signal> {
         if self.kill_at.is_some_and(|at| now >= at) {
             self.kill_at = None;
             return Some(Signal::SIGKILL);
@@ -309,23 +336,47 @@ mod tests {
     #[test]
     fn at_the_deadline_sigterm_then_sigkill_after_the_grace() {
         let t0 = Instant::now();
+        let secs = |n| t0 + Duration::from_secs(n);
         let mut run = Run::new(program(10, 100, None, false), 1 << 20, t0);
-        assert_eq!(run.next_wake(), Some(t0 + Duration::from_secs(10)));
-        assert_eq!(run.tick(t0 + Duration::from_secs(9)), None);
-        assert_eq!(
-            run.tick(t0 + Duration::from_secs(10)),
-            Some(Signal::SIGTERM)
-        );
-        assert_eq!(run.next_wake(), Some(t0 + Duration::from_secs(12)));
-        assert_eq!(run.tick(t0 + Duration::from_secs(11)), None);
-        assert_eq!(
-            run.tick(t0 + Duration::from_secs(12)),
-            Some(Signal::SIGKILL)
-        );
-        assert_eq!(run.next_wake(), None);
+        assert_eq!(run.tick(secs(9)).signal, None);
+        assert_eq!(run.tick(secs(10)).signal, Some(Signal::SIGTERM));
+        assert_eq!(run.tick(secs(11)).signal, None);
+        assert_eq!(run.tick(secs(12)).signal, Some(Signal::SIGKILL));
+        run.stop_listening();
+        assert_eq!(run.next_wake(), None, "nothing more is due");
         let (info, _) = run.finish(None, t0 + Duration::from_millis(12_345));
         assert!(info.timed_out);
         assert_eq!(info.duration_ms, 12_345);
+    }
+
+    #[test]
+    fn a_quiet_program_has_its_client_sent_a_sign_of_life_every_second() {
+        let t0 = Instant::now();
+        let at = |ms| t0 + Duration::from_millis(ms);
+        let mut run = Run::new(program(60, 100, None, false), 1 << 20, t0);
+        assert_eq!(run.next_wake(), Some(at(1000)));
+        assert_eq!(
+            run.tick(at(999)),
+            Due {
+                signal: None,
+                alive: false
+            }
+        );
+        assert_eq!(
+            run.tick(at(1000)),
+            Due {
+                signal: None,
+                alive: true
+            }
+        );
+        assert_eq!(run.next_wake(), Some(at(2000)));
+        // Output is a sign of life: the next one is due a second after it.
+        run.output(Stream::Stdout, b"x".to_vec(), at(1500));
+        assert!(!run.tick(at(2000)).alive);
+        assert!(run.tick(at(2500)).alive);
+        // A client that left is owed nothing.
+        run.client_gone(at(2600));
+        assert!(!run.tick(at(4000)).alive);
     }
 
     #[test]
@@ -334,13 +385,16 @@ mod tests {
         let mut run = Run::new(program(60, 100, Some(10), false), 1 << 20, t0);
         assert_eq!(run.client_gone(t0), Some(Signal::SIGTERM));
         assert!(!run.reads_client() && !run.stdin_open());
-        assert_eq!(run.tick(t0 + KILL_GRACE), Some(Signal::SIGKILL));
+        assert_eq!(run.tick(t0 + KILL_GRACE).signal, Some(Signal::SIGKILL));
         assert!(!run.finish(None, t0).0.timed_out);
 
         let mut detached = Run::new(program(60, 100, None, true), 1 << 20, t0);
         assert_eq!(detached.client_gone(t0), None);
         assert_eq!(detached.send_failed(), None);
-        assert_eq!(detached.output(Stream::Stdout, b"later".to_vec()), vec![]);
+        assert_eq!(
+            detached.output(Stream::Stdout, b"later".to_vec(), t0),
+            vec![]
+        );
     }
 
     #[test]
@@ -348,19 +402,19 @@ mod tests {
         let t0 = Instant::now();
         let mut run = Run::new(program(1, 100, None, false), 1 << 20, t0);
         assert_eq!(run.client_gone(t0), Some(Signal::SIGTERM));
-        assert_eq!(run.tick(t0 + Duration::from_secs(1)), None);
-        assert_eq!(run.tick(t0 + KILL_GRACE), Some(Signal::SIGKILL));
+        assert_eq!(run.tick(t0 + Duration::from_secs(1)).signal, None);
+        assert_eq!(run.tick(t0 + KILL_GRACE).signal, Some(Signal::SIGKILL));
     }
 
     #[test]
     fn output_past_the_limit_is_cut_and_the_rest_counted() {
         let t0 = Instant::now();
         let mut run = Run::new(program(60, 10, None, false), 1 << 20, t0);
-        let sent = run.output(Stream::Stdout, vec![b'a'; 8]);
+        let sent = run.output(Stream::Stdout, vec![b'a'; 8], t0);
         assert_eq!(sent[0].data.len(), 8);
-        let sent = run.output(Stream::Stderr, vec![b'b'; 8]);
+        let sent = run.output(Stream::Stderr, vec![b'b'; 8], t0);
         assert_eq!((sent.len(), sent[0].data.len()), (1, 2));
-        assert!(run.output(Stream::Stdout, vec![b'c'; 8]).is_empty());
+        assert!(run.output(Stream::Stdout, vec![b'c'; 8], t0).is_empty());
         let (info, kept) = run.finish(None, t0);
         assert_eq!((info.output_bytes, info.truncated), (24, true));
         assert_eq!(kept.map(|k| k.len()), Some(2));
@@ -370,7 +424,7 @@ mod tests {
     fn output_is_split_into_frames_that_fit_the_frame_limit() {
         let t0 = Instant::now();
         let mut run = Run::new(program(60, 1 << 20, None, false), 1024, t0);
-        let sent = run.output(Stream::Stdout, vec![0; 2500]);
+        let sent = run.output(Stream::Stdout, vec![0; 2500], t0);
         let sizes: Vec<usize> = sent.iter().map(|o| o.data.len()).collect();
         assert_eq!(sizes, vec![960, 960, 580]);
     }
@@ -379,8 +433,8 @@ mod tests {
     fn an_answer_past_the_store_cap_is_not_kept() {
         let t0 = Instant::now();
         let mut run = Run::new(program(60, 1 << 20, None, false), 1 << 20, t0);
-        run.output(Stream::Stdout, vec![0; OUTCOME_CAP]);
-        run.output(Stream::Stdout, vec![0; 1]);
+        run.output(Stream::Stdout, vec![0; OUTCOME_CAP], t0);
+        run.output(Stream::Stdout, vec![0; 1], t0);
         assert_eq!(run.finish(None, t0).1, None);
     }
 

@@ -195,6 +195,7 @@ impl Shared {
             rate: (settings.limits.rate, settings.limits.burst),
             tag_proven: false,
             arrived,
+            stdin_was_open: false,
         }
     }
 }

@@ -153,6 +153,7 @@ impl Fixture {
             rate: (1000.0, 1000.0),
             tag_proven: false,
             arrived: std::time::Instant::now(),
+            stdin_was_open: false,
         }
     }
 }

@@ -8,6 +8,7 @@
 )]
 
 use cmdchan::ErrorCode;
+use cmdchan_common::protocol::VERSION;
 use cmdchan_tests::{eventually, text, TestEnv};
 
 const RESTRICTED: &str = r#"
@@ -311,7 +312,7 @@ async fn parked_partial_frames_cannot_take_more_than_the_frame_memory() {
         async move {
             let mut stream = server_raw(addr, &cred).await;
             stream.write_all(&len.to_be_bytes()).await.unwrap();
-            stream.write_all(&[2; 1000]).await.unwrap();
+            stream.write_all(&[VERSION; 1000]).await.unwrap();
             stream.flush().await.unwrap();
             stream
         }
@@ -327,7 +328,7 @@ async fn parked_partial_frames_cannot_take_more_than_the_frame_memory() {
         .unwrap();
     let codec_answer = &answer[..n];
     // A counter-0 error response, code 32 (busy), then the connection ends.
-    assert!(n > 20 && codec_answer[4] == 2, "{codec_answer:?}");
+    assert!(n > 20 && codec_answer[4] == VERSION, "{codec_answer:?}");
     let response: cmdchan::Response = postcard::from_bytes(&codec_answer[5..]).unwrap();
     assert!(
         matches!(response.body, cmdchan::Body::Err(ref f) if f.code == ErrorCode::Busy),
@@ -468,7 +469,7 @@ async fn requests_behind_a_malformed_frame_sent_during_a_program_are_not_answere
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     // A frame of 3 bytes: the version, then bytes that decode to no message.
     io.get_mut()
-        .write_all(&[0, 0, 0, 3, 2, 0xff, 0xff])
+        .write_all(&[0, 0, 0, 3, VERSION, 0xff, 0xff])
         .await
         .unwrap();
     io.send(&request(entry, 2, "ping")).await.unwrap();

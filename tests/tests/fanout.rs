@@ -377,3 +377,129 @@ fn output_streams_in_whole_prefixed_lines_gathers_into_ranges_and_batches_stop()
     assert!(read("db1.stdout").starts_with("line 1\n"));
     assert_eq!(read("db2.stderr"), "to stderr\n");
 }
+
+/// Two servers whose `sha` hashes its stdin, and an inventory of them.
+fn stdin_pair(env: &TestEnv) -> (Vec<Server>, PathBuf) {
+    let policy = env.write(
+        "sha.toml",
+        "[roles.ops]\ncommands = [\"sha\", \"ping\"]\n[commands.sha]\nprogram = \"/usr/bin/sha256sum\"\nstdin = true\nstdin_limit = 100000000\n",
+    );
+    let mut servers = Vec::new();
+    let mut inventory = String::new();
+    for name in ["a1", "a2"] {
+        let mut cmd = Command::new(bin("cmdchan-server"));
+        cmd.args(["serve", "--zone-key"])
+            .arg(&env.zone_key)
+            .args(["--listen", "127.0.0.1:0", "--server-id", name, "--policy"])
+            .arg(&policy)
+            .arg("--replay-store")
+            .arg(format!(
+                "file:{}",
+                env.path(&format!("replay-{name}")).display()
+            ));
+        let server = Server::spawn(cmd);
+        inventory.push_str(&format!(
+            "[servers.{name}]\naddress = \"{}\"\n",
+            server.addr
+        ));
+        servers.push(server);
+    }
+    (servers, env.write("inventory.toml", &inventory))
+}
+
+/// `cmdchan ARGS` with `stdin` written to its stdin (left open if `close` is false).
+fn with_stdin(
+    env: &TestEnv,
+    inventory: &Path,
+    args: &[&str],
+    stdin: Vec<u8>,
+    close: bool,
+) -> Output {
+    use std::io::Write;
+    let cred = env.provision("ops", "ops", &[]);
+    let mut child = Command::new(bin("cmdchan"))
+        .arg("--cred")
+        .arg(&cred)
+        .arg("--inventory")
+        .arg(inventory)
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut pipe = child.stdin.take().unwrap();
+    let writer = std::thread::spawn(move || {
+        let _ = pipe.write_all(&stdin);
+        if !close {
+            std::thread::sleep(Duration::from_secs(30));
+        }
+    });
+    let out = child.wait_with_output().unwrap();
+    drop(writer);
+    out
+}
+
+/// The case: `echo hello | cmdchan --on a1,a2 sha` hashed empty input on every server.
+/// The fan-out reads its stdin once, when a program says it takes stdin, and every
+/// server gets the same bytes.
+#[test]
+fn a_fan_out_gives_every_server_the_same_stdin() {
+    let env = TestEnv::new();
+    let (_servers, inventory) = stdin_pair(&env);
+    let out = with_stdin(
+        &env,
+        &inventory,
+        &["--on", "a1,a2", "sha"],
+        b"hello\n".to_vec(),
+        true,
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let hash = "5891b5b522d5df086d0ff0b110fbd9d21bb4fc7163af34d08286a2e846f6be03  -";
+    let stdout = text(&out.stdout);
+    for name in ["a1", "a2"] {
+        assert!(stdout.contains(&format!("{name}: {hash}")), "{stdout}");
+    }
+}
+
+/// A command that takes no stdin never reads it: a `while read` loop around a fan-out
+/// keeps its input (here the stdin stays open and the client ends all the same).
+#[test]
+fn a_fan_out_of_a_command_without_stdin_never_reads_it() {
+    let env = TestEnv::new();
+    let (_servers, inventory) = stdin_pair(&env);
+    let started = Instant::now();
+    let out = with_stdin(
+        &env,
+        &inventory,
+        &["--on", "a1,a2", "ping"],
+        b"next host\n".to_vec(),
+        false,
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "it waited for stdin to end"
+    );
+}
+
+/// Stdin larger than a fan-out holds (64 MiB): no server gets a part of it as if it
+/// were all; the programs are stopped and the client says why, exit 66.
+#[test]
+fn a_fan_out_stdin_too_large_to_hold_is_given_to_no_server() {
+    let env = TestEnv::new();
+    let (_servers, inventory) = stdin_pair(&env);
+    let big = vec![b'x'; (64 << 20) + 1];
+    let out = with_stdin(&env, &inventory, &["--on", "a1,a2", "sha"], big, true);
+    assert_eq!(out.status.code(), Some(66), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("larger than 64 MiB"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(
+        !text(&out.stdout).contains("  -"),
+        "a server hashed part of it: {}",
+        text(&out.stdout)
+    );
+}

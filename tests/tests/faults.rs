@@ -12,7 +12,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use cmdchan::{ErrorCode, Reply, Request};
-use cmdchan_tests::{eventually, process_gone, text, Redis, Server, TestEnv, Tmpfs};
+use cmdchan_tests::{eventually, process_gone, text, Heard, Redis, Server, TestEnv, Tmpfs};
+use tokio::task::JoinHandle;
 
 fn count_policy(env: &TestEnv) -> PathBuf {
     let runs = env.path("runs");
@@ -30,8 +31,33 @@ fn runs(env: &TestEnv) -> usize {
 
 use cmdchan_tests::refusal as code;
 
+/// One request on a connection of its own, given `within` to answer: `None` if it is
+/// still waiting then (the task is returned to be awaited later).
+async fn try_run(
+    server: &Server,
+    cred: &Path,
+    within: Duration,
+) -> (
+    Request,
+    Result<Result<Reply, cmdchan::Error>, JoinHandle<Result<Reply, cmdchan::Error>>>,
+) {
+    let mut client = server.client(cred).await;
+    let mut req = client.request("count", &[]).unwrap();
+    let sent = req.clone();
+    let mut task =
+        tokio::spawn(async move { client.deliver(&mut req, &mut Heard::default()).await });
+    match tokio::time::timeout(within, &mut task).await {
+        Ok(done) => (sent, Ok(done.unwrap())),
+        Err(_) => (sent, Err(task)),
+    }
+}
+
+/// The fault: the replay log's disk fills while programs run. Claims are refused once
+/// there is no room (nothing runs); a claim that found room but whose outcome finds none
+/// is answered only once the disk has room again and its outcome is kept. After a kill
+/// -9, every answer given is heard again, and nothing ran twice.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_full_disk_under_the_replay_log_never_makes_a_command_run_twice() {
+async fn a_full_disk_under_the_replay_log_never_runs_a_command_twice_nor_denies_an_answer() {
     let env = TestEnv::new();
     let disk = Tmpfs::mount(env.path("disk"), "256k");
     let policy = count_policy(&env);
@@ -44,25 +70,20 @@ async fn a_full_disk_under_the_replay_log_never_makes_a_command_run_twice() {
     ];
     let cred = env.provision("alice", "ops", &[]);
     let server = env.start(&args);
-    let mut client = server.client(&cred).await;
     let mut acknowledged = Vec::new();
     for _ in 0..10 {
-        let req = client.request("count", &[]).unwrap();
-        client.run(&req, |_| {}).await.unwrap();
+        let (req, answer) = try_run(&server, &cred, Duration::from_secs(10)).await;
+        assert!(matches!(answer, Ok(Ok(Reply::Exit(_)))), "{answer:?}");
         acknowledged.push(req);
     }
     disk.fill();
     // The segment's last page still has room: claims go on until it is used up, then
     // every claim is refused, and none of those runs.
-    let mut refused = 0;
-    let mut while_full = Vec::new();
-    for _ in 0..400 {
-        let req = client.request("count", &[]).unwrap();
-        match client.run(&req, |_| {}).await {
-            Ok(_) if refused == 0 => while_full.push(req),
-            Ok(reply) => panic!("a claim was taken after the disk was full: {reply:?}"),
-            Err(e) => {
-                let failed = Err(e);
+    let (mut refused, mut held) = (0, Vec::new());
+    for _ in 0..200 {
+        match try_run(&server, &cred, Duration::from_secs(2)).await {
+            (req, Ok(Ok(Reply::Exit(_)))) => acknowledged.push(req),
+            (_, Ok(failed)) => {
                 assert_eq!(
                     code(&failed),
                     Some(ErrorCode::StoreUnavailable),
@@ -73,42 +94,44 @@ async fn a_full_disk_under_the_replay_log_never_makes_a_command_run_twice() {
                     break;
                 }
             }
+            (req, Err(waiting)) => held.push((req, waiting)),
         }
     }
     assert_eq!(
         refused, 20,
         "the full disk refused nothing: it was not full"
     );
+    let started = runs(&env);
     assert_eq!(
-        runs(&env),
-        acknowledged.len() + while_full.len(),
+        started,
+        acknowledged.len() + held.len(),
         "a refused command ran"
     );
     disk.free();
-    for _ in 0..40 {
-        let req = client.request("count", &[]).unwrap();
-        client
-            .run(&req, |_| {})
-            .await
-            .expect("the store resumes by itself");
+    for (req, waiting) in held {
+        let answer = tokio::time::timeout(Duration::from_secs(10), waiting).await;
+        assert!(
+            matches!(answer, Ok(Ok(Ok(Reply::Exit(_))))),
+            "a held answer comes once the disk has room: {answer:?}"
+        );
+        acknowledged.push(req);
+    }
+    for _ in 0..20 {
+        let (req, answer) = try_run(&server, &cred, Duration::from_secs(10)).await;
+        assert!(
+            matches!(answer, Ok(Ok(Reply::Exit(_)))),
+            "the store resumes: {answer:?}"
+        );
         acknowledged.push(req);
     }
     server.kill();
-
     let server = env.start(&args);
     let before = runs(&env);
     for req in &acknowledged {
         let again = server.resend(&cred, req).await;
-        assert!(matches!(again, Ok(Reply::Exit(_))), "{again:?}");
-    }
-    // A claim that fit in the last page may have found no room for its outcome: its
-    // answer went out all the same, and a retry hears the kept answer or `duplicate`,
-    // never a second run.
-    for req in &while_full {
-        let again = server.resend(&cred, req).await;
         assert!(
-            matches!(again, Ok(Reply::Exit(_))) || code(&again) == Some(ErrorCode::Duplicate),
-            "{again:?}"
+            matches!(again, Ok(Reply::Exit(_))),
+            "an answer given is never denied: {again:?}"
         );
     }
     assert_eq!(
@@ -116,6 +139,175 @@ async fn a_full_disk_under_the_replay_log_never_makes_a_command_run_twice() {
         before,
         "an acknowledged command ran a second time"
     );
+}
+
+/// A program that fills the replay log's disk as it runs: its claim was written, its
+/// outcome (which keeps its 9,000 bytes of output, more than any page's slack) cannot
+/// be. Nothing but a disk with room may release its answer.
+fn filling_policy(env: &TestEnv, disk: &Tmpfs) -> PathBuf {
+    env.script(
+        "fill.sh",
+        &format!(
+            "echo ran >> {}\nhead -c 1000000 /dev/zero > {}/filler 2>/dev/null\nhead -c 9000 /dev/zero | tr '\\0' x",
+            env.path("runs").display(),
+            disk.dir.display()
+        ),
+    );
+    let dir = env.dir.path().display();
+    env.write(
+        "policy.toml",
+        &format!(
+            "[roles.ops]\ncommands = [\"count\"]\n[commands.count]\nprogram = \"{dir}/fill.sh\"\n"
+        ),
+    )
+}
+
+/// The case: a program's outcome finds a full disk (EIO or ENOSPC under the replay log).
+/// Its answer is held, with a sign of life each second saying so (`Recording`), and sent
+/// only once the outcome is kept; after a kill -9 its retry hears that same answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_waits_until_a_full_disk_takes_its_outcome_and_is_never_denied() {
+    let env = TestEnv::new();
+    let disk = Tmpfs::mount(env.path("disk"), "512k");
+    let policy = filling_policy(&env, &disk);
+    let store = format!("file:{}", disk.dir.join("replay").display());
+    let args = [
+        "--policy",
+        policy.to_str().unwrap(),
+        "--replay-store",
+        &store,
+    ];
+    let cred = env.provision("alice", "ops", &[]);
+    let server = env.start(&args);
+    let mut client = server.client(&cred).await;
+    let mut req = client.request("count", &[]).unwrap();
+    let sent = req.clone();
+    let heard = Heard::default();
+    let mut sink = heard.clone();
+    let mut task = tokio::spawn(async move { client.deliver(&mut req, &mut sink).await });
+    let early = tokio::time::timeout(Duration::from_secs(4), &mut task).await;
+    assert!(
+        early.is_err(),
+        "answered while its outcome could not be kept: {early:?}"
+    );
+    assert!(heard.count(cmdchan::Alive::Recording) >= 2, "{:?}", heard.0);
+    assert!(server.wait_for_log("its answer waits until the replay store takes it"));
+    disk.free();
+    let answer = tokio::time::timeout(Duration::from_secs(10), task)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        matches!(answer, Ok(Reply::Exit(ref e)) if e.code == Some(0)),
+        "{answer:?}"
+    );
+    server.kill();
+    let server = env.start(&args);
+    let again = server.resend(&cred, &sent).await;
+    assert_eq!(again.ok(), answer.ok(), "the retry hears the answer given");
+    assert_eq!(runs(&env), 1);
+}
+
+/// The case: the server is stopped (SIGTERM) while an answer waits for a full disk. The
+/// answer is never given, so nothing is denied later: after the restart its retry hears
+/// that the server stopped before the outcome was kept, and it does not run again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_held_when_the_server_stops_is_never_given_and_its_retry_says_so() {
+    let env = TestEnv::new();
+    let disk = Tmpfs::mount(env.path("disk"), "512k");
+    let policy = filling_policy(&env, &disk);
+    let store = format!("file:{}", disk.dir.join("replay").display());
+    let args = [
+        "--policy",
+        policy.to_str().unwrap(),
+        "--replay-store",
+        &store,
+    ];
+    let cred = env.provision("alice", "ops", &[]);
+    let server = env.start(&args);
+    let mut client = server.client(&cred).await;
+    let req = client.request("count", &[]).unwrap();
+    let sent = req.clone();
+    let task = tokio::spawn(async move { client.run(&req, |_| {}).await });
+    assert!(server.wait_for_log("its answer waits until the replay store takes it"));
+    assert!(server.terminate().success());
+    let answer = task.await.unwrap();
+    assert!(answer.is_err(), "no answer was given: {answer:?}");
+    disk.free();
+    let server = env.start(&args);
+    let again = server.resend(&cred, &sent).await;
+    assert_eq!(code(&again), Some(ErrorCode::Duplicate), "{again:?}");
+    let Err(cmdchan::Error::Refused(f)) = again else {
+        unreachable!()
+    };
+    assert!(
+        f.message.contains("stopped before its outcome was kept"),
+        "{}",
+        f.message
+    );
+    assert_eq!(runs(&env), 1);
+}
+
+/// The case: with `--redis-replicas 1`, the replica stops acknowledging between the claim
+/// and the outcome (a failover would lose the outcome). The answer waits for the replica
+/// as the claim did; once it has the outcome, the answer goes out, and a kill -9 loses
+/// nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outcome_waits_for_the_redis_replicas_as_its_claim_did() {
+    let env = TestEnv::new();
+    env.script(
+        "slow.sh",
+        &format!(
+            "echo ran >> {}\nsleep 1\necho done",
+            env.path("runs").display()
+        ),
+    );
+    let dir = env.dir.path().display();
+    let policy = env.write(
+        "policy.toml",
+        &format!(
+            "[roles.ops]\ncommands = [\"slow\"]\n[commands.slow]\nprogram = \"{dir}/slow.sh\"\n"
+        ),
+    );
+    let redis = cmdchan_tests::RedisSentinel::start();
+    let url = redis.url();
+    let args = [
+        "--policy",
+        policy.to_str().unwrap(),
+        "--replay-store",
+        &url,
+        "--redis-replicas",
+        "1",
+    ];
+    let cred = env.provision("alice", "ops", &[]);
+    let server = env.start(&args);
+    let mut client = server.client(&cred).await;
+    let mut req = client.request("slow", &[]).unwrap();
+    let sent = req.clone();
+    let heard = Heard::default();
+    let mut sink = heard.clone();
+    let mut task = tokio::spawn(async move { client.deliver(&mut req, &mut sink).await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    redis.freeze_replica();
+    let early = tokio::time::timeout(Duration::from_secs(4), &mut task).await;
+    assert!(
+        early.is_err(),
+        "answered before a replica held the outcome: {early:?}"
+    );
+    assert!(heard.count(cmdchan::Alive::Recording) >= 1, "{:?}", heard.0);
+    redis.thaw_replica();
+    let answer = tokio::time::timeout(Duration::from_secs(15), task)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        matches!(answer, Ok(Reply::Exit(ref e)) if e.code == Some(0)),
+        "{answer:?}"
+    );
+    server.kill();
+    let server = env.start(&args);
+    assert_eq!(server.resend(&cred, &sent).await.ok(), answer.ok());
+    assert_eq!(runs(&env), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

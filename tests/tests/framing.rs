@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use cmdchan::{Body, Client, ErrorCode, Reply, Response};
 use cmdchan_common::frame::MsgCodec;
+use cmdchan_common::protocol::VERSION;
 use cmdchan_tests::{Server, TestEnv};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -98,7 +99,7 @@ async fn garbage_and_empty_frames_are_refused_malformed() {
     let cred = env.provision("alice", "operator", &[]);
     let server = env.start(&[]);
     let mut honest = server.client(&cred).await;
-    let garbage = [0, 0, 0, 5, 2, 0xff, 0xff, 0xff, 0xff];
+    let garbage = [0, 0, 0, 5, VERSION, 0xff, 0xff, 0xff, 0xff];
     assert_eq!(
         only_error(&attack(&server, &cred, &garbage, false).await),
         ErrorCode::Malformed
@@ -117,7 +118,7 @@ async fn a_future_or_a_version_1_frame_is_refused_clearly() {
     let env = TestEnv::new();
     let cred = env.provision("alice", "operator", &[]);
     let server = env.start(&[]);
-    for version in [3u8, 1] {
+    for version in [VERSION + 1, 2, 1] {
         let responses = attack(&server, &cred, &[0, 0, 0, 3, version, 0, 0], false).await;
         assert_eq!(only_error(&responses), ErrorCode::UnsupportedVersion);
         let Body::Err(failure) = &responses[0].body else {
@@ -125,7 +126,7 @@ async fn a_future_or_a_version_1_frame_is_refused_clearly() {
         };
         assert!(
             failure.message.contains(&format!("version {version}"))
-                && failure.message.contains("version 2"),
+                && failure.message.contains(&format!("version {VERSION}")),
             "{}",
             failure.message
         );

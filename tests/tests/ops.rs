@@ -16,7 +16,7 @@ fn both_binaries_print_their_version_and_protocol_version() {
         let out = run(Command::new(bin(name)).arg("--version"));
         assert_eq!(
             text(&out.stdout),
-            format!("{name} {} (protocol 2)\n", env!("CARGO_PKG_VERSION"))
+            format!("{name} {} (protocol 3)\n", env!("CARGO_PKG_VERSION"))
         );
     }
 }

@@ -18,7 +18,10 @@ use serde_json::Value;
 
 const POLICY: &str = r#"
 [roles.ops]
-commands = ["ping", "echo", "endless", "trap", "binary", "big", "check", "cat", "head", "nostdin", "keep"]
+commands = ["ping", "echo", "endless", "trap", "binary", "big", "check", "cat", "head", "nostdin", "keep", "quiet"]
+[commands.quiet]
+program = "/bin/sleep"
+args = ["3"]
 [commands.keep]
 program = "{dir}/keep.sh"
 stdin = true
@@ -520,4 +523,23 @@ fn a_detached_program_reads_the_end_of_its_stdin_when_its_client_is_killed() {
         server.log()
     );
     drop(stdin);
+}
+
+/// The case: `sleep 5` with `--answer-timeout 2s` was killed on the server and the client
+/// said "retry later". The server shows a sign of life every second while a program
+/// runs, so the answer timeout means "no sign of life": a quiet program runs to its end.
+#[test]
+fn a_quiet_program_runs_to_its_end_past_the_answer_timeout() {
+    let env = TestEnv::new();
+    let (server, cred) = setup(&env);
+    let started = Instant::now();
+    let out = env.cmdchan(&server, &cred, &["--answer-timeout", "2s", "quiet"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(started.elapsed() >= Duration::from_secs(3));
+    let out = env.cmdchan(&server, &cred, &["--answer-timeout", "1s", "quiet"]);
+    assert_eq!(
+        out.status.code(),
+        Some(64),
+        "below two signs of life: a usage error"
+    );
 }

@@ -134,7 +134,9 @@ impl LogStore {
         Ok(claim)
     }
 
-    /// Records `id`'s outcome; with `durable`, before this returns.
+    /// Records `id`'s outcome; with `durable`, before this returns. The index learns it
+    /// only once it is written: a retry in this process must not hear an answer that
+    /// a restart would deny.
     pub fn finish(
         &self,
         id: CommandId,
@@ -142,8 +144,9 @@ impl LogStore {
         until: u64,
         durable: bool,
     ) -> Result<(), StoreError> {
+        self.write(id, entry, until, durable)?;
         self.table.set(&id, entry, until);
-        self.write(id, entry, until, durable)
+        Ok(())
     }
 
     pub(super) fn len(&self) -> usize {

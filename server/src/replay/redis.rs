@@ -5,7 +5,7 @@
 //! key    = "cmdchan:" SERVER_ID ":id:" ID       -- the 16 raw bytes of the ID
 //! value  = nonce || postcard(entry)              -- nonce: 16 random bytes per claim
 //! claim  = SET key value NX GET PX ttl           -- atomic; returns the old value if any
-//! finish = SET key value XX PX ttl               -- only while the claim still exists
+//! finish = SET key value XX PX ttl               -- over the claim; SET … NX if it is gone
 //! undo   = if GET(key)[0..16] == nonce then DEL key    -- a Lua script
 //! ttl    = (until - now + 1 s + max clock skew), in milliseconds
 //! ```
@@ -141,6 +141,10 @@ impl RedisStore {
         }
     }
 
+    /// Writes the outcome over the claim. A claim a failover lost (the key is gone) is
+    /// written again rather than left missing, and with `redis_replicas` the outcome
+    /// counts only once that many replicas hold it, as the claim did: an outcome that
+    /// is not kept is an error, and its answer waits (see `connection::remember`).
     pub async fn finish(
         &self,
         id: CommandId,
@@ -148,12 +152,19 @@ impl RedisStore {
         until: u64,
         now: u64,
     ) -> Result<(), StoreError> {
+        let key = self.key(&id);
         let (value, _) = encode(entry)?;
-        let mut cmd = redis::cmd("SET");
-        cmd.arg(self.key(&id)).arg(value).arg("XX").arg("PX");
-        cmd.arg(self.ttl_ms(until, now));
-        let _: Option<String> = self.query(&cmd).await?;
-        Ok(())
+        let ttl = self.ttl_ms(until, now);
+        let mut over = redis::cmd("SET");
+        over.arg(&key).arg(&value).arg("XX").arg("PX").arg(ttl);
+        let replaced: Option<String> = self.query(&over).await?;
+        if replaced.is_none() {
+            warn!("the claim of a finished command ID is gone from Redis (a failover lost it?); writing its outcome again");
+            let mut again = redis::cmd("SET");
+            again.arg(&key).arg(&value).arg("NX").arg("PX").arg(ttl);
+            let _: Option<String> = self.query(&again).await?;
+        }
+        self.replicated(&key).await
     }
 
     /// Nothing to do on the sweeper's thread: keys expire by themselves, and stale
@@ -193,6 +204,17 @@ impl RedisStore {
     /// With `redis_replicas`, waits for that many replicas to hold the claim; a claim
     /// they do not acknowledge is undone and the request refused.
     async fn acknowledged(&self, key: &[u8], nonce: [u8; NONCE]) -> Result<(), StoreError> {
+        let Err(e) = self.replicated(key).await else {
+            return Ok(());
+        };
+        if self.undo(key, nonce).await.is_err() {
+            self.remember_stale(key, nonce);
+        }
+        Err(e)
+    }
+
+    /// With `redis_replicas`, whether that many replicas hold the last write to `key`.
+    async fn replicated(&self, key: &[u8]) -> Result<(), StoreError> {
         if self.replicas == 0 {
             return Ok(());
         }
@@ -201,16 +223,13 @@ impl RedisStore {
         cmd.arg(self.replicas).arg(wait_ms);
         // WAIT names no key: in a cluster it must go to the primary that holds this one.
         let acked: u32 = self.conn.query_at(&cmd, key).await.unwrap_or(0);
-        if acked >= self.replicas {
-            return Ok(());
+        match acked >= self.replicas {
+            true => Ok(()),
+            false => Err(StoreError::Unavailable(format!(
+                "Redis: {acked} of {} replicas acknowledged the write",
+                self.replicas
+            ))),
         }
-        if self.undo(key, nonce).await.is_err() {
-            self.remember_stale(key, nonce);
-        }
-        Err(StoreError::Unavailable(format!(
-            "Redis: {acked} of {} replicas acknowledged the claim",
-            self.replicas
-        )))
     }
 
     async fn undo(&self, key: &[u8], nonce: [u8; NONCE]) -> Result<(), StoreError> {
