@@ -45,21 +45,25 @@ pub fn run(cmd: AdminCommand) -> anyhow::Result<ExitCode> {
             prev,
             head,
         } => {
-            let key = zonekey::load(&zone_key)?.audit_key();
-            audit_verify(&path, &key, prev.as_deref(), head.as_deref())
+            let keys = zone_key
+                .iter()
+                .map(|path| Ok(zonekey::load(path)?.audit_key()))
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            audit_verify(&path, &keys, prev.as_deref(), head.as_deref())
         }
     }
 }
 
-/// Prints what the chain walk found: the records, the gaps the server recorded, the
-/// last MAC; exit 1 if a record is not the server's.
+/// Prints what the chain walk found: the records, the gaps the server recorded, where
+/// the chain went on under another key, the last MAC; exit 1 if a record is not the
+/// server's, or a part is under a key that was not given (it could not be checked).
 pub fn audit_verify(
     path: &Path,
-    key: &AuditKey,
+    keys: &[AuditKey],
     prev: Option<&str>,
     head: Option<&str>,
 ) -> anyhow::Result<ExitCode> {
-    let verdict = verify::verify(path, key, prev, head)
+    let verdict = verify::verify(path, keys, prev, head)
         .with_context(|| format!("reading {}", path.display()))?;
     let walk = match verdict {
         Verdict::Intact(walk) => walk,
@@ -79,8 +83,17 @@ pub fn audit_verify(
     for (line, records, error) in &walk.gaps {
         println!("gap at line {line}: the server could not write {records} records ({error})");
     }
+    for (line, key) in &walk.rekeyed {
+        println!("key change at line {line}: the chain goes on under key {key} (the server's zone key changed)");
+    }
     println!("last: seq {} mac {}", walk.last_seq, walk.last_mac);
-    Ok(ExitCode::SUCCESS)
+    if walk.unchecked.is_empty() {
+        return Ok(ExitCode::SUCCESS);
+    }
+    for (first, last, key) in &walk.unchecked {
+        println!("NOT CHECKED: lines {first}-{last} are under key {key}, which was not given: pass the zone key it comes from with another --zone-key");
+    }
+    Ok(ExitCode::FAILURE)
 }
 
 pub fn init(path: &Path, force: bool) -> anyhow::Result<ExitCode> {

@@ -86,9 +86,10 @@ pub enum AdminCommand {
     AuditVerify {
         path: PathBuf,
         /// The zone key file of the server that wrote it (the chain's key is derived
-        /// from it).
-        #[arg(long = "zone-key")]
-        zone_key: PathBuf,
+        /// from it); repeat it for a file that crossed a zone key change, one for each
+        /// part (its headers name the key they are under).
+        #[arg(long = "zone-key", required = true)]
+        zone_key: Vec<PathBuf>,
         /// The MAC the first record must continue from (the last MAC of the file before
         /// rotation, as this command printed it for that file).
         #[arg(long)]

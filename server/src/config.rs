@@ -230,6 +230,10 @@ settings! {
     /// Redis replicas that must acknowledge each claim (WAIT) before its command runs
     /// [default: 0].
     redis_replicas: u32 = 0;
+    /// How often the audit chain's head is logged as a checkpoint (target
+    /// cmdchan::audit::checkpoint), when it moved [default: 60s].
+    #[arg(value_parser = humantime::parse_duration)]
+    audit_checkpoint: Duration = Duration::from_secs(60);
     }
 }
 

@@ -106,10 +106,10 @@ fn reload(shared: &Shared, running: &Config, opts: Option<&ServeOpts>) {
         // Read once, when the execution slots, the replay store and the frame budget
         // were made.
         let fixed = |l: &config::Limits| {
-            (l.max_executions, l.max_remembered_ids, l.max_frame_memory, l.max_clock_skew, l.redis_replicas)
+            (l.max_executions, l.max_remembered_ids, l.max_frame_memory, l.max_clock_skew, l.redis_replicas, l.audit_checkpoint)
         };
         if fixed(new) != fixed(old) {
-            warn!("max_executions, max_remembered_ids, max_frame_memory, max_clock_skew and redis_replicas changes need a restart; they are not applied");
+            warn!("max_executions, max_remembered_ids, max_frame_memory, max_clock_skew, redis_replicas and audit_checkpoint changes need a restart; they are not applied");
         }
         Settings::load(&config)
     });

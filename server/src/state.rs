@@ -109,6 +109,7 @@ impl Shared {
             config.server_id.clone(),
             config.audit_log.as_deref(),
             audit_key,
+            config.limits.audit_checkpoint,
         )
         .with_context(|| match &config.audit_log {
             Some(path) => format!("opening the audit file {}", path.display()),

@@ -171,7 +171,7 @@ proptest! {
     #[test]
     fn audit_verify_gives_a_verdict_for_any_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..2048)) {
         let key = cmdchan_common::keys::AuditKey::from_bytes([7; 32]);
-        let _ = cmdchan_server::audit::verify::verify_from(&bytes[..], &key, None, Some("00"));
+        let _ = cmdchan_server::audit::verify::verify_from(&bytes[..], std::slice::from_ref(&key), None, Some("00"));
     }
 
     /// A broken config line that holds a Redis URL never has its password shown.

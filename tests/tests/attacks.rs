@@ -491,3 +491,157 @@ async fn requests_behind_a_malformed_frame_sent_during_a_program_are_not_answere
         "{answers:?}"
     );
 }
+
+/// A sealed identity for `name` (epoch 0) built by hand from the credential's identity
+/// key, its plaintext changed by `tamper` before it is sealed, and its generation
+/// written as `generation`.
+fn hand_sealed(entry: &cmdchan::ZoneEntry, generation: &str, tamper: impl Fn(&mut [u8])) -> String {
+    use openssl::symm::{encrypt_aead, Cipher};
+    let name = b"alice";
+    let mut plaintext = [0u8; 137];
+    plaintext[0] = name.len() as u8;
+    plaintext[1..=name.len()].copy_from_slice(name);
+    tamper(&mut plaintext);
+    let key = hex::decode(entry.identity_key.to_hex().as_str()).unwrap();
+    let aad = cmdchan_common::encode::Canonical::new()
+        .bytes(b"cmdchan/v2/identity")
+        .bytes(cmdchan_tests::ZONE.as_bytes())
+        .u64(1)
+        .finish();
+    let nonce = [5u8; 12];
+    let mut tag = [0u8; 16];
+    let sealed = encrypt_aead(
+        Cipher::chacha20_poly1305(),
+        &key,
+        Some(&nonce),
+        &aad,
+        &plaintext,
+        &mut tag,
+    )
+    .unwrap();
+    let raw = [&nonce[..], &sealed, &tag].concat();
+    let text = openssl::base64::encode_block(&raw)
+        .replace('+', "-")
+        .replace('/', "_");
+    format!("c2.{generation}.{}", text.trim_end_matches('='))
+}
+
+/// The attack: identities that say the same as a valid one in another form (a name
+/// padded with other bytes than zeros, a generation written `+1` or `01`). Only the
+/// canonical form opens: each gets the failure of a wrong key, and the honest one works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn identities_in_a_form_other_than_the_canonical_one_do_not_open() {
+    let env = TestEnv::new();
+    let server = env.start(&[]);
+    let cred = env.provision("alice", "ops", &[]);
+    let loaded = cmdchan::Credential::load(&cred).unwrap();
+    let (_, entry) = loaded.zone(None).unwrap();
+    let handshake = |identity: String| {
+        let psk = &entry.psk;
+        async move { cmdchan_tests::raw_tls_fixed("127.0.0.1", server.addr, &identity, psk).await }
+    };
+    assert!(
+        handshake(hand_sealed(entry, "1", |_| {})).await.is_ok(),
+        "the canonical form opens"
+    );
+    for (what, identity) in [
+        ("padding", hand_sealed(entry, "1", |p| p[100] = 1)),
+        ("+1", hand_sealed(entry, "+1", |_| {})),
+        ("01", hand_sealed(entry, "01", |_| {})),
+    ] {
+        assert!(handshake(identity).await.is_err(), "{what} opened");
+    }
+    assert!(
+        server.wait_for_lines("unknown identity", 3).len() >= 3,
+        "{}",
+        server.log()
+    );
+}
+
+/// The attack: a request whose counter is written as a longer varint than it needs
+/// (the same number, another encoding). One message has one encoding: `malformed`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_with_a_number_written_long_is_malformed() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let env = TestEnv::new();
+    let server = env.start(&[]);
+    let cred = env.provision("alice", "ops", &[]);
+    let loaded = cmdchan::Credential::load(&cred).unwrap();
+    let (_, entry) = loaded.zone(None).unwrap();
+    let body = postcard::to_stdvec(&request(entry, 1, "ping")).unwrap();
+    // ClientMsg::Request is 0x00, then the counter 1: written 0x81 0x00.
+    let mut long = vec![VERSION, body[0], 0x81, 0x00];
+    long.extend_from_slice(&body[2..]);
+    let mut frame = (long.len() as u32).to_be_bytes().to_vec();
+    frame.extend_from_slice(&long);
+    let mut stream = server_raw(server.addr, &cred).await;
+    stream.write_all(&frame).await.unwrap();
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        stream.read_to_end(&mut answer),
+    )
+    .await;
+    let response: cmdchan::Response = postcard::from_bytes(&answer[5..]).unwrap();
+    assert!(
+        matches!(response.body, cmdchan::Body::Err(ref f) if f.code == ErrorCode::Malformed),
+        "{response:?}"
+    );
+    assert!(!server.log().contains("admitted"), "nothing ran");
+}
+
+/// The case: a request sent while the previous program's stdin is still open stalled
+/// that program to its timeout and lost its input, silently. Now the program's stdin
+/// ends there, and the request is refused `stdin open` (18): nothing of it ran.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_before_the_end_of_stdin_is_refused_stdin_open() {
+    use futures::{SinkExt, StreamExt};
+    let env = TestEnv::new();
+    let policy = env.write(
+        "policy.toml",
+        "[roles.ops]\ncommands = [\"cat\", \"ping\"]\n[commands.cat]\nprogram = \"/bin/cat\"\nstdin = true\n",
+    );
+    let server = env.start(&["--policy", policy.to_str().unwrap()]);
+    let cred = env.provision("alice", "ops", &[]);
+    let loaded = cmdchan::Credential::load(&cred).unwrap();
+    let (_, entry) = loaded.zone(None).unwrap();
+    let codec =
+        cmdchan_common::frame::MsgCodec::<cmdchan::Response, cmdchan::ClientMsg>::new(1 << 20);
+    let mut io = tokio_util::codec::Framed::new(server_raw(server.addr, &cred).await, codec);
+    io.send(&request(entry, 1, "cat")).await.unwrap();
+    let started = io.next().await.unwrap().unwrap();
+    assert!(
+        matches!(started.body, cmdchan::Body::Started(_)),
+        "{started:?}"
+    );
+    let input = cmdchan::ClientMsg::Input(cmdchan_common::protocol::Input {
+        counter: 1,
+        data: b"hi\n".to_vec(),
+    });
+    io.send(&input).await.unwrap();
+    io.send(&request(entry, 2, "ping")).await.unwrap();
+    let mut answers = Vec::new();
+    let done = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        while let Some(Ok(response)) = io.next().await {
+            let last = response.counter == 2;
+            answers.push(response);
+            if last {
+                break;
+            }
+        }
+    })
+    .await;
+    assert!(done.is_ok(), "the program stalled: {answers:?}");
+    let exit = answers
+        .iter()
+        .find(|a| a.counter == 1 && matches!(a.body, cmdchan::Body::Ok(_)));
+    assert!(
+        exit.is_some(),
+        "the program ended at the request: {answers:?}"
+    );
+    let refused = answers.last().unwrap();
+    assert!(
+        matches!(refused.body, cmdchan::Body::Err(ref f) if f.code == ErrorCode::StdinOpen),
+        "{answers:?}"
+    );
+}

@@ -269,3 +269,98 @@ async fn sighup_keeps_the_old_policy_when_the_new_one_is_broken_and_applies_a_go
         "the open connection sees the new rules"
     );
 }
+
+/// The case: the audit file was rotated while the server held two generations of its
+/// zone key (the chain under the first), then the server restarted with the new key
+/// alone. It goes on under a `rekeyed` header: with both keys every record verifies, with
+/// the new one alone the old part is reported as not checked, never as forged.
+#[test]
+fn an_honest_history_across_a_zone_key_change_verifies_with_both_keys() {
+    let env = TestEnv::new();
+    let new_key = env.path("zone-2.key");
+    env.make_zone_key(cmdchan_tests::ZONE, 2, &new_key);
+    let log = env.path("audit.log");
+    env.script("login.sh", "echo \"welcome $1\"");
+    let dir = env.dir.path().to_str().unwrap();
+    let policy = env.write("policy.toml", &POLICY.replace("{dir}", dir));
+    let serve = |keys: &[&Path]| {
+        let mut cmd = std::process::Command::new(cmdchan_tests::bin("cmdchan-server"));
+        cmd.args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--server-id",
+            cmdchan_tests::SERVER_ID,
+        ]);
+        for key in keys {
+            cmd.arg("--zone-key").arg(key);
+        }
+        cmd.arg("--policy")
+            .arg(&policy)
+            .arg("--audit-log")
+            .arg(&log);
+        cmd.arg("--replay-store")
+            .arg(format!("file:{}", env.path("replay").display()));
+        Server::spawn(cmd)
+    };
+    let cred = env.provision("alice", "ops", &[]);
+    let server = serve(&[&env.zone_key, &new_key]);
+    env.cmdchan(&server, &cred, &["ping"]);
+    records_when(&log, 2);
+    let rotated = env.path("audit.log.1");
+    std::fs::rename(&log, &rotated).unwrap();
+    server.signal("HUP");
+    assert!(eventually(10, || log.exists()));
+    env.cmdchan(&server, &cred, &["ping"]);
+    records_when(&log, 2);
+    assert!(server.terminate().success());
+    let new_cred = env.provision("alice", "ops", &["--generation", "2"]);
+    let server = serve(&[&new_key]);
+    env.cmdchan(&server, &new_cred, &["ping"]);
+    let all = records_when(&log, 4);
+    assert!(all.iter().any(|r| r["chain"] == "rekeyed"), "{all:?}");
+    assert!(server.terminate().success());
+    let check = |file: &Path, keys: &[&Path]| {
+        let mut args = vec!["audit-verify".to_owned(), file.display().to_string()];
+        for key in keys {
+            args.extend(["--zone-key".to_owned(), key.display().to_string()]);
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = env.admin(&args);
+        (out.status.code(), text(&out.stdout))
+    };
+    for file in [&rotated, &log] {
+        let (status, report) = check(file, &[&env.zone_key, &new_key]);
+        assert_eq!(status, Some(0), "{}: {report}", file.display());
+    }
+    let (status, report) = check(&log, &[&new_key]);
+    assert_eq!(status, Some(1), "{report}");
+    assert!(
+        report.contains("NOT CHECKED") && !report.contains("BROKEN"),
+        "{report}"
+    );
+    assert!(report.contains("key change at line"), "{report}");
+}
+
+/// The case: every SIGHUP restarted the checkpoint's minute, so a server reloaded more
+/// often than that never logged one. Reloads now leave the checkpoint's clock alone.
+#[test]
+fn checkpoints_keep_coming_when_reloads_come_more_often() {
+    let env = TestEnv::new();
+    let log = env.path("audit.log");
+    let cred = env.provision("alice", "ops", &[]);
+    let server = env.start(&[
+        "--audit-log",
+        log.to_str().unwrap(),
+        "--audit-checkpoint",
+        "2s",
+    ]);
+    let started = std::time::Instant::now();
+    while started.elapsed() < std::time::Duration::from_secs(7) {
+        env.cmdchan(&server, &cred, &["ping"]);
+        server.signal("HUP");
+        std::thread::sleep(std::time::Duration::from_millis(300));
+    }
+    let checkpoints = server.log_lines("audit checkpoint");
+    assert!(checkpoints.len() >= 2, "{checkpoints:?}");
+}

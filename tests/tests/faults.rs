@@ -368,6 +368,80 @@ async fn a_full_disk_under_the_audit_file_leaves_a_recorded_gap_not_an_edit() {
     assert!(report.contains("No space left on device"), "{report}");
 }
 
+/// The case: the audit disk is full, so nothing runs (a program's `started` record
+/// cannot be written), and the server stops before the disk has room: kill -9, then, a
+/// second time, SIGTERM. The count of records lost waits beside the file (its room taken
+/// at start), and the next start writes the gap: audit-verify lists both gaps, never an
+/// intact file with records missing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gap_on_a_full_audit_disk_survives_a_stop_and_is_written_at_the_next_start() {
+    let env = TestEnv::new();
+    let disk = Tmpfs::mount(env.path("disk"), "256k");
+    let policy = count_policy(&env);
+    let log = disk.dir.join("audit.log");
+    let args = [
+        "--policy",
+        policy.to_str().unwrap(),
+        "--audit-log",
+        log.to_str().unwrap(),
+    ];
+    let cred = env.provision("alice", "ops", &[]);
+    for round in 0..2 {
+        let server = env.start(&args);
+        let mut client = server.client(&cred).await;
+        client.call("ping", &[]).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        disk.fill();
+        // Programs run while the last page has room; then each is refused, unrecorded.
+        let mut refused = 0;
+        for _ in 0..200 {
+            let req = client.request("count", &[]).unwrap();
+            if client.run(&req, |_| {}).await.is_err() {
+                refused += 1;
+                if refused == 10 {
+                    break;
+                }
+            }
+        }
+        assert_eq!(refused, 10, "the disk was not full");
+        match round {
+            0 => server.kill(),
+            _ => assert!(server.terminate().success()),
+        }
+        disk.free();
+    }
+    let server = env.start(&args);
+    let verified = || {
+        let out = env.admin(&[
+            "audit-verify",
+            log.to_str().unwrap(),
+            "--zone-key",
+            env.zone_key.to_str().unwrap(),
+        ]);
+        (out.status.code(), text(&out.stdout))
+    };
+    assert!(
+        eventually(10, || verified().1.matches("gap at line").count() == 2),
+        "{}",
+        verified().1
+    );
+    let (status, report) = verified();
+    assert_eq!(status, Some(0), "{report}");
+    for gap in report.lines().filter(|l| l.starts_with("gap at line")) {
+        let lost: u64 = gap
+            .split("could not write ")
+            .nth(1)
+            .unwrap()
+            .split(' ')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(lost >= 10, "each stop kept at least the 10 refusals: {gap}");
+    }
+    drop(server);
+}
+
 const ESCAPE: &str = r#"
 [roles.ops]
 commands = ["escape"]

@@ -14,12 +14,21 @@
 //! were deleted no longer starts with a header. The chain advances only with what
 //! reached the file: a write that fails (a full disk) is cut off, and once writing works
 //! again a `"gap"` record says how many records were lost and why, so a full disk is
-//! never mistaken for an edit. About once a minute the head (seq and MAC) is logged as
-//! a checkpoint (target `cmdchan::audit::checkpoint`): kept in the system journal, it is
-//! an anchor a rewrite of the file cannot move (`audit-verify --head`).
+//! never mistaken for an edit. The count of records lost waits in a small file beside the
+//! chain (`.NAME.gap`, its room taken when the chain opens, so a full disk can still take
+//! it), so a server stopped while the disk is full writes the gap at its next start.
+//! About once a minute the head (seq and MAC) is logged as a checkpoint (target
+//! `cmdchan::audit::checkpoint`): kept in the system journal, it is an anchor a rewrite
+//! of the file cannot move (`audit-verify --head`).
+//!
+//! Each header names the key its part of the chain is under (`key`: a key ID, not the
+//! key). A server that opens a file whose last record its key does not verify (its zone
+//! key changed) goes on with a `"chain":"rekeyed"` header chained from that record, under
+//! its own key: the history before it still verifies with the key it was written under.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::FileExt;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -38,11 +47,18 @@ use crate::batch::{Batched, Sink};
 /// The `prev` of a new chain's header.
 pub const GENESIS: [u8; 32] = [0; 32];
 
-/// How often the chain's head is logged as a checkpoint, when it moved.
+/// How often the chain's head is logged as a checkpoint, when it moved, unless the
+/// server says otherwise (`audit_checkpoint`).
 const CHECKPOINT: Duration = Duration::from_secs(60);
 
 /// `,"mac":"` + 64 hex digits + `"}`
 pub const MAC_SUFFIX: usize = 8 + 64 + 2;
+
+/// `key_id = hex(first 8 bytes of HMAC(audit key, "cmdchan/v2/audit-key-id"))`: names a
+/// chain's key in its headers without giving anything of it away.
+pub fn key_id(key: &AuditKey) -> String {
+    hex::encode(&mac(key, b"cmdchan/v2/audit-key-id")[..8])
+}
 
 /// An append-only, keyed audit chain.
 #[derive(Debug)]
@@ -70,10 +86,28 @@ struct Writer {
     torn: bool,
     seq: u64,
     last: [u8; 32],
-    /// Records that could not be written since the last gap record: count, first
-    /// failure's time, last error.
-    lost: Option<(u64, Stamp, String)>,
+    /// Records that could not be written since the last gap record.
+    lost: Option<Lost>,
+    /// Where `lost` survives a stop.
+    pending: Pending,
+    /// The head last logged as a checkpoint, and when.
     checkpoint: (u64, Instant),
+    checkpoint_every: Duration,
+}
+
+/// Records a failed write kept out of the file: how many, since when, the last error.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+struct Lost {
+    records: u64,
+    /// Unix milliseconds of the first failure.
+    since_ms: u64,
+    error: String,
+}
+
+impl Lost {
+    fn since(&self) -> Stamp {
+        Stamp::at(std::time::UNIX_EPOCH + Duration::from_millis(self.since_ms))
+    }
 }
 
 impl Chain {
@@ -91,9 +125,9 @@ impl Chain {
     pub fn reopen(&self) -> io::Result<()> {
         self.out.with_sink(|w| {
             let head = (w.seq, w.last);
-            let lost = w.lost.take();
             let mut fresh = Writer::open(&w.path, w.key.clone(), &w.server, Some(head))?;
-            fresh.lost = lost;
+            // A reload is not a new minute: the checkpoint keeps its own clock.
+            (fresh.checkpoint, fresh.checkpoint_every) = (w.checkpoint, w.checkpoint_every);
             *w = fresh;
             Ok(())
         })
@@ -118,6 +152,11 @@ impl Chain {
     pub fn path(&self) -> &Path {
         &self.path
     }
+
+    /// Logs the chain's head as a checkpoint about every `every` (when it moved).
+    pub fn checkpoint_every(&self, every: Duration) {
+        self.out.with_sink(|w| w.checkpoint_every = every);
+    }
 }
 
 impl Sink for Writer {
@@ -136,7 +175,7 @@ impl Sink for Writer {
 
     fn tick(&mut self) {
         let (seq, at) = self.checkpoint;
-        if self.seq != seq && at.elapsed() >= CHECKPOINT {
+        if self.seq != seq && at.elapsed() >= self.checkpoint_every {
             info!(target: "cmdchan::audit::checkpoint", path = %self.path.display(), seq = self.seq, mac = %hex::encode(self.last), "audit checkpoint");
             self.checkpoint = (self.seq, Instant::now());
         }
@@ -145,8 +184,10 @@ impl Sink for Writer {
 
 impl Writer {
     /// Opens `path` for appending. An existing chain goes on from its last line (a torn
-    /// last line is cut off and recorded as a gap); an empty file gets a header: a new
-    /// chain, or with `carry` the continuation of the file rotated away.
+    /// last line is cut off and recorded as a gap), under a `rekeyed` header if that line
+    /// is not under this key; an empty file gets a header: a new chain, or with `carry`
+    /// the continuation of the file rotated away. A gap a stopped server could not write
+    /// is written now.
     fn open(
         path: &Path,
         key: Arc<AuditKey>,
@@ -159,7 +200,8 @@ impl Writer {
             .read(true)
             .mode(0o600)
             .open(path)?;
-        let (good, head, torn) = last_whole_line(&mut file)?;
+        let (good, last_line, torn) = last_whole_line(&mut file)?;
+        let (pending, lost) = Pending::open(path)?;
         let mut w = Self {
             path: path.into(),
             file,
@@ -170,34 +212,58 @@ impl Writer {
             torn: false,
             seq: 0,
             last: GENESIS,
-            lost: None,
+            lost,
+            pending,
             checkpoint: (0, Instant::now()),
+            checkpoint_every: CHECKPOINT,
         };
         if torn > 0 {
             warn!(path = %path.display(), bytes = torn, "the audit file ends in a torn record; cutting it off");
             w.file.set_len(good)?;
-            w.lost = Some((1, Stamp::now(), "a torn record was cut off at start".into()));
+            w.count_lost(1, "a torn record was cut off at start");
         }
-        match head {
-            Some((seq, mac)) => (w.seq, w.last) = (seq, mac),
-            None => {
-                let (kind, (seq, last)) = match carry {
-                    Some(head) => ("rotated", head),
-                    None => ("new", (u64::MAX, GENESIS)),
-                };
-                (w.seq, w.last) = (seq, last);
-                let header = Header {
-                    chain: kind,
-                    server,
-                    time: Stamp::now(),
-                };
-                let mut body = serde_json::to_vec(&header)?;
-                body.pop();
-                w.write(vec![Queued(body)])?;
+        let header = match last_line
+            .as_deref()
+            .and_then(|line| Some((line, head_of(line)?)))
+        {
+            Some((line, head)) => {
+                (w.seq, w.last) = head;
+                (!verifies(line, &w.key)).then_some("rekeyed")
             }
+            None => {
+                (w.seq, w.last) = carry.unwrap_or((u64::MAX, GENESIS));
+                Some(if carry.is_some() { "rotated" } else { "new" })
+            }
+        };
+        if header == Some("rekeyed") {
+            warn!(path = %path.display(), "the audit file's last record is not under this server's audit key (its zone key changed, or the record was edited): the chain goes on under this key from a \"rekeyed\" header; audit-verify checks each part with its own key");
+        }
+        match header {
+            Some(kind) => w.write_header(kind)?,
+            None if w.lost.is_some() => w.write(Vec::new())?,
+            None => {}
         }
         w.checkpoint = (w.seq, Instant::now());
         Ok(w)
+    }
+
+    fn write_header(&mut self, kind: &str) -> io::Result<()> {
+        let header = Header {
+            chain: kind,
+            key: &key_id(&self.key),
+            server: &self.server,
+            time: Stamp::now(),
+        };
+        let mut body = serde_json::to_vec(&header)?;
+        body.pop();
+        // The header comes first; a pending gap goes right after it.
+        let lost = self.lost.take();
+        self.write(vec![Queued(body)])?;
+        self.lost = lost;
+        match self.lost.is_some() {
+            true => self.write(Vec::new()),
+            false => Ok(()),
+        }
     }
 
     /// Writes the pending gap record (if any), then `batch`, each line chained from the
@@ -209,12 +275,12 @@ impl Writer {
         }
         let (mut seq, mut last) = (self.seq, self.last);
         let mut out = Vec::with_capacity(batch.len() * 400);
-        if let Some((records, since, why)) = &self.lost {
+        if let Some(lost) = &self.lost {
             let gap = Gap {
                 gap: GapInfo {
-                    records: *records,
-                    since: *since,
-                    error: why,
+                    records: lost.records,
+                    since: lost.since(),
+                    error: &lost.error,
                 },
                 server: &self.server,
                 time: Stamp::now(),
@@ -235,8 +301,9 @@ impl Writer {
         }
         self.good += out.len() as u64;
         (self.seq, self.last) = (seq, last);
-        if let Some((records, _, _)) = self.lost.take() {
-            warn!(path = %self.path.display(), records, "the audit file is written again; a gap record says how many records were lost");
+        if let Some(lost) = self.lost.take() {
+            self.pending.clear();
+            warn!(path = %self.path.display(), records = lost.records, "the audit file is written again; a gap record says how many records were lost");
         }
         Ok(())
     }
@@ -272,11 +339,111 @@ impl Writer {
     }
 
     fn lose(&mut self, count: u64, e: &io::Error) {
-        let (records, since, _) = self.lost.take().unwrap_or((0, Stamp::now(), String::new()));
-        self.lost = Some((records + count, since, e.to_string()));
-        error!(path = %self.path.display(), error = %e, lost = records + count, "cannot write the audit file; the records are counted in a gap record");
+        let records = self.count_lost(count, &e.to_string());
+        error!(path = %self.path.display(), error = %e, lost = records, "cannot write the audit file; the records are counted in a gap record");
+    }
+
+    /// Adds `count` records to the pending gap, kept beside the file too; returns the
+    /// gap's count.
+    fn count_lost(&mut self, count: u64, error: &str) -> u64 {
+        let now_ms = u64::try_from(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_millis(),
+        )
+        .unwrap_or(u64::MAX);
+        let lost = self.lost.get_or_insert(Lost {
+            records: 0,
+            since_ms: now_ms,
+            error: String::new(),
+        });
+        lost.records += count;
+        lost.error = error.to_owned();
+        self.pending.save(lost);
+        lost.records
     }
 }
+
+/// The pending gap's file beside the chain (`.NAME.gap`): [`Pending::ROOM`] bytes taken
+/// when the chain opens, then only written over in place, so it takes the count on a
+/// disk that is full.
+struct Pending {
+    path: PathBuf,
+    file: File,
+}
+
+impl Pending {
+    const ROOM: usize = 512;
+
+    /// Opens (or makes) the file beside `chain`, and what it holds.
+    fn open(chain: &Path) -> io::Result<(Self, Option<Lost>)> {
+        let name = chain
+            .file_name()
+            .map(|n| n.to_string_lossy())
+            .unwrap_or_default();
+        let path = chain.with_file_name(format!(".{name}.gap"));
+        let mut file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .mode(0o600)
+            .open(&path)?;
+        let mut held = Vec::new();
+        file.read_to_end(&mut held)?;
+        let lost = serde_json::from_slice::<Lost>(held.trim_ascii()).ok();
+        if held.len() < Self::ROOM {
+            file.write_all_at(&[b' '; Self::ROOM], 0)?;
+        }
+        if lost.is_some() {
+            warn!(path = %path.display(), "records the audit file could not take before the last stop: writing their gap record");
+        }
+        Ok((Self { path, file }, lost))
+    }
+
+    /// Keeps `lost` (best effort: its room was taken at open).
+    fn save(&self, lost: &Lost) {
+        let mut text = serde_json::to_vec(lost).unwrap_or_default();
+        if text.len() > Self::ROOM {
+            let mut short = lost.clone();
+            short.error.truncate(Self::ROOM / 2);
+            text = serde_json::to_vec(&short).unwrap_or_default();
+        }
+        text.resize(Self::ROOM, b' ');
+        if let Err(e) = self.file.write_all_at(&text, 0) {
+            error!(path = %self.path.display(), error = %e, "cannot keep the count of lost audit records; a stop now loses it");
+        }
+    }
+
+    fn clear(&self) {
+        let _ = self.file.write_all_at(&[b' '; Self::ROOM], 0);
+    }
+}
+
+impl std::fmt::Debug for Pending {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pending").field("path", &self.path).finish()
+    }
+}
+
+/// Whether `line` carries the MAC of its own text under `key`.
+fn verifies(line: &[u8], key: &AuditKey) -> bool {
+    let Some(cut) = line.len().checked_sub(MAC_SUFFIX) else {
+        return false;
+    };
+    let mut text = line[..cut].to_vec();
+    text.push(b'}');
+    let Some(claimed) = serde_json::from_slice::<serde_json::Value>(line)
+        .ok()
+        .and_then(|v| v.get("mac")?.as_str().map(str::to_owned))
+    else {
+        return false;
+    };
+    openssl::memcmp::eq(hex::encode(mac(key, &text)).as_bytes(), claimed.as_bytes())
+}
+
+impl Writer {}
 
 /// `mac = HMAC-SHA256(key, text)`
 pub fn mac(key: &AuditKey, text: &[u8]) -> [u8; 32] {
@@ -292,6 +459,7 @@ fn keyed(key: &AuditKey) -> Hmac<Sha256> {
 #[derive(Serialize)]
 struct Header<'a> {
     chain: &'a str,
+    key: &'a str,
     server: &'a str,
     time: Stamp,
 }
@@ -310,12 +478,9 @@ struct GapInfo<'a> {
     error: &'a str,
 }
 
-/// A chain's head: the last record's seq and MAC.
-type Head = (u64, [u8; 32]);
-
-/// The length of the file's whole lines, the head of its last whole line (if any), and
-/// how many bytes follow it (a torn line).
-fn last_whole_line(file: &mut File) -> io::Result<(u64, Option<Head>, u64)> {
+/// The length of the file's whole lines, its last whole line (if any), and how many
+/// bytes follow it (a torn line).
+fn last_whole_line(file: &mut File) -> io::Result<(u64, Option<Vec<u8>>, u64)> {
     let len = file.metadata()?.len();
     let mut window: u64 = 64 * 1024;
     loop {
@@ -345,9 +510,9 @@ fn last_whole_line(file: &mut File) -> io::Result<(u64, Option<Head>, u64)> {
             1 => 0,
             n => ends[n - 2] + 1,
         };
-        let line = &tail[line_start..end - 1];
+        let line = tail[line_start..end - 1].to_vec();
         let good = start + end as u64;
-        return Ok((good, head_of(line), len - good));
+        return Ok((good, Some(line), len - good));
     }
 }
 

@@ -47,11 +47,21 @@ pub struct Audit {
 }
 
 impl Audit {
-    pub fn new(server: Ident, path: Option<&Path>, key: AuditKey) -> io::Result<Self> {
+    /// The trail of `server`, in the file at `path` if given, its head logged as a
+    /// checkpoint about every `checkpoint`.
+    pub fn new(
+        server: Ident,
+        path: Option<&Path>,
+        key: AuditKey,
+        checkpoint: Duration,
+    ) -> io::Result<Self> {
         let key = Arc::new(key);
         let file = path
             .map(|p| Chain::open(p, key.clone(), server.as_str()))
             .transpose()?;
+        if let Some(file) = &file {
+            file.checkpoint_every(checkpoint);
+        }
         Ok(Self {
             server,
             key,
