@@ -120,8 +120,10 @@ def print_key_vectors():
     g0 = ("alice", "operator", 0, None, [])
     print("tag (2)         ", tag(zkey, "prod", *g0).hex())
     print("identity        ", sealed_identity(zkey, "prod", 1, "alice", 7, bytes(range(12))))
-    header = ('{"chain":"new","server":"db1","time":"2030-01-01T00:00:00.000Z","seq":0,"prev":"'
-              + "0" * 64 + '"}')
+    key_id = hmac.new(akey, b"cmdchan/v2/audit-key-id", hashlib.sha256).digest()[:8].hex()
+    print("audit key id    ", key_id)
+    header = ('{"chain":"new","key":"' + key_id + '","server":"db1",'
+              + '"time":"2030-01-01T00:00:00.000Z","seq":0,"prev":"' + "0" * 64 + '"}')
     mac0 = audit_mac(akey, header)
     print("audit mac (0)   ", mac0)
     record = '{"client":"alice","outcome":"ok","seq":1,"prev":"' + mac0 + '"}'
@@ -148,8 +150,8 @@ def popt_u64(n) -> bytes:
 def pvec_str(xs) -> bytes:
     return varint(len(xs)) + b"".join(pstr(x) for x in xs)
 
-def frame(body: bytes) -> bytes:   # u32be(len) || version 2 || postcard body
-    payload = b"\x02" + body
+def frame(body: bytes) -> bytes:   # u32be(len) || version 3 || postcard body
+    payload = b"\x03" + body
     return struct.pack(">I", len(payload)) + payload
 
 def zigzag(n: int) -> bytes:        # signed integers: zigzag, then varint
@@ -167,8 +169,11 @@ def print_wire_vectors():
     g = ("alice", "operator", 7, 1893456000, ["db1", "db2"])
     cid = bytes(range(16))
     req = request(1, cid, 1893455990, "db1", "operator", 7, 1893456000, ["db1", "db2"],
-                  tag(zkey, "prod", *g), "echo", ["hi", "ü"], [("lines", "10")])
+                  tag(zkey, "prod", *g), "echo", ["hi", "ü"], [])
     print("request frame   ", frame(varint(0) + req).hex())    # ClientMsg::Request = variant 0
+    tail = request(2, cid, 1893455990, "db1", "operator", 7, 1893456000, ["db1", "db2"],
+                   tag(zkey, "prod", *g), "tail-log", ["/var/log/syslog"], [("lines", "10")])
+    print("request frame 2 ", frame(varint(0) + tail).hex())
     print("input frame     ", frame(varint(1) + varint(1) + varint(3) + b"hi\n").hex())
     print("input end frame ", frame(varint(2) + varint(1)).hex())
     started = varint(1) + cid + varint(3) + varint(1000)      # Body::Started { stdin_limit }
@@ -188,6 +193,8 @@ def print_wire_vectors():
     ex = (varint(1) + cid + varint(0) + varint(4) + b"\x01" + zigzag(-1) + b"\x00" + b"\x00"
           + varint(1500) + varint(300) + b"\x01" + b"\x00")
     print("exit frame      ", frame(ex).hex())
+    # Response: Body::Alive(4) Alive::Running(0)
+    print("alive frame     ", frame(varint(1) + cid + varint(4) + varint(0)).hex())
 
 if __name__ == "__main__":
     print_key_vectors()

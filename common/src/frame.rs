@@ -391,6 +391,10 @@ mod tests {
             "000000150301000102030405060708090a0b0c0d0e0f03e807"
         );
         assert_eq!(
+            frame_hex(&response(Body::Alive(crate::protocol::Alive::Running))),
+            "000000140301000102030405060708090a0b0c0d0e0f0400"
+        );
+        assert_eq!(
             frame_hex(&response(Body::Ok(Reply::Exit(exit)))),
             "0000001e0301000102030405060708090a0b0c0d0e0f000401010000dc0bac020100"
         );

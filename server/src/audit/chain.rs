@@ -557,17 +557,19 @@ mod tests {
                 .expect("32 bytes"),
         );
         let zeros = "0".repeat(64);
-        let header = format!("{{\"chain\":\"new\",\"server\":\"db1\",\"time\":\"2030-01-01T00:00:00.000Z\",\"seq\":0,\"prev\":\"{zeros}\"}}");
+        let id = key_id(&key);
+        assert_eq!(id, "0e8a6def938125e1");
+        let header = format!("{{\"chain\":\"new\",\"key\":\"{id}\",\"server\":\"db1\",\"time\":\"2030-01-01T00:00:00.000Z\",\"seq\":0,\"prev\":\"{zeros}\"}}");
         let mac0 = hex::encode(mac(&key, header.as_bytes()));
         assert_eq!(
             mac0,
-            "2c56c908817e57030a1547715eea227c9ba80d81c6163036ee40493a7f5391c1"
+            "f95a3278d84d8df1eae840b32ae8b2624d27b806899e2d6fcf383463a7b7f597"
         );
         let record =
             format!("{{\"client\":\"alice\",\"outcome\":\"ok\",\"seq\":1,\"prev\":\"{mac0}\"}}");
         assert_eq!(
             hex::encode(mac(&key, record.as_bytes())),
-            "49b7788f3dd634a872554965e3c883cbe7e9ec1b0f1238575905af4a15dfb644"
+            "b9ccb570d62c4452800860efcbc87fb9e33dbcdd0fb9666ff4a254e67ac83033"
         );
     }
 

@@ -68,3 +68,16 @@ impl Builtin {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Clients hold a server to the protocol's list of built-ins (no stdin, a reply of
+    /// their kind): the catalogue and that list must name the same commands.
+    #[test]
+    fn the_catalogue_is_the_protocols_list_of_built_ins() {
+        let names: Vec<&str> = Builtin::ALL.iter().map(|b| b.name()).collect();
+        assert_eq!(names, cmdchan_common::protocol::BUILTINS);
+    }
+}
