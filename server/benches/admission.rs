@@ -5,50 +5,25 @@
 //!
 //! `cargo bench -p cmdchan-server --bench admission`
 
-use std::sync::Arc;
-
 use bytes::BytesMut;
 use criterion::{criterion_group, criterion_main, Criterion};
 use hmac::{Hmac, KeyInit, Mac};
 use openssl::symm::{encrypt_aead, Cipher};
 use sha2::Sha256;
-use tokio::sync::Semaphore;
+
 use tokio_util::codec::{Decoder, Encoder};
 
 use cmdchan_common::frame::{MsgCodec, DEFAULT_MAX_FRAME};
-use cmdchan_common::ident::{Ident, PskIdentity};
-use cmdchan_common::keys::ZoneKey;
+use cmdchan_common::ident::Ident;
+
 use cmdchan_common::protocol::{Grant, Request, Response};
 use cmdchan_common::time;
-use cmdchan_server::admit::{self, Rules};
+use cmdchan_server::admit::{self, Fixture, Rules};
 use cmdchan_server::policy::Policy;
-use cmdchan_server::rate::RateLimiter;
 use cmdchan_server::replay::{Entry, State, Store, StoreOptions, StoreSpec};
-use cmdchan_server::revoke::Revocations;
 
 fn ident(s: &str) -> Ident {
     Ident::new(s).expect("valid")
-}
-
-/// A `ping` from `alice` (role ops) to server `db1`, signed with a fixed zone key.
-fn request(master: &ZoneKey, key: &PskIdentity) -> Request {
-    let grant = Grant {
-        role: ident("ops"),
-        epoch: 0,
-        expires: None,
-        servers: vec![ident("db1")],
-    };
-    Request {
-        counter: 1,
-        id: [0; 16],
-        issued_at: time::now(),
-        target: ident("db1"),
-        tag: master.tag_key().sign(&key.name, &grant),
-        grant,
-        command: "ping".into(),
-        args: vec![],
-        params: vec![],
-    }
 }
 
 /// A fresh command ID per call, as every real request has.
@@ -58,31 +33,18 @@ fn next_id(n: &mut u128) -> [u8; 16] {
 }
 
 fn admission(c: &mut Criterion) {
-    let master = ZoneKey::new(Ident::new("test").expect("valid"), 1, [0x42; 32]);
-    let tag_key = master.tag_key();
-    let key = PskIdentity {
-        name: ident("alice"),
+    let mut fixture = Fixture::new(Policy::builtin_default(), 32);
+    fixture.rate = (1e12, 1e12);
+    let rules = fixture.rules();
+    let key = fixture.key.clone();
+    let tag_key = &fixture.tag_key;
+    let grant = Grant {
+        role: ident("ops"),
         epoch: 0,
+        expires: None,
+        servers: vec![ident("db1")],
     };
-    let server = ident("db1");
-    let policy = Policy::builtin_default();
-    let revocations = Revocations::default();
-    let executions = Arc::new(Semaphore::new(32));
-    let limiter = RateLimiter::default();
-    let rules = Rules {
-        tag_key: &tag_key,
-        server_id: &server,
-        window: 60,
-        revocations: &revocations,
-        policy: &policy,
-        executions: &executions,
-        limiter: &limiter,
-        rate: (1e12, 1e12),
-        tag_proven: false,
-        arrived: std::time::Instant::now(),
-        stdin_was_open: false,
-    };
-    let req = request(&master, &key);
+    let req = fixture.request(grant, "ping", time::now());
     let mut frame = BytesMut::new();
     MsgCodec::<Response, Request>::new(DEFAULT_MAX_FRAME)
         .encode(&req, &mut frame)

@@ -517,5 +517,8 @@ impl fmt::Display for Refusal {
     }
 }
 
+mod fixture;
+pub use fixture::Fixture;
+
 #[cfg(test)]
 mod tests;

@@ -4,22 +4,16 @@
 //! entry points are what a coverage-guided fuzzer would drive; this runs on stable Rust
 //! in CI.)
 
-use std::sync::Arc;
-
 use bytes::BytesMut;
 use proptest::prelude::*;
-use tokio::sync::Semaphore;
 use tokio_util::codec::Decoder;
 
 use cmdchan_common::credential::Credential;
 use cmdchan_common::frame::MsgCodec;
 use cmdchan_common::ident::{Ident, PskIdentity};
-use cmdchan_common::keys::ZoneKey;
 use cmdchan_common::protocol::{Grant, Request, Response};
-use cmdchan_server::admit::{check, Refusal, Rules};
+use cmdchan_server::admit::{check, Fixture, Refusal};
 use cmdchan_server::policy::Policy;
-use cmdchan_server::rate::RateLimiter;
-use cmdchan_server::revoke::Revocations;
 
 fn config() -> ProptestConfig {
     ProptestConfig {
@@ -58,7 +52,7 @@ proptest! {
         tag in any::<[u8; 32]>(), counter in 0u64..3, issued_at in any::<u64>(),
         command in ".{0,20}", args in proptest::collection::vec(".{0,10}", 0..3),
     ) {
-        let f = Fixture::new();
+        let f = fixture();
         let grant = Grant { role: Ident::new(role).expect("valid"), epoch, expires, servers: vec![] };
         let req = Request { counter, id: [1; 16], issued_at, target: f.server.clone(), grant, tag, command, args, params: vec![] };
         let verdict = check(&req, 1, &f.key, &f.rules(), 1_800_000_000);
@@ -71,7 +65,7 @@ proptest! {
     #[test]
     fn admission_never_panics_on_any_decodable_request(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
         if let Ok(req) = postcard::from_bytes::<Request>(&bytes) {
-            let f = Fixture::new();
+            let f = fixture();
             let _ = check(&req, req.counter, &f.key, &f.rules(), req.issued_at);
         }
     }
@@ -114,48 +108,9 @@ const CREDENTIAL: &str = "name = \"alice\"\nrole = \"ops\"\nepoch = 0\nservers =
 tag = \"0000000000000000000000000000000000000000000000000000000000000000\"\n\
 psk = \"5ec7e75ec7e75ec7e75ec7e75ec7e75ec7e75ec7e75ec7e75ec7e75ec7e75ec7\"\n";
 
-struct Fixture {
-    tag_key: cmdchan_common::keys::TagKey,
-    server: Ident,
-    revocations: Revocations,
-    policy: Policy,
-    executions: Arc<Semaphore>,
-    limiter: RateLimiter,
-    key: PskIdentity,
-}
-
-impl Fixture {
-    fn new() -> Self {
-        let master = ZoneKey::new(Ident::new("test").expect("valid"), 1, [0x42; 32]);
-        Self {
-            tag_key: master.tag_key(),
-            server: Ident::new("db1").expect("valid"),
-            revocations: Revocations::default(),
-            policy: Policy::builtin_default(),
-            executions: Arc::new(Semaphore::new(4)),
-            limiter: RateLimiter::default(),
-            key: PskIdentity {
-                name: Ident::new("alice").expect("valid"),
-                epoch: 0,
-            },
-        }
-    }
-
-    fn rules(&self) -> Rules<'_> {
-        Rules {
-            tag_key: &self.tag_key,
-            server_id: &self.server,
-            window: 60,
-            revocations: &self.revocations,
-            policy: &self.policy,
-            executions: &self.executions,
-            limiter: &self.limiter,
-            rate: (1000.0, 1000.0),
-            tag_proven: false,
-            arrived: std::time::Instant::now(),
-            stdin_was_open: false,
-        }
-    }
+/// The made-up server every admission property runs against.
+fn fixture() -> Fixture {
+    Fixture::new(Policy::builtin_default(), 4)
 }
 
 proptest! {

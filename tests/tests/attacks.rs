@@ -2,11 +2,6 @@
 //! and got through before: each test tries one and asserts the exact refusal, through
 //! the real server.
 
-#![allow(
-    clippy::unwrap_used,
-    reason = "in a test, a panic is the failure report"
-)]
-
 use cmdchan::ErrorCode;
 use cmdchan_common::protocol::VERSION;
 use cmdchan_tests::{eventually, text, TestEnv};

@@ -1,11 +1,6 @@
 //! The audit file and reload: every request and refusal is recorded in a hash chain that
 //! `audit-verify` checks across restarts and rotation; SIGHUP swaps the policy safely.
 
-#![allow(
-    clippy::unwrap_used,
-    reason = "in a test, a panic is the failure report"
-)]
-
 use std::path::Path;
 
 use cmdchan::{ErrorCode, Reply};

@@ -1,11 +1,6 @@
 //! Refused requests: each attack gets its exact error code, and the command never runs
 //! (the audit log shows a refusal and no admission for it).
 
-#![allow(
-    clippy::unwrap_used,
-    reason = "in a test, a panic is the failure report"
-)]
-
 use std::path::Path;
 
 use cmdchan::{Body, ErrorCode, Request, Response};

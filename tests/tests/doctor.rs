@@ -1,10 +1,5 @@
 //! `cmdchan doctor`: each problem is named, with what to do about it.
 
-#![allow(
-    clippy::unwrap_used,
-    reason = "in a test, a panic is the failure report"
-)]
-
 use std::path::Path;
 use std::process::Output;
 

@@ -1,11 +1,6 @@
 //! Policy programs: real processes with validated parameters, their output and status,
 //! injection attempts, role restrictions, timeouts, disconnects, limits and `busy`.
 
-#![allow(
-    clippy::unwrap_used,
-    reason = "in a test, a panic is the failure report"
-)]
-
 use std::path::Path;
 use std::time::Duration;
 

@@ -1,11 +1,6 @@
 //! One command on many servers (`cmdchan --on`), against a fleet of 22 real server
 //! processes: healthy ones, ones whose policy refuses, slow ones, and stopped ones.
 
-#![allow(
-    clippy::unwrap_used,
-    reason = "in a test, a panic is the failure report"
-)]
-
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

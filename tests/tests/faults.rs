@@ -3,11 +3,6 @@
 //! drain that runs out. Each test injects the fault and asserts that nothing ran twice
 //! and nothing acknowledged was lost. Side effects are counted in a file.
 
-#![allow(
-    clippy::unwrap_used,
-    reason = "in a test, a panic is the failure report"
-)]
-
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 

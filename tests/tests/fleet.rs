@@ -1,11 +1,6 @@
 //! A fleet sharing one real Redis: a command ID runs once across servers, and when Redis
 //! is down requests fail closed, then succeed again when it is back.
 
-#![allow(
-    clippy::unwrap_used,
-    reason = "in a test, a panic is the failure report"
-)]
-
 use cmdchan::{ErrorCode, Reply};
 use cmdchan_tests::{eventually, text, Redis, Server, TestEnv};
 

@@ -1,11 +1,6 @@
 //! Frames: oversized, truncated, undecodable and future-version frames end only their own
 //! connection, with the documented error; a concurrent client keeps being served.
 
-#![allow(
-    clippy::unwrap_used,
-    reason = "in a test, a panic is the failure report"
-)]
-
 use std::io::{Read, Write};
 use std::time::Duration;
 

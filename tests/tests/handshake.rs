@@ -1,10 +1,5 @@
 //! The TLS-PSK handshake: interop with OpenSSL's tools, and every refused offer.
 
-#![allow(
-    clippy::unwrap_used,
-    reason = "in a test, a panic is the failure report"
-)]
-
 use std::io::{BufRead, BufReader, Read};
 use std::process::{Child, ChildStdout, Command, Stdio};
 use std::time::Duration;

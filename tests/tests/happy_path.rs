@@ -1,10 +1,5 @@
 //! Provision a client, then drive every built-in through the real `cmdchan` binary.
 
-#![allow(
-    clippy::unwrap_used,
-    reason = "in a test, a panic is the failure report"
-)]
-
 use cmdchan_tests::{text, TestEnv};
 use serde_json::Value;
 

@@ -3,11 +3,6 @@
 //! operator's memory, drive the operator's terminal, make the client read and send its
 //! stdin, or write through a link planted in `--out-dir`.
 
-#![allow(
-    clippy::unwrap_used,
-    reason = "in a test, a panic is the failure report"
-)]
-
 use std::path::PathBuf;
 use std::process::{Command, Output};
 

@@ -1,11 +1,6 @@
 //! Limits enforced before TLS: the allowlist, the connection caps and the penalties for
 //! failed handshakes; and the server stays responsive while hundreds of clients stall.
 
-#![allow(
-    clippy::unwrap_used,
-    reason = "in a test, a panic is the failure report"
-)]
-
 use std::path::Path;
 use std::time::{Duration, Instant};
 

@@ -1,11 +1,6 @@
 //! At most once: a command ID never runs twice, across a kill -9 of the server and across
 //! a client's retry after a cut connection. Side effects are counted in a file.
 
-#![allow(
-    clippy::unwrap_used,
-    reason = "in a test, a panic is the failure report"
-)]
-
 use cmdchan::{Client, Credential, ErrorCode, Options, Reply};
 use cmdchan_tests::{cutting_proxy, eventually, TestEnv, SERVER_ID};
 

@@ -1,11 +1,6 @@
 //! What operators install: version lines, completions and man pages, the systemd unit,
 //! and the examples walk-through.
 
-#![allow(
-    clippy::unwrap_used,
-    reason = "in a test, a panic is the failure report"
-)]
-
 use std::process::Command;
 
 use cmdchan_tests::{bin, run, text, TestEnv};

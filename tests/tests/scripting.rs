@@ -3,11 +3,6 @@
 //! Ctrl-C lets its TERM trap run, truncation can fail a script, and Nagios gets one
 //! status line and 0–3.
 
-#![allow(
-    clippy::unwrap_used,
-    reason = "in a test, a panic is the failure report"
-)]
-
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 

@@ -3,11 +3,6 @@
 //! standard TLS-PSK tools work with what `admin psk` prints; a zone key rotates through
 //! two generations.
 
-#![allow(
-    clippy::unwrap_used,
-    reason = "in a test, a panic is the failure report"
-)]
-
 use std::process::Command;
 
 use cmdchan::{Reply, Request};

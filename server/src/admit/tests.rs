@@ -1,12 +1,7 @@
 //! Admission checks, each refusal and the order they run in, with time as an input.
 
 use cmdchan_common::ident::{Ident, PskIdentity};
-use cmdchan_common::keys::{TagKey, ZoneKey};
 use cmdchan_common::protocol::{Grant, Param, Request};
-
-use std::sync::Arc;
-
-use tokio::sync::Semaphore;
 
 use super::*;
 use crate::policy::Policy;
@@ -47,48 +42,27 @@ async fn memory_store() -> Store {
         .expect("store")
 }
 
-struct Fixture {
-    executions: Arc<Semaphore>,
-    limiter: crate::rate::RateLimiter,
-    tag_key: TagKey,
-    server: Ident,
-    revocations: crate::revoke::Revocations,
-    policy: Policy,
-    key: PskIdentity,
+struct Fixture(super::Fixture);
+
+impl std::ops::Deref for Fixture {
+    type Target = super::Fixture;
+    fn deref(&self) -> &super::Fixture {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Fixture {
+    fn deref_mut(&mut self) -> &mut super::Fixture {
+        &mut self.0
+    }
 }
 
 impl Fixture {
     fn new() -> Self {
-        let master = ZoneKey::new(Ident::new("test").expect("valid"), 1, [0x42; 32]);
-        let policy = Policy::parse(POLICY).expect("policy");
-        Self {
-            executions: Arc::new(Semaphore::new(1)),
-            limiter: crate::rate::RateLimiter::default(),
-            tag_key: master.tag_key(),
-            server: ident("db1"),
-            revocations: Default::default(),
-            policy,
-            key: PskIdentity {
-                name: ident("alice"),
-                epoch: 0,
-            },
-        }
-    }
-
-    fn rules(&self) -> Rules<'_> {
-        Rules {
-            tag_key: &self.tag_key,
-            server_id: &self.server,
-            window: 60,
-            revocations: &self.revocations,
-            policy: &self.policy,
-            executions: &self.executions,
-            limiter: &self.limiter,
-            rate: (1000.0, 1000.0),
-            tag_proven: false,
-            arrived: std::time::Instant::now(),
-            stdin_was_open: false,
-        }
+        Self(super::Fixture::new(
+            Policy::parse(POLICY).expect("policy"),
+            1,
+        ))
     }
 
     /// A request that passes every check, signed for `alice`.
@@ -103,19 +77,7 @@ impl Fixture {
     }
 
     fn signed(&self, grant: Grant) -> Request {
-        let tag = self.tag_key.sign(&self.key.name, &grant);
-        let (counter, id, issued_at, target) = (1, [5; 16], NOW, ident("db1"));
-        Request {
-            counter,
-            id,
-            issued_at,
-            target,
-            grant,
-            tag,
-            command: "ping".into(),
-            args: vec![],
-            params: vec![],
-        }
+        self.0.request(grant, "ping", NOW)
     }
 
     fn check(&self, req: &Request) -> Result<(), Refusal> {
