@@ -20,7 +20,7 @@ use cmdchan_common::protocol::{Grant, Request, Response};
 use cmdchan_common::time;
 use cmdchan_server::admit::{self, Fixture, Rules};
 use cmdchan_server::policy::Policy;
-use cmdchan_server::replay::{Entry, State, Store, StoreOptions, StoreSpec};
+use cmdchan_server::replay::{Entry, Record, State, Store, StoreOptions, StoreSpec};
 
 fn ident(s: &str) -> Ident {
     Ident::new(s).expect("valid")
@@ -104,8 +104,16 @@ fn admission(c: &mut Criterion) {
         c.bench_function(&format!("claim a command ID ({name} store)"), |b| {
             b.iter(|| {
                 let id = next_id(&mut n);
-                rt.block_on(store.claim(id, &entry, u64::MAX / 2, 1, false))
-                    .expect("claim")
+                rt.block_on(store.claim(
+                    &Record {
+                        id,
+                        until: u64::MAX / 2,
+                        entry: entry.clone(),
+                    },
+                    1,
+                    false,
+                ))
+                .expect("claim")
             })
         });
         let mut req = req.clone();
@@ -133,15 +141,31 @@ fn admission(c: &mut Criterion) {
     let mut n = 0u128;
     for _ in 0..FULL {
         let id = next_id(&mut n);
-        rt.block_on(full.claim(id, &entry, u64::MAX / 2, 1, false))
-            .expect("fill");
+        rt.block_on(full.claim(
+            &Record {
+                id,
+                until: u64::MAX / 2,
+                entry: entry.clone(),
+            },
+            1,
+            false,
+        ))
+        .expect("fill");
     }
     c.bench_function(
         &format!("refuse a command ID, the store full ({FULL} IDs)"),
         |b| {
             b.iter(|| {
                 let id = next_id(&mut n);
-                let refused = rt.block_on(full.claim(id, &entry, u64::MAX / 2, 1, false));
+                let refused = rt.block_on(full.claim(
+                    &Record {
+                        id,
+                        until: u64::MAX / 2,
+                        entry: entry.clone(),
+                    },
+                    1,
+                    false,
+                ));
                 assert!(refused.is_err());
             })
         },

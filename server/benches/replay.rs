@@ -8,7 +8,7 @@
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use cmdchan_server::replay::{Entry, State, Store, StoreOptions, StoreSpec};
+use cmdchan_server::replay::{Entry, Record, State, Store, StoreOptions, StoreSpec};
 
 /// IDs inserted to measure bytes per live ID.
 const FILL: u64 = 1_000_000;
@@ -91,7 +91,15 @@ async fn measure(
             tokio::spawn(async move {
                 for i in (t..fill).step_by(64) {
                     store
-                        .claim(id(i), &entry, until, now, true)
+                        .claim(
+                            &Record {
+                                id: id(i),
+                                until,
+                                entry: entry.clone(),
+                            },
+                            now,
+                            true,
+                        )
                         .await
                         .expect("claim");
                 }
@@ -109,7 +117,15 @@ async fn measure(
     for i in fill..fill + SAMPLES {
         let t = Instant::now();
         store
-            .claim(id(i), &entry, until, now, true)
+            .claim(
+                &Record {
+                    id: id(i),
+                    until,
+                    entry: entry.clone(),
+                },
+                now,
+                true,
+            )
             .await
             .expect("claim");
         latencies.push(t.elapsed());

@@ -24,8 +24,9 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::policy::{BindError, Builtin, Command, Invocation, Policy, Program};
 use crate::rate::RateLimiter;
-use crate::replay::{Answer, Claim, Entry, State, Store, StoreError};
+use crate::replay::{Answer, Claim, Entry, Record, State, Store, StoreError};
 use crate::revoke::{Revocations, Revoked};
+use crate::ticket::Ticket;
 
 /// What admission needs to know about this server.
 #[derive(Debug)]
@@ -127,6 +128,8 @@ pub struct Admitted<'a> {
     slots: Vec<OwnedSemaphorePermit>,
     /// The request's digest, bound to its command ID (see [`digest`]).
     digest: u64,
+    /// A program's claim on its command ID, which its outcome finishes.
+    ticket: Option<Ticket>,
 }
 
 /// What an admitted request does.
@@ -219,6 +222,7 @@ pub fn check<'a>(
         fresh_until,
         slots: Vec::new(),
         digest: digest(&key.name, req),
+        ticket: None,
     };
     Ok(Checked { admitted })
 }
@@ -362,21 +366,27 @@ impl<'a> Checked<'a> {
     /// A program's claim says it is running, and is durable before it runs. A built-in
     /// has no effect: its claim is written in the background, and a retry runs it again.
     pub async fn claim(self, store: &Store, now: u64) -> Result<Admission<'a>, Refusal> {
-        let a = self.admitted;
-        let (state, durable) = match a.action {
+        let mut a = self.admitted;
+        let (state, program) = match a.action {
             Action::Builtin(_) => (State::Done(Answer::Builtin), false),
             Action::Run(..) => (State::Running, true),
         };
-        let entry = Entry {
-            client: a.client.to_string(),
-            digest: a.digest,
-            state,
+        let record = Record {
+            id: a.request.id,
+            until: a.fresh_until,
+            entry: Entry {
+                client: a.client.to_string(),
+                digest: a.digest,
+                state,
+            },
         };
-        match store
-            .claim(a.request.id, &entry, a.fresh_until, now, durable)
-            .await
-        {
-            Ok(Claim::Fresh) => Ok(Admission::Admitted(a)),
+        match store.claim(&record, now, program).await {
+            Ok(Claim::Fresh) => {
+                if program {
+                    a.ticket = Some(Ticket::new(store.clone(), record));
+                }
+                Ok(Admission::Admitted(a))
+            }
             Ok(Claim::Seen(seen)) if seen.client != a.client.as_str() => Err(Refusal::Replay),
             Ok(Claim::Seen(seen)) if seen.digest != a.digest => Err(Refusal::Reused),
             Ok(Claim::Seen(seen)) => Ok(Admission::Retry(seen, a)),
@@ -417,6 +427,10 @@ impl Admitted<'_> {
     /// The request's digest, bound to its command ID.
     pub fn digest(&self) -> u64 {
         self.digest
+    }
+    /// A program's claim on its command ID, to be finished with its outcome.
+    pub fn take_ticket(&mut self) -> Option<Ticket> {
+        self.ticket.take()
     }
 }
 

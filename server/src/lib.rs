@@ -24,6 +24,7 @@ pub mod revoke;
 pub mod run;
 pub mod server;
 pub mod state;
+pub mod ticket;
 
 use std::sync::Arc;
 

@@ -8,12 +8,9 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
 
-use cmdchan_common::frame::RESPONSE_OVERHEAD;
 use cmdchan_common::protocol::{Body, ExitInfo, Output, Stream, ALIVE_EVERY};
 
-use crate::exec;
 use crate::policy::Program;
-use crate::replay::OUTCOME_CAP;
 
 /// After a program's timeout, or its client leaving: SIGTERM to its group, then SIGKILL
 /// this much later, so its traps can run.
@@ -23,7 +20,7 @@ pub const KILL_GRACE: Duration = Duration::from_secs(2);
 /// past it.
 pub const STDIN_BUFFER: usize = 64 * 1024;
 
-/// What the policy says of a program's run.
+/// What the policy says of a program's run, and what the server can carry of it.
 #[derive(Debug, Clone, Copy)]
 pub struct Terms {
     pub timeout: Duration,
@@ -32,15 +29,22 @@ pub struct Terms {
     pub stdin: Option<u64>,
     /// The program may finish after its client left.
     pub detach: bool,
+    /// Bytes of output per frame (the frame limit's room, at most the read size).
+    pub chunk: usize,
+    /// The largest answer kept for a retry; past it only "it ran" is kept.
+    pub keep: usize,
 }
 
-impl From<&Program> for Terms {
-    fn from(p: &Program) -> Self {
+impl Terms {
+    /// `program`'s terms, output cut in `chunk`s, answers kept up to `keep` bytes.
+    pub fn of(program: &Program, chunk: usize, keep: usize) -> Self {
         Self {
-            timeout: p.timeout,
-            output_limit: p.output_limit,
-            stdin: p.stdin,
-            detach: p.detach,
+            timeout: program.timeout,
+            output_limit: program.output_limit,
+            stdin: program.stdin,
+            detach: program.detach,
+            chunk: chunk.max(1),
+            keep,
         }
     }
 }
@@ -70,9 +74,10 @@ pub struct Run {
     /// Bytes of output per frame.
     chunk: usize,
     info: ExitInfo,
-    /// The answer so far, while it fits the store's cap: a retry hears it again.
+    /// The answer so far, while it fits `keep_cap`: a retry hears it again.
     kept: Option<Vec<Body>>,
     kept_bytes: usize,
+    keep_cap: usize,
     /// Bytes of stdin the program may still be given.
     stdin_left: u64,
     /// The program's stdin is open.
@@ -84,9 +89,8 @@ pub struct Run {
 }
 
 impl Run {
-    /// A run under `program`'s terms that started at `now`; `max_frame` bounds each
-    /// output frame.
-    pub fn new(program: Terms, max_frame: usize, now: Instant) -> Self {
+    /// A run under `program`'s terms that started at `now`.
+    pub fn new(program: Terms, now: Instant) -> Self {
         Self {
             started: now,
             deadline: now + program.timeout,
@@ -95,12 +99,11 @@ impl Run {
             listening: true,
             detach: program.detach,
             output_limit: program.output_limit,
-            chunk: exec::CHUNK
-                .min(max_frame.saturating_sub(RESPONSE_OVERHEAD))
-                .max(1),
+            chunk: program.chunk,
             info: ExitInfo::default(),
             kept: Some(Vec::new()),
             kept_bytes: 0,
+            keep_cap: program.keep,
             stdin_left: program.stdin.unwrap_or(0),
             stdin_open: program.stdin.is_some(),
             stdin_buf: Vec::new(),
@@ -138,14 +141,14 @@ impl Run {
         frames
     }
 
-    /// Keeps `body` for a retry while the whole answer fits the store's cap.
+    /// Keeps `body` for a retry while the whole answer fits the cap.
     fn keep(&mut self, body: Body) {
         let len = match &body {
             Body::Output(o) => o.data.len(),
             _ => 0,
         };
         self.kept_bytes += len;
-        if self.kept_bytes > OUTCOME_CAP {
+        if self.kept_bytes > self.keep_cap {
             self.kept = None;
         }
         if let Some(kept) = &mut self.kept {
@@ -303,16 +306,16 @@ impl Run {
         }
     }
 
-    /// The program exited with `status` (`None`: it was lost) at `now`: its exit
-    /// information, and the answer kept for a retry (`None` if too large to keep; the
-    /// final frame is the caller's to add).
+    /// The program ended at `now` with this exit code and signal (`None`: it was lost):
+    /// its exit information, and the answer kept for a retry (`None` if too large to
+    /// keep; the final frame is the caller's to add).
     pub fn finish(
         mut self,
-        status: Option<std::process::ExitStatus>,
+        ended: Option<(Option<i32>, Option<i32>)>,
         now: Instant,
     ) -> (ExitInfo, Option<Vec<Body>>) {
-        if let Some(status) = status {
-            (self.info.code, self.info.signal) = exec::outcome(status);
+        if let Some(ended) = ended {
+            (self.info.code, self.info.signal) = ended;
         }
         let took = now.saturating_duration_since(self.started).as_millis();
         self.info.duration_ms = u64::try_from(took).unwrap_or(u64::MAX);
@@ -324,12 +327,17 @@ impl Run {
 mod tests {
     use super::*;
 
+    /// The store's cap on kept answers, as the server runs with it.
+    const KEEP: usize = 64 * 1024;
+
     fn program(timeout: u64, output_limit: u64, stdin: Option<u64>, detach: bool) -> Terms {
         Terms {
             timeout: Duration::from_secs(timeout),
             output_limit,
             stdin,
             detach,
+            chunk: 16 * 1024,
+            keep: KEEP,
         }
     }
 
@@ -337,7 +345,7 @@ mod tests {
     fn at_the_deadline_sigterm_then_sigkill_after_the_grace() {
         let t0 = Instant::now();
         let secs = |n| t0 + Duration::from_secs(n);
-        let mut run = Run::new(program(10, 100, None, false), 1 << 20, t0);
+        let mut run = Run::new(program(10, 100, None, false), t0);
         assert_eq!(run.tick(secs(9)).signal, None);
         assert_eq!(run.tick(secs(10)).signal, Some(Signal::SIGTERM));
         assert_eq!(run.tick(secs(11)).signal, None);
@@ -353,7 +361,7 @@ mod tests {
     fn a_quiet_program_has_its_client_sent_a_sign_of_life_every_second() {
         let t0 = Instant::now();
         let at = |ms| t0 + Duration::from_millis(ms);
-        let mut run = Run::new(program(60, 100, None, false), 1 << 20, t0);
+        let mut run = Run::new(program(60, 100, None, false), t0);
         assert_eq!(run.next_wake(), Some(at(1000)));
         assert_eq!(
             run.tick(at(999)),
@@ -382,13 +390,13 @@ mod tests {
     #[test]
     fn a_client_leaving_stops_the_program_unless_it_may_finish() {
         let t0 = Instant::now();
-        let mut run = Run::new(program(60, 100, Some(10), false), 1 << 20, t0);
+        let mut run = Run::new(program(60, 100, Some(10), false), t0);
         assert_eq!(run.client_gone(t0), Some(Signal::SIGTERM));
         assert!(!run.reads_client() && !run.stdin_open());
         assert_eq!(run.tick(t0 + KILL_GRACE).signal, Some(Signal::SIGKILL));
         assert!(!run.finish(None, t0).0.timed_out);
 
-        let mut detached = Run::new(program(60, 100, None, true), 1 << 20, t0);
+        let mut detached = Run::new(program(60, 100, None, true), t0);
         assert_eq!(detached.client_gone(t0), None);
         assert_eq!(detached.send_failed(), None);
         assert_eq!(
@@ -400,7 +408,7 @@ mod tests {
     #[test]
     fn a_timeout_during_the_grace_of_a_departure_sends_no_second_sigterm() {
         let t0 = Instant::now();
-        let mut run = Run::new(program(1, 100, None, false), 1 << 20, t0);
+        let mut run = Run::new(program(1, 100, None, false), t0);
         assert_eq!(run.client_gone(t0), Some(Signal::SIGTERM));
         assert_eq!(run.tick(t0 + Duration::from_secs(1)).signal, None);
         assert_eq!(run.tick(t0 + KILL_GRACE).signal, Some(Signal::SIGKILL));
@@ -409,7 +417,7 @@ mod tests {
     #[test]
     fn output_past_the_limit_is_cut_and_the_rest_counted() {
         let t0 = Instant::now();
-        let mut run = Run::new(program(60, 10, None, false), 1 << 20, t0);
+        let mut run = Run::new(program(60, 10, None, false), t0);
         let sent = run.output(Stream::Stdout, vec![b'a'; 8], t0);
         assert_eq!(sent[0].data.len(), 8);
         let sent = run.output(Stream::Stderr, vec![b'b'; 8], t0);
@@ -421,9 +429,13 @@ mod tests {
     }
 
     #[test]
-    fn output_is_split_into_frames_that_fit_the_frame_limit() {
+    fn output_is_split_into_frames_of_the_chunk_size() {
         let t0 = Instant::now();
-        let mut run = Run::new(program(60, 1 << 20, None, false), 1024, t0);
+        let terms = Terms {
+            chunk: 960,
+            ..program(60, 1 << 20, None, false)
+        };
+        let mut run = Run::new(terms, t0);
         let sent = run.output(Stream::Stdout, vec![0; 2500], t0);
         let sizes: Vec<usize> = sent.iter().map(|o| o.data.len()).collect();
         assert_eq!(sizes, vec![960, 960, 580]);
@@ -432,8 +444,8 @@ mod tests {
     #[test]
     fn an_answer_past_the_store_cap_is_not_kept() {
         let t0 = Instant::now();
-        let mut run = Run::new(program(60, 1 << 20, None, false), 1 << 20, t0);
-        run.output(Stream::Stdout, vec![0; OUTCOME_CAP], t0);
+        let mut run = Run::new(program(60, 1 << 20, None, false), t0);
+        run.output(Stream::Stdout, vec![0; KEEP], t0);
         run.output(Stream::Stdout, vec![0; 1], t0);
         assert_eq!(run.finish(None, t0).1, None);
     }
@@ -441,7 +453,7 @@ mod tests {
     #[test]
     fn stdin_past_its_limit_is_cut_and_the_programs_stdin_closed_once_fed() {
         let t0 = Instant::now();
-        let mut run = Run::new(program(60, 100, Some(5), false), 1 << 20, t0);
+        let mut run = Run::new(program(60, 100, Some(5), false), t0);
         run.input(b"abc".to_vec());
         run.input(b"defg".to_vec());
         assert_eq!(run.stdin_pending(), b"abcde");
@@ -456,7 +468,7 @@ mod tests {
     #[test]
     fn a_client_that_does_not_take_output_has_the_program_killed() {
         let t0 = Instant::now();
-        let mut run = Run::new(program(10, 100, None, false), 1 << 20, t0);
+        let mut run = Run::new(program(10, 100, None, false), t0);
         assert_eq!(run.send_by(t0), t0 + Duration::from_secs(10));
         assert_eq!(run.send_timed_out(), Signal::SIGKILL);
         assert!(!run.listening());

@@ -29,12 +29,10 @@ use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use nix::fcntl::{Flock, FlockArg};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use tracing::{error, info, warn};
 
-use cmdchan_common::protocol::CommandId;
-
-use super::{Answer, Claim, Entry, State, StoreError, StoreOptions, Table};
+use super::{Answer, Claim, Record, State, StoreError, StoreOptions, Table};
 use crate::batch::{Batched, Sink};
 
 #[derive(Debug)]
@@ -45,22 +43,6 @@ pub struct LogStore {
     slice: u64,
     out: Batched<Segments>,
     _lock: Flock<File>,
-}
-
-/// One record: an ID's entry and until when it is kept.
-#[derive(Debug, Serialize, Deserialize)]
-struct Record {
-    id: CommandId,
-    until: u64,
-    entry: Entry,
-}
-
-/// A [`Record`] as it is written: the same encoding, borrowing what it writes.
-#[derive(Serialize)]
-struct Written<'a> {
-    id: &'a CommandId,
-    until: u64,
-    entry: &'a Entry,
 }
 
 /// A record to append: the segment it belongs to and its encoded bytes.
@@ -115,37 +97,26 @@ impl LogStore {
 
     /// Claims `id`; with `durable` the claim is written (and with `fsync` on disk)
     /// before this returns, and a claim that cannot be written is not made.
-    pub fn claim(
-        &self,
-        id: CommandId,
-        entry: &Entry,
-        until: u64,
-        now: u64,
-        durable: bool,
-    ) -> Result<Claim, StoreError> {
-        let claim = self.table.claim(&id, entry, until, now)?;
+    pub fn claim(&self, record: &Record, now: u64, durable: bool) -> Result<Claim, StoreError> {
+        let claim = self
+            .table
+            .claim(&record.id, &record.entry, record.until, now)?;
         if claim == Claim::Fresh {
-            if let Err(e) = self.write(id, entry, until, durable) {
+            if let Err(e) = self.write(record, durable) {
                 // Not on disk, so not claimed: the request is refused and may be retried.
-                self.table.remove(&id);
+                self.table.remove(&record.id);
                 return Err(e);
             }
         }
         Ok(claim)
     }
 
-    /// Records `id`'s outcome; with `durable`, before this returns. The index learns it
-    /// only once it is written: a retry in this process must not hear an answer that
-    /// a restart would deny.
-    pub fn finish(
-        &self,
-        id: CommandId,
-        entry: &Entry,
-        until: u64,
-        durable: bool,
-    ) -> Result<(), StoreError> {
-        self.write(id, entry, until, durable)?;
-        self.table.set(&id, entry, until);
+    /// Records an ID's outcome before this returns. The index learns it only once it is
+    /// written: a retry in this process must not hear an answer that a restart would
+    /// deny.
+    pub fn finish(&self, record: &Record) -> Result<(), StoreError> {
+        self.write(record, true)?;
+        self.table.set(&record.id, &record.entry, record.until);
         Ok(())
     }
 
@@ -163,19 +134,9 @@ impl LogStore {
         self.out.with_sink(|_| ());
     }
 
-    fn write(
-        &self,
-        id: CommandId,
-        entry: &Entry,
-        until: u64,
-        durable: bool,
-    ) -> Result<(), StoreError> {
-        let record = Written {
-            id: &id,
-            until,
-            entry,
-        };
-        let bytes = encode(&record).map_err(|e| self.unavailable(&e))?;
+    fn write(&self, record: &Record, durable: bool) -> Result<(), StoreError> {
+        let until = record.until;
+        let bytes = encode(record).map_err(|e| self.unavailable(&e))?;
         // The segment's E: `until` rounded up to the slice.
         let segment = until.div_ceil(self.slice).saturating_mul(self.slice);
         let pending = Pending { segment, bytes };
@@ -477,6 +438,8 @@ impl Disk {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::replay::Entry;
+    use cmdchan_common::protocol::CommandId;
     use std::sync::atomic::{AtomicI64, Ordering};
     use std::sync::Arc;
     use std::time::Duration;
@@ -489,6 +452,14 @@ mod tests {
             window: Duration::from_secs(60),
             clock_skew: Duration::ZERO,
             redis_replicas: 0,
+        }
+    }
+
+    fn rec(n: u32, client: &str, until: u64) -> Record {
+        Record {
+            id: id(n),
+            until,
+            entry: entry(client),
         }
     }
 
@@ -515,20 +486,22 @@ mod tests {
         };
         {
             let log = LogStore::open(dir.path(), &opts(), 0).expect("open");
-            assert_eq!(
-                log.claim(id(1), &entry("a"), 100, 0, true),
-                Ok(Claim::Fresh)
-            );
-            assert_eq!(log.claim(id(2), &entry("a"), 10, 0, true), Ok(Claim::Fresh));
-            log.finish(id(1), &done, 100, true).expect("finish");
+            assert_eq!(log.claim(&rec(1, "a", 100), 0, true), Ok(Claim::Fresh));
+            assert_eq!(log.claim(&rec(2, "a", 10), 0, true), Ok(Claim::Fresh));
+            log.finish(&Record {
+                id: id(1),
+                until: 100,
+                entry: done.clone(),
+            })
+            .expect("finish");
         }
         let log = LogStore::open(dir.path(), &opts(), 50).expect("reopen");
         assert_eq!(
-            log.claim(id(1), &entry("b"), 100, 50, true),
+            log.claim(&rec(1, "b", 100), 50, true),
             Ok(Claim::Seen(done))
         );
         assert_eq!(
-            log.claim(id(2), &entry("b"), 100, 50, true),
+            log.claim(&rec(2, "b", 100), 50, true),
             Ok(Claim::Fresh),
             "expired at 10"
         );
@@ -544,7 +517,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         {
             let log = LogStore::open(dir.path(), &opts(), 0).expect("open");
-            log.claim(id(1), &entry("a"), 100, 0, true).expect("claim");
+            log.claim(&rec(1, "a", 100), 0, true).expect("claim");
         }
         let seg = dir.path().join("seg-102.log");
         let mut f = OpenOptions::new().append(true).open(&seg).expect("segment");
@@ -552,20 +525,14 @@ mod tests {
         {
             let log = LogStore::open(dir.path(), &opts(), 0).expect("reopen");
             assert!(matches!(
-                log.claim(id(1), &entry("b"), 100, 0, true),
+                log.claim(&rec(1, "b", 100), 0, true),
                 Ok(Claim::Seen(_))
             ));
-            assert_eq!(
-                log.claim(id(2), &entry("a"), 100, 0, true),
-                Ok(Claim::Fresh)
-            );
+            assert_eq!(log.claim(&rec(2, "a", 100), 0, true), Ok(Claim::Fresh));
         }
         let log = LogStore::open(dir.path(), &opts(), 0).expect("reopen again");
         assert!(
-            matches!(
-                log.claim(id(2), &entry("b"), 100, 0, true),
-                Ok(Claim::Seen(_))
-            ),
+            matches!(log.claim(&rec(2, "b", 100), 0, true), Ok(Claim::Seen(_))),
             "a claim acknowledged after the cut is not lost"
         );
     }
@@ -587,22 +554,22 @@ mod tests {
         {
             let log = LogStore::open_with(dir.path(), &opts(), 0, wrap).expect("open");
             for n in 0..20 {
-                log.claim(id(n), &entry("a"), 100, 0, true).expect("claim");
+                log.claim(&rec(n, "a", 100), 0, true).expect("claim");
                 acknowledged.push(n);
             }
             // Room for half a record: the next claim tears, and is refused.
             budget.store(10, Ordering::SeqCst);
             assert!(matches!(
-                log.claim(id(100), &entry("a"), 100, 0, true),
+                log.claim(&rec(100, "a", 100), 0, true),
                 Err(StoreError::Unavailable(_))
             ));
             assert!(
-                log.claim(id(101), &entry("a"), 100, 0, true).is_err(),
+                log.claim(&rec(101, "a", 100), 0, true).is_err(),
                 "still full"
             );
             budget.store(i64::MAX, Ordering::SeqCst);
             for n in 20..60 {
-                log.claim(id(n), &entry("a"), 100, 0, true)
+                log.claim(&rec(n, "a", 100), 0, true)
                     .expect("claim after space came back");
                 acknowledged.push(n);
             }
@@ -610,15 +577,12 @@ mod tests {
         let log = LogStore::open(dir.path(), &opts(), 0).expect("reopen");
         for n in acknowledged {
             assert!(
-                matches!(
-                    log.claim(id(n), &entry("b"), 100, 0, true),
-                    Ok(Claim::Seen(_))
-                ),
+                matches!(log.claim(&rec(n, "b", 100), 0, true), Ok(Claim::Seen(_))),
                 "claim {n} was lost"
             );
         }
         assert_eq!(
-            log.claim(id(100), &entry("b"), 100, 0, true),
+            log.claim(&rec(100, "b", 100), 0, true),
             Ok(Claim::Fresh),
             "the refused claim was not made"
         );
@@ -640,7 +604,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let log = LogStore::open(dir.path(), &opts(), 0).expect("open");
         for n in 0..100 {
-            log.claim(id(n), &entry("a"), u64::from(n), 0, false)
+            log.claim(&rec(n, "a", u64::from(n)), 0, false)
                 .expect("claim");
         }
         log.maintain(50);

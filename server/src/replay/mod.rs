@@ -65,6 +65,16 @@ pub enum Answer {
     Interrupted,
 }
 
+/// One command ID's place in the store: the ID, what is remembered of it, and the unix
+/// second after which it may be forgotten (its request could no longer pass freshness).
+/// Its postcard encoding, in this field order, is the file store's record body.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Record {
+    pub id: CommandId,
+    pub until: u64,
+    pub entry: Entry,
+}
+
 /// The result of claiming an ID.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Claim {
@@ -83,8 +93,9 @@ pub enum StoreError {
     Unavailable(String),
 }
 
-/// Where command IDs are remembered, with the store's latency and error counts.
-#[derive(Debug)]
+/// Where command IDs are remembered, with the store's latency and error counts. A
+/// clone is the same store (a program's [`crate::ticket::Ticket`] holds one).
+#[derive(Debug, Clone)]
 pub struct Store {
     backend: Arc<Backend>,
     metrics: StoreMetrics,
@@ -254,22 +265,20 @@ impl Store {
         Ok(Self { backend, metrics })
     }
 
-    /// Claims `id` for `entry.client` until `until`, if nobody has it; atomic. `durable`
-    /// (the command has effects) makes the claim durable before this returns.
+    /// Claims the record's ID for its client, if nobody has it; atomic. `durable` (the
+    /// command has effects) makes the claim durable before this returns.
     pub async fn claim(
         &self,
-        id: CommandId,
-        entry: &Entry,
-        until: u64,
+        record: &Record,
         now: u64,
         durable: bool,
     ) -> Result<Claim, StoreError> {
         let started = std::time::Instant::now();
         let claimed = match &*self.backend {
-            Backend::Memory(table) => table.claim(&id, entry, until, now),
-            Backend::Log(log) => log.claim(id, entry, until, now, durable),
+            Backend::Memory(table) => table.claim(&record.id, &record.entry, record.until, now),
+            Backend::Log(log) => log.claim(record, now, durable),
             // Boxed: the Redis future is large, and it is the rare backend.
-            Backend::Redis(redis) => Box::pin(redis.claim(id, entry, until, now)).await,
+            Backend::Redis(redis) => Box::pin(redis.claim(record, now)).await,
         };
         self.metrics.latency.observe(started.elapsed());
         if matches!(claimed, Err(StoreError::Unavailable(_))) {
@@ -278,22 +287,16 @@ impl Store {
         claimed
     }
 
-    /// Records what became of a claimed ID; with `durable`, before this returns.
-    pub async fn finish(
-        &self,
-        id: CommandId,
-        entry: &Entry,
-        until: u64,
-        now: u64,
-        durable: bool,
-    ) -> Result<(), StoreError> {
+    /// Records what became of a claimed ID, durably (with `redis_replicas`, held by
+    /// the replicas too) before this returns: an outcome is kept before it is answered.
+    pub async fn finish(&self, record: &Record, now: u64) -> Result<(), StoreError> {
         match &*self.backend {
             Backend::Memory(table) => {
-                table.set(&id, entry, until);
+                table.set(&record.id, &record.entry, record.until);
                 Ok(())
             }
-            Backend::Log(log) => log.finish(id, entry, until, durable),
-            Backend::Redis(redis) => Box::pin(redis.finish(id, entry, until, now)).await,
+            Backend::Log(log) => log.finish(record),
+            Backend::Redis(redis) => Box::pin(redis.finish(record, now)).await,
         }
     }
 

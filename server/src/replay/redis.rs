@@ -48,7 +48,7 @@ use tracing::{debug, warn};
 
 use cmdchan_common::protocol::CommandId;
 
-use super::{redact, Claim, Entry, StoreError, StoreOptions};
+use super::{redact, Claim, Entry, Record, StoreError, StoreOptions};
 
 /// How long one Redis command or connection attempt may take before the request is
 /// refused as `store unavailable`.
@@ -116,14 +116,9 @@ impl RedisStore {
         })
     }
 
-    pub async fn claim(
-        &self,
-        id: CommandId,
-        entry: &Entry,
-        until: u64,
-        now: u64,
-    ) -> Result<Claim, StoreError> {
-        let key = self.key(&id);
+    pub async fn claim(&self, record: &Record, now: u64) -> Result<Claim, StoreError> {
+        let (entry, until) = (&record.entry, record.until);
+        let key = self.key(&record.id);
         let Some(Stamped { nonce, entry: seen }) = self.try_claim(&key, entry, until, now).await?
         else {
             return Ok(Claim::Fresh);
@@ -145,16 +140,10 @@ impl RedisStore {
     /// written again rather than left missing, and with `redis_replicas` the outcome
     /// counts only once that many replicas hold it, as the claim did: an outcome that
     /// is not kept is an error, and its answer waits (see `connection::remember`).
-    pub async fn finish(
-        &self,
-        id: CommandId,
-        entry: &Entry,
-        until: u64,
-        now: u64,
-    ) -> Result<(), StoreError> {
-        let key = self.key(&id);
-        let (value, _) = encode(entry)?;
-        let ttl = self.ttl_ms(until, now);
+    pub async fn finish(&self, record: &Record, now: u64) -> Result<(), StoreError> {
+        let key = self.key(&record.id);
+        let (value, _) = encode(&record.entry)?;
+        let ttl = self.ttl_ms(record.until, now);
         let mut over = redis::cmd("SET");
         over.arg(&key).arg(&value).arg("XX").arg("PX").arg(ttl);
         let replaced: Option<String> = self.query(&over).await?;
