@@ -19,6 +19,7 @@ use tokio::time::Instant;
 
 use crate::inventory::Host;
 use crate::{AnswerSink, Connector, Error, Options, Output, Param, Reply, SharedInput};
+use cmdchan_common::sync;
 use cmdchan_common::time;
 
 /// How long servers share one issue time: well inside a server's freshness window (60 s
@@ -255,7 +256,7 @@ impl AnswerSink for Forward {
 /// The shared issue time, or `now` (which becomes the shared one) once the shared one
 /// is [`SAME_TIME`] old.
 fn shared_time(shared: &Mutex<u64>, now: u64) -> u64 {
-    let mut shared = shared.lock().unwrap_or_else(|p| p.into_inner());
+    let mut shared = sync::lock(&shared);
     if now.saturating_sub(*shared) >= SAME_TIME.as_secs() {
         *shared = now;
     }

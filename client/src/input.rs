@@ -9,6 +9,7 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
+use cmdchan_common::sync;
 use tokio::io::{AsyncRead, AsyncReadExt, ReadBuf};
 use tokio::sync::OnceCell;
 
@@ -67,11 +68,7 @@ impl SharedInput {
         inner
             .whole
             .get_or_init(|| async {
-                let source = inner
-                    .source
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .take();
+                let source = sync::lock(&inner.source).take();
                 let Some(source) = source else {
                     return Err("stdin was taken already".to_owned());
                 };

@@ -12,6 +12,7 @@ pub mod keyfile;
 pub mod keys;
 pub mod protocol;
 pub mod sealed;
+pub mod sync;
 pub mod tag;
 pub mod time;
 pub mod tls;

@@ -11,6 +11,7 @@
 //! batch that cannot be written is the sink's to handle (cut the torn bytes off, count
 //! what was lost): it is never reported to an unrelated caller.
 
+use cmdchan_common::sync;
 use std::io;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
@@ -138,7 +139,7 @@ impl<S: Sink> Drop for Batched<S> {
 
 impl<S: Sink> Shared<S> {
     fn lock(&self) -> MutexGuard<'_, State<S::Item>> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+        sync::lock(&self.state)
     }
 
     /// Takes the queue as one batch and the sink to write it to, in that order.
@@ -148,7 +149,7 @@ impl<S: Sink> Shared<S> {
     ) -> (Vec<S::Item>, MutexGuard<'a, S>) {
         let room = Vec::with_capacity(state.queue.len().min(4096));
         let batch = std::mem::replace(&mut state.queue, room);
-        let sink = self.sink.lock().unwrap_or_else(|p| p.into_inner());
+        let sink = sync::lock(&self.sink);
         (batch, sink)
     }
 
@@ -177,7 +178,7 @@ impl<S: Sink> Shared<S> {
                 }
             }
             if Instant::now() >= next_tick {
-                self.sink.lock().unwrap_or_else(|p| p.into_inner()).tick();
+                sync::lock(&self.sink).tick();
                 next_tick = Instant::now() + TICK;
             }
         }

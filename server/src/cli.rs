@@ -9,6 +9,26 @@ use cmdchan_common::ident::Ident;
 
 pub use crate::config::{LogFormat, ServeOpts};
 
+/// The command line with each limit's `[default: …]` shown from its value (the limits
+/// have no clap default: a flag given wins over the config file, which wins over the
+/// default).
+pub fn command() -> clap::Command {
+    use clap::CommandFactory;
+    let defaults = |sub: clap::Command| {
+        crate::config::Limits::shown_defaults()
+            .into_iter()
+            .fold(sub, |sub, (name, value)| {
+                sub.mut_arg(name, |arg| {
+                    let help = arg.get_help().map(ToString::to_string).unwrap_or_default();
+                    arg.help(format!("{} [default: {value}]", help.trim_end_matches('.')))
+                })
+            })
+    };
+    Opts::command()
+        .mut_subcommand("serve", defaults)
+        .mut_subcommand("check", defaults)
+}
+
 #[derive(Debug, Parser)]
 #[command(
     name = "cmdchan-server",

@@ -50,6 +50,8 @@ pub struct Config {
     pub min_epoch: BTreeMap<Ident, u64>,
     /// Client names refused whatever their key.
     pub revoked: BTreeSet<Ident>,
+    /// The options as merged (flags over the file), to tell what a reload changed.
+    pub opts: ServeOpts,
 }
 
 /// Each setting is defined once, in the list below: its help text, how clap and serde
@@ -62,13 +64,13 @@ pub struct Config {
 macro_rules! settings {
     (
         settings {
-            $( $(#[$smeta:meta])+ $sname:ident: $sty:ty, )+
+            $( $(#[$smeta:meta])+ $sname:ident: $sty:ty => $sapply:ident, )+
         }
         file_only {
             $( $(#[doc = $fdoc:literal])+ $fname:ident: $fty:ty, )+
         }
         limits {
-            $( $(#[doc = $doc:literal])+ $(#[arg($($arg:tt)+)])? $name:ident: $ty:ty = $default:expr; )+
+            $( $(#[doc = $doc:literal])+ $(#[arg($($arg:tt)+)])? $name:ident: $ty:ty = $default:expr => $apply:ident; )+
         }
     ) => {
         /// `serve` flags, and the config file's keys: each absent unless given.
@@ -94,6 +96,23 @@ macro_rules! settings {
                     $( $name: self.$name.or(file.$name), )+
                 }
             }
+
+            /// The settings that differ in `new` but apply only at a restart.
+            pub fn needing_restart(&self, new: &ServeOpts) -> Vec<&'static str> {
+                let mut changed = Vec::new();
+                $(
+                    if Apply::$sapply == Apply::Restart && self.$sname != new.$sname {
+                        changed.push(stringify!($sname));
+                    }
+                )+
+                let (old, fresh) = (Limits::from_opts(self), Limits::from_opts(new));
+                $(
+                    if Apply::$apply == Apply::Restart && old.$name != fresh.$name {
+                        changed.push(stringify!($name));
+                    }
+                )+
+                changed
+            }
         }
 
         /// Time, size and rate limits, as in force.
@@ -109,6 +128,13 @@ macro_rules! settings {
         }
 
         impl Limits {
+            /// Each limit's flag and its default as help shows it (`[default: …]` comes
+            /// from the value, never written by hand).
+            pub fn shown_defaults() -> Vec<(&'static str, String)> {
+                let default = Self::default();
+                vec![$( (stringify!($name), Shown::shown(&default.$name)), )+]
+            }
+
             /// Each limit as `opts` set it, else its default.
             fn from_opts(opts: &ServeOpts) -> Self {
                 let default = Self::default();
@@ -125,49 +151,49 @@ settings! {
         /// Config file (TOML); its keys are the long flag names with `_` for `-`.
         #[arg(long, short = 'c', env = "CMDCHAN_CONFIG")]
         #[serde(skip)]
-        config: PathBuf,
+        config: PathBuf => Reload,
         /// This server's zone key file (from `admin zone-key`; mode 0600). Give it twice,
         /// with two generations of the zone's key, while clients are re-provisioned.
         #[arg(long = "zone-key")]
         #[serde(default, deserialize_with = "one_or_more")]
-        zone_key: Vec<PathBuf>,
+        zone_key: Vec<PathBuf> => Restart,
         /// Address to listen on [default: 127.0.0.1:7433].
         #[arg(long)]
-        listen: SocketAddr,
+        listen: SocketAddr => Restart,
         /// Policy file (TOML) mapping roles to commands [default: built-in policy].
         #[arg(long)]
-        policy: PathBuf,
+        policy: PathBuf => Reload,
         /// Hash-chained audit file (JSON lines), appended to; reopened on SIGHUP.
         #[arg(long)]
-        audit_log: PathBuf,
+        audit_log: PathBuf => Restart,
         /// Where command IDs are remembered: file:DIR (survives restarts), a redis:// URL
         /// (shared by processes that answer as one server ID; rediss:// for TLS, credentials
         /// in the URL: prefer the config file, which others cannot read, to this flag, which
         /// `ps` shows) or memory [default: file:$STATE_DIRECTORY/replay,
         /// /var/lib/cmdchan/replay for root, else ~/.local/state/cmdchan/replay].
         #[arg(long)]
-        replay_store: crate::replay::StoreArg,
+        replay_store: crate::replay::StoreArg => Restart,
         /// Flush the replay log to disk after every write (survives power loss; slower).
         #[arg(long, num_args = 0..=1, default_missing_value = "true")]
-        replay_fsync: bool,
+        replay_fsync: bool => Restart,
         /// How the processes a program starts are tracked, so that stopping it stops them
         /// all: a cgroup v2 per run, or as a child subreaper [default: auto, cgroup if it can].
         #[arg(long, value_enum)]
-        process_tracking: crate::exec::TrackingChoice,
+        process_tracking: crate::exec::TrackingChoice => Restart,
         /// This server's ID, matched against requests' target and grants' servers [default: host name].
         #[arg(long)]
-        server_id: Ident,
+        server_id: Ident => Restart,
         /// Serve Prometheus metrics at http://ADDR/metrics [off; without ADDR: 127.0.0.1:9433].
         #[arg(long, num_args = 0..=1, default_missing_value = crate::metrics::DEFAULT_ADDR)]
-        metrics: SocketAddr,
+        metrics: SocketAddr => Restart,
         /// Log format [default: text].
         #[arg(long, value_enum)]
-        log_format: LogFormat,
+        log_format: LogFormat => Restart,
         /// Accept the DHE-PSK suites (ffdhe3072) besides ECDHE-PSK. Off by default: a DHE
         /// key generation costs the server ~9 ms of CPU for any ClientHello, before the
         /// client proves anything.
         #[arg(long, num_args = 0..=1, default_missing_value = "true")]
-        dhe: bool,
+        dhe: bool => Restart,
     }
     file_only {
         /// Lowest key epoch still accepted, per client name; names not listed: 0.
@@ -176,64 +202,109 @@ settings! {
         revoked: BTreeSet<Ident>,
     }
     limits {
-    /// How far a request's issue time may be from the server's clock [default: 60s].
+    /// How far a request's issue time may be from the server's clock.
     #[arg(value_parser = humantime::parse_duration)]
-    freshness_window: Duration = Duration::from_secs(60);
-    /// Largest frame accepted, in bytes [default: 1048576].
-    max_frame: usize = DEFAULT_MAX_FRAME;
+    freshness_window: Duration = Duration::from_secs(60) => Reload;
+    /// Largest frame accepted, in bytes.
+    max_frame: usize = DEFAULT_MAX_FRAME => Reload;
     /// Memory that partly read frames over 64 KiB may take across all connections; a
-    /// large frame beyond it is refused with `busy` [default: 67108864].
-    max_frame_memory: usize = 64 << 20;
-    /// Time a client has to finish the TLS handshake [default: 10s].
+    /// large frame beyond it is refused with `busy`.
+    max_frame_memory: usize = 64 << 20 => Restart;
+    /// Time a client has to finish the TLS handshake.
     #[arg(value_parser = humantime::parse_duration)]
-    handshake_timeout: Duration = Duration::from_secs(10);
-    /// Time a connection may sit without a request [default: 5m].
+    handshake_timeout: Duration = Duration::from_secs(10) => Reload;
+    /// Time a connection may sit without a request.
     #[arg(value_parser = humantime::parse_duration)]
-    idle_timeout: Duration = Duration::from_secs(300);
-    /// Time open connections get to finish at SIGTERM before their programs are stopped
-    /// [default: 30s].
+    idle_timeout: Duration = Duration::from_secs(300) => Reload;
+    /// Time open connections get to finish at SIGTERM before their programs are stopped.
     #[arg(value_parser = humantime::parse_duration)]
-    drain_timeout: Duration = Duration::from_secs(30);
-    /// Most connections open at once [default: 1024].
-    max_connections: usize = 1024;
-    /// Most policy programs running at once [default: 32].
-    max_executions: usize = 32;
+    drain_timeout: Duration = Duration::from_secs(30) => Reload;
+    /// Most connections open at once.
+    max_connections: usize = 1024 => Restart;
+    /// Most policy programs running at once.
+    max_executions: usize = 32 => Restart;
     /// Most command IDs remembered at once (40 to 64 bytes each); a server past it
-    /// refuses requests until older IDs leave the freshness window [default: 1000000,
-    /// about 100 MB: with the 60 s window, about 16,000 requests a second].
-    max_remembered_ids: usize = 1_000_000;
-    /// Most connections open at once from one source address [default: 64].
-    max_connections_per_source: usize = 64;
+    /// refuses requests until older IDs leave the freshness window (1,000,000 is about
+    /// 100 MB: with the 60 s window, about 16,000 requests a second).
+    max_remembered_ids: usize = 1_000_000 => Restart;
+    /// Most connections open at once from one source address.
+    max_connections_per_source: usize = 64 => Restart;
     /// Source networks allowed to connect, checked before any TLS work (CIDR; repeat
-    /// the flag or separate them with commas) [default: any].
+    /// the flag or separate them with commas).
     #[arg(value_delimiter = ',')]
-    allow: Vec<IpNet> = Vec::new();
+    allow: Vec<IpNet> = Vec::new() => Restart;
     /// IPv6 sources are counted (caps, penalties) per prefix of this length, since one
-    /// host usually holds a whole /64 [default: 64].
-    ipv6_prefix: u8 = 64;
-    /// Failed handshakes from one source before it is penalized [default: 5].
-    penalty_after: u32 = 5;
-    /// First penalty; each next one doubles [default: 2s].
+    /// host usually holds a whole /64.
+    ipv6_prefix: u8 = 64 => Restart;
+    /// Failed handshakes from one source before it is penalized.
+    penalty_after: u32 = 5 => Restart;
+    /// First penalty; each next one doubles.
     #[arg(value_parser = humantime::parse_duration)]
-    penalty_base: Duration = Duration::from_secs(2);
-    /// Longest penalty; a source quiet this long is forgotten [default: 10m].
+    penalty_base: Duration = Duration::from_secs(2) => Restart;
+    /// Longest penalty; a source quiet this long is forgotten.
     #[arg(value_parser = humantime::parse_duration)]
-    penalty_max: Duration = Duration::from_secs(600);
-    /// Requests per second each client may make [default: 50].
-    rate: f64 = 50.0;
-    /// Requests a client may make at once above its rate [default: 100].
-    burst: f64 = 100.0;
+    penalty_max: Duration = Duration::from_secs(600) => Restart;
+    /// Requests per second each client may make.
+    rate: f64 = 50.0 => Reload;
+    /// Requests a client may make at once above its rate.
+    burst: f64 = 100.0 => Reload;
     /// How far apart the clocks of servers sharing a Redis store may be: IDs are kept
-    /// this much longer than the window [default: 30s].
+    /// this much longer than the window.
     #[arg(value_parser = humantime::parse_duration)]
-    max_clock_skew: Duration = Duration::from_secs(30);
-    /// Redis replicas that must acknowledge each claim (WAIT) before its command runs
-    /// [default: 0].
-    redis_replicas: u32 = 0;
+    max_clock_skew: Duration = Duration::from_secs(30) => Restart;
+    /// Redis replicas that must acknowledge each claim and outcome (WAIT) before its
+    /// command runs and before its answer goes out.
+    redis_replicas: u32 = 0 => Restart;
     /// How often the audit chain's head is logged as a checkpoint (target
-    /// cmdchan::audit::checkpoint), when it moved [default: 60s].
+    /// cmdchan::audit::checkpoint), when it moved.
     #[arg(value_parser = humantime::parse_duration)]
-    audit_checkpoint: Duration = Duration::from_secs(60);
+    audit_checkpoint: Duration = Duration::from_secs(60) => Restart;
+    }
+}
+
+/// When a changed setting takes effect.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Apply {
+    /// At SIGHUP, for the next request or connection.
+    Reload,
+    /// Only at the next start: it shaped something made once (a listener, the key,
+    /// the replay store, the gate), and a reload that changes it says so.
+    Restart,
+}
+
+/// How a limit's default is shown in help.
+pub trait Shown {
+    fn shown(&self) -> String;
+}
+
+macro_rules! shown_as_display {
+    ($($ty:ty),+) => {$(
+        impl Shown for $ty {
+            fn shown(&self) -> String {
+                self.to_string()
+            }
+        }
+    )+};
+}
+
+shown_as_display!(usize, u32, u8, f64);
+
+impl Shown for Duration {
+    fn shown(&self) -> String {
+        humantime::format_duration(*self).to_string()
+    }
+}
+
+impl Shown for Vec<IpNet> {
+    fn shown(&self) -> String {
+        match self.is_empty() {
+            true => "any".into(),
+            false => self
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(","),
+        }
     }
 }
 
@@ -285,6 +356,7 @@ impl Config {
             None => ServeOpts::default(),
         };
         let o = opts.clone().over(file);
+        let merged = o.clone();
         let limits = Limits::from_opts(&o);
         check_limits(&limits)?;
         let zone_keys = o.zone_key.unwrap_or_default();
@@ -313,6 +385,7 @@ impl Config {
             limits,
             min_epoch: o.min_epoch,
             revoked: o.revoked,
+            opts: merged,
         })
     }
 }
@@ -412,6 +485,53 @@ mod tests {
         match Opts::try_parse_from(argv).expect("flags parse").command {
             Command::Serve(opts) => *opts,
             _ => unreachable!("serve was asked for"),
+        }
+    }
+
+    /// The case: a reload that changed `max_connections` (the gate is made once) said
+    /// nothing and applied nothing. What needs a restart is said by the settings list.
+    #[test]
+    fn a_reload_names_every_changed_setting_that_needs_a_restart_and_only_those() {
+        let old = flags(&[
+            "--max-connections",
+            "10",
+            "--rate",
+            "5",
+            "--listen",
+            "127.0.0.1:1",
+        ]);
+        let new = flags(&[
+            "--max-connections",
+            "20",
+            "--rate",
+            "6",
+            "--listen",
+            "127.0.0.1:2",
+        ]);
+        assert_eq!(old.needing_restart(&new), vec!["listen", "max_connections"]);
+        // The default written out is no change.
+        let same = flags(&["--max-connections", "1024", "--listen", "127.0.0.1:1"]);
+        let bare = flags(&["--listen", "127.0.0.1:1"]);
+        assert!(bare.needing_restart(&same).is_empty());
+    }
+
+    #[test]
+    fn every_limit_shows_its_default_in_help_from_its_value() {
+        let mut serve = crate::cli::command();
+        let help = serve
+            .find_subcommand_mut("serve")
+            .expect("serve")
+            .render_long_help()
+            .to_string();
+        for (name, shown) in Limits::shown_defaults() {
+            let flag = format!("--{}", name.replace('_', "-"));
+            let at = help.find(&flag).unwrap_or_else(|| panic!("{flag} in help"));
+            let next = help[at..].find("[default: ").map(|i| at + i);
+            let shown_there = next.map(|i| &help[i..]).unwrap_or("");
+            assert!(
+                shown_there.starts_with(&format!("[default: {shown}]")),
+                "{flag}"
+            );
         }
     }
 

@@ -12,8 +12,8 @@ use cmdchan_common::ident::Ident;
 
 use crate::admin;
 use crate::cli::{DevOpts, LogFormat, ProvisionOpts};
-use crate::config::{Config, Limits};
-use crate::replay::StoreSpec;
+use crate::config::{Config, ServeOpts};
+use crate::replay::StoreArg;
 
 /// The zone of the development server.
 const DEV_ZONE: &str = "dev";
@@ -46,22 +46,18 @@ pub fn prepare(opts: &DevOpts) -> anyhow::Result<Config> {
         opts.listen
     );
     println!("  cargo run -p cmdchan -- --cred {} whoami", cred.display());
-    Ok(Config {
-        zone_keys: vec![zone_key],
-        listen: opts.listen,
-        policy: None,
-        audit_log: None,
-        metrics: None,
-        replay_store: StoreSpec::File(opts.dir.join("replay")),
-        replay_fsync: false,
-        process_tracking: Default::default(),
-        dhe: false,
-        server_id: id,
-        log_format: LogFormat::Text,
-        limits: Limits::default(),
-        min_epoch: Default::default(),
-        revoked: Default::default(),
-    })
+    let serve = ServeOpts {
+        zone_key: Some(vec![zone_key]),
+        listen: Some(opts.listen),
+        replay_store: Some(StoreArg(format!(
+            "file:{}",
+            opts.dir.join("replay").display()
+        ))),
+        server_id: Some(id),
+        log_format: Some(LogFormat::Text),
+        ..ServeOpts::default()
+    };
+    Config::load(&serve)
 }
 
 fn demo(root: &Path, out: &Path, listen: SocketAddr) -> anyhow::Result<ProvisionOpts> {

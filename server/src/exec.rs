@@ -34,6 +34,7 @@ use tracing::{info, warn};
 use cmdchan_common::protocol::Stream;
 
 use crate::policy::Program;
+use cmdchan_common::sync;
 
 /// Bytes read from a pipe at a time: one output frame at most.
 pub const CHUNK: usize = 16 * 1024;
@@ -280,7 +281,7 @@ impl Place {
 }
 
 fn watched() -> std::sync::MutexGuard<'static, BTreeSet<u32>> {
-    WATCHED.lock().unwrap_or_else(|p| p.into_inner())
+    sync::lock(&WATCHED)
 }
 
 /// Reaps the zombies of processes that runs left behind: as a subreaper the server

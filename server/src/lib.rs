@@ -99,18 +99,12 @@ fn reload(shared: &Shared, running: &Config, opts: Option<&ServeOpts>) {
         None => Ok(running.clone()),
     };
     let settings = fresh.and_then(|config| {
-        let fixed = (&config.listen, &config.zone_keys, &config.server_id, &config.audit_log);
-        if fixed != (&running.listen, &running.zone_keys, &running.server_id, &running.audit_log) {
-            warn!("listen, zone_key, server_id and audit_log changes need a restart; they are not applied");
-        }
-        let (new, old) = (&config.limits, &running.limits);
-        // Read once, when the execution slots, the replay store and the frame budget
-        // were made.
-        let fixed = |l: &config::Limits| {
-            (l.max_executions, l.max_remembered_ids, l.max_frame_memory, l.max_clock_skew, l.redis_replicas, l.audit_checkpoint)
-        };
-        if fixed(new) != fixed(old) {
-            warn!("max_executions, max_remembered_ids, max_frame_memory, max_clock_skew, redis_replicas and audit_checkpoint changes need a restart; they are not applied");
+        let fixed = running.opts.needing_restart(&config.opts);
+        if !fixed.is_empty() {
+            warn!(
+                "SIGHUP: {} changed, and take effect only at a restart; they are not applied",
+                fixed.join(", ")
+            );
         }
         Settings::load(&config)
     });

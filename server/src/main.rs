@@ -3,7 +3,7 @@
 use std::io::IsTerminal;
 use std::process::ExitCode;
 
-use clap::{CommandFactory, Parser};
+use clap::FromArgMatches;
 use tracing_subscriber::EnvFilter;
 
 use cmdchan_server::cli::{Command, LogFormat, Opts};
@@ -20,7 +20,10 @@ fn main() -> ExitCode {
         let status = cmdchan_server::exec::helper(&args[2..]);
         return ExitCode::from(u8::try_from(status).unwrap_or(127));
     }
-    let opts = match Opts::try_parse() {
+    let parsed = cmdchan_server::cli::command()
+        .try_get_matches()
+        .and_then(|matches| Opts::from_arg_matches(&matches));
+    let opts = match parsed {
         Ok(opts) => opts,
         Err(e) => {
             let _ = e.print();
@@ -53,7 +56,7 @@ fn run(opts: Opts) -> anyhow::Result<ExitCode> {
     let (config, reload_from) = match opts.command {
         Command::Admin(cmd) => return admin::run(cmd),
         Command::Generate { dir } => {
-            cmdchan_common::assets::generate(Opts::command(), &dir)?;
+            cmdchan_common::assets::generate(cmdchan_server::cli::command(), &dir)?;
             return Ok(ExitCode::SUCCESS);
         }
         Command::Serve(serve) => (Config::load(&serve)?, Some(*serve)),

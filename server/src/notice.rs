@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
+use cmdchan_common::sync;
 use futures::task::AtomicWaker;
 
 /// What a connection is told.
@@ -84,7 +85,7 @@ impl Notices {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Listeners> {
-        self.listeners.lock().unwrap_or_else(|p| p.into_inner())
+        sync::lock(&self.listeners)
     }
 }
 

@@ -5,6 +5,7 @@
 //! retry after = (1 − tokens) / rate
 //! ```
 
+use cmdchan_common::sync;
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -25,7 +26,7 @@ impl RateLimiter {
     /// one bucket per client that ever sent a request: provisioned clients only, as
     /// only they get past the tag check.
     pub fn take(&self, client: &str, rate: f64, burst: f64, now: Instant) -> Result<(), Duration> {
-        let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
+        let mut buckets = sync::lock(&self.buckets);
         if let Some(bucket) = buckets.get_mut(client) {
             return bucket.take(rate, burst, now);
         }

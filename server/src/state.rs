@@ -26,6 +26,7 @@ use crate::policy::Policy;
 use crate::rate::RateLimiter;
 use crate::replay::{Store, StoreOptions};
 use crate::revoke::{Reason, Revocations};
+use cmdchan_common::sync;
 
 /// What every connection reads: fixed at start-up but for `settings`, which SIGHUP
 /// replaces as a whole, so each request sees one consistent snapshot.
@@ -92,7 +93,7 @@ impl Settings {
 }
 
 fn read(settings: &RwLock<Arc<Settings>>) -> Arc<Settings> {
-    settings.read().unwrap_or_else(|p| p.into_inner()).clone()
+    sync::read(&settings).clone()
 }
 
 impl Shared {
@@ -166,7 +167,7 @@ impl Shared {
     /// Puts new settings in force for every request and handshake from now on, tells
     /// open connections (they close if now revoked), and reopens the audit file.
     pub fn replace(&self, settings: Settings) -> std::io::Result<()> {
-        *self.settings.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(settings);
+        *sync::write(&self.settings) = Arc::new(settings);
         self.notices.reloaded();
         self.audit.reopen()
     }

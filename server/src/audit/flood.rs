@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 
 use cmdchan_common::ident::Ident;
+use cmdchan_common::sync;
 
 /// Counts kept per (client, reason).
 #[derive(Debug, Default)]
@@ -43,7 +44,7 @@ impl Flood {
         now: u64,
         summarise: impl FnOnce(Summary),
     ) -> bool {
-        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        let mut seen = sync::lock(&self.seen);
         let key = (client.clone(), code);
         let count = seen.entry(key).or_insert(Count {
             second: u64::MAX,
@@ -72,7 +73,7 @@ impl Flood {
 
     /// Takes the counts of seconds before `now`, and forgets idle entries.
     pub fn over(&self, now: u64) -> Vec<Summary> {
-        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        let mut seen = sync::lock(&self.seen);
         let mut out = Vec::new();
         for ((client, code), count) in seen.iter_mut() {
             if count.second < now && count.more > 0 {

@@ -3,11 +3,13 @@
 
 use cmdchan_common::protocol::{CommandInfo, Param};
 
-/// Each built-in is one line of the list: its variant, its name and its description.
-/// The enum, [`Builtin::ALL`], its name and its description come from it, so a new one
-/// cannot be left out of the catalogue; the compiler then asks for its handler.
+/// Each built-in is one line of the list: its variant, its name, who may run it without a
+/// policy file, and its description. The enum, [`Builtin::ALL`], its name, its default
+/// grant and its description come from it, so a new one cannot be left out of the
+/// catalogue, and its grant is chosen where it is added; the compiler then asks for its
+/// handler.
 macro_rules! builtins {
-    ($( $(#[$meta:meta])* $variant:ident => $name:literal, $description:literal; )+) => {
+    ($( $(#[$meta:meta])* $variant:ident => $name:literal, $grant:ident, $description:literal; )+) => {
         /// Every command the server has without a policy.
         #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
         pub enum Builtin {
@@ -28,16 +30,33 @@ macro_rules! builtins {
                     $( Builtin::$variant => $description, )+
                 }
             }
+
+            /// Who may run it when no policy file says otherwise.
+            pub fn grant(self) -> Grant {
+                match self {
+                    $( Builtin::$variant => Grant::$grant, )+
+                }
+            }
         }
     };
 }
 
+/// Who may run a built-in without a policy file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Grant {
+    /// Every role: it has no effect and shows nothing beyond the caller's own grant.
+    Everyone,
+    /// Only the roles a policy names it for (a built-in with an effect, or that shows
+    /// more than the caller's own).
+    Named,
+}
+
 builtins! {
-    Ping => "ping", "answer pong: checks the channel end to end";
-    Whoami => "whoami", "show the name, role, epoch, expiry and servers the server authenticated";
-    Echo => "echo", "return the arguments unchanged";
-    Commands => "commands", "list the commands this role may run";
-    Describe => "describe", "show one command and its parameters (argument: the command's name)";
+    Ping => "ping", Everyone, "answer pong: checks the channel end to end";
+    Whoami => "whoami", Everyone, "show the name, role, epoch, expiry and servers the server authenticated";
+    Echo => "echo", Everyone, "return the arguments unchanged";
+    Commands => "commands", Everyone, "list the commands this role may run";
+    Describe => "describe", Everyone, "show one command and its parameters (argument: the command's name)";
 }
 
 impl Builtin {

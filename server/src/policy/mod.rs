@@ -80,9 +80,14 @@ struct RoleToml {
 }
 
 impl Policy {
-    /// The policy when no file is given: every role may run every built-in.
+    /// The policy when no file is given: every role may run the built-ins the catalogue
+    /// grants to everyone.
     pub fn builtin_default() -> Self {
-        let default = Builtin::ALL.iter().map(|b| b.name().to_owned()).collect();
+        let default = Builtin::ALL
+            .iter()
+            .filter(|b| b.grant() == builtin::Grant::Everyone)
+            .map(|b| b.name().to_owned())
+            .collect();
         Self {
             default,
             ..Self::default()

@@ -49,6 +49,7 @@ use tracing::{debug, warn};
 use cmdchan_common::protocol::CommandId;
 
 use super::{redact, Claim, Entry, Record, StoreError, StoreOptions};
+use cmdchan_common::sync;
 
 /// How long one Redis command or connection attempt may take before the request is
 /// refused as `store unavailable`.
@@ -230,7 +231,7 @@ impl RedisStore {
 
     fn remember_stale(&self, key: &[u8], nonce: [u8; NONCE]) {
         let keep = Instant::now() + Duration::from_millis(self.margin_ms) + TIMEOUT * 600;
-        let mut stale = self.stale.lock().unwrap_or_else(|p| p.into_inner());
+        let mut stale = sync::lock(&self.stale);
         let first = stale.is_empty();
         stale.insert(key.to_vec(), (nonce, keep));
         drop(stale);
@@ -240,7 +241,7 @@ impl RedisStore {
     }
 
     fn forget_stale(&self, key: &[u8]) -> Option<[u8; NONCE]> {
-        let mut stale = self.stale.lock().unwrap_or_else(|p| p.into_inner());
+        let mut stale = sync::lock(&self.stale);
         stale.remove(key).map(|(nonce, _)| nonce)
     }
 
@@ -265,7 +266,7 @@ impl RedisStore {
             tokio::time::sleep(Duration::from_secs(1)).await;
             let now = Instant::now();
             let due: Vec<_> = {
-                let mut map = stale.lock().unwrap_or_else(|p| p.into_inner());
+                let mut map = sync::lock(&stale);
                 map.retain(|_, (_, keep)| *keep > now);
                 if map.is_empty() {
                     return;
@@ -274,7 +275,7 @@ impl RedisStore {
             };
             for (key, nonce) in due {
                 if self.undo(&key, nonce).await.is_ok() {
-                    stale.lock().unwrap_or_else(|p| p.into_inner()).remove(&key);
+                    sync::lock(&stale).remove(&key);
                 }
             }
         }

@@ -26,6 +26,7 @@ use siphasher::sip128::{Hasher128, SipHasher13};
 use cmdchan_common::protocol::{Body, CommandId};
 
 use super::{Answer, Claim, Entry, State, StoreError};
+use cmdchan_common::sync;
 
 /// Shards of the table; a power of two (the shard is picked by the hash's top bits).
 pub const SHARDS: usize = 16;
@@ -181,7 +182,7 @@ impl Table {
         for shard in self.shards.iter() {
             let mut done = 0;
             loop {
-                let mut shard = shard.lock().unwrap_or_else(|p| p.into_inner());
+                let mut shard = sync::lock(&shard);
                 let size = shard.slots.len();
                 let gone = shard.sweep(now, SWEEP_STEP);
                 removed += gone;
@@ -210,7 +211,7 @@ impl Table {
         let slots: usize = self
             .shards
             .iter()
-            .map(|s| s.lock().unwrap_or_else(|p| p.into_inner()).slots.capacity())
+            .map(|s| sync::lock(&s).slots.capacity())
             .sum();
         slots * std::mem::size_of::<Slot>()
     }
@@ -224,7 +225,7 @@ impl Table {
     fn shard(&self, key: u128) -> MutexGuard<'_, Shard> {
         // The top bits pick the shard; the low 64 pick the slot within it.
         let index = (key >> 124) as usize % SHARDS;
-        self.shards[index].lock().unwrap_or_else(|p| p.into_inner())
+        sync::lock(&self.shards[index])
     }
 }
 
