@@ -256,7 +256,7 @@ impl AnswerSink for Forward {
 /// The shared issue time, or `now` (which becomes the shared one) once the shared one
 /// is [`SAME_TIME`] old.
 fn shared_time(shared: &Mutex<u64>, now: u64) -> u64 {
-    let mut shared = sync::lock(&shared);
+    let mut shared = sync::lock(shared);
     if now.saturating_sub(*shared) >= SAME_TIME.as_secs() {
         *shared = now;
     }

@@ -93,7 +93,7 @@ impl Settings {
 }
 
 fn read(settings: &RwLock<Arc<Settings>>) -> Arc<Settings> {
-    sync::read(&settings).clone()
+    sync::read(settings).clone()
 }
 
 impl Shared {

@@ -266,7 +266,7 @@ impl RedisStore {
             tokio::time::sleep(Duration::from_secs(1)).await;
             let now = Instant::now();
             let due: Vec<_> = {
-                let mut map = sync::lock(&stale);
+                let mut map = sync::lock(stale);
                 map.retain(|_, (_, keep)| *keep > now);
                 if map.is_empty() {
                     return;
@@ -275,7 +275,7 @@ impl RedisStore {
             };
             for (key, nonce) in due {
                 if self.undo(&key, nonce).await.is_ok() {
-                    sync::lock(&stale).remove(&key);
+                    sync::lock(stale).remove(&key);
                 }
             }
         }

@@ -182,7 +182,7 @@ impl Table {
         for shard in self.shards.iter() {
             let mut done = 0;
             loop {
-                let mut shard = sync::lock(&shard);
+                let mut shard = sync::lock(shard);
                 let size = shard.slots.len();
                 let gone = shard.sweep(now, SWEEP_STEP);
                 removed += gone;
@@ -211,7 +211,7 @@ impl Table {
         let slots: usize = self
             .shards
             .iter()
-            .map(|s| sync::lock(&s).slots.capacity())
+            .map(|s| sync::lock(s).slots.capacity())
             .sum();
         slots * std::mem::size_of::<Slot>()
     }
