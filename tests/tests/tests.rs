@@ -16,6 +16,7 @@ mod fanout;
 mod faults;
 mod fleet;
 mod framing;
+mod golden;
 mod handshake;
 mod happy_path;
 mod hostile;
