@@ -15,11 +15,21 @@ use cmdchan_common::protocol::{self, Alive, Body, ClientMsg, Output, Reply, Requ
 
 use crate::{Channel, Error, Input, Writer};
 
+/// Whether to go on reading an answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flow {
+    Go,
+    /// Stop now (the output has nowhere to go: a closed pipe): the call ends with
+    /// [`Error::Stopped`] and the connection is dropped, so the server stops the program
+    /// as for any client that left.
+    Stop,
+}
+
 /// Where an answer's output goes as it arrives. A plain closure takes each piece at once;
 /// an implementation that waits (a bounded channel) slows the connection to its own pace,
 /// so nothing piles up in memory however much a server sends.
 pub trait AnswerSink {
-    fn output(&mut self, out: Output) -> impl Future<Output = ()> + Send;
+    fn output(&mut self, out: Output) -> impl Future<Output = Flow> + Send;
 
     /// A sign of life from the server; `Recording`: the program ended and the server
     /// waits for its store to keep the outcome before it answers.
@@ -30,9 +40,9 @@ pub trait AnswerSink {
 pub(crate) struct Each<F>(pub F);
 
 impl<F: FnMut(&Output) + Send> AnswerSink for Each<F> {
-    fn output(&mut self, out: Output) -> impl Future<Output = ()> + Send {
+    fn output(&mut self, out: Output) -> impl Future<Output = Flow> + Send {
         (self.0)(&out);
-        std::future::ready(())
+        std::future::ready(Flow::Go)
     }
 }
 
@@ -111,7 +121,9 @@ pub(crate) async fn read(
         match response.body {
             Body::Output(out) if kind == Kind::Program => {
                 seen_output = true;
-                sink.output(out).await;
+                if sink.output(out).await == Flow::Stop {
+                    break Err(Error::Stopped);
+                }
             }
             Body::Started(_) if kind == Kind::Program && !seen_output && pump.is_none() => {
                 seen_output = true;

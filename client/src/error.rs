@@ -44,6 +44,9 @@ pub enum Error {
     /// connection was dropped rather than end the program's stdin as if it were whole.
     #[error("cannot read stdin for the program: {0}; it was stopped rather than given part of it")]
     Input(io::Error),
+    /// The caller stopped reading the answer (its output had nowhere to go).
+    #[error("the answer's output had nowhere to go; the connection was dropped")]
+    Stopped,
     #[error("{}: {}", .0.code, .0.message)]
     Refused(Failure),
     #[error("cannot set up TLS: {0}")]

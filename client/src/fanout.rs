@@ -18,7 +18,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use crate::inventory::Host;
-use crate::{AnswerSink, Connector, Error, Options, Output, Param, Reply, SharedInput};
+use crate::{AnswerSink, Connector, Error, Flow, Options, Output, Param, Reply, SharedInput};
 use cmdchan_common::sync;
 use cmdchan_common::time;
 
@@ -242,14 +242,16 @@ struct Forward {
 }
 
 impl AnswerSink for Forward {
-    async fn output(&mut self, output: Output) {
-        let _ = self
-            .tx
-            .send(Event::Output {
-                host: self.host,
-                output,
-            })
-            .await;
+    async fn output(&mut self, output: Output) -> Flow {
+        let event = Event::Output {
+            host: self.host,
+            output,
+        };
+        // No one reads the events any more: the run is over for this server too.
+        match self.tx.send(event).await {
+            Ok(()) => Flow::Go,
+            Err(_) => Flow::Stop,
+        }
     }
 }
 

@@ -40,8 +40,8 @@ pub mod fanout;
 pub mod input;
 pub mod inventory;
 
-pub use answer::AnswerSink;
 use answer::Each;
+pub use answer::{AnswerSink, Flow};
 pub use error::Error;
 pub use input::{Input, SharedInput};
 

@@ -28,7 +28,9 @@ impl Heard {
 }
 
 impl cmdchan::AnswerSink for Heard {
-    async fn output(&mut self, _: cmdchan::Output) {}
+    async fn output(&mut self, _: cmdchan::Output) -> cmdchan::Flow {
+        cmdchan::Flow::Go
+    }
 
     fn alive(&mut self, alive: cmdchan::Alive) {
         self.0.lock().unwrap().push(alive);

@@ -41,7 +41,10 @@ struct Setup {
 
 fn setup() -> Setup {
     let env = TestEnv::new();
-    env.script("hello.sh", "echo \"hello\"\necho \"to stderr\" >&2\necho \"bye\"\nexit 3");
+    env.script(
+        "hello.sh",
+        "echo \"hello\"\necho \"to stderr\" >&2\necho \"bye\"\nexit 3",
+    );
     env.script("check.sh", "echo \"CHECK OK - status $1\"\nexit \"$1\"");
     let dir = env.dir.path().to_str().unwrap().to_owned();
     let policy = env.write("policy.toml", &POLICY.replace("{dir}", &dir));
@@ -54,7 +57,10 @@ fn setup() -> Setup {
             .args(["--listen", "127.0.0.1:0", "--server-id", name, "--policy"])
             .arg(&policy)
             .arg("--replay-store")
-            .arg(format!("file:{}", env.path(&format!("replay-{name}")).display()));
+            .arg(format!(
+                "file:{}",
+                env.path(&format!("replay-{name}")).display()
+            ));
         let server = Server::spawn(cmd);
         inventory.push_str(&format!(
             "[servers.{name}]\naddress = \"{}\"\nlabels = {{ tier = \"web\" }}\n",
@@ -100,16 +106,18 @@ impl Setup {
 
     fn shown(&self, cmd: &mut Command, sort: bool) -> String {
         let out = run(cmd);
-        let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+        let (stdout, stderr) = (
+            self.fixed(&text(&out.stdout)),
+            self.fixed(&text(&out.stderr)),
+        );
         let (stdout, stderr) = match sort {
             true => (sorted(&stdout), sorted(&stderr)),
             false => (stdout, stderr),
         };
-        let shown = format!(
+        format!(
             "exit {:?}\n--- stdout\n{stdout}--- stderr\n{stderr}",
             out.status.code()
-        );
-        self.fixed(&shown)
+        )
     }
 
     /// Addresses, ports and durations made fixed.
@@ -156,7 +164,9 @@ fn sorted(text: &str) -> String {
     let lines: Vec<&str> = text.lines().collect();
     let summary = lines
         .iter()
-        .position(|l| l.starts_with("cmdchan: ") && l.ends_with(" servers") || l.starts_with("{\"summary\""))
+        .position(|l| {
+            l.starts_with("cmdchan: ") && l.ends_with(" servers") || l.starts_with("{\"summary\"")
+        })
         .unwrap_or(lines.len());
     let mut body = lines[..summary].to_vec();
     body.sort_unstable();
@@ -168,14 +178,20 @@ fn sorted(text: &str) -> String {
 
 /// Compares `shown` with the golden file `name` (or writes it, with CMDCHAN_GOLDEN=write).
 fn golden(name: &str, shown: &str) {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden").join(name);
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/golden")
+        .join(name);
     if std::env::var("CMDCHAN_GOLDEN").as_deref() == Ok("write") {
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         std::fs::write(&path, shown).unwrap();
         return;
     }
-    let want = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("{}: {e} (write it with CMDCHAN_GOLDEN=write)", path.display()));
+    let want = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e} (write it with CMDCHAN_GOLDEN=write)",
+            path.display()
+        )
+    });
     assert_eq!(shown, want, "{name} changed");
 }
 

@@ -1,6 +1,7 @@
-//! The client's exit statuses. A program's own status passes through, as with `ssh host
-//! cmd`; the client's own outcomes sit in the sysexits range (64–80), where programs
-//! rarely put theirs, and `--json` tells them apart without doubt.
+//! The client's exit statuses and its own error codes. A program's own status passes
+//! through, as with `ssh host cmd`; the client's own outcomes sit in the sysexits range
+//! (64–80), where programs rarely put theirs, and `--json` tells them apart without
+//! doubt, each with a code of the client's (100–199) beside the server's (1–99).
 
 use std::process::ExitCode;
 
@@ -26,6 +27,78 @@ pub enum Exit {
     Policy,
     /// The server showed no sign of life for the answer timeout (as `timeout(1)`).
     Timeout,
+    /// Stdout was closed before the answer ended, as SIGPIPE ends other programs in a
+    /// pipeline (128 + 13).
+    StdoutClosed,
+}
+
+/// The client's own error codes: a name and a number each, so that every failure has
+/// both in `--json`. Their numbers never change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LocalCode {
+    Usage = 100,
+    Credential = 101,
+    NoAddress = 102,
+    CannotConnect = 103,
+    HandshakeFailed = 104,
+    Timeout = 105,
+    ConnectionLost = 106,
+    ProtocolError = 107,
+    TlsSetup = 108,
+    RefusedBeforeTls = 109,
+    NotTls = 110,
+    NoZoneKey = 111,
+    NotStarted = 112,
+    WrongZone = 113,
+    Stdin = 114,
+    NoTlsReply = 115,
+}
+
+impl LocalCode {
+    pub fn name(self) -> &'static str {
+        match self {
+            LocalCode::Usage => "usage",
+            LocalCode::Credential => "credential",
+            LocalCode::NoAddress => "no address",
+            LocalCode::CannotConnect => "cannot connect",
+            LocalCode::HandshakeFailed => "handshake failed",
+            LocalCode::Timeout => "timeout",
+            LocalCode::ConnectionLost => "connection lost",
+            LocalCode::ProtocolError => "protocol error",
+            LocalCode::TlsSetup => "tls setup",
+            LocalCode::RefusedBeforeTls => "refused before tls",
+            LocalCode::NotTls => "not tls",
+            LocalCode::NoZoneKey => "no zone key",
+            LocalCode::NotStarted => "not started",
+            LocalCode::WrongZone => "wrong zone",
+            LocalCode::Stdin => "stdin",
+            LocalCode::NoTlsReply => "no tls reply",
+        }
+    }
+
+    pub fn number(self) -> u16 {
+        self as u16
+    }
+
+    /// The code of a failure the server did not name (a refusal is the server's own).
+    pub fn of(error: &Error) -> LocalCode {
+        match error {
+            Error::NoAddress | Error::NoTarget(_) => LocalCode::NoAddress,
+            Error::Zone(ZoneError::Missing(..)) => LocalCode::NoZoneKey,
+            Error::Zone(ZoneError::Unnamed(_)) => LocalCode::Usage,
+            Error::Zone(ZoneError::Mismatch { .. }) => LocalCode::WrongZone,
+            Error::Connect { .. } => LocalCode::CannotConnect,
+            Error::Handshake { .. } => LocalCode::HandshakeFailed,
+            Error::RefusedBeforeTls { .. } => LocalCode::RefusedBeforeTls,
+            Error::NotTls { .. } => LocalCode::NotTls,
+            Error::Silent(_) => LocalCode::Timeout,
+            Error::NoTlsReply { .. } => LocalCode::NoTlsReply,
+            Error::Input(_) => LocalCode::Stdin,
+            Error::Closed | Error::Lost(_) | Error::Stopped => LocalCode::ConnectionLost,
+            Error::Protocol(_) | Error::Refused(_) => LocalCode::ProtocolError,
+            Error::Tls(_) => LocalCode::TlsSetup,
+        }
+    }
 }
 
 impl Exit {
@@ -45,6 +118,7 @@ impl Exit {
             Exit::Replay => 79,
             Exit::Policy => 80,
             Exit::Timeout => 124,
+            Exit::StdoutClosed => 141,
         }
     }
 
@@ -58,6 +132,7 @@ impl Exit {
             Error::Zone(ZoneError::Mismatch { .. }) => Exit::Unavailable,
             Error::Silent(_) => Exit::Timeout,
             Error::Input(_) => Exit::NoInput,
+            Error::Stopped => Exit::StdoutClosed,
             Error::Connect { .. }
             | Error::NoTlsReply { .. }
             | Error::Handshake { .. }
@@ -69,57 +144,6 @@ impl Exit {
             Error::Tls(_) => Exit::Software,
             Error::Refused(failure) => Exit::of_code(failure.code),
         }
-    }
-
-    /// The client's own error codes, beside the server's (1–35), for `--json`: a name
-    /// and a number in 100–199, so every failure has both.
-    pub const LOCAL_CODES: [(&'static str, u16); 16] = [
-        ("usage", 100),
-        ("credential", 101),
-        ("no address", 102),
-        ("cannot connect", 103),
-        ("handshake failed", 104),
-        ("timeout", 105),
-        ("connection lost", 106),
-        ("protocol error", 107),
-        ("tls setup", 108),
-        ("refused before tls", 109),
-        ("not tls", 110),
-        ("no zone key", 111),
-        ("not started", 112),
-        ("wrong zone", 113),
-        ("stdin", 114),
-        ("no tls reply", 115),
-    ];
-
-    /// The number of one of [`Exit::LOCAL_CODES`].
-    pub fn number_of(code: &str) -> u16 {
-        Self::LOCAL_CODES
-            .iter()
-            .find(|(name, _)| *name == code)
-            .map_or(199, |(_, n)| *n)
-    }
-
-    /// The code of a failure the server did not name.
-    pub fn local_code(error: &Error) -> (&'static str, u16) {
-        let name = match error {
-            Error::NoAddress | Error::NoTarget(_) => "no address",
-            Error::Zone(ZoneError::Missing(..)) => "no zone key",
-            Error::Zone(ZoneError::Unnamed(_)) => "usage",
-            Error::Zone(ZoneError::Mismatch { .. }) => "wrong zone",
-            Error::Connect { .. } => "cannot connect",
-            Error::Handshake { .. } => "handshake failed",
-            Error::RefusedBeforeTls { .. } => "refused before tls",
-            Error::NotTls { .. } => "not tls",
-            Error::Silent(_) => "timeout",
-            Error::NoTlsReply { .. } => "no tls reply",
-            Error::Input(_) => "stdin",
-            Error::Closed | Error::Lost(_) => "connection lost",
-            Error::Protocol(_) => "protocol error",
-            Error::Tls(_) => "tls setup",
-            Error::Refused(_) => "protocol error",
-        };
-        (name, Self::number_of(name))
     }
 
     /// How a remote program ended, as `timeout(1)` and shells report it.

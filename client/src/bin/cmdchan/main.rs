@@ -1,10 +1,13 @@
-//! `cmdchan`: send one command to a cmdchan server and print the result.
+//! `cmdchan`: send one command to a cmdchan server, or to many (`--on`), and show the
+//! result. The command line is here; what is shown is `report`'s (one server) and
+//! `fleet`'s (many), written through `print`.
 
 mod doctor;
 mod exit;
+mod fleet;
 mod keep;
-mod many;
-mod output;
+mod print;
+mod report;
 mod terminal;
 
 use std::ffi::OsString;
@@ -14,10 +17,10 @@ use std::time::Duration;
 
 use clap::{CommandFactory, Parser, Subcommand};
 
-use cmdchan::{Client, Credential, Ident, Options, Param, SharedInput};
+use cmdchan::{AnswerSink, Client, Credential, Flow, Ident, Options, Output, Param, SharedInput};
 
-use crate::exit::Exit;
-use crate::output::Mode;
+use crate::exit::{Exit, LocalCode};
+use crate::report::{Failed, Mode, Report};
 
 /// Send a command to a cmdchan server over TLS-PSK.
 ///
@@ -69,7 +72,7 @@ struct Opts {
     #[arg(long = "arg", global = true, value_name = "NAME=VALUE", value_parser = parse_param)]
     params: Vec<Param>,
     #[command(flatten)]
-    fleet: many::FleetArgs,
+    fleet: fleet::FleetArgs,
     #[command(subcommand)]
     command: Cmd,
 }
@@ -129,14 +132,19 @@ fn main() -> ExitCode {
     let mode = Mode::of(opts.json, opts.nagios);
     match opts.command {
         Cmd::Generate { ref dir } => generate(dir),
-        Cmd::Hosts => match many::hosts(&opts.fleet) {
+        Cmd::Hosts => match fleet::hosts(&opts.fleet) {
             Ok(()) => ExitCode::SUCCESS,
-            Err(e) => output::local_error(mode, "usage", &e, Exit::Usage).into(),
+            Err(e) => local(mode, LocalCode::Usage, &e, Exit::Usage).into(),
         },
         Cmd::Doctor => {
             let Some(cred) = opts.to.cred.clone() else {
-                return output::local_error(mode, "usage", "doctor needs --cred FILE", Exit::Usage)
-                    .into();
+                return local(
+                    mode,
+                    LocalCode::Usage,
+                    "doctor needs --cred FILE",
+                    Exit::Usage,
+                )
+                .into();
             };
             block_on(doctor::run(
                 &cred,
@@ -183,7 +191,13 @@ fn usage(e: &clap::Error) -> ExitCode {
     }
     let message = e.kind().as_str().unwrap_or("usage error").to_owned();
     let message = format!("{message} (run cmdchan --help)");
-    output::local_error(mode, "usage", &message, Exit::Usage).into()
+    local(mode, LocalCode::Usage, &message, Exit::Usage).into()
+}
+
+/// A failure found before any server was asked, shown as `mode` shows failures.
+fn local(mode: Mode, code: LocalCode, message: &str, exit: Exit) -> Exit {
+    mode.report(false, 0)
+        .failed(&Failed::local(code, message, exit))
 }
 
 fn generate(dir: &std::path::Path) -> ExitCode {
@@ -217,16 +231,12 @@ fn block_on(work: impl std::future::Future<Output = Exit>) -> ExitCode {
 async fn run(opts: Opts, command: String, args: Vec<String>) -> Exit {
     let mode = Mode::of(opts.json, opts.nagios);
     let Some(cred_path) = opts.to.cred.clone() else {
-        return output::local_error(
-            mode,
-            "usage",
-            "no credential: pass --cred FILE or set CMDCHAN_CRED",
-            Exit::Usage,
-        );
+        let message = "no credential: pass --cred FILE or set CMDCHAN_CRED";
+        return local(mode, LocalCode::Usage, message, Exit::Usage);
     };
     let cred = match Credential::load(&cred_path) {
         Ok(cred) => cred,
-        Err(e) => return output::local_error(mode, "credential", &e.to_string(), Exit::Config),
+        Err(e) => return local(mode, LocalCode::Credential, &e.to_string(), Exit::Config),
     };
     if !opts.fleet.on.is_empty() {
         return run_many(opts, mode, cred, command, args).await;
@@ -239,25 +249,36 @@ async fn run(opts: Opts, command: String, args: Vec<String>) -> Exit {
         retries: opts.retries,
         ..Options::default()
     };
+    let mut report = mode.report(opts.fail_truncated, opts.max_output);
     let mut client = match Client::connect(cred, opts.to.server.as_deref(), options).await {
         Ok(client) => client,
-        Err(e) => return output::error(mode, &e),
+        Err(e) => return report.failed(&Failed::of(&e)),
     };
     let mut request = match client.request(&command, &args) {
         Ok(request) => request,
-        Err(e) => return output::error(mode, &e),
+        Err(e) => return report.failed(&Failed::of(&e)),
     };
     request.params = opts.params;
     // Read only if the server says the program takes stdin (ssh's -n pitfall avoided).
     client.set_input(Box::new(tokio::io::stdin()));
-    let mut sink = output::Sink::new(mode, opts.fail_truncated, opts.max_output);
-    let result = client
-        .run_with_retry(&mut request, |out| sink.write(out))
-        .await;
+    let result = client.deliver(&mut request, &mut Shown(&mut *report)).await;
     client.close().await;
     match result {
-        Ok(reply) => sink.reply(&reply),
-        Err(e) => output::error(mode, &e),
+        Ok(reply) => report.reply(&reply),
+        Err(e) => report.failed(&Failed::of(&e)),
+    }
+}
+
+/// A report as the sink of one answer's output: a closed stdout stops the answer (the
+/// connection closes, and the server stops the program as for a client that left).
+struct Shown<'r>(&'r mut (dyn Report + Send));
+
+impl AnswerSink for Shown<'_> {
+    async fn output(&mut self, out: Output) -> Flow {
+        match self.0.output(&out) {
+            Ok(()) => Flow::Go,
+            Err(print::Closed) => Flow::Stop,
+        }
     }
 }
 
@@ -270,26 +291,25 @@ async fn run_many(
     args: Vec<String>,
 ) -> Exit {
     let view = match mode {
-        Mode::Json => many::View::Json,
+        Mode::Json => fleet::View::Json,
         Mode::Nagios => {
             let message = "--nagios checks one server; leave out --on";
-            return output::local_error(mode, "usage", message, Exit::Usage);
+            return local(mode, LocalCode::Usage, message, Exit::Usage);
         }
-        Mode::Text if opts.fleet.gather => many::View::Gather,
-        Mode::Text => many::View::Stream,
+        Mode::Text if opts.fleet.gather => fleet::View::Gather,
+        Mode::Text => fleet::View::Stream,
     };
     if opts.to.server.is_some() || opts.to.server_id.is_some() {
         let message = "--on takes servers from the inventory; leave out --server and --server-id";
-        return output::local_error(mode, "usage", message, Exit::Usage);
+        return local(mode, LocalCode::Usage, message, Exit::Usage);
     }
-    let hosts = match many::select(&opts.fleet) {
+    let hosts = match fleet::select(&opts.fleet) {
         Ok(hosts) => hosts,
-        Err(e) => return output::local_error(mode, "usage", &e, Exit::Usage),
+        Err(e) => return local(mode, LocalCode::Usage, &e, Exit::Usage),
     };
-    let per_server = opts.to.timeout.unwrap_or(FLEET_TIMEOUT);
     let options = Options {
         zone: opts.to.zone,
-        timeout: per_server,
+        timeout: opts.to.timeout.unwrap_or(FLEET_TIMEOUT),
         answer_timeout: opts.answer_timeout,
         retries: opts.retries,
         ..Options::default()
@@ -302,8 +322,13 @@ async fn run_many(
         params: opts.params,
         stdin: Some(stdin),
     };
-    let max_output = opts.max_output;
-    many::run(&opts.fleet, view, cred, hosts, command, options, max_output).await
+    let run = fleet::Run {
+        view,
+        command,
+        options,
+        max_output: opts.max_output,
+    };
+    fleet::run(&opts.fleet, cred, hosts, run).await
 }
 
 /// A size in bytes: a number, or one with K, M or G (KiB, MiB, GiB; `16M`, `1GiB`).

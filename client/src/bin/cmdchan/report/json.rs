@@ -1,0 +1,74 @@
+//! One JSON object at the end, for programs: `{"ok": true, "exit": N, "reply": …}` or,
+//! for every failure, `{"ok": false, "exit": N, "error": …}`. A program's output is kept
+//! for it, within `--max-output` per stream, and the object says what was cut.
+
+use serde_json::{json, Value};
+
+use cmdchan::{Output, Reply, Stream};
+
+use super::{exit_json, reply_exit, reply_json, text_or_base64, Failed, Report};
+use crate::exit::Exit;
+use crate::keep;
+use crate::print::{self, Closed};
+
+#[derive(Debug)]
+pub struct Json {
+    fail_truncated: bool,
+    kept: keep::Store,
+}
+
+impl Json {
+    pub fn new(fail_truncated: bool, max_output: u64) -> Self {
+        Self {
+            fail_truncated,
+            kept: keep::Store::new(1, max_output, true),
+        }
+    }
+
+    /// A program's exit with what it printed.
+    fn program(&self, info: &cmdchan::ExitInfo) -> Value {
+        let (out, err) = (
+            self.kept.get(0, Stream::Stdout),
+            self.kept.get(0, Stream::Stderr),
+        );
+        let (stdout, out_encoding) = text_or_base64(&out.data);
+        let (stderr, err_encoding) = text_or_base64(&err.data);
+        json!({
+            "exit": exit_json(info),
+            "stdout": stdout,
+            "stdout_encoding": out_encoding,
+            "stdout_cut": out.cut(),
+            "stderr": stderr,
+            "stderr_encoding": err_encoding,
+            "stderr_cut": err.cut(),
+        })
+    }
+}
+
+impl Report for Json {
+    fn output(&mut self, out: &Output) -> Result<(), Closed> {
+        self.kept.add(0, out.stream, &out.data);
+        Ok(())
+    }
+
+    fn reply(&mut self, reply: &Reply) -> Exit {
+        let exit = reply_exit(reply, self.fail_truncated);
+        let reply = match reply {
+            Reply::Exit(info) => self.program(info),
+            other => reply_json(other),
+        };
+        let line = json!({ "ok": true, "exit": exit.code(), "reply": reply });
+        match print::out_line(&line.to_string()) {
+            Ok(()) => exit,
+            Err(Closed) => Exit::StdoutClosed,
+        }
+    }
+
+    fn failed(&mut self, failed: &Failed) -> Exit {
+        let line = json!({ "ok": false, "exit": failed.exit.code(), "error": failed.json() });
+        match print::out_line(&line.to_string()) {
+            Ok(()) => failed.exit,
+            Err(Closed) => Exit::StdoutClosed,
+        }
+    }
+}
