@@ -11,7 +11,9 @@ use tokio::io::AsyncReadExt;
 use tokio::task::JoinHandle;
 use tokio::time::timeout;
 
-use cmdchan_common::protocol::{self, Alive, Body, ClientMsg, Output, Reply, Request, Response};
+use cmdchan_common::protocol::{
+    self, Alive, Body, ClientMsg, Output, ReplyKind, Request, Response,
+};
 
 use crate::{Channel, Error, Input, Writer};
 
@@ -46,38 +48,6 @@ impl<F: FnMut(&Output) + Send> AnswerSink for Each<F> {
     }
 }
 
-/// What a command may be answered with, known before it is sent.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Kind {
-    /// A built-in: no output, no stdin, a reply of its own kind.
-    Builtin(&'static str),
-    /// A program (or a name the server may not know): output, stdin if it says so, and
-    /// an `Exit` reply.
-    Program,
-}
-
-impl Kind {
-    fn of(command: &str) -> Kind {
-        match protocol::BUILTINS.iter().find(|b| **b == command) {
-            Some(name) => Kind::Builtin(name),
-            None => Kind::Program,
-        }
-    }
-
-    /// Whether `reply` is of the kind this command is answered with.
-    fn fits(self, reply: &Reply) -> bool {
-        matches!(
-            (self, reply),
-            (Kind::Builtin("ping"), Reply::Pong)
-                | (Kind::Builtin("whoami"), Reply::Whoami(_))
-                | (Kind::Builtin("echo"), Reply::Echo(_))
-                | (Kind::Builtin("commands"), Reply::Commands(_))
-                | (Kind::Builtin("describe"), Reply::Describe(_))
-                | (Kind::Program, Reply::Exit(_))
-        )
-    }
-}
-
 /// Reads the answer to `request` (already sent) up to its final response; output goes to
 /// `sink`, and a program that takes stdin gets `input` (or an empty stdin). A response
 /// with counter 0 is a connection-level error, returned as the final one.
@@ -88,7 +58,8 @@ pub(crate) async fn read(
     silence: Duration,
     sink: &mut impl AnswerSink,
 ) -> Result<Response, Error> {
-    let kind = Kind::of(&request.command);
+    let kind = protocol::reply_kind(&request.command);
+    let program = kind == ReplyKind::Exit;
     let mut pump: Option<JoinHandle<Result<Writer, Error>>> = None;
     let mut seen_output = false;
     let answer = loop {
@@ -119,13 +90,13 @@ pub(crate) async fn read(
             )));
         }
         match response.body {
-            Body::Output(out) if kind == Kind::Program => {
+            Body::Output(out) if program => {
                 seen_output = true;
                 if sink.output(out).await == Flow::Stop {
                     break Err(Error::Stopped);
                 }
             }
-            Body::Started(_) if kind == Kind::Program && !seen_output && pump.is_none() => {
+            Body::Started(_) if program && !seen_output && pump.is_none() => {
                 seen_output = true;
                 match start_input(channel, input.take(), request.counter).await {
                     Ok(started) => pump = started,
@@ -133,7 +104,7 @@ pub(crate) async fn read(
                 }
             }
             Body::Alive(alive) => sink.alive(alive),
-            Body::Ok(ref reply) if !kind.fits(reply) => {
+            Body::Ok(ref reply) if reply.kind() != kind => {
                 break Err(Error::Protocol(format!(
                     "the server answered {} with a reply of another kind",
                     printable_command(request)
@@ -141,7 +112,11 @@ pub(crate) async fn read(
             }
             Body::Ok(_) | Body::Err(_) => break Ok(response),
             Body::Output(_) | Body::Started(_) => {
-                break Err(Error::Protocol(unexpected(&response.body, kind, request)))
+                break Err(Error::Protocol(unexpected(
+                    &response.body,
+                    program,
+                    request,
+                )))
             }
         }
     };
@@ -210,13 +185,13 @@ async fn wait(pump: &mut Option<JoinHandle<Result<Writer, Error>>>) -> Result<Wr
 }
 
 /// Why `body` has no place in this answer.
-fn unexpected(body: &Body, kind: Kind, request: &Request) -> String {
+fn unexpected(body: &Body, program: bool, request: &Request) -> String {
     let command = printable_command(request);
-    match (body, kind) {
-        (Body::Started(_), Kind::Builtin(_)) => {
+    match (body, program) {
+        (Body::Started(_), false) => {
             format!("the server asked for stdin for {command}, which takes none")
         }
-        (Body::Output(_), Kind::Builtin(_)) => {
+        (Body::Output(_), false) => {
             format!("the server sent output for {command}, which has none")
         }
         _ => format!("the server asked for stdin for {command} twice, or after its output"),

@@ -15,9 +15,48 @@ pub const VERSION: u8 = 3;
 /// What `--version` prints after the program name: the release and the protocol.
 pub const VERSION_LINE: &str = concat!(env!("CARGO_PKG_VERSION"), " (protocol 3)");
 
-/// The commands every server has (PROTOCOL.md §5.4). None of them takes stdin, and
-/// each has a reply of its own kind: a client holds a server to that.
-pub const BUILTINS: [&str; 5] = ["ping", "whoami", "echo", "commands", "describe"];
+/// The commands every server has (PROTOCOL.md §5.4), each with the kind of its reply.
+/// None of them takes stdin, and a client holds a server to the reply's kind.
+pub const BUILTINS: [(&str, ReplyKind); 5] = [
+    ("ping", ReplyKind::Pong),
+    ("whoami", ReplyKind::Whoami),
+    ("echo", ReplyKind::Echo),
+    ("commands", ReplyKind::Commands),
+    ("describe", ReplyKind::Describe),
+];
+
+/// The kinds of [`Reply`], without their contents.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplyKind {
+    Pong,
+    Whoami,
+    Echo,
+    Commands,
+    Exit,
+    Describe,
+}
+
+impl Reply {
+    pub fn kind(&self) -> ReplyKind {
+        match self {
+            Reply::Pong => ReplyKind::Pong,
+            Reply::Whoami(_) => ReplyKind::Whoami,
+            Reply::Echo(_) => ReplyKind::Echo,
+            Reply::Commands(_) => ReplyKind::Commands,
+            Reply::Exit(_) => ReplyKind::Exit,
+            Reply::Describe(_) => ReplyKind::Describe,
+        }
+    }
+}
+
+/// The kind of reply `command` is answered with: a built-in's own, else a program's
+/// `Exit`.
+pub fn reply_kind(command: &str) -> ReplyKind {
+    BUILTINS
+        .iter()
+        .find(|(name, _)| *name == command)
+        .map_or(ReplyKind::Exit, |(_, kind)| *kind)
+}
 
 /// A command ID: 128 random bits chosen by the client, unique per command.
 pub type CommandId = [u8; 16];
