@@ -24,9 +24,8 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::policy::{BindError, Builtin, Command, Invocation, Policy, Program};
 use crate::rate::RateLimiter;
-use crate::replay::{Answer, Claim, Entry, Record, State, Store, StoreError};
+use crate::replay::{Answer, Claim, Entry, Record, State, Store, StoreError, Ticket};
 use crate::revoke::{Revocations, Revoked};
-use crate::ticket::Ticket;
 
 /// What admission needs to know about this server.
 #[derive(Debug)]

@@ -24,7 +24,6 @@ pub mod revoke;
 pub mod run;
 pub mod server;
 pub mod state;
-pub mod ticket;
 
 use std::sync::Arc;
 

@@ -1,11 +1,13 @@
 //! What became of one request, and the one place it meets the wire: its error code and
-//! message, the outcome name of its audit record, and its metric label. A new way for a
+//! message, the outcome name of its audit record, and its metric label; and what a retry
+//! of a claimed command ID hears. A new way for a
 //! request to end is a variant here, and the compiler lists every match that must learn it.
 
 use cmdchan_common::frame::FrameError;
 use cmdchan_common::protocol::{Body, ErrorCode, ExitInfo, Failure, Reply};
 
 use crate::admit::Refusal;
+use crate::replay::{self, Answer, Entry, State};
 
 /// How one request ended.
 #[derive(Debug, Clone)]
@@ -159,6 +161,30 @@ impl Iterator for Bodies {
             Bodies::One(body) => body.take(),
             Bodies::Many(bodies) => bodies.next(),
         }
+    }
+}
+
+/// The answer to a retry of a claimed ID, from what the store has of it: the kept
+/// answer, a built-in run again (`rerun`: it has no effect), or why not.
+pub fn retried(entry: Entry, rerun: Option<impl FnOnce() -> Outcome>) -> Retry {
+    match (entry.state, rerun) {
+        (State::Done(Answer::Kept(bodies)), _) => Retry::Kept(bodies),
+        (State::Done(Answer::Builtin), Some(rerun)) => Retry::Builtin(Box::new(rerun())),
+        (State::Running, _) => Retry::InProgress,
+        (State::Done(Answer::Interrupted), _) => Retry::Interrupted,
+        _ => Retry::Dropped,
+    }
+}
+
+/// What a finished program leaves for a retry: its bodies, then its final one, if they
+/// fit [`replay::OUTCOME_CAP`]; otherwise only that it ran.
+pub fn answer_of(kept: Option<Vec<Body>>, outcome: &Outcome) -> Answer {
+    match kept {
+        Some(mut bodies) => {
+            bodies.extend(outcome.clone().into_bodies());
+            replay::keep(bodies)
+        }
+        None => Answer::Dropped,
     }
 }
 

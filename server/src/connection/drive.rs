@@ -20,12 +20,11 @@ use super::{Connection, Pending};
 use crate::admit::Admitted;
 use crate::exec::{self, Event};
 use crate::notice::Notice;
-use crate::outcome::Outcome;
+use crate::outcome::{self, Outcome};
 use crate::policy::{Invocation, Program};
-use crate::replay::OUTCOME_CAP;
+use crate::replay::{Ticket, OUTCOME_CAP};
 use crate::run::{Run, Terms};
 use crate::state::Shared;
-use crate::ticket::{self, Ticket};
 
 /// What became of a program: its outcome, and the answer kept for a retry (`None`: too
 /// large to keep).
@@ -183,7 +182,7 @@ impl Connection {
         (outcome, kept): &Ran,
         shared: &Shared,
     ) -> bool {
-        let answer = ticket::answer_of(kept.clone(), outcome);
+        let answer = outcome::answer_of(kept.clone(), outcome);
         let id = hex::encode(ticket.id());
         let mut failed = false;
         loop {

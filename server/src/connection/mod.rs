@@ -25,10 +25,10 @@ use crate::cmd;
 use crate::handshake;
 use crate::metrics::Tally;
 use crate::notice::{Listener, Notice};
-use crate::outcome::Outcome;
+use crate::outcome::{self, Outcome};
 use crate::policy::{Builtin, Invocation, Program};
+use crate::replay::Ticket;
 use crate::state::{Settings, Shared};
-use crate::ticket;
 
 use self::wire::{Read, Wire};
 
@@ -243,7 +243,7 @@ impl Connection {
                     Action::Builtin(b) => Some(|| builtin(*b, &cmd, &settings)),
                     Action::Run(..) => None,
                 };
-                let retried = Outcome::Retried(ticket::retried(entry, rerun));
+                let retried = Outcome::Retried(outcome::retried(entry, rerun));
                 (Some(cmd), retried)
             }
             Ok(Admission::Admitted(mut cmd)) => {
@@ -304,7 +304,7 @@ impl Connection {
         cmd: &Admitted<'_>,
         program: &Program,
         invocation: &Invocation,
-        ticket: ticket::Ticket,
+        ticket: Ticket,
         shared: &Shared,
     ) -> Outcome {
         let ran = match shared.audit.started(cmd, &self.key, &self.peer, invocation) {

@@ -13,6 +13,7 @@
 mod log;
 mod redis;
 mod table;
+mod ticket;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -27,6 +28,7 @@ use crate::metrics::StoreMetrics;
 pub use self::log::{whole_records, LogStore};
 pub use self::redis::RedisStore;
 pub use self::table::Table;
+pub use self::ticket::Ticket;
 
 /// Largest answer kept for retries, encoded; a bigger one is remembered only as "ran".
 pub const OUTCOME_CAP: usize = 64 * 1024;
@@ -94,7 +96,7 @@ pub enum StoreError {
 }
 
 /// Where command IDs are remembered, with the store's latency and error counts. A
-/// clone is the same store (a program's [`crate::ticket::Ticket`] holds one).
+/// clone is the same store (a program's [`Ticket`] holds one).
 #[derive(Debug, Clone)]
 pub struct Store {
     backend: Arc<Backend>,

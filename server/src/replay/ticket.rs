@@ -1,11 +1,10 @@
-//! A command ID's life after its claim, in one place: the [`Ticket`] a program's run
-//! holds, finished with its outcome (kept before the answer goes out), or marked
-//! interrupted if it is dropped unfinished; and what a retry of a claimed ID hears.
+//! A program's claim on its command ID, held while it runs: finished with the program's
+//! outcome (kept before the answer goes out), or, dropped unfinished, marked interrupted
+//! in the background (mini-redis's drop-guard habit), so no claim is left `Running`.
 
 use cmdchan_common::protocol::CommandId;
 
-use crate::outcome::{Outcome, Retry};
-use crate::replay::{self, Answer, Entry, Record, State, Store, StoreError};
+use super::{Answer, Record, State, Store, StoreError};
 
 /// A program's claim on its command ID, held while it runs. [`Ticket::finish`] keeps
 /// its outcome; dropped unfinished (a panic, a task cut short), the ID is marked
@@ -65,29 +64,5 @@ impl Drop for Ticket {
             // file store reads as interrupted too.
             let _ = store.finish(&record, cmdchan_common::time::now()).await;
         });
-    }
-}
-
-/// The answer to a retry of a claimed ID, from what the store has of it: the kept
-/// answer, a built-in run again (`rerun`: it has no effect), or why not.
-pub fn retried(entry: Entry, rerun: Option<impl FnOnce() -> Outcome>) -> Retry {
-    match (entry.state, rerun) {
-        (State::Done(Answer::Kept(bodies)), _) => Retry::Kept(bodies),
-        (State::Done(Answer::Builtin), Some(rerun)) => Retry::Builtin(Box::new(rerun())),
-        (State::Running, _) => Retry::InProgress,
-        (State::Done(Answer::Interrupted), _) => Retry::Interrupted,
-        _ => Retry::Dropped,
-    }
-}
-
-/// What a finished program leaves for a retry: its bodies, then its final one, if they
-/// fit [`replay::OUTCOME_CAP`]; otherwise only that it ran.
-pub fn answer_of(kept: Option<Vec<cmdchan_common::protocol::Body>>, outcome: &Outcome) -> Answer {
-    match kept {
-        Some(mut bodies) => {
-            bodies.extend(outcome.clone().into_bodies());
-            replay::keep(bodies)
-        }
-        None => Answer::Dropped,
     }
 }
