@@ -158,11 +158,15 @@ def zigzag(n: int) -> bytes:        # signed integers: zigzag, then varint
     return varint((n << 1) ^ (n >> 63))
 
 def request(counter, cid, issued_at, target, role, epoch, expires, servers, tag_, command, args,
-            params) -> bytes:
+            params, detach=False, run=None) -> bytes:
     grant = pstr(role) + varint(epoch) + popt_u64(expires) + pvec_str(servers)
     named = varint(len(params)) + b"".join(pstr(k) + pstr(v) for k, v in params)
+    run_ = b"\x00" if run is None else b"\x01" + run      # Option<[u8; 16]>
     return (varint(counter) + cid + varint(issued_at) + pstr(target) + grant + tag_
-            + pstr(command) + pvec_str(args) + named)
+            + pstr(command) + pvec_str(args) + named + bytes([detach]) + run_)
+
+def job_id(run: bytes, server: str) -> bytes:    # a fan-out run's job on one server
+    return hashlib.sha256(b"cmdchan/v3/job" + run + server.encode()).digest()[:16]
 
 def print_wire_vectors():
     zkey = zone_key(bytes(range(32)), "prod", 1)
@@ -172,7 +176,8 @@ def print_wire_vectors():
                   tag(zkey, "prod", *g), "echo", ["hi", "ü"], [])
     print("request frame   ", frame(varint(0) + req).hex())    # ClientMsg::Request = variant 0
     tail = request(2, cid, 1893455990, "db1", "operator", 7, 1893456000, ["db1", "db2"],
-                   tag(zkey, "prod", *g), "tail-log", ["/var/log/syslog"], [("lines", "10")])
+                   tag(zkey, "prod", *g), "tail-log", ["/var/log/syslog"], [("lines", "10")],
+                   detach=True, run=b"\xaa" * 16)
     print("request frame 2 ", frame(varint(0) + tail).hex())
     print("input frame     ", frame(varint(1) + varint(1) + varint(3) + b"hi\n").hex())
     print("input end frame ", frame(varint(2) + varint(1)).hex())
@@ -195,6 +200,14 @@ def print_wire_vectors():
     print("exit frame      ", frame(ex).hex())
     # Response: Body::Alive(4) Alive::Running(0)
     print("alive frame     ", frame(varint(1) + cid + varint(4) + varint(0)).hex())
+    # Response: Body::Ok(0) Reply::Jobs(7) [JobInfo { id, state: Exited(1) 3, client "alice",
+    #   command "backup", started_at, ended_at, output_bytes 300, kept_bytes 300,
+    #   stdout_sha256 11.., stderr_sha256 22.., run Some(aa..) }]
+    job = (cid + varint(1) + zigzag(3) + pstr("alice") + pstr("backup") + varint(1893455990)
+           + varint(1893456000) + varint(300) + varint(300) + b"\x11" * 32 + b"\x22" * 32
+           + b"\x01" + b"\xaa" * 16)
+    print("jobs frame      ", frame(varint(1) + cid + varint(0) + varint(7) + varint(1) + job).hex())
+    print("job id          ", job_id(b"\xaa" * 16, "db1").hex())
 
 if __name__ == "__main__":
     print_key_vectors()

@@ -446,6 +446,8 @@ impl Pinger {
                 command: "ping".into(),
                 args: Vec::new(),
                 params: Vec::new(),
+                detach: false,
+                run: None,
             }),
             codec: MsgCodec::new(DEFAULT_MAX_FRAME),
             answered: 0,

@@ -58,7 +58,8 @@ pub(crate) async fn read(
     silence: Duration,
     sink: &mut impl AnswerSink,
 ) -> Result<Response, Error> {
-    let kind = protocol::reply_kind(&request.command);
+    let (kind, has_output) = protocol::answer_kind(request);
+    // Only a program (attached) takes stdin.
     let program = kind == ReplyKind::Exit;
     let mut pump: Option<JoinHandle<Result<Writer, Error>>> = None;
     let mut seen_output = false;
@@ -90,7 +91,7 @@ pub(crate) async fn read(
             )));
         }
         match response.body {
-            Body::Output(out) if program => {
+            Body::Output(out) if has_output => {
                 seen_output = true;
                 if sink.output(out).await == Flow::Stop {
                     break Err(Error::Stopped);
@@ -191,7 +192,7 @@ fn unexpected(body: &Body, program: bool, request: &Request) -> String {
         (Body::Started(_), false) => {
             format!("the server asked for stdin for {command}, which takes none")
         }
-        (Body::Output(_), false) => {
+        (Body::Output(_), _) => {
             format!("the server sent output for {command}, which has none")
         }
         _ => format!("the server asked for stdin for {command} twice, or after its output"),

@@ -18,9 +18,12 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use crate::inventory::Host;
-use crate::{AnswerSink, Connector, Error, Flow, Options, Output, Param, Reply, SharedInput};
-use cmdchan_common::sync;
+use crate::{
+    AnswerSink, CommandId, Connector, Error, Flow, Ident, JobState, Options, Output, Param, Reply,
+    SharedInput,
+};
 use cmdchan_common::time;
+use cmdchan_common::{protocol, sync};
 
 /// How long servers share one issue time: well inside a server's freshness window (60 s
 /// by default), so a request is never stale when it arrives.
@@ -74,12 +77,16 @@ pub enum Outcome {
 }
 
 impl Outcome {
-    /// Ran and exited 0 (or a built-in answered).
+    /// Ran and exited 0, or a built-in answered (of jobs: each one is running or exited
+    /// 0).
     pub fn succeeded(&self) -> bool {
         match self {
             Outcome::Ran(Reply::Exit(info)) => {
                 !info.timed_out && info.code == Some(0) && info.signal.is_none()
             }
+            Outcome::Ran(Reply::Jobs(jobs)) => jobs
+                .iter()
+                .all(|j| matches!(j.state, JobState::Running | JobState::Exited(0))),
             Outcome::Ran(_) => true,
             _ => false,
         }
@@ -90,10 +97,49 @@ impl Outcome {
 #[derive(Debug, Clone)]
 pub struct Command {
     pub name: String,
+    /// Its arguments; the first [`Command::run_ids`] of them are run IDs, each replaced
+    /// on every server by the ID of that run's job there ([`protocol::job_id`]).
     pub args: Vec<String>,
     pub params: Vec<Param>,
     /// The stdin every server's program gets, if it takes stdin (none: an empty one).
     pub stdin: Option<SharedInput>,
+    /// Start the program as a job on every server, all of one run: each server's command
+    /// ID is its job ID in the run ([`protocol::job_id`]), so the run's ID alone finds them all.
+    pub detach: bool,
+    /// The run this fan-out is: sent with every request (for the audit trail and the
+    /// jobs it starts). [`Command::new`] draws a fresh one.
+    pub run: CommandId,
+    /// How many leading arguments are run IDs (`job status RUN --on …`).
+    pub run_ids: usize,
+}
+
+impl Command {
+    /// A command of a fresh run: no stdin, not detached.
+    pub fn new(name: &str, args: Vec<String>) -> Result<Self, Error> {
+        let mut run = [0u8; 16];
+        openssl::rand::rand_bytes(&mut run)?;
+        Ok(Self {
+            name: name.to_owned(),
+            args,
+            params: Vec::new(),
+            stdin: None,
+            detach: false,
+            run,
+            run_ids: 0,
+        })
+    }
+
+    /// The arguments as `server` gets them: each run ID the ID of its job there.
+    fn args_on(&self, server: &Ident) -> Vec<String> {
+        let runs = self.run_ids.min(self.args.len());
+        let jobs = self.args[..runs]
+            .iter()
+            .map(|arg| match protocol::parse_id(arg) {
+                Some(run) => hex::encode(protocol::job_id(&run, server)),
+                None => arg.clone(),
+            });
+        jobs.chain(self.args[runs..].iter().cloned()).collect()
+    }
 }
 
 /// Starts the fan-out on the current runtime; the receiver yields every event and ends
@@ -217,9 +263,15 @@ impl Job {
         if let Some(stdin) = &self.command.stdin {
             client.set_input(stdin.reader());
         }
-        let mut request = client.request(&self.command.name, &self.command.args)?;
+        let args = self.command.args_on(&self.host.name);
+        let mut request = client.request(&self.command.name, &args)?;
         request.issued_at = shared_time(&self.issued_at, request.issued_at);
         request.params = self.command.params.clone();
+        request.run = Some(self.command.run);
+        if self.command.detach {
+            request.detach = true;
+            request.id = protocol::job_id(&self.command.run, &self.host.name);
+        }
         let mut forward = Forward {
             tx: self.tx,
             host: self.index,

@@ -27,10 +27,11 @@ use tokio_util::codec::{FramedRead, FramedWrite};
 
 pub use cmdchan_common::credential::{Credential, ZoneEntry, ZoneError};
 pub use cmdchan_common::ident::Ident;
-pub use cmdchan_common::protocol::ALIVE_EVERY;
+pub use cmdchan_common::protocol::{self, ALIVE_EVERY};
 pub use cmdchan_common::protocol::{
-    Alive, Body, ClientMsg, CommandInfo, ErrorCode, ExitInfo, Failure, Grant, Output, Param,
-    ParamInfo, ParamKind, Reply, Request, Response, Started, Stream, Whoami,
+    Alive, Body, ClientMsg, CommandId, CommandInfo, ErrorCode, ExitInfo, Failure, Grant, JobInfo,
+    JobState, Output, Param, ParamInfo, ParamKind, Reply, Request, Response, Started, Stream,
+    Whoami,
 };
 
 mod answer;
@@ -39,11 +40,13 @@ mod error;
 pub mod fanout;
 pub mod input;
 pub mod inventory;
+mod jobs;
 
 use answer::Each;
 pub use answer::{AnswerSink, Flow};
 pub use error::Error;
 pub use input::{Input, SharedInput};
+pub use jobs::Follow;
 
 use cmdchan_common::frame::{MsgCodec, DEFAULT_MAX_FRAME};
 use cmdchan_common::{time, tls};
@@ -266,7 +269,9 @@ impl Client {
         self.answer(request, &mut Each(on_output)).await
     }
 
-    async fn answer(
+    /// Sends `request` once (no retry), hands its output to `sink`, and returns the
+    /// reply or the refusal.
+    pub async fn answer(
         &mut self,
         request: &Request,
         sink: &mut impl AnswerSink,
@@ -299,6 +304,8 @@ impl Client {
             command: command.to_owned(),
             args: args.to_vec(),
             params: Vec::new(),
+            detach: false,
+            run: None,
         })
     }
 

@@ -332,6 +332,8 @@ mod tests {
             command: "echo".into(),
             args: args.clone(),
             params: vec![],
+            detach: false,
+            run: None,
         };
         let tail = Request {
             counter: 2,
@@ -341,16 +343,19 @@ mod tests {
                 name: "lines".into(),
                 value: "10".into(),
             }],
+            detach: true,
+            run: Some([0xaa; 16]),
             ..request.clone()
         };
         assert_eq!(
             frame_hex(&ClientMsg::Request(request)),
-            "00000062030001000102030405060708090a0b0c0d0e0ff6b0ef860703646231086f70657261746f72070180b1ef86070203646231\
-             036462320b88f747797b56dcb0fc125170581bc8a825415bc371b601c97cf0fcf221224a046563686f0202686902c3bc00"
+            "00000064030001000102030405060708090a0b0c0d0e0ff6b0ef860703646231086f70657261746f72070180b1ef86070203646231\
+             036462320b88f747797b56dcb0fc125170581bc8a825415bc371b601c97cf0fcf221224a046563686f0202686902c3bc000000"
         );
-        assert_eq!(frame_hex(&ClientMsg::Request(tail)), "00000079030002000102030405060708090a0b0c0d0e0ff6b0ef860703646231086f70657261746f72070180b1ef86070203646231\
+        assert_eq!(frame_hex(&ClientMsg::Request(tail)), "0000008b030002000102030405060708090a0b0c0d0e0ff6b0ef860703646231086f70657261746f72070180b1ef86070203646231\
              036462320b88f747797b56dcb0fc125170581bc8a825415bc371b601c97cf0fcf221224a087461696c2d6c6f67010f2f7661722f\
-             6c6f672f7379736c6f6701056c696e6573023130");
+             6c6f672f7379736c6f6701056c696e6573023130\
+             0101aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa");
         let input = ClientMsg::Input(Input {
             counter: 1,
             data: b"hi\n".to_vec(),
@@ -397,6 +402,31 @@ mod tests {
         assert_eq!(
             frame_hex(&response(Body::Ok(Reply::Exit(exit)))),
             "0000001e0301000102030405060708090a0b0c0d0e0f000401010000dc0bac020100"
+        );
+        let job = crate::protocol::JobInfo {
+            id,
+            state: crate::protocol::JobState::Exited(3),
+            client: "alice".into(),
+            command: "backup".into(),
+            started_at: 1_893_455_990,
+            ended_at: 1_893_456_000,
+            output_bytes: 300,
+            kept_bytes: 300,
+            stdout_sha256: [0x11; 32],
+            stderr_sha256: [0x22; 32],
+            run: Some([0xaa; 16]),
+        };
+        assert_eq!(
+            frame_hex(&response(Body::Ok(Reply::Jobs(vec![job])))),
+            "000000930301000102030405060708090a0b0c0d0e0f000701000102030405060708090a0b0c0d0e0f01\
+             0605616c696365066261636b7570f6b0ef860780b1ef8607ac02ac02\
+             1111111111111111111111111111111111111111111111111111111111111111\
+             2222222222222222222222222222222222222222222222222222222222222222\
+             01aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+        );
+        assert_eq!(
+            hex::encode(crate::protocol::job_id(&[0xaa; 16], &ident("db1"))),
+            "e8c207cc846bc0fb6f56ea6fedd224a1"
         );
     }
 

@@ -15,15 +15,25 @@ pub const VERSION: u8 = 3;
 /// What `--version` prints after the program name: the release and the protocol.
 pub const VERSION_LINE: &str = concat!(env!("CARGO_PKG_VERSION"), " (protocol 3)");
 
-/// The commands every server has (PROTOCOL.md §5.4), each with the kind of its reply.
-/// None of them takes stdin, and a client holds a server to the reply's kind.
-pub const BUILTINS: [(&str, ReplyKind); 5] = [
-    ("ping", ReplyKind::Pong),
-    ("whoami", ReplyKind::Whoami),
-    ("echo", ReplyKind::Echo),
-    ("commands", ReplyKind::Commands),
-    ("describe", ReplyKind::Describe),
+/// The commands every server has (PROTOCOL.md §5.4): each one's name, the kind of its
+/// reply, and whether output comes before it (a job's). None of them takes stdin, and a
+/// client holds a server to the rest.
+pub const BUILTINS: [(&str, ReplyKind, bool); 10] = [
+    ("ping", ReplyKind::Pong, false),
+    ("whoami", ReplyKind::Whoami, false),
+    ("echo", ReplyKind::Echo, false),
+    ("commands", ReplyKind::Commands, false),
+    ("describe", ReplyKind::Describe, false),
+    ("job.status", ReplyKind::Jobs, false),
+    ("job.list", ReplyKind::Jobs, false),
+    ("job.wait", ReplyKind::Jobs, false),
+    ("job.output", ReplyKind::Jobs, true),
+    ("job.attach", ReplyKind::Jobs, true),
 ];
+
+/// The most job IDs one `job.status` asks about: its answer fits the default frame
+/// limit whatever the jobs' names (a client asks in batches of this many).
+pub const JOBS_AT_ONCE: usize = 1000;
 
 /// The kinds of [`Reply`], without their contents.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,6 +44,8 @@ pub enum ReplyKind {
     Commands,
     Exit,
     Describe,
+    Job,
+    Jobs,
 }
 
 impl Reply {
@@ -45,21 +57,46 @@ impl Reply {
             Reply::Commands(_) => ReplyKind::Commands,
             Reply::Exit(_) => ReplyKind::Exit,
             Reply::Describe(_) => ReplyKind::Describe,
+            Reply::Job(_) => ReplyKind::Job,
+            Reply::Jobs(_) => ReplyKind::Jobs,
         }
     }
 }
 
-/// The kind of reply `command` is answered with: a built-in's own, else a program's
-/// `Exit`.
-pub fn reply_kind(command: &str) -> ReplyKind {
-    BUILTINS
+/// What `request` is answered with: the kind of its final reply (a built-in's own; a
+/// program's `Exit`, or `Job` when detached) and whether output may come before it.
+pub fn answer_kind(request: &Request) -> (ReplyKind, bool) {
+    match BUILTINS
         .iter()
-        .find(|(name, _)| *name == command)
-        .map_or(ReplyKind::Exit, |(_, kind)| *kind)
+        .find(|(name, _, _)| *name == request.command)
+    {
+        Some((_, kind, output)) => (*kind, *output),
+        None if request.detach => (ReplyKind::Job, false),
+        None => (ReplyKind::Exit, true),
+    }
 }
 
 /// A command ID: 128 random bits chosen by the client, unique per command.
 pub type CommandId = [u8; 16];
+
+/// A command ID (a job's, a run's) from the 32 hex digits it is written as.
+pub fn parse_id(text: &str) -> Option<CommandId> {
+    hex::decode(text).ok()?.try_into().ok()
+}
+
+/// The ID of a fan-out run's job on one server: the first 16 bytes of
+/// SHA-256(`"cmdchan/v3/job"` ‖ run ‖ server ID). A retry on that server sends the
+/// same ID, so the job starts there at most once, and the run's ID alone finds every
+/// server's job.
+pub fn job_id(run: &CommandId, server: &Ident) -> CommandId {
+    let mut hasher = openssl::sha::Sha256::new();
+    hasher.update(b"cmdchan/v3/job");
+    hasher.update(run);
+    hasher.update(server.as_str().as_bytes());
+    let mut id = [0u8; 16];
+    id.copy_from_slice(&hasher.finish()[..16]);
+    id
+}
 
 /// What the admin granted a client, signed by the key-use tag (see `tag`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -89,10 +126,21 @@ pub struct Request {
     pub args: Vec<String>,
     /// Named arguments (`--arg name=value`).
     pub params: Vec<Param>,
+    /// Start the program as a job: answered at once with its [`JobInfo`] (its ID is the
+    /// command ID); it runs on without the connection, and its result is kept on the
+    /// server to be fetched by ID. Only for a program whose policy lets it be detached.
+    pub detach: bool,
+    /// The fan-out run this request is part of (one random ID for all its servers), for
+    /// the audit trail; none for a request to one server.
+    pub run: Option<CommandId>,
 }
 
 /// A frame from client to server: a request, or a running program's stdin.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "a request is most frames a client sends: boxing it would cost each one an allocation"
+)]
 pub enum ClientMsg {
     Request(Request),
     /// Bytes for the stdin of the program that request `counter` runs (sent only after
@@ -215,6 +263,54 @@ pub enum Reply {
     /// A program finished (or was stopped); its output came before in `Output` bodies.
     Exit(ExitInfo),
     Describe(CommandInfo),
+    /// A job was started (the answer to a detached request).
+    Job(JobInfo),
+    /// Jobs as the server knows them (`job.*`); `job.output` and `job.attach` send the
+    /// job's output before it.
+    Jobs(Vec<JobInfo>),
+}
+
+/// A job: a program run detached from its connection, its result kept on the server.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobInfo {
+    /// The command ID of the request that started it.
+    pub id: CommandId,
+    pub state: JobState,
+    /// The client that started it, and its command; empty for an unknown or expired ID.
+    pub client: String,
+    pub command: String,
+    /// Unix seconds it started at and ended at (0: not known).
+    pub started_at: u64,
+    pub ended_at: u64,
+    /// Bytes of output the program wrote, and of them the server keeps (from offset 0).
+    pub output_bytes: u64,
+    pub kept_bytes: u64,
+    /// SHA-256 of the stdout and stderr it wrote (as kept: within the output limit), once
+    /// it has ended; all zero while it runs.
+    pub stdout_sha256: [u8; 32],
+    pub stderr_sha256: [u8; 32],
+    /// The fan-out run it belongs to, if any.
+    pub run: Option<CommandId>,
+}
+
+/// Where a job is: exactly one of these.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum JobState {
+    Running,
+    /// It exited with this status.
+    Exited(i32),
+    /// A signal ended it (not the server's timeout).
+    Signalled(i32),
+    /// The server stopped it at the command's timeout.
+    TimedOut,
+    /// The server stopped (or was killed) while it ran: it may or may not have
+    /// finished, and what it printed until then is kept.
+    Lost,
+    /// It ended longer ago than the server keeps results (`result_retention`, or the
+    /// total cap made room): nothing of it is kept.
+    Expired,
+    /// The server knows no job of this ID (or not of this client).
+    Unknown,
 }
 
 /// How a program ended.

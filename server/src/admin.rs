@@ -14,7 +14,10 @@ use cmdchan_common::keys::{AuditKey, RootKey};
 use cmdchan_common::protocol::Grant;
 use cmdchan_common::{sealed, time, zonekey};
 
-use crate::audit::verify::{self, Verdict};
+use crate::audit::{
+    self,
+    verify::{self, Verdict},
+};
 use crate::cli::{AdminCommand, ProvisionOpts};
 
 pub fn run(cmd: AdminCommand) -> anyhow::Result<ExitCode> {
@@ -39,17 +42,25 @@ pub fn run(cmd: AdminCommand) -> anyhow::Result<ExitCode> {
             credential,
             zone_key,
         } => inspect(&credential, zone_key.as_deref()),
+        AdminCommand::SpoolOutput { spool, id } => spool_output(&spool, &id),
         AdminCommand::AuditVerify {
             path,
             zone_key,
             prev,
             head,
+            spool,
         } => {
             let keys = zone_key
                 .iter()
                 .map(|path| Ok(zonekey::load(path)?.audit_key()))
                 .collect::<anyhow::Result<Vec<_>>>()?;
-            audit_verify(&path, &keys, prev.as_deref(), head.as_deref())
+            audit_verify(
+                &path,
+                &keys,
+                prev.as_deref(),
+                head.as_deref(),
+                spool.as_deref(),
+            )
         }
     }
 }
@@ -62,6 +73,7 @@ pub fn audit_verify(
     keys: &[AuditKey],
     prev: Option<&str>,
     head: Option<&str>,
+    spool: Option<&Path>,
 ) -> anyhow::Result<ExitCode> {
     let verdict = verify::verify(path, keys, prev, head)
         .with_context(|| format!("reading {}", path.display()))?;
@@ -87,13 +99,66 @@ pub fn audit_verify(
         println!("key change at line {line}: the chain goes on under key {key} (the server's zone key changed)");
     }
     println!("last: seq {} mac {}", walk.last_seq, walk.last_mac);
-    if walk.unchecked.is_empty() {
-        return Ok(ExitCode::SUCCESS);
-    }
+    let spool_ok = check_spool(path, spool, &walk)?;
     for (first, last, key) in &walk.unchecked {
         println!("NOT CHECKED: lines {first}-{last} are under key {key}, which was not given: pass the zone key it comes from with another --zone-key");
     }
-    Ok(ExitCode::FAILURE)
+    match walk.unchecked.is_empty() && spool_ok {
+        true => Ok(ExitCode::SUCCESS),
+        false => Ok(ExitCode::FAILURE),
+    }
+}
+
+/// Checks the spool (`spool`, else the one beside the audit file) against the runs the
+/// verified records say it holds; prints what it found; false if anything is wrong.
+fn check_spool(path: &Path, spool: Option<&Path>, walk: &verify::Walk) -> anyhow::Result<bool> {
+    for line in &walk.unspooled {
+        println!(
+            "unspooled at line {line}: the server could not write that run's output to the spool"
+        );
+    }
+    let spool = spool.map_or_else(|| audit::spool::path_of(path), Path::to_owned);
+    let bytes = match std::fs::read(&spool) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && walk.spooled.is_empty() => {
+            return Ok(true)
+        }
+        Err(e) => {
+            println!("SPOOL: cannot read {}: {e}", spool.display());
+            return Ok(false);
+        }
+    };
+    let problems = audit::spool::check(&bytes, &walk.spooled);
+    for problem in &problems {
+        println!("SPOOL: {problem}");
+    }
+    if problems.is_empty() {
+        println!(
+            "spool: the output of {} runs is as printed",
+            walk.spooled.len()
+        );
+    }
+    Ok(problems.is_empty())
+}
+
+/// `admin spool-output`: a run's output from a spool, each stream where it went.
+fn spool_output(spool: &Path, id: &str) -> anyhow::Result<ExitCode> {
+    use std::io::Write;
+    let id = cmdchan_common::protocol::parse_id(id)
+        .with_context(|| format!("{id:?} is not a command ID (32 hex digits)"))?;
+    let bytes = std::fs::read(spool).with_context(|| format!("reading {}", spool.display()))?;
+    let Some(chunks) = audit::spool::output_of(&bytes, &id) else {
+        eprintln!("the spool holds no output of run {}", hex::encode(id));
+        return Ok(ExitCode::FAILURE);
+    };
+    let (mut out, mut err) = (std::io::stdout().lock(), std::io::stderr().lock());
+    for (stream, data) in chunks {
+        match stream {
+            0 => out.write_all(data)?,
+            _ => err.write_all(data)?,
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 pub fn init(path: &Path, force: bool) -> anyhow::Result<ExitCode> {

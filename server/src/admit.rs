@@ -248,6 +248,8 @@ struct Digested<'a> {
     command: &'a str,
     args: &'a [String],
     params: &'a [Param],
+    detach: bool,
+    run: &'a Option<[u8; 16]>,
 }
 
 /// `digest = first 8 bytes of SHA-256(bytes(client) || postcard(request without its
@@ -262,6 +264,8 @@ pub fn digest(client: &Ident, req: &Request) -> u64 {
         command: &req.command,
         args: &req.args,
         params: &req.params,
+        detach: req.detach,
+        run: &req.run,
     };
     let mut hash = Sha256::new();
     hash.update((client.as_str().len() as u32).to_be_bytes());
@@ -308,6 +312,17 @@ fn authorize<'a>(req: &Request, role: &Ident, policy: &'a Policy) -> Result<Acti
         return Err(Refusal::Forbidden { role, command });
     }
     match command {
+        Command::Builtin(b) if req.detach => Err(Refusal::BadArguments(format!(
+            "{} is a built-in: only a program runs as a job",
+            b.name()
+        ))),
+        Command::Program(p) if req.detach && !p.detach => Err(Refusal::Forbidden {
+            role: role.clone(),
+            command: format!(
+                "{} as a job (its policy does not let it be detached)",
+                req.command
+            ),
+        }),
         Command::Builtin(b) => {
             b.check_args(&req.args, &req.params)
                 .map_err(Refusal::BadArguments)?;
@@ -430,6 +445,10 @@ impl Admitted<'_> {
     /// A program's claim on its command ID, to be finished with its outcome.
     pub fn take_ticket(&mut self) -> Option<Ticket> {
         self.ticket.take()
+    }
+    /// The execution slots, for a job that holds them past its request.
+    pub fn take_slots(&mut self) -> Vec<OwnedSemaphorePermit> {
+        std::mem::take(&mut self.slots)
     }
 }
 

@@ -103,6 +103,8 @@ pub enum AdminCommand {
     },
     /// Check an audit file's keyed chain and name the first record that is not the
     /// server's; gaps the server recorded (a full disk) are listed, not counted as edits.
+    /// The spool beside it (what commands with `record_output = "full"` printed) is
+    /// checked against the digests the chain holds.
     AuditVerify {
         path: PathBuf,
         /// The zone key file of the server that wrote it (the chain's key is derived
@@ -118,6 +120,16 @@ pub enum AdminCommand {
         /// file cut short or rewritten before it does not verify.
         #[arg(long)]
         head: Option<String>,
+        /// The spool of that audit file [default: the file's path with `.spool` added].
+        #[arg(long)]
+        spool: Option<PathBuf>,
+    },
+    /// Print what a run printed, from an audit spool: its stdout on stdout, its stderr on
+    /// stderr (check the spool with audit-verify first).
+    SpoolOutput {
+        spool: PathBuf,
+        /// The run's command ID (the audit record's `id`).
+        id: String,
     },
     /// Show a credential without its secrets; with --zone-key, check that zone's entry.
     Inspect {

@@ -37,6 +37,8 @@ pub struct Config {
     pub metrics: Option<SocketAddr>,
     /// Where command IDs are remembered.
     pub replay_store: StoreSpec,
+    /// The jobs' results.
+    pub job_store: PathBuf,
     /// Flush the replay log to disk after every write.
     pub replay_fsync: bool,
     /// How programs' processes are tracked.
@@ -166,6 +168,10 @@ settings! {
         /// Hash-chained audit file (JSON lines), appended to; reopened on SIGHUP.
         #[arg(long)]
         audit_log: PathBuf => Restart,
+        /// Directory of the jobs' results [default: DIR.jobs beside a replay store in
+        /// file:DIR, else jobs/ in the state directory].
+        #[arg(long)]
+        job_store: PathBuf => Restart,
         /// Where command IDs are remembered: file:DIR (survives restarts), a redis:// URL
         /// (shared by processes that answer as one server ID; rediss:// for TLS, credentials
         /// in the URL: prefer the config file, which others cannot read, to this flag, which
@@ -259,6 +265,13 @@ settings! {
     /// cmdchan::audit::checkpoint), when it moved.
     #[arg(value_parser = humantime::parse_duration)]
     audit_checkpoint: Duration = Duration::from_secs(60) => Restart;
+    /// How long an ended job's result is kept.
+    #[arg(value_parser = humantime::parse_duration)]
+    result_retention: Duration = Duration::from_secs(24 * 3600) => Restart;
+    /// Bytes of one job's output kept (the rest is counted, not kept).
+    job_output_cap: u64 = 16 << 20 => Restart;
+    /// Bytes all jobs' results may take; past it the oldest results expire early.
+    job_store_cap: u64 = 1 << 30 => Restart;
     }
 }
 
@@ -287,7 +300,7 @@ macro_rules! shown_as_display {
     )+};
 }
 
-shown_as_display!(usize, u32, u8, f64);
+shown_as_display!(usize, u64, u32, u8, f64);
 
 impl Shown for Duration {
     fn shown(&self) -> String {
@@ -323,7 +336,7 @@ macro_rules! plain_value {
     )+};
 }
 
-plain_value!(usize, u32, u8, f64, Vec<IpNet>);
+plain_value!(usize, u64, u32, u8, f64, Vec<IpNet>);
 
 /// Durations are written like `60s` or `5m`.
 impl FileValue for Duration {
@@ -363,6 +376,10 @@ impl Config {
         if zone_keys.is_empty() {
             bail!("no zone key given: pass --zone-key PATH or set `zone_key` in the config file (make one with: cmdchan-server admin zone-key)")
         }
+        let replay_store = match o.replay_store {
+            Some(text) => StoreSpec::parse(&text.0).map_err(anyhow::Error::msg)?,
+            None => StoreSpec::default_file(),
+        };
         let server_id = match o.server_id {
             Some(id) => id,
             None => host_name()?,
@@ -373,10 +390,10 @@ impl Config {
             policy: o.policy,
             audit_log: o.audit_log,
             metrics: o.metrics,
-            replay_store: match o.replay_store {
-                Some(text) => StoreSpec::parse(&text.0).map_err(anyhow::Error::msg)?,
-                None => StoreSpec::default_file(),
-            },
+            job_store: o
+                .job_store
+                .unwrap_or_else(|| crate::jobs::Jobs::default_dir(&replay_store)),
+            replay_store,
             replay_fsync: o.replay_fsync.unwrap_or(false),
             process_tracking: o.process_tracking.unwrap_or_default(),
             dhe: o.dhe.unwrap_or(false),

@@ -13,6 +13,7 @@ pub mod dev;
 pub mod exec;
 pub mod gate;
 pub mod handshake;
+pub mod jobs;
 pub mod latency;
 pub mod metrics;
 pub mod notice;

@@ -4,10 +4,11 @@
 //! request to end is a variant here, and the compiler lists every match that must learn it.
 
 use cmdchan_common::frame::FrameError;
-use cmdchan_common::protocol::{Body, ErrorCode, ExitInfo, Failure, Reply};
+use cmdchan_common::protocol::{Body, ErrorCode, ExitInfo, Failure, JobInfo, Reply};
 
 use crate::admit::Refusal;
 use crate::replay::{self, Answer, Entry, State};
+use crate::run::Printed;
 
 /// How one request ended.
 #[derive(Debug, Clone)]
@@ -24,8 +25,10 @@ pub enum Outcome {
     NotAudited,
     /// The program could not be started.
     NotStarted { program: String, error: String },
-    /// The program ran: it exited, or was stopped.
-    Ran(ExitInfo),
+    /// The program ran: it exited, or was stopped; what it printed, for the trail.
+    Ran(ExitInfo, Box<Printed>),
+    /// A program started as a job: its ID and state, answered at once.
+    Job(Box<JobInfo>),
     /// The program ended (this outcome), but the server stopped before the store could
     /// keep it: it is not answered, so no answer is ever given that a retry could be
     /// denied.
@@ -52,7 +55,10 @@ impl Outcome {
     pub fn code(&self) -> Option<ErrorCode> {
         match self {
             Outcome::Refused(refusal) => Some(refusal.code()),
-            Outcome::Retried(Retry::Kept(_)) | Outcome::Answered(_) | Outcome::Ran(_) => None,
+            Outcome::Retried(Retry::Kept(_))
+            | Outcome::Answered(_)
+            | Outcome::Ran(..)
+            | Outcome::Job(_) => None,
             Outcome::Retried(Retry::Builtin(again)) => again.code(),
             Outcome::Retried(Retry::InProgress) => Some(ErrorCode::InProgress),
             Outcome::Retried(Retry::Interrupted | Retry::Dropped) => Some(ErrorCode::Duplicate),
@@ -72,8 +78,9 @@ impl Outcome {
             Outcome::Retried(Retry::Interrupted) => "retry: interrupted",
             Outcome::Retried(Retry::Dropped) => "retry: duplicate",
             Outcome::Unkept(_) => "not kept",
-            Outcome::Ran(info) if info.timed_out => "timed out",
-            Outcome::Ran(_) => "ran",
+            Outcome::Ran(info, _) if info.timed_out => "timed out",
+            Outcome::Ran(..) => "ran",
+            Outcome::Job(_) => "job started",
             Outcome::Answered(_) => "ok",
             other => other.code().map_or("ok", ErrorCode::name),
         }
@@ -96,7 +103,7 @@ impl Outcome {
     /// A program's exit status (or 128 + the signal that ended it) and its output bytes.
     pub fn exit(&self) -> (Option<i32>, u64) {
         match self {
-            Outcome::Ran(e) => (e.code.or(e.signal.map(|s| 128 + s)), e.output_bytes),
+            Outcome::Ran(e, _) => (e.code.or(e.signal.map(|s| 128 + s)), e.output_bytes),
             Outcome::Unkept(ran) => ran.exit(),
             _ => (None, 0),
         }
@@ -134,7 +141,8 @@ impl Outcome {
                 ErrorCode::Internal,
                 format!("the server cannot start {program}: {error}"),
             ),
-            Outcome::Ran(info) => Bodies::one(Body::Ok(Reply::Exit(info))),
+            Outcome::Ran(info, _) => Bodies::one(Body::Ok(Reply::Exit(info))),
+            Outcome::Job(info) => Bodies::one(Body::Ok(Reply::Job(*info))),
             Outcome::Unkept(_) => Bodies::One(None),
         }
     }
@@ -236,10 +244,10 @@ mod tests {
             (Outcome::TooLarge { size: 2000, max_frame: 1024 }, Some(Internal), "internal", "internal", "the answer (2000 bytes) is larger than this server's max_frame (1024); ask its operator to raise it"),
             (Outcome::NotAudited, Some(Internal), "internal", "internal", "the server cannot write its audit log, so it runs nothing"),
             (not_started, Some(Internal), "internal", "internal", "the server cannot start backup: No such file or directory (os error 2)"),
-            (Outcome::Ran(ran(false)), None, "ran", "ran", ""),
-            (Outcome::Ran(ran(true)), None, "timed out", "timed out", ""),
+            (Outcome::Ran(ran(false), Box::default()), None, "ran", "ran", ""),
+            (Outcome::Ran(ran(true), Box::default()), None, "timed out", "timed out", ""),
         ];
-        let unkept = Outcome::Unkept(Box::new(Outcome::Ran(ran(false))));
+        let unkept = Outcome::Unkept(Box::new(Outcome::Ran(ran(false), Box::default())));
         assert_eq!(
             (unkept.code(), unkept.name(), unkept.label()),
             (None, "not kept", "not kept")
@@ -260,11 +268,14 @@ mod tests {
 
     #[test]
     fn a_program_ended_by_a_signal_reports_128_plus_it() {
-        let killed = Outcome::Ran(ExitInfo {
-            signal: Some(9),
-            timed_out: true,
-            ..ExitInfo::default()
-        });
+        let killed = Outcome::Ran(
+            ExitInfo {
+                signal: Some(9),
+                timed_out: true,
+                ..ExitInfo::default()
+            },
+            Box::default(),
+        );
         assert_eq!(
             (killed.exit(), killed.name()),
             ((Some(137), 0), "timed out")

@@ -7,6 +7,7 @@
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
+use sha2::{Digest, Sha256};
 
 use cmdchan_common::protocol::{Body, ExitInfo, Output, Stream, ALIVE_EVERY};
 
@@ -33,6 +34,8 @@ pub struct Terms {
     pub chunk: usize,
     /// The largest answer kept for a retry; past it only "it ran" is kept.
     pub keep: usize,
+    /// Keep all the program prints for the audit spool.
+    pub record: bool,
 }
 
 impl Terms {
@@ -45,6 +48,7 @@ impl Terms {
             detach: program.detach,
             chunk: chunk.max(1),
             keep,
+            record: program.record_full,
         }
     }
 }
@@ -86,6 +90,22 @@ pub struct Run {
     stdin_buf: Vec<u8>,
     /// The client's stdin ended (or hit its limit): close the program's once it is fed.
     stdin_end: bool,
+    /// Of stdout and stderr as sent (within the output limit): the audit's proof of
+    /// what the program printed.
+    hashes: [Sha256; 2],
+    /// All of it, as spool chunks, when its policy records it in full.
+    recording: Option<Vec<u8>>,
+}
+
+/// The SHA-256 of a run's stdout and of its stderr, as sent.
+pub type Digests = [[u8; 32]; 2];
+
+/// What a run printed, for the audit trail: the digests of each stream, and with
+/// `record_output = "full"` all of it (spool chunks: stream byte, u32be length, bytes).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Printed {
+    pub digests: Digests,
+    pub full: Option<Vec<u8>>,
 }
 
 impl Run {
@@ -108,6 +128,8 @@ impl Run {
             stdin_open: program.stdin.is_some(),
             stdin_buf: Vec::new(),
             stdin_end: false,
+            hashes: [Sha256::new(), Sha256::new()],
+            recording: program.record.then(Vec::new),
         }
     }
 
@@ -125,6 +147,16 @@ impl Run {
             return Vec::new();
         }
         self.alive_at = now + ALIVE_EVERY;
+        let index = match stream {
+            Stream::Stdout => 0,
+            Stream::Stderr => 1,
+        };
+        self.hashes[index].update(&data);
+        if let Some(recording) = &mut self.recording {
+            recording.push(index as u8);
+            recording.extend_from_slice(&(data.len() as u32).to_be_bytes());
+            recording.extend_from_slice(&data);
+        }
         let frames: Vec<Output> = match data.len() <= self.chunk {
             true => vec![Output { stream, data }],
             false => data
@@ -307,19 +339,24 @@ impl Run {
     }
 
     /// The program ended at `now` with this exit code and signal (`None`: it was lost):
-    /// its exit information, and the answer kept for a retry (`None` if too large to
-    /// keep; the final frame is the caller's to add).
+    /// its exit information, the answer kept for a retry (`None` if too large to keep;
+    /// the final frame is the caller's to add), and what it printed.
     pub fn finish(
         mut self,
         ended: Option<(Option<i32>, Option<i32>)>,
         now: Instant,
-    ) -> (ExitInfo, Option<Vec<Body>>) {
+    ) -> (ExitInfo, Option<Vec<Body>>, Printed) {
         if let Some(ended) = ended {
             (self.info.code, self.info.signal) = ended;
         }
         let took = now.saturating_duration_since(self.started).as_millis();
         self.info.duration_ms = u64::try_from(took).unwrap_or(u64::MAX);
-        (self.info, self.kept)
+        let [out, err] = self.hashes;
+        let printed = Printed {
+            digests: [out.finalize().into(), err.finalize().into()],
+            full: self.recording,
+        };
+        (self.info, self.kept, printed)
     }
 }
 
@@ -338,6 +375,7 @@ mod tests {
             detach,
             chunk: 16 * 1024,
             keep: KEEP,
+            record: false,
         }
     }
 
@@ -352,9 +390,33 @@ mod tests {
         assert_eq!(run.tick(secs(12)).signal, Some(Signal::SIGKILL));
         run.stop_listening();
         assert_eq!(run.next_wake(), None, "nothing more is due");
-        let (info, _) = run.finish(None, t0 + Duration::from_millis(12_345));
+        let (info, _, _) = run.finish(None, t0 + Duration::from_millis(12_345));
         assert!(info.timed_out);
         assert_eq!(info.duration_ms, 12_345);
+    }
+
+    #[test]
+    fn the_digests_are_of_what_was_sent_within_the_output_limit() {
+        use sha2::{Digest, Sha256};
+        let t0 = Instant::now();
+        let recorded = Terms {
+            record: true,
+            ..program(60, 8, None, false)
+        };
+        let mut run = Run::new(recorded, t0);
+        run.output(Stream::Stdout, b"hello ".to_vec(), t0);
+        run.output(Stream::Stderr, b"err".to_vec(), t0);
+        run.output(Stream::Stdout, b"past the limit".to_vec(), t0);
+        let (_, _, printed) = run.finish(None, t0);
+        let [out, err] = printed.digests;
+        assert_eq!(out, <[u8; 32]>::from(Sha256::digest(b"hello ")));
+        assert_eq!(err, <[u8; 32]>::from(Sha256::digest(b"er")));
+        let full = b"\x00\x00\x00\x00\x06hello \x01\x00\x00\x00\x02er".to_vec();
+        assert_eq!(
+            printed.full,
+            Some(full),
+            "the spool gets what the digests are of"
+        );
     }
 
     #[test]
@@ -423,7 +485,7 @@ mod tests {
         let sent = run.output(Stream::Stderr, vec![b'b'; 8], t0);
         assert_eq!((sent.len(), sent[0].data.len()), (1, 2));
         assert!(run.output(Stream::Stdout, vec![b'c'; 8], t0).is_empty());
-        let (info, kept) = run.finish(None, t0);
+        let (info, kept, _) = run.finish(None, t0);
         assert_eq!((info.output_bytes, info.truncated), (24, true));
         assert_eq!(kept.map(|k| k.len()), Some(2));
     }

@@ -22,7 +22,8 @@ use crate::state::Shared;
 /// away is closed at once, before any TLS work.
 pub async fn run(listener: TcpListener, shared: Arc<Shared>, shutdown: impl Future<Output = ()>) {
     let tracker = TaskTracker::new();
-    // Upkeep, once a second: reap what programs left behind, write refusal summaries.
+    // Upkeep, once a second: reap what programs left behind, write refusal summaries,
+    // drop jobs' results past their retention (whole files).
     let upkeep = shared.clone();
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -30,6 +31,7 @@ pub async fn run(listener: TcpListener, shared: Arc<Shared>, shutdown: impl Futu
             tick.tick().await;
             crate::exec::reap_orphans();
             upkeep.audit.flush(time::now());
+            upkeep.jobs.maintain(time::now());
         }
     });
     let mut turned_away = Throttle::default();

@@ -16,10 +16,11 @@ use cmdchan_common::zonekey;
 use cmdchan_common::{time, tls};
 
 use crate::admit::Rules;
-use crate::audit::Audit;
+use crate::audit::{Audit, JobEnded};
 use crate::config::{Config, Limits};
 use crate::exec::Tracking;
 use crate::gate::Gate;
+use crate::jobs::{self, Jobs};
 use crate::metrics::Metrics;
 use crate::notice::Notices;
 use crate::policy::Policy;
@@ -41,11 +42,13 @@ pub struct Shared {
     pub replay: Store,
     /// Slots for programs running at once (`max_executions`, fixed at start-up).
     pub executions: Arc<Semaphore>,
-    pub audit: Audit,
+    pub audit: Arc<Audit>,
     /// Allowlist, connection caps and penalties (fixed at start-up).
     pub gate: Arc<Gate>,
     pub limiter: RateLimiter,
     pub metrics: Arc<Metrics>,
+    /// Jobs started on this server and their results.
+    pub jobs: Arc<Jobs>,
     /// How programs' processes are tracked (and stopped).
     pub tracking: Tracking,
     /// Memory for partly read large frames, shared by every connection.
@@ -72,6 +75,13 @@ impl Settings {
             Some(path) => Policy::load(path)?,
             None => Policy::builtin_default(),
         };
+        let full = policy.recorded_in_full();
+        if config.audit_log.is_none() && !full.is_empty() {
+            anyhow::bail!(
+                "the policy records the output of {} in full (record_output = \"full\"), which needs an audit file: set --audit-log",
+                full.join(", ")
+            );
+        }
         let revocations = Revocations {
             min_epoch: config.min_epoch.clone(),
             names: config.revoked.clone(),
@@ -116,6 +126,16 @@ impl Shared {
             Some(path) => format!("opening the audit file {}", path.display()),
             None => "setting up the audit trail".to_owned(),
         })?;
+        let bounds = jobs::Bounds {
+            retention: config.limits.result_retention.as_secs(),
+            per_job: config.limits.job_output_cap,
+            total: config.limits.job_store_cap,
+        };
+        let jobs = Jobs::open(&config.job_store, bounds, cmdchan_common::time::now())
+            .with_context(|| format!("opening the job store {}", config.job_store.display()))?;
+        for lost in jobs.take_lost() {
+            audit.job_ended(&JobEnded::lost(lost));
+        }
         let tag_keys = keys.iter().map(|k| (k.generation, k.tag_key())).collect();
         let settings = Arc::new(RwLock::new(Arc::new(settings)));
         let current = settings.clone();
@@ -151,7 +171,8 @@ impl Shared {
             replay,
             metrics,
             executions: Arc::new(Semaphore::new(config.limits.max_executions)),
-            audit,
+            audit: Arc::new(audit),
+            jobs: Arc::new(jobs),
             gate: Gate::new(config.limits.clone()),
             limiter: RateLimiter::default(),
             settings,

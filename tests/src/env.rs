@@ -3,10 +3,14 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use tempfile::TempDir;
 
 use crate::{bin, cmdchan_as, run, system, text, Server};
+
+/// Numbers the job stores of servers sharing a Redis.
+static NEXT_JOBS: AtomicUsize = AtomicUsize::new(0);
 
 pub const SERVER_ID: &str = "test-server";
 
@@ -174,7 +178,39 @@ impl TestEnv {
                 &format!("file:{}", self.path("replay").display()),
             ]);
         }
+        if !extra.contains(&"--job-store") && !extra.contains(&"--config") {
+            // One directory per environment, as a restart finds its jobs again; a server
+            // whose command IDs are not in the environment's files (in memory, or a
+            // pool's on one Redis) gets one of its own.
+            let store = extra.iter().skip_while(|a| **a != "--replay-store").nth(1);
+            let shared = store.is_some_and(|s| !s.starts_with("file:"));
+            let dir = match shared {
+                true => self.path(&format!(
+                    "jobs-{}",
+                    NEXT_JOBS.fetch_add(1, Ordering::Relaxed)
+                )),
+                false => self.path("jobs"),
+            };
+            cmd.args(["--job-store", dir.to_str().unwrap()]);
+        }
         cmd
+    }
+
+    /// A server of a fleet: server ID `name`, `policy`, its own replay store in this
+    /// environment's directory (`replay-NAME`), and `extra`.
+    pub fn fleet_member(&self, name: &str, policy: &Path, extra: &[&str]) -> Server {
+        let mut cmd = Command::new(bin("cmdchan-server"));
+        cmd.args(["serve", "--zone-key"])
+            .arg(&self.zone_key)
+            .args(["--listen", "127.0.0.1:0", "--server-id", name, "--policy"])
+            .arg(policy)
+            .arg("--replay-store")
+            .arg(format!(
+                "file:{}",
+                self.path(&format!("replay-{name}")).display()
+            ))
+            .args(extra);
+        Server::spawn(cmd)
     }
 
     /// Runs the `cmdchan` binary against `server` with credential `cred`.

@@ -1,5 +1,6 @@
 //! Connections for tests that must misbehave: raw TLS-PSK from any loopback source with
-//! any identity, plain TCP, and a proxy that cuts a connection mid-answer.
+//! any identity, plain TCP, a proxy that cuts a connection mid-answer and one that cuts
+//! every connection it carries when told.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -97,6 +98,44 @@ async fn relay(client: TcpStream, server: TcpStream, cut: bool) {
         }
     }
     upstream.abort();
+}
+
+/// A TCP proxy whose connections are all cut at once by [`CutProxy::cut`]; the ones
+/// made after it pass until the next cut.
+#[derive(Debug)]
+pub struct CutProxy {
+    pub addr: SocketAddr,
+    cuts: tokio::sync::watch::Sender<u64>,
+}
+
+impl CutProxy {
+    pub async fn start(target: SocketAddr) -> CutProxy {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (cuts, _) = tokio::sync::watch::channel(0u64);
+        let watch = cuts.clone();
+        tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                let mut cut = watch.subscribe();
+                cut.borrow_and_update();
+                tokio::spawn(async move {
+                    let Ok(mut server) = TcpStream::connect(target).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                        _ = cut.changed() => {}
+                    }
+                });
+            }
+        });
+        CutProxy { addr, cuts }
+    }
+
+    /// Cuts every connection open now (both sides see the TCP connection close).
+    pub fn cut(&self) {
+        self.cuts.send_modify(|n| *n += 1);
+    }
 }
 
 /// A plain TCP connection to `addr` from the loopback address `source` (127.0.0.0/8 is

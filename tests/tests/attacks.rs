@@ -138,6 +138,8 @@ fn request(entry: &cmdchan::ZoneEntry, counter: u64, command: &str) -> cmdchan::
         command: command.into(),
         args: vec![],
         params: vec![],
+        detach: false,
+        run: None,
     })
 }
 

@@ -80,17 +80,7 @@ impl Fleet {
                 Kind::Slow => &slow,
                 _ => &healthy,
             };
-            let mut cmd = Command::new(bin("cmdchan-server"));
-            cmd.args(["serve", "--zone-key"])
-                .arg(&env.zone_key)
-                .args(["--listen", "127.0.0.1:0", "--server-id", name, "--policy"])
-                .arg(policy)
-                .arg("--replay-store")
-                .arg(format!(
-                    "file:{}",
-                    env.path(&format!("replay-{name}")).display()
-                ));
-            let server = Server::spawn(cmd);
+            let server = env.fleet_member(name, policy, &[]);
             let dc = if i % 2 == 0 { "fra" } else { "ams" };
             inventory.push_str(&format!(
                 "[servers.{name}]\naddress = \"{}\"\nzone = \"{}\"\nlabels = {{ tier = \"{tier}\", dc = \"{dc}\" }}\n",
@@ -382,17 +372,7 @@ fn stdin_pair(env: &TestEnv) -> (Vec<Server>, PathBuf) {
     let mut servers = Vec::new();
     let mut inventory = String::new();
     for name in ["a1", "a2"] {
-        let mut cmd = Command::new(bin("cmdchan-server"));
-        cmd.args(["serve", "--zone-key"])
-            .arg(&env.zone_key)
-            .args(["--listen", "127.0.0.1:0", "--server-id", name, "--policy"])
-            .arg(&policy)
-            .arg("--replay-store")
-            .arg(format!(
-                "file:{}",
-                env.path(&format!("replay-{name}")).display()
-            ));
-        let server = Server::spawn(cmd);
+        let server = env.fleet_member(name, &policy, &[]);
         inventory.push_str(&format!(
             "[servers.{name}]\naddress = \"{}\"\n",
             server.addr

@@ -51,17 +51,7 @@ fn setup() -> Setup {
     let mut servers = Vec::new();
     let mut inventory = String::new();
     for name in ["web1", "web2", "web3", "down1"] {
-        let mut cmd = Command::new(bin("cmdchan-server"));
-        cmd.args(["serve", "--zone-key"])
-            .arg(&env.zone_key)
-            .args(["--listen", "127.0.0.1:0", "--server-id", name, "--policy"])
-            .arg(&policy)
-            .arg("--replay-store")
-            .arg(format!(
-                "file:{}",
-                env.path(&format!("replay-{name}")).display()
-            ));
-        let server = Server::spawn(cmd);
+        let server = env.fleet_member(name, &policy, &[]);
         inventory.push_str(&format!(
             "[servers.{name}]\naddress = \"{}\"\nlabels = {{ tier = \"web\" }}\n",
             server.addr

@@ -40,7 +40,21 @@ fn provisioned_client_runs_every_builtin_through_the_cli() {
         .iter()
         .map(|c| c["name"].as_str().unwrap())
         .collect();
-    assert_eq!(names, ["ping", "whoami", "echo", "commands", "describe"]);
+    assert_eq!(
+        names,
+        [
+            "ping",
+            "whoami",
+            "echo",
+            "commands",
+            "describe",
+            "job.status",
+            "job.list",
+            "job.wait",
+            "job.output",
+            "job.attach"
+        ]
+    );
 }
 
 #[test]

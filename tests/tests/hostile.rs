@@ -316,3 +316,81 @@ async fn a_silent_server_is_a_timeout_and_nagios_says_critical() {
         text(&out.stdout)
     );
 }
+
+/// A job as a hostile server describes it.
+fn job(id: [u8; 16]) -> cmdchan::JobInfo {
+    cmdchan::JobInfo {
+        id,
+        state: cmdchan::JobState::Exited(0),
+        client: "alice".into(),
+        command: "backup".into(),
+        started_at: 1,
+        ended_at: 2,
+        output_bytes: 0,
+        kept_bytes: 0,
+        stdout_sha256: [0; 32],
+        stderr_sha256: [0; 32],
+        run: None,
+    }
+}
+
+/// The attack: a server answers about another job than the one asked for (so a script
+/// that waits for its backup hears of some other job's success), or sends output for a
+/// job it was asked to start. Each is a protocol error (76), nothing is taken for the
+/// job's status.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_answering_about_another_job_or_with_output_for_a_start_is_refused() {
+    let env = TestEnv::new();
+    let cred = env.provision("alice", "ops", &[]);
+    let hostile = Hostile::start(&env, |req| -> Answers {
+        let other = job([0xee; 16]);
+        match req.command.as_str() {
+            "job.wait" | "job.status" => Box::new([Body::Ok(Reply::Jobs(vec![other]))].into_iter()),
+            _ => {
+                let out = Body::Output(cmdchan::Output {
+                    stream: Stream::Stdout,
+                    data: b"surprise\n".to_vec(),
+                });
+                Box::new([out, Body::Ok(Reply::Job(job(req.id)))].into_iter())
+            }
+        }
+    })
+    .await;
+    let id = "00112233445566778899aabbccddeeff";
+    let server = hostile.addr.to_string();
+    for (args, says) in [
+        (
+            vec!["job", "wait", id],
+            "another job than the one asked for",
+        ),
+        (
+            vec!["job", "status", id],
+            "other jobs than the ones asked for",
+        ),
+        (vec!["--detach", "backup"], "sent output for backup"),
+    ] {
+        let mut cmd = Command::new(bin("cmdchan"));
+        cmd.arg("--cred")
+            .arg(&cred)
+            .args(["--server", &server, "--server-id", SERVER_ID])
+            .args(&args);
+        let out = tokio::task::spawn_blocking(move || run(&mut cmd))
+            .await
+            .unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(76),
+            "{args:?}: {}",
+            text(&out.stderr)
+        );
+        assert!(
+            text(&out.stderr).contains(says),
+            "{args:?}: {}",
+            text(&out.stderr)
+        );
+        assert!(
+            !text(&out.stdout).contains("surprise"),
+            "output of a start was shown"
+        );
+    }
+}

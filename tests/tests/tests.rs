@@ -20,6 +20,7 @@ mod golden;
 mod handshake;
 mod happy_path;
 mod hostile;
+mod jobs;
 mod limits;
 mod once;
 mod ops;

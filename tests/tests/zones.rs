@@ -396,6 +396,8 @@ fn stunnel_completes_a_handshake_with_what_admin_psk_prints() {
         command: "ping".into(),
         args: vec![],
         params: vec![],
+        detach: false,
+        run: None,
     };
     let mut frame = bytes::BytesMut::new();
     use tokio_util::codec::{Decoder, Encoder};

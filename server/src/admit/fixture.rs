@@ -79,6 +79,8 @@ impl Fixture {
             command: command.into(),
             args: vec![],
             params: vec![],
+            detach: false,
+            run: None,
         }
     }
 }

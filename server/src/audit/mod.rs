@@ -10,6 +10,7 @@
 
 pub mod chain;
 mod flood;
+pub mod spool;
 mod stamp;
 pub mod verify;
 
@@ -26,11 +27,12 @@ use tracing::{debug, error, info, warn};
 
 use cmdchan_common::ident::{printable, printable_str, Ident, PskIdentity};
 use cmdchan_common::keys::AuditKey;
-use cmdchan_common::protocol::Request;
+use cmdchan_common::protocol::{CommandId, ExitInfo, JobInfo, JobState, Request};
 
 use crate::admit::{Action, Admitted, Refusal};
 use crate::outcome::Outcome;
 use crate::policy::Invocation;
+use crate::run::Printed;
 
 use self::chain::Chain;
 use self::stamp::Stamp;
@@ -43,6 +45,8 @@ pub struct Audit {
     server: Ident,
     key: Arc<AuditKey>,
     file: Option<Chain>,
+    /// Beside the file: what programs whose policy says so printed, in full.
+    spool: Option<spool::Spool>,
     flood: flood::Flood,
 }
 
@@ -62,17 +66,20 @@ impl Audit {
         if let Some(file) = &file {
             file.checkpoint_every(checkpoint);
         }
+        let spool = path.map(spool::Spool::open).transpose()?;
         Ok(Self {
             server,
             key,
             file,
+            spool,
             flood: flood::Flood::default(),
         })
     }
 
-    /// Reopens the audit file at its path (for rotation).
+    /// Reopens the audit file and its spool at their paths (for rotation).
     pub fn reopen(&self) -> io::Result<()> {
-        self.file.as_ref().map_or(Ok(()), Chain::reopen)
+        self.file.as_ref().map_or(Ok(()), Chain::reopen)?;
+        self.spool.as_ref().map_or(Ok(()), spool::Spool::reopen)
     }
 
     /// Records that a program is about to run; an error means it must not run.
@@ -162,6 +169,12 @@ impl Audit {
             r.exit = Some(exit);
             r.duration_ms = Some(took.as_millis() as u64);
             r.output_bytes = Some(output);
+            if let Outcome::Ran(_, printed) = done {
+                self.printed(&mut r, &req.id, printed);
+            }
+            if let Some(job) = job_read(cmd) {
+                r.job = Some(job);
+            }
             r
         });
     }
@@ -258,6 +271,22 @@ impl Audit {
         }
     }
 
+    /// A run's digests on its record, and all it printed in the spool first when its
+    /// policy records it in full.
+    fn printed(&self, r: &mut Record<'_>, id: &CommandId, printed: &Printed) {
+        let [out, err] = &printed.digests;
+        r.stdout_sha256 = Some(hex::encode(out));
+        r.stderr_sha256 = Some(hex::encode(err));
+        let (Some(full), Some(spool)) = (&printed.full, &self.spool) else {
+            return;
+        };
+        let written = spool.write(id, full);
+        if let Err(e) = &written {
+            error!(error = %e, id = %hex::encode(id), "cannot write the audit spool");
+        }
+        r.spooled = Some(written.is_ok());
+    }
+
     /// Parameter values as run; a secret one only as `hmac:HEX` under the audit key.
     fn params(&self, inv: &Invocation) -> Value {
         let map: Map<String, Value> = inv
@@ -275,6 +304,96 @@ impl Audit {
             })
             .collect();
         Value::Object(map)
+    }
+}
+
+/// The job a `job.*` request read: its ID, or how many (for a status of many).
+fn job_read(cmd: &Admitted<'_>) -> Option<String> {
+    if !cmd.command().starts_with("job.") {
+        return None;
+    }
+    match cmd.args() {
+        [] => None,
+        [one, ..] if cmd.args().len() <= 2 => Some(printable(one.as_bytes())),
+        many => Some(format!("{} jobs", many.len())),
+    }
+}
+
+/// What the trail records when a job ends (its start was recorded with its request).
+#[derive(Debug, Clone, Default)]
+pub struct JobEnded {
+    pub client: String,
+    pub epoch: u64,
+    pub role: String,
+    pub peer: String,
+    pub command: String,
+    pub id: CommandId,
+    pub run: Option<CommandId>,
+    pub state: Option<JobState>,
+    pub info: ExitInfo,
+    pub printed: Printed,
+}
+
+impl JobEnded {
+    /// A job found lost when the server started again (it stopped, or was killed, while
+    /// the job ran): who and which connection started it is not kept with the job.
+    pub fn lost(job: JobInfo) -> Self {
+        Self {
+            client: job.client,
+            command: job.command,
+            id: job.id,
+            run: job.run,
+            state: Some(JobState::Lost),
+            info: ExitInfo {
+                output_bytes: job.output_bytes,
+                ..ExitInfo::default()
+            },
+            printed: Printed {
+                digests: [job.stdout_sha256, job.stderr_sha256],
+                full: None,
+            },
+            ..Self::default()
+        }
+    }
+}
+
+impl Audit {
+    /// Records a job's end: how it ended and the digests of what it printed.
+    pub fn job_ended(&self, job: &JobEnded) {
+        let outcome = match job.state {
+            Some(JobState::Exited(_)) => "job: exited",
+            Some(JobState::Signalled(_)) => "job: signalled",
+            Some(JobState::TimedOut) => "job: timed out",
+            _ => "job: lost",
+        };
+        info!(target: TARGET, client = %job.client, id = %hex::encode(job.id), outcome, "job ended");
+        self.write(true, || {
+            let info = &job.info;
+            let mut r = Record {
+                client: &job.client,
+                command: printable_str(&job.command),
+                duration_ms: Some(info.duration_ms),
+                epoch: job.epoch,
+                exit: Some(info.code.or(info.signal.map(|s| 128 + s))),
+                id: &job.id,
+                outcome,
+                output_bytes: Some(info.output_bytes),
+                params: None,
+                peer: &job.peer,
+                reason: None,
+                count: None,
+                role: &job.role,
+                server: self.server.as_str(),
+                time: Stamp::now(),
+                run: job.run.map(hex::encode),
+                spooled: None,
+                stdout_sha256: None,
+                stderr_sha256: None,
+                job: None,
+            };
+            self.printed(&mut r, &job.id, &job.printed);
+            r
+        });
     }
 }
 
@@ -314,6 +433,9 @@ pub struct Record<'a> {
     exit: Option<Option<i32>>,
     #[serde(serialize_with = "hex_str")]
     id: &'a [u8; 16],
+    /// The job a `job.*` request read.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    job: Option<String>,
     outcome: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     output_bytes: Option<u64>,
@@ -327,7 +449,18 @@ pub struct Record<'a> {
     count: Option<u64>,
     /// As claimed: for a `bad tag` refusal it is not verified.
     role: &'a str,
+    /// The fan-out run the request is part of.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    run: Option<String>,
     server: &'a str,
+    /// All the program printed went to the spool (`false`: it could not be written).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    spooled: Option<bool>,
+    /// Of what a program printed (as sent and kept: within its output limit).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stderr_sha256: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stdout_sha256: Option<String>,
     time: Stamp,
 }
 
@@ -354,8 +487,13 @@ impl<'a> Record<'a> {
             reason: None,
             count: None,
             role: req.grant.role.as_str(),
+            run: req.run.map(hex::encode),
             server: server.as_str(),
+            spooled: None,
+            stderr_sha256: None,
+            stdout_sha256: None,
             time: Stamp::now(),
+            job: None,
         }
     }
 }
@@ -381,8 +519,13 @@ impl<'a> Record<'a> {
             )),
             count: Some(s.count),
             role: "",
+            run: None,
             server: server.as_str(),
+            spooled: None,
+            stderr_sha256: None,
+            stdout_sha256: None,
             time: Stamp::now(),
+            job: None,
         }
     }
 }

@@ -39,6 +39,20 @@ pub struct Walk {
     /// The last record's seq and MAC.
     pub last_seq: u64,
     pub last_mac: String,
+    /// Runs whose output the server put in the spool, from verified records: (line,
+    /// command ID, stdout SHA-256, stderr SHA-256), all hex.
+    pub spooled: Vec<Spooled>,
+    /// Verified records of runs whose output the server could not spool.
+    pub unspooled: Vec<u64>,
+}
+
+/// A verified record's claim that the spool holds a run's output.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Spooled {
+    pub line: u64,
+    pub id: String,
+    pub stdout_sha256: String,
+    pub stderr_sha256: String,
 }
 
 /// Checks the file at `path` with the chain's keys (one per zone key the server held
@@ -130,6 +144,9 @@ pub fn verify_from(
                 .to_owned();
             walk.gaps.push((n, lost, error));
         }
+        if key.is_ok() {
+            note_spooled(&mut walk, n, &value);
+        }
         head_seen |= head == Some(this_mac.as_str());
         (walk.last_seq, walk.last_mac) = (seq, this_mac);
         walk.records = n;
@@ -147,6 +164,27 @@ pub fn verify_from(
         });
     }
     Ok(Verdict::Intact(walk))
+}
+
+/// Notes what a verified record says of the spool.
+fn note_spooled(walk: &mut Walk, line: u64, record: &Value) {
+    let text = |field: &str| {
+        record
+            .get(field)
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_owned()
+    };
+    match record.get("spooled").and_then(Value::as_bool) {
+        Some(true) => walk.spooled.push(Spooled {
+            line,
+            id: text("id"),
+            stdout_sha256: text("stdout_sha256"),
+            stderr_sha256: text("stderr_sha256"),
+        }),
+        Some(false) => walk.unspooled.push(line),
+        None => {}
+    }
 }
 
 /// The key a header says its part is under: the given key with that ID, or `Err(id)`

@@ -64,8 +64,8 @@ impl Connection {
         let status = self
             .drive(&mut running, &mut run, stdin, req, program)
             .await;
-        let (info, kept) = run.finish(status.map(exec::outcome), Instant::now());
-        (Outcome::Ran(info), kept)
+        let (info, kept, printed) = run.finish(status.map(exec::outcome), Instant::now());
+        (Outcome::Ran(info, Box::new(printed)), kept)
     }
 
     /// Feeds `run` what happens until the program exits (its status; `None` if it was

@@ -5,6 +5,7 @@
 //! frames themselves are `wire`'s; running a program is `drive`'s.
 
 mod drive;
+mod job;
 mod wire;
 
 use std::net::SocketAddr;
@@ -238,9 +239,17 @@ impl Connection {
         }
         let (cmd, outcome) = match admission {
             Err(refusal) => (None, Outcome::Refused(refusal)),
+            // A built-in that follows a job has no effect: a retry follows it again.
+            Ok(Admission::Retry(_, cmd) | Admission::Admitted(cmd)) if follows(&cmd) => {
+                let Action::Builtin(b) = *cmd.action() else {
+                    unreachable!("follows() is only true of built-ins")
+                };
+                let outcome = Box::pin(self.follow(b, &cmd, shared)).await;
+                (Some(cmd), outcome)
+            }
             Ok(Admission::Retry(entry, cmd)) => {
                 let rerun = match cmd.action() {
-                    Action::Builtin(b) => Some(|| builtin(*b, &cmd, &settings)),
+                    Action::Builtin(b) => Some(|| builtin(*b, &cmd, &settings, shared)),
                     Action::Run(..) => None,
                 };
                 let retried = Outcome::Retried(outcome::retried(entry, rerun));
@@ -249,12 +258,15 @@ impl Connection {
             Ok(Admission::Admitted(mut cmd)) => {
                 let ticket = cmd.take_ticket();
                 let outcome = match (cmd.action(), ticket) {
+                    (Action::Run(..), Some(ticket)) if cmd.request().detach => {
+                        Box::pin(self.start_job(&mut cmd, ticket, shared)).await
+                    }
                     (Action::Run(program, inv), Some(ticket)) => {
                         // Boxed: a program's run is a large future, and every idle
                         // connection would otherwise hold room for one.
                         Box::pin(self.run_program(&cmd, program, inv, ticket, shared)).await
                     }
-                    (Action::Builtin(b), _) => builtin(*b, &cmd, &settings),
+                    (Action::Builtin(b), _) => builtin(*b, &cmd, &settings, shared),
                     (Action::Run(..), None) => unreachable!("a program's claim gives a ticket"),
                 };
                 (Some(cmd), outcome)
@@ -339,10 +351,20 @@ impl Connection {
     }
 }
 
-/// Runs a built-in for an admitted request. Every request gets an answer, also one
-/// whose reply (a long `commands` list) is larger than `max_frame`.
-fn builtin(b: Builtin, cmd: &Admitted<'_>, settings: &Settings) -> Outcome {
-    let reply = cmd::run(b, cmd, &settings.policy);
+/// Whether an admitted request is a built-in that follows a job over time.
+fn follows(cmd: &Admitted<'_>) -> bool {
+    matches!(cmd.action(), Action::Builtin(b) if b.follows())
+}
+
+/// Runs a built-in that answers at once. Every request gets an answer, also one whose
+/// reply (a long `commands` list) is larger than `max_frame`.
+fn builtin(b: Builtin, cmd: &Admitted<'_>, settings: &Settings, shared: &Shared) -> Outcome {
+    let Some(reply) = cmd::run(b, cmd, &settings.policy, &shared.jobs) else {
+        return Outcome::Refused(Refusal::BadArguments(format!(
+            "{} follows a job and is not answered at once",
+            b.name()
+        )));
+    };
     if matches!(reply, Reply::Pong) {
         return Outcome::Answered(reply);
     }

@@ -59,6 +59,8 @@ pub struct Policy {
 struct Role {
     commands: BTreeSet<String>,
     restrict: BTreeMap<String, Restrictions>,
+    /// Its `job.*` commands see every client's jobs, not only its own.
+    all_jobs: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -77,6 +79,18 @@ struct RoleToml {
     commands: Vec<String>,
     #[serde(default)]
     restrict: BTreeMap<String, Restrictions>,
+    /// Whose jobs `job.*` shows: `own` (the default) or `all`.
+    #[serde(default)]
+    jobs: Jobs,
+}
+
+/// Whose jobs a role reads.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum Jobs {
+    #[default]
+    Own,
+    All,
 }
 
 impl Policy {
@@ -166,6 +180,7 @@ impl Policy {
         Ok(Role {
             commands: r.commands.into_iter().collect(),
             restrict,
+            all_jobs: r.jobs == Jobs::All,
         })
     }
 
@@ -178,11 +193,24 @@ impl Policy {
     }
 
     pub fn allows(&self, role: &Ident, name: &str) -> bool {
-        self.default.contains(name)
+        let always = Builtin::parse(name).is_some_and(|b| b.grant() == builtin::Grant::Always);
+        always
+            || self.default.contains(name)
             || self
                 .roles
                 .get(role)
                 .is_some_and(|r| r.commands.contains(name))
+    }
+
+    /// The commands whose output is recorded in full (`record_output = "full"`).
+    pub fn recorded_in_full(&self) -> Vec<&str> {
+        let full = self.programs.values().filter(|p| p.record_full);
+        full.map(|p| p.name.as_str()).collect()
+    }
+
+    /// Whether `role` reads every client's jobs (`jobs = "all"`), not only its own.
+    pub fn reads_all_jobs(&self, role: &Ident) -> bool {
+        self.roles.get(role).is_some_and(|r| r.all_jobs)
     }
 
     /// The values `role` is limited to for `command`'s parameters, if any.

@@ -38,10 +38,22 @@ pub struct ProgramToml {
     group: Option<String>,
     #[serde(default)]
     detach: bool,
+    #[serde(default)]
+    record_output: RecordOutput,
     max_concurrent: Option<usize>,
     #[serde(default)]
     stdin: bool,
     stdin_limit: Option<u64>,
+}
+
+/// What the audit trail keeps of a program's output: always the SHA-256 of each
+/// stream; with `full`, all of it too, in the spool beside the audit file.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum RecordOutput {
+    #[default]
+    Digest,
+    Full,
 }
 
 /// A checked program definition.
@@ -60,6 +72,8 @@ pub struct Program {
     pub run_as: Option<(u32, u32)>,
     /// Let the program finish if its client disconnects.
     pub detach: bool,
+    /// Keep all it prints in the audit spool, not only its digests.
+    pub record_full: bool,
     /// This command's own limit on runs at once, if the policy sets one.
     pub slots: Option<Arc<Semaphore>>,
     /// The client's stdin goes to the program, up to this many bytes; `None`: the
@@ -124,6 +138,7 @@ impl Program {
             cwd: p.cwd.unwrap_or_else(|| "/".into()),
             run_as: run_as(p.user.as_deref(), p.group.as_deref())?,
             detach: p.detach,
+            record_full: p.record_output == RecordOutput::Full,
             slots: p.max_concurrent.map(|n| Arc::new(Semaphore::new(n))),
             stdin: match (p.stdin, p.stdin_limit) {
                 (true, limit) => Some(limit.unwrap_or(DEFAULT_STDIN_LIMIT)),

@@ -44,20 +44,37 @@ fn default_policy_allows_only_the_built_ins_to_every_role() {
         .into_iter()
         .map(|c| c.name)
         .collect();
-    assert_eq!(names, ["ping", "whoami", "echo", "commands", "describe"]);
+    assert_eq!(
+        names,
+        [
+            "ping",
+            "whoami",
+            "echo",
+            "commands",
+            "describe",
+            "job.status",
+            "job.list",
+            "job.wait",
+            "job.output",
+            "job.attach"
+        ]
+    );
 }
 
 #[test]
 fn roles_get_the_default_plus_their_own() {
     let p = Policy::parse(POLICY).expect("parse");
+    // Every role may follow its own jobs, whatever the policy says.
     let names = |r: &str| {
         p.commands_for(&role(r))
             .into_iter()
             .map(|c| c.name)
+            .filter(|n| !n.starts_with("job."))
             .collect::<Vec<_>>()
     };
     assert_eq!(names("web"), ["ping", "commands", "describe", "restart"]);
     assert_eq!(names("nobody"), ["ping"]);
+    assert!(p.allows(&role("nobody"), "job.status"));
     assert!(!p.allows(&role("web"), "echo"));
 }
 

@@ -347,7 +347,8 @@ fn segment_end(name: &str) -> Option<u64> {
         .ok()
 }
 
-fn lock(dir: &Path) -> io::Result<Flock<File>> {
+/// Takes `dir`'s lock file, so that a second server cannot work in the same directory.
+pub(crate) fn lock(dir: &Path) -> io::Result<Flock<File>> {
     let file = OpenOptions::new()
         .create(true)
         .write(true)

@@ -25,6 +25,7 @@ use cmdchan_common::protocol::{Body, CommandId};
 
 use crate::metrics::StoreMetrics;
 
+pub(crate) use self::log::lock;
 pub use self::log::{whole_records, LogStore};
 pub use self::redis::RedisStore;
 pub use self::table::Table;

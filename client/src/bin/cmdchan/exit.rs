@@ -27,6 +27,8 @@ pub enum Exit {
     Policy,
     /// The server showed no sign of life for the answer timeout (as `timeout(1)`).
     Timeout,
+    /// No such job: unknown to the server (or another client's), or expired.
+    NoJob,
     /// Stdout was closed before the answer ended, as SIGPIPE ends other programs in a
     /// pipeline (128 + 13).
     StdoutClosed,
@@ -108,6 +110,7 @@ impl Exit {
             Exit::Remote(n) => n,
             Exit::Usage => 64,
             Exit::NoInput => 66,
+            Exit::NoJob => 67,
             Exit::Unavailable => 69,
             Exit::Software => 70,
             Exit::Truncated => 74,

@@ -5,6 +5,7 @@
 mod doctor;
 mod exit;
 mod fleet;
+mod job;
 mod keep;
 mod print;
 mod report;
@@ -68,6 +69,11 @@ struct Opts {
     /// connection is lost before the answer.
     #[arg(long, global = true, default_value_t = 3)]
     retries: u32,
+    /// Start the program as a job and print its ID at once; it runs on without the
+    /// client, its result kept on the server (see `cmdchan job`). With --on, one run ID
+    /// for every server: `cmdchan job status RUN --on …` asks each about its job.
+    #[arg(long, global = true)]
+    detach: bool,
     /// A named parameter, NAME=VALUE (repeat for several).
     #[arg(long = "arg", global = true, value_name = "NAME=VALUE", value_parser = parse_param)]
     params: Vec<Param>,
@@ -86,6 +92,12 @@ enum Cmd {
     /// List the servers of the inventory --on picks (all without --on), one per line,
     /// without contacting any.
     Hosts,
+    /// A server's jobs (started with --detach): their states, waiting for one, its
+    /// output, following it live, the list. With --on, each ID is a run's.
+    Job {
+        #[command(subcommand)]
+        action: job::JobCmd,
+    },
     /// Run a remote command, also one named like a command of the client's.
     Run {
         command: String,
@@ -123,6 +135,9 @@ struct Target {
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// One server's whole run in a fan-out.
 const FLEET_TIMEOUT: Duration = Duration::from_secs(60);
+/// One server's whole `job wait` or `job attach` in a fan-out: as long as a job may
+/// run (the policy's timeout bounds it), unless --timeout or --deadline says less.
+const FOLLOW_TIMEOUT: Duration = Duration::from_secs(30 * 24 * 3600);
 
 fn main() -> ExitCode {
     let opts = match Opts::try_parse() {
@@ -159,13 +174,21 @@ fn main() -> ExitCode {
             ref args,
         } => {
             let (command, args) = (command.clone(), args.clone());
-            block_on(run(opts, command, args))
+            block_on(run(opts, Remote::Command(command, args)))
         }
         Cmd::Remote(ref words) => {
             let mut words = words.iter().map(|w| w.to_string_lossy().into_owned());
             let command = words.next().unwrap_or_default();
             let args = words.collect();
-            block_on(run(opts, command, args))
+            block_on(run(opts, Remote::Command(command, args)))
+        }
+        Cmd::Job { ref action } => {
+            if opts.detach {
+                let message = "--detach starts a job; `job` commands look at jobs";
+                return local(mode, LocalCode::Usage, message, Exit::Usage).into();
+            }
+            let action = action.clone();
+            block_on(run(opts, Remote::Job(action)))
         }
     }
 }
@@ -228,7 +251,14 @@ fn block_on(work: impl std::future::Future<Output = Exit>) -> ExitCode {
     exit.into()
 }
 
-async fn run(opts: Opts, command: String, args: Vec<String>) -> Exit {
+/// What is asked of the server: a command, or a `job` command.
+#[derive(Debug)]
+enum Remote {
+    Command(String, Vec<String>),
+    Job(job::JobCmd),
+}
+
+async fn run(opts: Opts, remote: Remote) -> Exit {
     let mode = Mode::of(opts.json, opts.nagios);
     let Some(cred_path) = opts.to.cred.clone() else {
         let message = "no credential: pass --cred FILE or set CMDCHAN_CRED";
@@ -239,7 +269,7 @@ async fn run(opts: Opts, command: String, args: Vec<String>) -> Exit {
         Err(e) => return local(mode, LocalCode::Credential, &e.to_string(), Exit::Config),
     };
     if !opts.fleet.on.is_empty() {
-        return run_many(opts, mode, cred, command, args).await;
+        return run_many(opts, mode, cred, remote).await;
     }
     let options = Options {
         zone: opts.to.zone,
@@ -254,11 +284,22 @@ async fn run(opts: Opts, command: String, args: Vec<String>) -> Exit {
         Ok(client) => client,
         Err(e) => return report.failed(&Failed::of(&e)),
     };
+    let (command, args) = match remote {
+        Remote::Command(command, args) => (command, args),
+        Remote::Job(action) => {
+            let exit = action
+                .one(&mut client, &mut *report, opts.fleet.deadline)
+                .await;
+            client.close().await;
+            return exit;
+        }
+    };
     let mut request = match client.request(&command, &args) {
         Ok(request) => request,
         Err(e) => return report.failed(&Failed::of(&e)),
     };
     request.params = opts.params;
+    request.detach = opts.detach;
     // Read only if the server says the program takes stdin (ssh's -n pitfall avoided).
     client.set_input(Box::new(tokio::io::stdin()));
     let result = client.deliver(&mut request, &mut Shown(&mut *report)).await;
@@ -283,13 +324,7 @@ impl AnswerSink for Shown<'_> {
 }
 
 /// `--on`: the command on every server the selectors pick.
-async fn run_many(
-    opts: Opts,
-    mode: Mode,
-    cred: Credential,
-    command: String,
-    args: Vec<String>,
-) -> Exit {
+async fn run_many(opts: Opts, mode: Mode, cred: Credential, remote: Remote) -> Exit {
     let view = match mode {
         Mode::Json => fleet::View::Json,
         Mode::Nagios => {
@@ -308,27 +343,51 @@ async fn run_many(
         Err(e) => return local(mode, LocalCode::Usage, &e, Exit::Usage),
     };
     let options = Options {
-        zone: opts.to.zone,
+        zone: opts.to.zone.clone(),
         timeout: opts.to.timeout.unwrap_or(FLEET_TIMEOUT),
         answer_timeout: opts.answer_timeout,
         retries: opts.retries,
         ..Options::default()
     };
-    // Read only if a server says its program takes stdin; then once, for all of them.
-    let stdin = SharedInput::new(Box::new(tokio::io::stdin()), cmdchan::input::SHARED_LIMIT);
-    let command = cmdchan::fanout::Command {
-        name: command,
-        args,
-        params: opts.params,
-        stdin: Some(stdin),
+    let (command, per_server) = match fleet_command(&opts, remote) {
+        Ok(planned) => planned,
+        Err(e) => return local(mode, LocalCode::Usage, &e.to_string(), Exit::Software),
     };
     let run = fleet::Run {
         view,
         command,
+        per_server: per_server.unwrap_or(options.timeout),
         options,
         max_output: opts.max_output,
     };
     fleet::run(&opts.fleet, cred, hosts, run).await
+}
+
+/// The command of a fan-out, and the limit of each server's run if it is not the usual
+/// one (a `job wait` or `job attach` waits as long as the job runs, or `--deadline`).
+fn fleet_command(
+    opts: &Opts,
+    remote: Remote,
+) -> Result<(cmdchan::fanout::Command, Option<Duration>), cmdchan::Error> {
+    match remote {
+        Remote::Command(name, args) => {
+            let mut command = cmdchan::fanout::Command::new(&name, args)?;
+            command.params = opts.params.clone();
+            command.detach = opts.detach;
+            // Read only if a server says its program takes stdin; then once, for all.
+            let stdin = Box::new(tokio::io::stdin());
+            command.stdin = Some(SharedInput::new(stdin, cmdchan::input::SHARED_LIMIT));
+            Ok((command, None))
+        }
+        Remote::Job(action) => {
+            let mut command = cmdchan::fanout::Command::new(action.command(), action.args())?;
+            command.run_ids = action.ids();
+            let per_server = action
+                .waits()
+                .then_some(opts.to.timeout.unwrap_or(FOLLOW_TIMEOUT));
+            Ok((command, per_server))
+        }
+    }
 }
 
 /// A size in bytes: a number, or one with K, M or G (KiB, MiB, GiB; `16M`, `1GiB`).

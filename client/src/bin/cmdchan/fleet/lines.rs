@@ -81,6 +81,9 @@ impl Show for JsonLines {
 
     fn finish(&mut self, summary: &Summary) -> Result<(), Closed> {
         let mut shown = json!({ "servers": summary.servers, "exit": summary.bits() });
+        if let Some(run) = &summary.run {
+            shown["run"] = json!(run);
+        }
         for (class, names) in &summary.classes {
             let key = class.json_key();
             match class {

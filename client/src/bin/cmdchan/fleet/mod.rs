@@ -41,7 +41,8 @@ pub struct FleetArgs {
     /// With --on: servers worked on at once.
     #[arg(long, global = true, default_value_t = 32, value_parser = clap::value_parser!(u16).range(1..))]
     pub parallel: u16,
-    /// With --on: no server starts after this long, and running ones are cut off.
+    /// With --on: no server starts after this long, and running ones are cut off. With
+    /// `job wait` and `job attach`: stop waiting then.
     #[arg(long, global = true, value_parser = humantime::parse_duration)]
     pub deadline: Option<Duration>,
     /// With --on: run in batches of N servers or P% of them, each after the last is done.
@@ -183,14 +184,15 @@ struct Done<'a> {
 pub struct Run {
     pub view: View,
     pub command: fanout::Command,
-    /// Each server's whole run is bounded by the options' timeout.
+    /// The limit of each server's whole run.
+    pub per_server: Duration,
     pub options: Options,
     pub max_output: u64,
 }
 
 /// Runs the command on `hosts` and shows it; returns the summed-up status.
 pub async fn run(args: &FleetArgs, cred: Credential, hosts: Vec<Host>, run: Run) -> Exit {
-    let per_server = run.options.timeout;
+    let per_server = run.per_server;
     if hosts.len() > ASK_ABOVE && !args.yes && !confirm(&run.command.name, hosts.len()) {
         print::err_line("cmdchan: nothing was run");
         return Exit::Usage;
@@ -224,6 +226,13 @@ pub async fn run(args: &FleetArgs, cred: Credential, hosts: Vec<Host>, run: Run)
         View::Gather => Box::new(gather::Gather::new(&names, run.max_output, escape)),
         View::Json => Box::new(lines::JsonLines::new(names.len(), run.max_output)),
     };
+    let run_id = run.command.detach.then(|| hex::encode(run.command.run));
+    if let (Some(id), View::Stream | View::Gather) = (&run_id, run.view) {
+        // First, so that the run can be found however the fan-out ends.
+        if print::out_line(&format!("run {id}")).is_err() {
+            return Exit::StdoutClosed;
+        }
+    }
     let mut progress = Progress::new(view.progress(), names.len());
     let plan = Plan {
         parallel: usize::from(args.parallel),
@@ -270,7 +279,7 @@ pub async fn run(args: &FleetArgs, cred: Credential, hosts: Vec<Host>, run: Run)
         }
     }
     progress.clear();
-    let summary = Summary::of(&names, &classes);
+    let summary = Summary::of(&names, &classes, run_id);
     match view.finish(&summary) {
         Ok(()) => summary.exit(),
         Err(Closed) => Exit::StdoutClosed,

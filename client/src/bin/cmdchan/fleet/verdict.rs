@@ -127,11 +127,13 @@ pub fn exit_code(outcome: &Outcome) -> Option<u8> {
 pub struct Summary {
     pub servers: usize,
     pub classes: BTreeMap<Class, Vec<String>>,
+    /// The run's ID, when it started jobs (`--detach`): what finds them again.
+    pub run: Option<String>,
 }
 
 impl Summary {
     /// `classes[host]` for every server (`None`: never heard of, as not started).
-    pub fn of(names: &[String], classes: &[Option<Class>]) -> Self {
+    pub fn of(names: &[String], classes: &[Option<Class>], run: Option<String>) -> Self {
         let mut by_class: BTreeMap<Class, Vec<String>> = BTreeMap::new();
         for (name, class) in names.iter().zip(classes) {
             let class = class.clone().unwrap_or(Class::NotStarted);
@@ -140,6 +142,7 @@ impl Summary {
         Self {
             servers: names.len(),
             classes: by_class,
+            run,
         }
     }
 
@@ -166,6 +169,9 @@ impl Summary {
     /// The summary for people: a line per class, its servers folded into ranges.
     pub fn text(&self) -> String {
         let mut text = format!("cmdchan: {} servers\n", self.servers);
+        if let Some(run) = &self.run {
+            text = format!("cmdchan: {} servers, run {run}\n", self.servers);
+        }
         for (class, names) in &self.classes {
             let names: Vec<&str> = names.iter().map(String::as_str).collect();
             text.push_str(&format!(

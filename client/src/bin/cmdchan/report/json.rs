@@ -4,9 +4,9 @@
 
 use serde_json::{json, Value};
 
-use cmdchan::{Output, Reply, Stream};
+use cmdchan::{JobInfo, Output, Reply, Stream};
 
-use super::{exit_json, reply_exit, reply_json, text_or_base64, Failed, Report};
+use super::{exit_json, jobs, reply_exit, reply_json, text_or_base64, Failed, Report};
 use crate::exit::Exit;
 use crate::keep;
 use crate::print::{self, Closed};
@@ -27,6 +27,13 @@ impl Json {
 
     /// A program's exit with what it printed.
     fn program(&self, info: &cmdchan::ExitInfo) -> Value {
+        let mut shown = self.printed();
+        shown["exit"] = exit_json(info);
+        shown
+    }
+
+    /// What the program printed (kept within `--max-output`).
+    fn printed(&self) -> Value {
         let (out, err) = (
             self.kept.get(0, Stream::Stdout),
             self.kept.get(0, Stream::Stderr),
@@ -34,7 +41,6 @@ impl Json {
         let (stdout, out_encoding) = text_or_base64(&out.data);
         let (stderr, err_encoding) = text_or_base64(&err.data);
         json!({
-            "exit": exit_json(info),
             "stdout": stdout,
             "stdout_encoding": out_encoding,
             "stdout_cut": out.cut(),
@@ -42,6 +48,14 @@ impl Json {
             "stderr_encoding": err_encoding,
             "stderr_cut": err.cut(),
         })
+    }
+
+    fn line(&self, exit: Exit, reply: Value) -> Exit {
+        let line = json!({ "ok": true, "exit": exit.code(), "reply": reply });
+        match print::out_line(&line.to_string()) {
+            Ok(()) => exit,
+            Err(Closed) => Exit::StdoutClosed,
+        }
     }
 }
 
@@ -57,11 +71,7 @@ impl Report for Json {
             Reply::Exit(info) => self.program(info),
             other => reply_json(other),
         };
-        let line = json!({ "ok": true, "exit": exit.code(), "reply": reply });
-        match print::out_line(&line.to_string()) {
-            Ok(()) => exit,
-            Err(Closed) => Exit::StdoutClosed,
-        }
+        self.line(exit, reply)
     }
 
     fn failed(&mut self, failed: &Failed) -> Exit {
@@ -70,5 +80,14 @@ impl Report for Json {
             Ok(()) => failed.exit,
             Err(Closed) => Exit::StdoutClosed,
         }
+    }
+
+    fn jobs(&mut self, list: &[JobInfo], exit: Exit, table: bool) -> Exit {
+        let mut reply = match table {
+            true => json!({}),
+            false => self.printed(),
+        };
+        reply["jobs"] = json!(list.iter().map(jobs::job_json).collect::<Vec<_>>());
+        self.line(exit, reply)
     }
 }

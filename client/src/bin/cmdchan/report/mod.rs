@@ -3,13 +3,14 @@
 //! failure in its shown form, with its JSON error object built in one place, and
 //! replies in words and as JSON.
 
+pub mod jobs;
 mod json;
 mod nagios;
 mod text;
 
 use serde_json::{json, Value};
 
-use cmdchan::{CommandInfo, Error, ExitInfo, Output, ParamInfo, ParamKind, Reply};
+use cmdchan::{CommandInfo, Error, ExitInfo, JobInfo, Output, ParamInfo, ParamKind, Reply};
 use cmdchan_common::time;
 
 use crate::exit::{Exit, LocalCode};
@@ -28,6 +29,10 @@ pub trait Report {
     fn reply(&mut self, reply: &Reply) -> Exit;
     /// A failure: the server's refusal, or the client's own; the exit status.
     fn failed(&mut self, failed: &Failed) -> Exit;
+    /// The end of a `job` command: the jobs as the server knows them, shown as a table
+    /// (`table`: a look at them) or only what their end says (after their output);
+    /// `exit` is the command's status.
+    fn jobs(&mut self, jobs: &[JobInfo], exit: Exit, table: bool) -> Exit;
 }
 
 /// How results are printed.
@@ -194,6 +199,8 @@ pub fn reply_text(reply: &Reply) -> String {
         }
         Reply::Describe(c) => describe_text(c),
         Reply::Exit(_) => String::new(),
+        Reply::Job(job) => format!("{}\n", hex::encode(job.id)),
+        Reply::Jobs(list) => jobs::jobs_text(list),
     }
 }
 
@@ -297,6 +304,8 @@ pub fn reply_json(reply: &Reply) -> Value {
         Reply::Commands(list) => json!(list.iter().map(command_json).collect::<Vec<_>>()),
         Reply::Describe(c) => command_json(c),
         Reply::Exit(info) => json!({ "exit": exit_json(info) }),
+        Reply::Job(job) => json!({ "job": jobs::job_json(job) }),
+        Reply::Jobs(list) => json!({ "jobs": list.iter().map(jobs::job_json).collect::<Vec<_>>() }),
     }
 }
 

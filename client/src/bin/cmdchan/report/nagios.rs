@@ -2,9 +2,9 @@
 //! output and status pass through; anything else is one status line, `CRITICAL` for a
 //! timeout and `UNKNOWN` otherwise, and a status of 0–3.
 
-use cmdchan::{ExitInfo, Output, Reply, Stream};
+use cmdchan::{ExitInfo, JobInfo, JobState, Output, Reply, Stream};
 
-use super::{reply_text, Failed, Report};
+use super::{jobs, reply_text, Failed, Report};
 use crate::exit::Exit;
 use crate::keep;
 use crate::print::{self, Closed};
@@ -54,6 +54,22 @@ impl Report for Nagios {
     fn failed(&mut self, failed: &Failed) -> Exit {
         let status = if failed.timeout { 2 } else { 3 };
         line(status, &format!("{}: {}", failed.code, failed.message))
+    }
+
+    /// OK while every job runs or exited 0; CRITICAL for one that failed, was lost or
+    /// is gone.
+    fn jobs(&mut self, list: &[JobInfo], _exit: Exit, _table: bool) -> Exit {
+        let failed = list
+            .iter()
+            .find(|j| !matches!(j.state, JobState::Running | JobState::Exited(0)));
+        match failed.or(list.first()) {
+            Some(j) => {
+                let status = if failed.is_some() { 2 } else { 0 };
+                let what = format!("job {} {}", hex::encode(j.id), jobs::state_text(j.state));
+                line(status, &what)
+            }
+            None => line(0, "no jobs"),
+        }
     }
 }
 

@@ -2,9 +2,9 @@
 //! safe); a built-in's reply in words; what the output did not say (a timeout, a cut)
 //! and every failure on stderr.
 
-use cmdchan::{Output, Reply};
+use cmdchan::{JobInfo, Output, Reply};
 
-use super::{exit_notes, reply_exit, reply_text, Failed, Report};
+use super::{exit_notes, jobs, reply_exit, reply_text, Failed, Report};
 use crate::exit::Exit;
 use crate::print::{self, Closed};
 
@@ -44,5 +44,22 @@ impl Report for Text {
     fn failed(&mut self, failed: &Failed) -> Exit {
         print::err_line(&format!("cmdchan: {}", failed.line));
         failed.exit
+    }
+
+    /// The table on stdout; on stderr what a job's end says beyond it, after its
+    /// output or when the command fails for it.
+    fn jobs(&mut self, list: &[JobInfo], exit: Exit, table: bool) -> Exit {
+        if !table || exit != Exit::Ok {
+            list.iter()
+                .filter_map(jobs::end_note)
+                .for_each(|note| print::err_line(&format!("cmdchan: {note}")));
+        }
+        if !table {
+            return exit;
+        }
+        match print::write(cmdchan::Stream::Stdout, jobs::jobs_text(list).as_bytes()) {
+            Ok(()) => exit,
+            Err(Closed) => Exit::StdoutClosed,
+        }
     }
 }
