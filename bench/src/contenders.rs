@@ -19,7 +19,7 @@ pub const ECDHE: &str = "ECDHE-PSK-CHACHA20-POLY1305";
 pub const DHE: &str = "DHE-PSK-AES256-GCM-SHA384";
 
 /// The name the bench's client is provisioned under; also the server ID.
-const NAME: &str = "bench";
+pub const NAME: &str = "bench";
 
 /// Linux reports process CPU times in /proc in USER_HZ units, 100 per second on every
 /// architecture it runs on.
@@ -279,6 +279,17 @@ impl Running {
         server_id: &str,
         policy: &Path,
     ) -> anyhow::Result<Self> {
+        Self::cmdchan_with(tools, keys, server_id, policy, &[])
+    }
+
+    /// As [`Running::fleet_member`], with more options for the server.
+    pub fn cmdchan_with(
+        tools: &Tools,
+        keys: &Keys,
+        server_id: &str,
+        policy: &Path,
+        extra: &[&std::ffi::OsStr],
+    ) -> anyhow::Result<Self> {
         let dir = tempfile::Builder::new()
             .prefix(server_id)
             .tempdir_in(keys.dir.path())?;
@@ -294,6 +305,7 @@ impl Running {
             .arg("--replay-store")
             .arg(format!("file:{}", dir.path().join("replay").display()))
             .args(["--rate", "10000000", "--burst", "10000000"])
+            .args(extra)
             .env_remove("RUST_LOG");
         let mut procs = Vec::new();
         let addr = spawn_listening(cmd, &dir.path().join("server.log"), &mut procs)?;

@@ -2,7 +2,8 @@
 //! loopback) through the client library's fan-out, beside one handshake's client CPU
 //! measured in the same run. Prints wall time, client CPU per server, the client's peak
 //! memory and how much of the wall time CPU explains; exits non-zero when the client CPU
-//! per server passes 1.5 × one handshake's.
+//! per server passes 1.5 × one handshake's, or a fan-out `job status` costs the client
+//! more per server than a fan-out `ping` (10 % allowed for noise).
 
 use std::path::Path;
 use std::process::{Command, ExitCode};
@@ -21,6 +22,10 @@ use crate::contenders::{Keys, Running, Tools};
 const TARGET: f64 = 1.5;
 /// Handshakes timed one after the other for the reference.
 const HANDSHAKES: usize = 200;
+/// Target: a fan-out `job status` costs the client at most this many fan-out `ping`s
+/// per server (the same work: a handshake, one request, one small reply; the margin is
+/// the runs' noise).
+const JOB_STATUS: f64 = 1.10;
 
 pub fn main(servers: usize, rounds: usize) -> anyhow::Result<ExitCode> {
     let tools = Tools::find()?;
@@ -28,7 +33,7 @@ pub fn main(servers: usize, rounds: usize) -> anyhow::Result<ExitCode> {
     let policy = keys.dir.path().join("policy.toml");
     std::fs::write(
         &policy,
-        "[roles.fleet]\ncommands = [\"ping\", \"true\"]\n[commands.true]\nprogram = \"/bin/true\"\n",
+        "[roles.fleet]\ncommands = [\"ping\", \"true\"]\n[commands.true]\nprogram = \"/bin/true\"\ndetach = true\n",
     )?;
     let cred_path = provision(&tools, &keys)?;
     eprintln!("starting {servers} servers");
@@ -77,24 +82,42 @@ pub fn main(servers: usize, rounds: usize) -> anyhow::Result<ExitCode> {
     println!("|---|---|---|---|---|---|---|");
     let base_rss = rss_kib("VmRSS")?;
     let mut worst: f64 = 0.0;
-    for command in ["ping", "true"] {
+    // Jobs of one run on every server, for `job status` of that run.
+    let mut detached = fanout::Command::new("true", Vec::new())?;
+    detached.detach = true;
+    let run_id = detached.run;
+    let failures = runtime.block_on(run(connector.clone(), hosts.clone(), detached));
+    if failures > 0 {
+        bail!("{failures} of {servers} servers did not start the job");
+    }
+    let mut per_server_of = std::collections::BTreeMap::<&str, Vec<f64>>::new();
+    for label in ["ping", "true", "job status"] {
         for _ in 0..rounds {
+            let command = match label {
+                "job status" => {
+                    let mut status = fanout::Command::new("job.status", vec![hex::encode(run_id)])?;
+                    status.run_ids = 1;
+                    status
+                }
+                name => fanout::Command::new(name, Vec::new())?,
+            };
             let machine_before = machine_ticks()?;
             let started = Instant::now();
             let (client_cpu, failures) =
                 cpu_of(|| Ok(runtime.block_on(run(connector.clone(), hosts.clone(), command))))?;
             let wall = started.elapsed();
             if failures > 0 {
-                bail!("{failures} of {servers} servers did not run {command}");
+                bail!("{failures} of {servers} servers did not run {label}");
             }
             let (busy, all) = machine_ticks()?;
             let busy = (busy - machine_before.0) as f64 / (all - machine_before.1).max(1) as f64;
             let per_server = client_cpu / servers as f64;
+            per_server_of.entry(label).or_default().push(per_server);
             let ratio = per_server / per_handshake;
             worst = worst.max(ratio);
             let peak = rss_kib("VmHWM")?.saturating_sub(base_rss) as f64 / 1024.0;
             println!(
-                "| {command} | {servers} | {:.0} | {:.0} | {ratio:.2} | {peak:.1} | {:.0} % |",
+                "| {label} | {servers} | {:.0} | {:.0} | {ratio:.2} | {peak:.1} | {:.0} % |",
                 wall.as_secs_f64() * 1e3,
                 per_server * 1e6,
                 busy * 100.0,
@@ -106,6 +129,18 @@ pub fn main(servers: usize, rounds: usize) -> anyhow::Result<ExitCode> {
         "client CPU per server ≤ {TARGET} × one handshake's: worst {worst:.2}× — {}",
         if met { "met" } else { "MISSED" }
     );
+    let median = |label: &str| {
+        let mut v = per_server_of.get(label).cloned().unwrap_or_default();
+        v.sort_by(f64::total_cmp);
+        v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+    };
+    let job_status = median("job status") / median("ping");
+    let status_met = job_status <= JOB_STATUS;
+    println!(
+        "a fan-out job status costs the client {job_status:.2}× a fan-out ping per server (medians; at most {JOB_STATUS}) — {}",
+        if status_met { "met" } else { "MISSED" }
+    );
+    let met = met && status_met;
     Ok(if met {
         ExitCode::SUCCESS
     } else {
@@ -132,7 +167,7 @@ fn provision(tools: &Tools, keys: &Keys) -> anyhow::Result<std::path::PathBuf> {
 }
 
 /// Fans `command` out; returns how many servers did not run it cleanly.
-async fn run(connector: Connector, hosts: Vec<Host>, command: &str) -> usize {
+async fn run(connector: Connector, hosts: Vec<Host>, command: fanout::Command) -> usize {
     let plan = Plan {
         parallel: 32,
         per_server: Duration::from_secs(60),
@@ -140,12 +175,6 @@ async fn run(connector: Connector, hosts: Vec<Host>, command: &str) -> usize {
         batch: None,
         max_failures: None,
         options: Options::default(),
-    };
-    let command = fanout::Command {
-        name: command.to_owned(),
-        args: Vec::new(),
-        params: Vec::new(),
-        stdin: None,
     };
     let mut events = fanout::fan_out(connector, hosts, command, plan);
     let mut failures = 0;

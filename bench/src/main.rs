@@ -8,6 +8,7 @@ mod breakdown;
 mod contenders;
 mod echo;
 mod fanout;
+mod jobs;
 mod load;
 mod measure;
 mod report;
@@ -52,6 +53,16 @@ enum Cmd {
         #[arg(long, default_value_t = 3)]
         rounds: usize,
     },
+    /// The job store at scale (files and bytes of many results, a server's start on
+    /// them, `job status` of many IDs) and the CPU the output digests cost.
+    Jobs {
+        /// Results written into the store.
+        #[arg(long, default_value_t = 1_000_000)]
+        results: usize,
+        /// IDs asked about in `job status`.
+        #[arg(long, default_value_t = 10_000)]
+        asked: usize,
+    },
 }
 
 fn main() -> ExitCode {
@@ -63,6 +74,7 @@ fn main() -> ExitCode {
         Some(Cmd::Echo) => echo::plain().map(|()| ExitCode::SUCCESS),
         Some(Cmd::Steady { seconds }) => run::steady(seconds),
         Some(Cmd::Fanout { servers, rounds }) => fanout::main(servers, rounds),
+        Some(Cmd::Jobs { results, asked }) => jobs::main(results, asked),
     };
     result.unwrap_or_else(|e| {
         eprintln!("cmdchan-bench: {e:#}");
