@@ -250,6 +250,11 @@ settings! {
     /// Longest penalty; a source quiet this long is forgotten.
     #[arg(value_parser = humantime::parse_duration)]
     penalty_max: Duration = Duration::from_secs(600) => Restart;
+    /// Source networks never penalized (CIDR; repeat the flag or separate them with
+    /// commas): a bastion or a jump host many people share, where one stale credential
+    /// must not lock everyone out. Their connections still count against the caps.
+    #[arg(value_delimiter = ',')]
+    penalty_exempt: Vec<IpNet> = Vec::new() => Restart;
     /// Requests per second each client may make.
     rate: f64 = 50.0 => Reload;
     /// Requests a client may make at once above its rate.

@@ -118,6 +118,13 @@ impl Gate {
 
     fn count(&self, source: IpAddr, now: Instant, misbehaved: bool) -> Option<Duration> {
         let rules = &self.rules;
+        if rules
+            .penalty_exempt
+            .iter()
+            .any(|net| net.contains(&canonical(source)))
+        {
+            return None;
+        }
         let mut state = self.lock();
         // Forget sources quiet for longer than the longest penalty, so the map stays small.
         state

@@ -252,3 +252,40 @@ fn third_ping_refused(env: &TestEnv, server: &Server, cred: &Path) -> serde_json
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     v["error"].clone()
 }
+
+/// A bastion many operators share: one stale credential failing its handshakes again
+/// and again must not lock the others out, while any other source is penalized.
+#[tokio::test]
+async fn a_source_on_the_exemption_list_is_never_penalized() {
+    let env = TestEnv::new();
+    let cred = env.provision("alice", "operator", &[]);
+    let server = env.start(&[
+        "--penalty-after",
+        "2",
+        "--penalty-base",
+        "30s",
+        "--penalty-exempt",
+        "127.0.0.1/32,10.9.0.0/16",
+    ]);
+    let (identity, _) = env.psk_pair("alice");
+    let stale = Psk::from_hex(&"ab".repeat(32)).unwrap();
+    for source in ["127.0.0.1", "127.0.0.2"] {
+        for _ in 0..6 {
+            assert!(raw_tls_fixed(source, server.addr, &identity, &stale)
+                .await
+                .is_err());
+        }
+    }
+    assert!(server.wait_for_log("refusing 127.0.0.2 for 30s"));
+    assert!(
+        server.log_lines("refusing 127.0.0.1").is_empty(),
+        "the exempt source was penalized"
+    );
+    assert_eq!(
+        env.cmdchan(&server, &cred, &["ping"]).status.code(),
+        Some(0),
+        "a colleague on the bastion still gets in"
+    );
+    let mut penalized = tcp_from("127.0.0.2", server.addr).await.unwrap();
+    assert!(closed_within(&mut penalized, QUICK).await);
+}
