@@ -49,6 +49,7 @@ pub fn main(servers: usize, rounds: usize) -> anyhow::Result<ExitCode> {
                 address: r.addr.to_string(),
                 zone: None,
                 labels: Default::default(),
+                source: "bench".into(),
             })
         })
         .collect::<anyhow::Result<_>>()?;
@@ -169,11 +170,13 @@ fn provision(tools: &Tools, keys: &Keys) -> anyhow::Result<std::path::PathBuf> {
 /// Fans `command` out; returns how many servers did not run it cleanly.
 async fn run(connector: Connector, hosts: Vec<Host>, command: fanout::Command) -> usize {
     let plan = Plan {
-        parallel: 32,
+        rollout: fanout::Rollout {
+            parallel: 32,
+            ..fanout::Rollout::default()
+        },
         per_server: Duration::from_secs(60),
         deadline: None,
-        batch: None,
-        max_failures: None,
+        check: None,
         options: Options::default(),
     };
     let mut events = fanout::fan_out(connector, hosts, command, plan);

@@ -18,6 +18,8 @@ pub enum Error {
     NoAddress,
     #[error("cannot tell which server ID {0:?} is: pass --server-id ID")]
     NoTarget(String),
+    #[error("{0:?} is not a server address: HOST, HOST:PORT or [IPv6]:PORT (the port is {port} when none is given)", port = crate::inventory::DEFAULT_PORT)]
+    BadAddress(String),
     #[error("{0}")]
     Zone(#[from] ZoneError),
     #[error("cannot connect to {addr}: {source}")]

@@ -140,10 +140,10 @@ impl Connector {
     pub async fn connect(&self, addr: Option<&str>, opts: Options) -> Result<Client, Error> {
         let (zone, entry) = self.cred.zone(opts.zone.as_ref().map(Ident::as_str))?;
         let zone = zone.clone();
-        let addr = addr
+        let given = addr
             .or(self.cred.address.as_deref())
-            .ok_or(Error::NoAddress)?
-            .to_owned();
+            .ok_or(Error::NoAddress)?;
+        let addr = inventory::address(given, None).map_err(|_| Error::BadAddress(given.into()))?;
         let target = target(&entry.grant, &addr, opts.target.clone())?;
         let channel = connect::open(&self.ctx, &zone, &addr, &opts).await?;
         Ok(Client {

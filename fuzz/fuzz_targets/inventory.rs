@@ -1,4 +1,5 @@
-//! Inventory files and `--on` selectors: any text must parse or be refused, never
+//! Inventory files (TOML, and Ansible's JSON) and `--on` selectors: any text must parse
+//! or be refused, never
 //! panic; a parsed selector picks only servers of the inventory, and folding what it
 //! picked gives a selector that picks the same servers back.
 #![no_main]
@@ -17,8 +18,13 @@ const FIXED: &str = "[servers.web01]\naddress = \"a:1\"\nlabels = { tier = \"web
 
 fuzz_target!(|input: (&str, &str)| {
     let (inventory, selector) = input;
-    let inventory = Inventory::parse(inventory)
-        .unwrap_or_else(|_| Inventory::parse(FIXED).expect("the fixed inventory parses"));
+    // Text that opens an object is read as Ansible's JSON, as `exec:` reads it.
+    let parsed = match inventory.trim_start().starts_with('{') {
+        true => Inventory::parse_ansible(inventory, "fuzz"),
+        false => Inventory::parse(inventory),
+    };
+    let inventory =
+        parsed.unwrap_or_else(|_| Inventory::parse(FIXED).expect("the fixed inventory parses"));
     let Ok(selector) = selector.parse::<Selector>() else {
         return;
     };

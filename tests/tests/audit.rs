@@ -359,3 +359,58 @@ fn checkpoints_keep_coming_when_reloads_come_more_often() {
     let checkpoints = server.log_lines("audit checkpoint");
     assert!(checkpoints.len() >= 2, "{checkpoints:?}");
 }
+
+/// The values of a refused request are recorded as sent, so a probe shows in the trail
+/// — a secret one (and every value of a command the policy does not know) only as an
+/// HMAC under the audit key, never in clear.
+#[test]
+fn a_refused_request_is_recorded_with_its_values_and_its_secrets_hashed() {
+    let env = TestEnv::new();
+    let log = env.path("audit.log");
+    let server = start(&env, &log);
+    let cred = env.provision("alice", "ops", &[]);
+    let refused = env.cmdchan(&server, &cred, &["login", "alice", "hunter2", "extra"]);
+    assert_eq!(refused.status.code(), Some(80), "{}", text(&refused.stderr));
+    let probed = env.cmdchan(&server, &cred, &["--arg", "token=s3cr3t", "no-such", "x"]);
+    assert_eq!(probed.status.code(), Some(80));
+    let recs = records_when(&log, 3);
+    let bad = recs
+        .iter()
+        .find(|r| r["command"] == "login")
+        .expect("the refused login");
+    assert_eq!(bad["outcome"], "bad arguments");
+    let args: Vec<&str> = bad["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    assert_eq!(args[0], "alice");
+    assert!(
+        args[1].starts_with("hmac:"),
+        "the secret parameter: {args:?}"
+    );
+    assert_eq!(args[2], "extra");
+    let unknown = recs
+        .iter()
+        .find(|r| r["command"] == "no-such")
+        .expect("the probe");
+    assert!(
+        unknown["args"][0].as_str().unwrap().starts_with("hmac:"),
+        "{unknown}"
+    );
+    assert!(
+        unknown["params"]["token"]
+            .as_str()
+            .unwrap()
+            .starts_with("hmac:"),
+        "{unknown}"
+    );
+    let file = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        !file.contains("hunter2") && !file.contains("s3cr3t"),
+        "a secret in clear"
+    );
+    let (code, report) = verify(&env, &log, None);
+    assert_eq!(code, Some(0), "{report}");
+}

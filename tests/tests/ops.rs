@@ -25,7 +25,14 @@ fn completions_and_man_pages_come_from_the_clap_definitions() {
         assert!(out.status.success(), "{}", text(&out.stderr));
     }
     let read = |p: &str| std::fs::read_to_string(dir.join(p)).unwrap();
-    assert!(read("completions/cmdchan.bash").contains("--retries"));
+    // The client's completions ask the binary (they know the inventory); the server's
+    // are static.
+    assert!(
+        read("completions/cmdchan.bash").contains("COMPLETE=\"bash\""),
+        "{}",
+        read("completions/cmdchan.bash")
+    );
+    assert!(read("completions/_cmdchan").contains("COMPLETE"));
     assert!(read("completions/_cmdchan-server").contains("--replay-store"));
     assert!(read("completions/cmdchan-server.fish").contains("audit-verify"));
     assert!(read("man/cmdchan.1").contains("Exit status"));
@@ -33,6 +40,69 @@ fn completions_and_man_pages_come_from_the_clap_definitions() {
     assert!(
         !dir.join("man/cmdchan-server-help.1").exists(),
         "no pages for help subcommands"
+    );
+    let page = read("man/cmdchan.1");
+    for section in ["SYNOPSIS", "EXAMPLES", "ENVIRONMENT", "FILES", "SEE ALSO"] {
+        assert!(
+            page.contains(&format!(".SH {section}")),
+            "cmdchan(1) lacks {section}"
+        );
+    }
+    // Every page renders without a warning, as man(1) reads it (UTF-8 through preconv).
+    for entry in std::fs::read_dir(dir.join("man")).unwrap() {
+        let path = entry.unwrap().path();
+        let out = run(cmdchan_tests::system("groff")
+            .args(["-k", "-man", "-Tutf8", "-ww", "-z"])
+            .arg(&path));
+        assert!(
+            out.status.success() && out.stderr.is_empty(),
+            "{}: {}",
+            path.display(),
+            text(&out.stderr)
+        );
+    }
+}
+
+/// What the shell gets when it asks `cmdchan` for the words that complete `typed`.
+fn completions(inventory: &std::path::Path, typed: &[&str]) -> Vec<String> {
+    let out = run(Command::new(bin("cmdchan"))
+        .env("COMPLETE", "bash")
+        .env("CMDCHAN_INVENTORY", inventory)
+        .env("_CLAP_COMPLETE_INDEX", typed.len().to_string())
+        .env("_CLAP_COMPLETE_COMP_TYPE", "9")
+        .env("_CLAP_COMPLETE_SPACE", "true")
+        .env("_CLAP_IFS", "\n")
+        .arg("--")
+        .arg("cmdchan")
+        .args(typed));
+    text(&out.stdout).lines().map(str::to_owned).collect()
+}
+
+#[test]
+fn completion_after_on_offers_the_inventory_and_none_of_the_clients_options_after_the_command() {
+    let env = TestEnv::new();
+    let inventory = env.write(
+        "inventory.toml",
+        "[groups]\nweb = [\"web*\"]\n[servers.\"web[01-02]\"]\nlabels = { tier = \"app\" }\n[servers.db1]\nzone = \"db\"\n",
+    );
+    assert_eq!(completions(&inventory, &["--on", "w"]), ["web01", "web02"]);
+    assert_eq!(
+        completions(&inventory, &["--on", "db1,"]),
+        [
+            "db1,db1",
+            "db1,web01",
+            "db1,web02",
+            "db1,@web",
+            "db1,tier=app",
+            "db1,zone=db"
+        ]
+    );
+    assert_eq!(completions(&inventory, &["--server", "d"]), ["db1"]);
+    assert!(completions(&inventory, &["--re"]).contains(&"--retries".to_owned()));
+    assert_eq!(
+        completions(&inventory, &["uptime", "--re"]),
+        Vec::<String>::new(),
+        "after the remote command, its own words"
     );
 }
 
@@ -244,7 +314,11 @@ fn the_client_and_server_packages_each_hold_only_their_half() {
 #[test]
 fn the_hand_written_man_pages_render_without_a_warning() {
     let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../contrib/man");
-    for page in ["cmdchan-policy.5", "cmdchan-scripting.7"] {
+    for page in [
+        "cmdchan-policy.5",
+        "cmdchan-scripting.7",
+        "cmdchan-inventory.5",
+    ] {
         let out = run(cmdchan_tests::system("groff")
             .args(["-man", "-Tutf8", "-ww", "-z"])
             .arg(format!("{root}/{page}")));

@@ -10,6 +10,7 @@
 mod attacks;
 mod audit;
 mod authz;
+mod daily;
 mod doctor;
 mod exec;
 mod fanout;

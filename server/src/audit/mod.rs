@@ -31,13 +31,16 @@ use cmdchan_common::protocol::{CommandId, ExitInfo, JobInfo, JobState, Request};
 
 use crate::admit::{Action, Admitted, Refusal};
 use crate::outcome::Outcome;
-use crate::policy::Invocation;
+use crate::policy::{Invocation, Secrets};
 use crate::run::Printed;
 
 use self::chain::Chain;
 use self::stamp::Stamp;
 
 const TARGET: &str = "cmdchan::audit";
+
+/// Values of a refused request recorded, of its positional and of its named ones each.
+const SENT_VALUES: usize = 32;
 
 /// Where audit entries go.
 #[derive(Debug)]
@@ -102,15 +105,19 @@ impl Audit {
     /// refused, or retried.
     pub fn record(
         &self,
-        key: &PskIdentity,
-        peer: &Peer,
-        req: &Request,
+        asked: Asked<'_>,
         cmd: Option<&Admitted<'_>>,
         outcome: &Outcome,
         took: Duration,
     ) {
+        let Asked {
+            key,
+            peer,
+            req,
+            secrets,
+        } = asked;
         match (outcome, cmd) {
-            (Outcome::Refused(refusal), _) => self.refused(key, peer, req, refusal, took),
+            (Outcome::Refused(refusal), _) => self.refused(key, peer, req, refusal, took, secrets),
             (Outcome::Retried(_), _) => self.retried(key, peer, req, outcome.name()),
             (_, Some(cmd)) => self.admitted(cmd, key, peer, outcome, took),
             // Every other outcome is of an admitted request; should one ever come
@@ -190,6 +197,7 @@ impl Audit {
         req: &Request,
         refusal: &Refusal,
         took: Duration,
+        secrets: Secrets<'_>,
     ) {
         let code = refusal.code().name();
         if !self
@@ -223,6 +231,7 @@ impl Audit {
         self.write(false, || {
             let mut r = Record::new(&self.server, key, peer, req, code);
             r.reason = Some(refusal.to_string());
+            (r.args, r.params) = self.sent(req, secrets);
             r
         });
     }
@@ -287,6 +296,41 @@ impl Audit {
         r.spooled = Some(written.is_ok());
     }
 
+    /// The values a refused request carried, as sent (escaped and cut like every string
+    /// a peer chose, the first [`SENT_VALUES`] of each kind); a secret one — or any of a
+    /// command the policy does not know — only as `hmac:HEX` under the audit key.
+    fn sent(&self, req: &Request, secrets: Secrets<'_>) -> (Option<Vec<String>>, Option<Value>) {
+        let shown = |value: &str, secret: bool| match secret {
+            true => format!(
+                "hmac:{}",
+                hex::encode(chain::mac(&self.key, value.as_bytes()))
+            ),
+            false => printable_str(value).into_owned(),
+        };
+        let args = req
+            .args
+            .iter()
+            .take(SENT_VALUES)
+            .enumerate()
+            .map(|(i, a)| shown(a, secrets.at(i)))
+            .collect::<Vec<_>>();
+        let params: Map<String, Value> = req
+            .params
+            .iter()
+            .take(SENT_VALUES)
+            .map(|p| {
+                (
+                    printable(p.name.as_bytes()),
+                    Value::String(shown(&p.value, secrets.named(&p.name))),
+                )
+            })
+            .collect();
+        (
+            (!args.is_empty()).then_some(args),
+            (!params.is_empty()).then_some(Value::Object(params)),
+        )
+    }
+
     /// Parameter values as run; a secret one only as `hmac:HEX` under the audit key.
     fn params(&self, inv: &Invocation) -> Value {
         let map: Map<String, Value> = inv
@@ -305,6 +349,16 @@ impl Audit {
             .collect();
         Value::Object(map)
     }
+}
+
+/// A request as its connection saw it: who sent it, from where, and which of its
+/// values the policy keeps secret.
+#[derive(Debug, Clone, Copy)]
+pub struct Asked<'a> {
+    pub key: &'a PskIdentity,
+    pub peer: &'a Peer,
+    pub req: &'a Request,
+    pub secrets: Secrets<'a>,
 }
 
 /// The job a `job.*` request read: its ID, or how many (for a status of many).
@@ -370,6 +424,7 @@ impl Audit {
         self.write(true, || {
             let info = &job.info;
             let mut r = Record {
+                args: None,
                 client: &job.client,
                 command: printable_str(&job.command),
                 duration_ms: Some(info.duration_ms),
@@ -423,6 +478,9 @@ impl std::fmt::Display for Peer {
 /// fields are left out.
 #[derive(Debug, Serialize)]
 pub struct Record<'a> {
+    /// A refused request's positional values, as sent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    args: Option<Vec<String>>,
     client: &'a str,
     command: Cow<'a, str>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -474,6 +532,7 @@ impl<'a> Record<'a> {
         outcome: &'a str,
     ) -> Self {
         Self {
+            args: None,
             client: key.name.as_str(),
             command: printable_str(&req.command),
             duration_ms: None,
@@ -502,6 +561,7 @@ impl<'a> Record<'a> {
     /// A summary of refusals counted in one second.
     fn summary(server: &'a Ident, s: &'a flood::Summary) -> Self {
         Self {
+            args: None,
             client: s.client.as_str(),
             command: Cow::Borrowed(""),
             duration_ms: None,

@@ -21,7 +21,7 @@ use cmdchan_common::protocol::{Body, ClientMsg, Grant, Reply, Request, Response}
 use cmdchan_common::time;
 
 use crate::admit::{self, Action, Admission, Admitted, Refusal};
-use crate::audit::Peer;
+use crate::audit::{Asked, Peer};
 use crate::cmd;
 use crate::handshake;
 use crate::metrics::Tally;
@@ -293,9 +293,13 @@ impl Connection {
         };
         self.tally
             .count(&shared.metrics, command, outcome.label(), took);
-        shared
-            .audit
-            .record(&self.key, &self.peer, req, cmd, &outcome, took);
+        let asked = Asked {
+            key: &self.key,
+            peer: &self.peer,
+            req,
+            secrets: self.settings.policy.secrets(&req.command),
+        };
+        shared.audit.record(asked, cmd, &outcome, took);
         let ends = match &outcome {
             Outcome::Refused(r) => r.closes_connection() || self.struck(r, shared),
             Outcome::Unkept(_) => true,

@@ -84,6 +84,37 @@ struct RoleToml {
     jobs: Jobs,
 }
 
+/// Which values of a request are secret (see [`Policy::secrets`]).
+#[derive(Debug, Clone, Copy)]
+pub enum Secrets<'p> {
+    None,
+    All,
+    Of(&'p [param::ParamSpec]),
+}
+
+impl Secrets<'_> {
+    /// Whether the positional value at `index` is secret.
+    pub fn at(&self, index: usize) -> bool {
+        match self {
+            Secrets::None => false,
+            Secrets::All => true,
+            Secrets::Of(params) => params.get(index).is_some_and(|p| p.secret),
+        }
+    }
+
+    /// Whether the named value `name` is secret.
+    pub fn named(&self, name: &str) -> bool {
+        match self {
+            Secrets::None => false,
+            Secrets::All => true,
+            Secrets::Of(params) => params
+                .iter()
+                .find(|p| p.name == name)
+                .map_or(true, |p| p.secret),
+        }
+    }
+}
+
 /// Whose jobs a role reads.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -200,6 +231,17 @@ impl Policy {
                 .roles
                 .get(role)
                 .is_some_and(|r| r.commands.contains(name))
+    }
+
+    /// Which of a command's values are secret, by position and by name: a program's
+    /// declared secret parameters; none of a built-in's; every value of a command the
+    /// policy does not know (it cannot say which would have been).
+    pub fn secrets(&self, command: &str) -> Secrets<'_> {
+        match (self.programs.get(command), Builtin::parse(command)) {
+            (Some(program), _) => Secrets::Of(&program.params),
+            (None, Some(_)) => Secrets::None,
+            (None, None) => Secrets::All,
+        }
     }
 
     /// The commands whose output is recorded in full (`record_output = "full"`).

@@ -13,6 +13,33 @@ use crate::exit::Exit;
 /// Grants expiring sooner than this get a warning.
 const SOON: u64 = 7 * 24 * 3600;
 
+/// `doctor --on`: the checks for each server picked, one after the other under its
+/// name; the status of the first that failed (0 if none did).
+pub async fn many(
+    cred: &Path,
+    hosts: &[cmdchan::inventory::Host],
+    zone: &Option<Ident>,
+    timeout: Duration,
+) -> Exit {
+    let mut worst = Exit::Ok;
+    for host in hosts {
+        println!("== {} ({}, from {})", host.name, host.address, host.source);
+        let zone = host.zone.clone().or(zone.clone());
+        let exit = run(
+            cred,
+            Some(&host.address),
+            zone,
+            Some(host.name.clone()),
+            timeout,
+        )
+        .await;
+        if worst == Exit::Ok {
+            worst = exit;
+        }
+    }
+    worst
+}
+
 /// Runs every check in order, printing one line each; stops at the first failure.
 pub async fn run(
     cred: &Path,
@@ -40,8 +67,18 @@ pub async fn run(
             return exit;
         }
     }
-    let Some(addr) = server.map(str::to_owned).or_else(|| cred.address.clone()) else {
+    let Some(given) = server.map(str::to_owned).or_else(|| cred.address.clone()) else {
         return fail(Exit::Usage, "no server address", "pass --server HOST:PORT");
+    };
+    let addr = match cmdchan::inventory::address(&given, None) {
+        Ok(addr) => addr,
+        Err(e) => {
+            return fail(
+                Exit::Usage,
+                &e,
+                "give HOST, HOST:PORT or a name of the inventory",
+            )
+        }
     };
     match addr.to_socket_addrs() {
         Ok(addrs) => ok(&format!(

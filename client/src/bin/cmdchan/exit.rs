@@ -85,7 +85,7 @@ impl LocalCode {
     /// The code of a failure the server did not name (a refusal is the server's own).
     pub fn of(error: &Error) -> LocalCode {
         match error {
-            Error::NoAddress | Error::NoTarget(_) => LocalCode::NoAddress,
+            Error::NoAddress | Error::NoTarget(_) | Error::BadAddress(_) => LocalCode::NoAddress,
             Error::Zone(ZoneError::Missing(..)) => LocalCode::NoZoneKey,
             Error::Zone(ZoneError::Unnamed(_)) => LocalCode::Usage,
             Error::Zone(ZoneError::Mismatch { .. }) => LocalCode::WrongZone,
@@ -128,7 +128,7 @@ impl Exit {
     /// The one mapping from a client error to an exit status.
     pub fn of(error: &Error) -> Exit {
         match error {
-            Error::NoAddress | Error::NoTarget(_) => Exit::Usage,
+            Error::NoAddress | Error::NoTarget(_) | Error::BadAddress(_) => Exit::Usage,
             Error::Zone(ZoneError::Missing(..)) => Exit::Config,
             Error::Zone(ZoneError::Unnamed(_)) => Exit::Usage,
             // Not the server meant: as if it could not be reached.

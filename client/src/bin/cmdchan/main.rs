@@ -2,11 +2,13 @@
 //! result. The command line is here; what is shown is `report`'s (one server) and
 //! `fleet`'s (many), written through `print`.
 
+mod complete;
 mod doctor;
 mod exit;
 mod fleet;
 mod job;
 mod keep;
+mod manual;
 mod print;
 mod report;
 mod terminal;
@@ -41,6 +43,7 @@ use crate::report::{Failed, Mode, Report};
     name = "cmdchan",
     version = cmdchan_common::protocol::VERSION_LINE,
     subcommand_value_name = "COMMAND",
+    override_usage = "cmdchan [OPTIONS] COMMAND [ARG]...\n       cmdchan [OPTIONS] --on SELECTOR COMMAND [ARG]...\n       cmdchan [OPTIONS] job {status ID...|wait ID|output ID|attach ID|list}\n       cmdchan [OPTIONS] {doctor|hosts|generate DIR|run COMMAND [ARG]...}",
     subcommand_help_heading = "Commands of the client itself (anything else is a remote command)"
 )]
 struct Opts {
@@ -115,8 +118,10 @@ struct Target {
     /// Credential file (from `cmdchan-server admin provision`).
     #[arg(long, global = true, env = "CMDCHAN_CRED")]
     cred: Option<PathBuf>,
-    /// Server address HOST:PORT [default: the credential's address].
-    #[arg(long, global = true)]
+    /// The server: a name of the inventory (its address, zone and ID), or HOST or
+    /// HOST:PORT (port 7433 unless given) [default: the credential's address].
+    #[arg(long, short = 's', global = true, value_name = "NAME|HOST[:PORT]",
+          add = clap_complete::engine::ArgValueCompleter::new(complete::server))]
     server: Option<String>,
     /// The zone the server is in [default: the credential's only zone]. A server that
     /// names another zone is refused before anything is sent.
@@ -125,14 +130,40 @@ struct Target {
     /// Server ID to address [default: the grant's only server, else the host of --server].
     #[arg(long, global = true)]
     server_id: Option<Ident>,
-    /// Limit for connecting and the TLS handshake [default: 10s]; with --on, for each
-    /// server's whole run (connecting, the answer, retries) [default: 60s].
+    /// Limit for connecting and the TLS handshake, per server (a host that takes the
+    /// connection and never answers is "no TLS reply" after it).
+    #[arg(long, global = true, default_value = "10s", value_parser = humantime::parse_duration)]
+    connect_timeout: Duration,
+    /// Limit for a server's whole run: connecting, the answer, any retries (exit 124 past
+    /// it) [default: none for one server; 60s for each with --on].
     #[arg(long, global = true, value_parser = humantime::parse_duration)]
     timeout: Option<Duration>,
 }
 
-/// Connecting and the handshake, for one server.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+impl Target {
+    /// `--server NAME` for a server of the inventory: its address, and its zone and ID
+    /// unless given. A name the inventory lacks (or with no inventory) is a host name on
+    /// the default port; an address with a port is taken as it is.
+    fn resolve(&mut self, fleet: &fleet::FleetArgs) -> Result<(), String> {
+        let Some(name) = self.server.clone().filter(|s| !s.contains([':', '['])) else {
+            return Ok(());
+        };
+        let inventory = match fleet.inventory.is_empty() {
+            false => Some(fleet::inventory(&fleet.inventory)?),
+            true => match fleet::default_inventory() {
+                Ok(path) if path.exists() => Some(fleet::inventory(&[])?),
+                _ => None,
+            },
+        };
+        if let Some(host) = inventory.as_ref().and_then(|i| i.get(&name)) {
+            self.server = Some(host.address.clone());
+            self.zone = self.zone.take().or(host.zone.clone());
+            self.server_id = self.server_id.take().or(Some(host.name.clone()));
+        }
+        Ok(())
+    }
+}
+
 /// One server's whole run in a fan-out.
 const FLEET_TIMEOUT: Duration = Duration::from_secs(60);
 /// One server's whole `job wait` or `job attach` in a fan-out: as long as a job may
@@ -140,11 +171,26 @@ const FLEET_TIMEOUT: Duration = Duration::from_secs(60);
 const FOLLOW_TIMEOUT: Duration = Duration::from_secs(30 * 24 * 3600);
 
 fn main() -> ExitCode {
-    let opts = match Opts::try_parse() {
+    // A shell asking for completions (COMPLETE=SHELL) is answered here, and exits; after
+    // the remote command the words are the command's, and none are offered.
+    if std::env::var_os("COMPLETE").is_some_and(|v| !v.is_empty() && v != "0") {
+        let words: Vec<String> = std::env::args().skip_while(|a| a != "--").skip(1).collect();
+        let index = std::env::var("_CLAP_COMPLETE_INDEX")
+            .ok()
+            .and_then(|i| i.parse().ok());
+        if index.is_some_and(|i| complete::in_remote_command(&Opts::command(), &words, i)) {
+            return ExitCode::SUCCESS;
+        }
+    }
+    clap_complete::CompleteEnv::with_factory(Opts::command).complete();
+    let mut opts = match Opts::try_parse() {
         Ok(opts) => opts,
         Err(e) => return usage(&e),
     };
     let mode = Mode::of(opts.json, opts.nagios);
+    if let Err(e) = opts.to.resolve(&opts.fleet) {
+        return local(mode, LocalCode::Usage, &e, Exit::Usage).into();
+    }
     match opts.command {
         Cmd::Generate { ref dir } => generate(dir),
         Cmd::Hosts => match fleet::hosts(&opts.fleet) {
@@ -161,12 +207,23 @@ fn main() -> ExitCode {
                 )
                 .into();
             };
+            if !opts.fleet.on.is_empty() {
+                return match fleet::select(&opts.fleet) {
+                    Ok(hosts) => block_on(doctor::many(
+                        &cred,
+                        &hosts,
+                        &opts.to.zone,
+                        opts.to.connect_timeout,
+                    )),
+                    Err(e) => local(mode, LocalCode::Usage, &e, Exit::Usage).into(),
+                };
+            }
             block_on(doctor::run(
                 &cred,
                 opts.to.server.as_deref(),
                 opts.to.zone.clone(),
                 opts.to.server_id.clone(),
-                opts.to.timeout.unwrap_or(CONNECT_TIMEOUT),
+                opts.to.connect_timeout,
             ))
         }
         Cmd::Run {
@@ -224,7 +281,9 @@ fn local(mode: Mode, code: LocalCode, message: &str, exit: Exit) -> Exit {
 }
 
 fn generate(dir: &std::path::Path) -> ExitCode {
-    match cmdchan_common::assets::generate(Opts::command(), dir) {
+    let generated = cmdchan_common::assets::generate_with(Opts::command(), dir, &manual::SECTIONS)
+        .and_then(|()| complete::write_registrations(dir));
+    match generated {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!(
@@ -271,10 +330,27 @@ async fn run(opts: Opts, remote: Remote) -> Exit {
     if !opts.fleet.on.is_empty() {
         return run_many(opts, mode, cred, remote).await;
     }
+    match opts.to.timeout {
+        None => run_one(opts, mode, cred, remote).await,
+        Some(limit) => match tokio::time::timeout(limit, run_one(opts, mode, cred, remote)).await {
+            Ok(exit) => exit,
+            Err(_) => {
+                let message = format!(
+                    "no answer within --timeout {}; the connection was dropped, so the server stops the program",
+                    humantime::format_duration(limit)
+                );
+                local(mode, LocalCode::Timeout, &message, Exit::Timeout)
+            }
+        },
+    }
+}
+
+/// The command on the one server `--server` (or the credential) names.
+async fn run_one(opts: Opts, mode: Mode, cred: Credential, remote: Remote) -> Exit {
     let options = Options {
         zone: opts.to.zone,
         target: opts.to.server_id,
-        timeout: opts.to.timeout.unwrap_or(CONNECT_TIMEOUT),
+        timeout: opts.to.connect_timeout,
         answer_timeout: opts.answer_timeout,
         retries: opts.retries,
         ..Options::default()
@@ -344,7 +420,7 @@ async fn run_many(opts: Opts, mode: Mode, cred: Credential, remote: Remote) -> E
     };
     let options = Options {
         zone: opts.to.zone.clone(),
-        timeout: opts.to.timeout.unwrap_or(FLEET_TIMEOUT),
+        timeout: opts.to.connect_timeout,
         answer_timeout: opts.answer_timeout,
         retries: opts.retries,
         ..Options::default()
@@ -356,7 +432,7 @@ async fn run_many(opts: Opts, mode: Mode, cred: Credential, remote: Remote) -> E
     let run = fleet::Run {
         view,
         command,
-        per_server: per_server.unwrap_or(options.timeout),
+        per_server: per_server.unwrap_or(opts.to.timeout.unwrap_or(FLEET_TIMEOUT)),
         options,
         max_output: opts.max_output,
     };

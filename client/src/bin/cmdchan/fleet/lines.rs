@@ -57,7 +57,9 @@ impl JsonLines {
             }
             Outcome::Failed(e) => Failed::of(e),
             Outcome::TimedOut => Failed::local(LocalCode::Timeout, done.status, Exit::Timeout),
-            Outcome::NotStarted => Failed::local(LocalCode::NotStarted, done.status, Exit::Timeout),
+            Outcome::NotStarted(_) => {
+                Failed::local(LocalCode::NotStarted, done.status, Exit::Timeout)
+            }
         };
         // A fan-out's error objects carry no retry time: the client retried already.
         line["error"] = Failed {
@@ -90,8 +92,19 @@ impl Show for JsonLines {
                 Class::Refused(code) | Class::Unreachable(code) => {
                     shown[key][*code] = json!(names);
                 }
+                // Every status but 0 under one key, in name order.
+                Class::NonZero(_) => {
+                    let mut all: Vec<String> =
+                        serde_json::from_value(shown[key].take()).unwrap_or_default();
+                    all.extend(names.iter().cloned());
+                    all.sort();
+                    shown[key] = json!(all);
+                }
                 _ => shown[key] = json!(names),
             }
+        }
+        if let Some((stop, checked)) = &summary.stop {
+            shown["stopped"] = json!({ "batch": stop.batch, "batches": stop.batches, "why": stop.to_string(), "check_failed": checked });
         }
         print::out_line(&json!({ "summary": shown }).to_string())
     }

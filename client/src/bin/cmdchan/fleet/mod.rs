@@ -10,12 +10,12 @@ mod stream;
 mod verdict;
 
 use std::io::{IsTerminal, Write};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use cmdchan::fanout::{self, Event, HostResult, Outcome, Plan};
-use cmdchan::inventory::{fold, Host, Inventory, Selector};
+use cmdchan::fanout::{self, Event, HostResult, Outcome, Plan, Rollout, Threshold};
+use cmdchan::inventory::{fold, Host, Inventory, Selector, Source};
 use cmdchan::{Connector, Credential, Options, Stream};
 
 use self::verdict::{status_text, Class, Summary};
@@ -30,14 +30,22 @@ const ASK_ABOVE: usize = 50;
 /// The client's options for running on many servers.
 #[derive(Debug, clap::Args)]
 pub struct FleetArgs {
-    /// Servers to run on, from the inventory: names, globs (web*), ranges (web[01-40]) and
-    /// labels (tier=web), comma-separated for a union; given twice, a server must match both.
-    #[arg(long, global = true, value_name = "SELECTOR")]
+    /// Servers to run on, from the inventory: names, globs (web*), ranges (web[01-40]),
+    /// labels (tier=web), zones (zone=db) and groups (@web), comma-separated for a union;
+    /// given twice, a server must match both.
+    #[arg(long, global = true, value_name = "SELECTOR",
+          add = clap_complete::engine::ArgValueCompleter::new(crate::complete::on))]
     pub on: Vec<Selector>,
-    /// The inventory for --on [default: $CMDCHAN_INVENTORY, then
+    /// The inventory: a TOML file, or exec:COMMAND whose output is TOML or Ansible's
+    /// --list JSON; repeat to merge several [default: $CMDCHAN_INVENTORY, then
     /// ~/.config/cmdchan/inventory.toml].
-    #[arg(long, global = true, env = "CMDCHAN_INVENTORY")]
-    pub inventory: Option<PathBuf>,
+    #[arg(
+        long,
+        global = true,
+        env = "CMDCHAN_INVENTORY",
+        value_name = "FILE|exec:COMMAND"
+    )]
+    pub inventory: Vec<Source>,
     /// With --on: servers worked on at once.
     #[arg(long, global = true, default_value_t = 32, value_parser = clap::value_parser!(u16).range(1..))]
     pub parallel: u16,
@@ -48,9 +56,20 @@ pub struct FleetArgs {
     /// With --on: run in batches of N servers or P% of them, each after the last is done.
     #[arg(long, global = true, value_name = "N|P%", value_parser = parse_batch)]
     pub batch: Option<Batch>,
-    /// With --batch: stop before the next batch once more servers than this failed.
-    #[arg(long, global = true, requires = "batch")]
-    pub max_failures: Option<usize>,
+    /// With --on: run N servers first, as a batch of their own; stop unless every one of
+    /// them succeeds.
+    #[arg(long, global = true, value_name = "N")]
+    pub canary: Option<usize>,
+    /// With --on: start no more servers once more than N (or P% of all) failed.
+    #[arg(long, global = true, value_name = "N|P%", value_parser = parse_threshold)]
+    pub max_failures: Option<Threshold>,
+    /// With --batch or --canary: wait this long between batches.
+    #[arg(long, global = true, value_parser = humantime::parse_duration)]
+    pub pause: Option<Duration>,
+    /// With --batch or --canary: a remote command ("NAME ARG…") that must succeed on every
+    /// server of a finished batch before the next starts.
+    #[arg(long, global = true, value_name = "COMMAND")]
+    pub check: Option<String>,
     /// With --on: print identical results once, their servers folded (web[01-03]).
     #[arg(long, global = true)]
     pub gather: bool,
@@ -87,6 +106,17 @@ fn parse_batch(text: &str) -> Result<Batch, String> {
     }
 }
 
+fn parse_threshold(text: &str) -> Result<Threshold, String> {
+    match parse_batch(text) {
+        Ok(Batch::Servers(n)) => Ok(Threshold::Servers(n)),
+        Ok(Batch::Percent(p)) => Ok(Threshold::Percent(p)),
+        Err(_) if text == "0" => Ok(Threshold::Servers(0)),
+        Err(_) => Err(format!(
+            "{text:?}: expected a number of servers or a percentage (10%)"
+        )),
+    }
+}
+
 impl Batch {
     fn size(self, servers: usize) -> usize {
         match self {
@@ -96,33 +126,41 @@ impl Batch {
     }
 }
 
-/// The inventory `--inventory` (or the environment) names, else the user's.
-pub fn inventory(path: Option<&Path>) -> Result<Inventory, String> {
-    let path = match path {
-        Some(path) => path.to_owned(),
-        None => {
-            let config = std::env::var_os("XDG_CONFIG_HOME")
-                .map(PathBuf::from)
-                .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config")))
-                .ok_or("no inventory: pass --inventory FILE or set CMDCHAN_INVENTORY")?;
-            config.join("cmdchan/inventory.toml")
-        }
-    };
-    Inventory::load(&path)
+/// The inventory the sources `--inventory` (or the environment) names, merged, else
+/// the user's.
+pub fn inventory(sources: &[Source]) -> Result<Inventory, String> {
+    if sources.is_empty() {
+        return Source::File(default_inventory()?).load();
+    }
+    let mut merged = Inventory::default();
+    for source in sources {
+        merged.merge(source.load()?)?;
+    }
+    Ok(merged)
+}
+
+/// `~/.config/cmdchan/inventory.toml` (or under `$XDG_CONFIG_HOME`).
+pub fn default_inventory() -> Result<PathBuf, String> {
+    let config = std::env::var_os("XDG_CONFIG_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config")))
+        .ok_or("no inventory: pass --inventory FILE or set CMDCHAN_INVENTORY")?;
+    Ok(config.join("cmdchan/inventory.toml"))
 }
 
 /// The servers the selectors pick; none is a usage error.
 pub fn select(args: &FleetArgs) -> Result<Vec<Host>, String> {
-    let hosts = inventory(args.inventory.as_deref())?.select(&args.on)?;
+    let hosts = inventory(&args.inventory)?.select(&args.on)?;
     if hosts.is_empty() {
         return Err("the selector picks no server of the inventory".into());
     }
     Ok(hosts)
 }
 
-/// `cmdchan hosts`: what a selector picks, one server per line, without contacting any.
+/// `cmdchan hosts`: what a selector picks, one server per line (its name, address, zone,
+/// labels, and the source it came from), without contacting any.
 pub fn hosts(args: &FleetArgs) -> Result<(), String> {
-    let hosts = inventory(args.inventory.as_deref())?.select(&args.on)?;
+    let hosts = inventory(&args.inventory)?.select(&args.on)?;
     let mut out = std::io::stdout().lock();
     for h in hosts {
         let mut line = format!("{} {}", h.name, h.address);
@@ -132,6 +170,7 @@ pub fn hosts(args: &FleetArgs) -> Result<(), String> {
         for (k, v) in &h.labels {
             line.push_str(&format!(" {k}={v}"));
         }
+        line.push_str(&format!(" from={}", h.source));
         if writeln!(out, "{line}").is_err() {
             break;
         }
@@ -201,6 +240,13 @@ pub async fn run(args: &FleetArgs, cred: Credential, hosts: Vec<Host>, run: Run)
         print::err_line(&format!("cmdchan: {e}"));
         return Exit::Usage;
     }
+    let check = match check_command(args) {
+        Ok(check) => check,
+        Err(e) => {
+            print::err_line(&format!("cmdchan: {e}"));
+            return Exit::Usage;
+        }
+    };
     let connector = match Connector::new(Arc::new(cred)) {
         Ok(connector) => connector,
         Err(e) => return report::Mode::Text.report(false, 0).failed(&Failed::of(&e)),
@@ -235,14 +281,20 @@ pub async fn run(args: &FleetArgs, cred: Credential, hosts: Vec<Host>, run: Run)
     }
     let mut progress = Progress::new(view.progress(), names.len());
     let plan = Plan {
-        parallel: usize::from(args.parallel),
+        rollout: Rollout {
+            parallel: usize::from(args.parallel),
+            canary: args.canary,
+            batch: args.batch.map(|b| b.size(hosts.len())),
+            max_failures: args.max_failures,
+            pause: args.pause,
+        },
         per_server,
         deadline: args.deadline,
-        batch: args.batch.map(|b| b.size(hosts.len())),
-        max_failures: args.max_failures,
+        check,
         options: run.options,
     };
     let mut classes = vec![None; names.len()];
+    let mut stop = None;
     let mut events = fanout::fan_out(connector, hosts, run.command, plan);
     while let Some(event) = events.recv().await {
         let shown = match event {
@@ -273,17 +325,38 @@ pub async fn run(args: &FleetArgs, cred: Credential, hosts: Vec<Host>, run: Run)
                 progress.tick();
                 shown
             }
+            Event::Stopped(stopped) => {
+                stop = Some(stopped);
+                Ok(())
+            }
         };
         if shown.is_err() {
             return Exit::StdoutClosed;
         }
     }
     progress.clear();
-    let summary = Summary::of(&names, &classes, run_id);
+    let summary = Summary::of(&names, &classes, run_id, stop);
     match view.finish(&summary) {
         Ok(()) => summary.exit(),
         Err(Closed) => Exit::StdoutClosed,
     }
+}
+
+/// `--check`: the remote command to run on each finished batch; only where there are
+/// batches to run it between.
+fn check_command(args: &FleetArgs) -> Result<Option<fanout::Command>, String> {
+    let staged = args.batch.is_some() || args.canary.is_some();
+    if !staged && (args.check.is_some() || args.pause.is_some()) {
+        return Err("--check and --pause work between batches: give --batch or --canary".into());
+    }
+    let Some(check) = &args.check else {
+        return Ok(None);
+    };
+    let mut words = check.split_whitespace().map(str::to_owned);
+    let name = words.next().ok_or("--check needs a command")?;
+    fanout::Command::new(&name, words.collect())
+        .map(Some)
+        .map_err(|e| e.to_string())
 }
 
 /// Ends a server's `--out-dir` files: a built-in's reply on stdout, what went wrong

@@ -1,12 +1,13 @@
 //! What became of each server of a fan-out, and of the run: a server's class (ran and
-//! exited 0, exited otherwise, refused, unreachable, timed out, not started, or not given
-//! its stdin) and its status in words; the summary of the classes, and the exit status
-//! that is the bitwise OR of what happened anywhere.
+//! exited 0, exited with another status — each status its own class —, refused,
+//! unreachable, timed out, not started, or not given its stdin) and its status in words;
+//! the summary of the classes and of why the run stopped, and the exit status that is
+//! the bitwise OR of what happened anywhere.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use cmdchan::fanout::Outcome;
+use cmdchan::fanout::{NotStarted, Outcome, Stop};
 use cmdchan::inventory::fold;
 use cmdchan::{Error, ErrorCode, Reply, ZoneError};
 
@@ -23,7 +24,8 @@ const BIT_TIMED_OUT: u8 = 8;
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Class {
     Ok,
-    NonZero,
+    /// Ran, and ended otherwise than exit 0: how, in words (`exit 3`, `signal 9`).
+    NonZero(String),
     Refused(&'static str),
     Unreachable(&'static str),
     TimedOut,
@@ -37,7 +39,15 @@ impl Class {
     pub fn of(outcome: &Outcome) -> Class {
         match outcome {
             o if o.succeeded() => Class::Ok,
-            Outcome::Ran(_) => Class::NonZero,
+            Outcome::Ran(Reply::Exit(info)) => {
+                Class::NonZero(match (info.timed_out, info.code, info.signal) {
+                    (true, ..) => "timed out on the server".into(),
+                    (false, Some(code), _) => format!("exit {code}"),
+                    (false, None, Some(signal)) => format!("signal {signal}"),
+                    (false, None, None) => "no exit status".into(),
+                })
+            }
+            Outcome::Ran(_) => Class::NonZero("a job failed or is gone".into()),
             // The first run is still going after the retries: no answer in time.
             Outcome::Failed(Error::Refused(f)) if f.code == ErrorCode::InProgress => {
                 Class::TimedOut
@@ -49,14 +59,14 @@ impl Class {
             Outcome::Failed(Error::Silent(_)) | Outcome::TimedOut => Class::TimedOut,
             Outcome::Failed(Error::Input(_)) => Class::NoStdin,
             Outcome::Failed(e) => Class::Unreachable(LocalCode::of(e).name()),
-            Outcome::NotStarted => Class::NotStarted,
+            Outcome::NotStarted(_) => Class::NotStarted,
         }
     }
 
     fn bit(&self) -> u8 {
         match self {
             Class::Ok | Class::NoStdin => 0,
-            Class::NonZero => BIT_NONZERO,
+            Class::NonZero(_) => BIT_NONZERO,
             Class::Refused(_) => BIT_REFUSED,
             Class::Unreachable(_) => BIT_UNREACHABLE,
             Class::TimedOut | Class::NotStarted => BIT_TIMED_OUT,
@@ -67,7 +77,7 @@ impl Class {
     pub fn label(&self) -> String {
         match self {
             Class::Ok => "ran, exit 0".into(),
-            Class::NonZero => "ran, exit not 0".into(),
+            Class::NonZero(how) => format!("ran, {how}"),
             Class::Refused(code) => format!("refused ({code})"),
             Class::Unreachable(code) => format!("unreachable ({code})"),
             Class::TimedOut => "timed out".into(),
@@ -80,7 +90,7 @@ impl Class {
     pub fn json_key(&self) -> &'static str {
         match self {
             Class::Ok => "ok",
-            Class::NonZero => "nonzero",
+            Class::NonZero(_) => "nonzero",
             Class::Refused(_) => "refused",
             Class::Unreachable(_) => "unreachable",
             Class::TimedOut => "timed_out",
@@ -108,7 +118,8 @@ pub fn status_text(outcome: &Outcome, per_server: Duration) -> String {
             "no answer within {} (or before the deadline)",
             humantime::format_duration(per_server)
         ),
-        Outcome::NotStarted => "not started (the deadline passed, or a batch failed)".into(),
+        Outcome::NotStarted(NotStarted::Deadline) => "not started: the deadline passed".into(),
+        Outcome::NotStarted(NotStarted::Stopped(stop)) => format!("not started: the run {stop}"),
     }
 }
 
@@ -118,7 +129,7 @@ pub fn exit_code(outcome: &Outcome) -> Option<u8> {
         Outcome::Ran(Reply::Exit(info)) => Some(Exit::of_program(info).code()),
         Outcome::Ran(_) => Some(0),
         Outcome::Failed(e) => Some(Exit::of(e).code()),
-        Outcome::TimedOut | Outcome::NotStarted => None,
+        Outcome::TimedOut | Outcome::NotStarted(_) => None,
     }
 }
 
@@ -127,13 +138,20 @@ pub fn exit_code(outcome: &Outcome) -> Option<u8> {
 pub struct Summary {
     pub servers: usize,
     pub classes: BTreeMap<Class, Vec<String>>,
+    /// Why the run stopped before its last server, with the servers a check failed on.
+    pub stop: Option<(Stop, Vec<String>)>,
     /// The run's ID, when it started jobs (`--detach`): what finds them again.
     pub run: Option<String>,
 }
 
 impl Summary {
     /// `classes[host]` for every server (`None`: never heard of, as not started).
-    pub fn of(names: &[String], classes: &[Option<Class>], run: Option<String>) -> Self {
+    pub fn of(
+        names: &[String],
+        classes: &[Option<Class>],
+        run: Option<String>,
+        stop: Option<Stop>,
+    ) -> Self {
         let mut by_class: BTreeMap<Class, Vec<String>> = BTreeMap::new();
         for (name, class) in names.iter().zip(classes) {
             let class = class.clone().unwrap_or(Class::NotStarted);
@@ -143,6 +161,15 @@ impl Summary {
             servers: names.len(),
             classes: by_class,
             run,
+            stop: stop.map(|stop| {
+                let checked = match &stop.why {
+                    cmdchan::fanout::StopWhy::Check { failed } => {
+                        failed.iter().map(|&h| names[h].clone()).collect()
+                    }
+                    _ => Vec::new(),
+                };
+                (stop, checked)
+            }),
         }
     }
 
@@ -166,12 +193,19 @@ impl Summary {
             .fold(0, |bits, class| bits | class.bit())
     }
 
-    /// The summary for people: a line per class, its servers folded into ranges.
+    /// The summary for people: a line per class, its servers folded into ranges, and
+    /// why the run stopped.
     pub fn text(&self) -> String {
-        let mut text = format!("cmdchan: {} servers\n", self.servers);
-        if let Some(run) = &self.run {
-            text = format!("cmdchan: {} servers, run {run}\n", self.servers);
+        // One server's result says it all: its own lines said how it went.
+        if self.servers == 1 && self.stop.is_none() {
+            return String::new();
         }
+        let plural = if self.servers == 1 { "" } else { "s" };
+        let mut text = format!("cmdchan: {} server{plural}", self.servers);
+        if let Some(run) = &self.run {
+            text.push_str(&format!(", run {run}"));
+        }
+        text.push('\n');
         for (class, names) in &self.classes {
             let names: Vec<&str> = names.iter().map(String::as_str).collect();
             text.push_str(&format!(
@@ -180,6 +214,14 @@ impl Summary {
                 names.len(),
                 fold(&names)
             ));
+        }
+        if let Some((stop, checked)) = &self.stop {
+            text.push_str(&format!("cmdchan: the run {stop}"));
+            if !checked.is_empty() {
+                let names: Vec<&str> = checked.iter().map(String::as_str).collect();
+                text.push_str(&format!(" ({})", fold(&names)));
+            }
+            text.push('\n');
         }
         text
     }

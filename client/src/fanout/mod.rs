@@ -1,7 +1,8 @@
 //! One command on many servers: a sliding window of connections, a limit per server, an
-//! overall deadline and optional batches that stop after too many failures. Results
-//! come as a stream of [`Event`]s: program output as it arrives, then one
-//! [`HostResult`] per server, every selected server exactly once.
+//! overall deadline, and a rollout (`rollout`: a canary, batches, a pause and a check
+//! between them, a failure threshold that stops the run). Results come as a stream of
+//! [`Event`]s: program output as it arrives, then one [`HostResult`] per server, every
+//! selected server exactly once, and why the run stopped if it did.
 //!
 //! Every server gets a request of its own (a fresh command ID, so each runs it at most
 //! once) with one issue time for all the servers that start within [`SAME_TIME`] of
@@ -12,6 +13,8 @@
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+mod rollout;
 
 use futures::StreamExt;
 use tokio::sync::mpsc;
@@ -29,19 +32,20 @@ use cmdchan_common::{protocol, sync};
 /// by default), so a request is never stale when it arrives.
 pub const SAME_TIME: Duration = Duration::from_secs(20);
 
+pub use rollout::{batches, Rollout, Stop, StopWhy, Threshold};
+
 /// How to run a fan-out.
 #[derive(Debug, Clone)]
 pub struct Plan {
-    /// Servers worked on at once.
-    pub parallel: usize,
+    /// The order, the batches and when to stop.
+    pub rollout: Rollout,
     /// Limit for one server: connecting, the handshake, the answer and any retries.
     pub per_server: Duration,
     /// From the start: no server starts after it, and running ones are cut off.
     pub deadline: Option<Duration>,
-    /// Servers per batch; the next batch starts when one is done.
-    pub batch: Option<usize>,
-    /// Stop before the next batch once more servers than this failed.
-    pub max_failures: Option<usize>,
+    /// A command that must succeed on every server of a finished batch before the next
+    /// batch starts.
+    pub check: Option<Command>,
     /// Per-connection settings (retries, answer timeout); `target` is each server's name,
     /// and `zone` the zone of servers the inventory gives none.
     pub options: Options,
@@ -54,6 +58,8 @@ pub enum Event {
     Output { host: usize, output: Output },
     /// What became of one server; the last event about it.
     Done(HostResult),
+    /// The run stopped before its last server, and why (after every server's `Done`).
+    Stopped(Stop),
 }
 
 #[derive(Debug)]
@@ -72,8 +78,17 @@ pub enum Outcome {
     Failed(Error),
     /// No answer within the per-server limit or before the deadline.
     TimedOut,
-    /// Not started: the deadline passed, or an earlier batch failed too often.
-    NotStarted,
+    /// Not started, and why.
+    NotStarted(NotStarted),
+}
+
+/// Why a server was not started.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NotStarted {
+    /// The deadline passed first.
+    Deadline,
+    /// The run stopped first.
+    Stopped(Stop),
 }
 
 impl Outcome {
@@ -162,53 +177,88 @@ async fn drive(
     plan: Plan,
     tx: mpsc::Sender<Event>,
 ) {
-    let (command, plan) = (Arc::new(command), Arc::new(plan));
-    let started = Instant::now();
-    let deadline = plan.deadline.map(|d| started + d);
-    let issued_at = Arc::new(Mutex::new(time::now()));
-    let hosts: Vec<(usize, Host)> = hosts.into_iter().enumerate().collect();
-    let batch = plan.batch.unwrap_or(hosts.len()).max(1);
-    let mut failures = 0;
-    let mut stopped = false;
-    for chunk in hosts.chunks(batch) {
-        if stopped {
-            for (i, _) in chunk {
-                let _ = tx.send(done(*i, Outcome::NotStarted, Duration::ZERO)).await;
-            }
-            continue;
-        }
-        let runs: Vec<_> = chunk
-            .iter()
-            .map(|(i, host)| {
-                let job = Job {
-                    connector: connector.clone(),
-                    host: host.clone(),
-                    index: *i,
-                    command: Arc::clone(&command),
-                    issued_at: Arc::clone(&issued_at),
-                    plan: Arc::clone(&plan),
-                    tx: tx.clone(),
-                };
-                job.run(deadline)
-            })
-            .collect();
-        let mut results = futures::stream::iter(runs).buffer_unordered(plan.parallel.max(1));
-        while let Some(result) = results.next().await {
-            if !result.outcome.succeeded() {
-                failures += 1;
-            }
-            let _ = tx.send(Event::Done(result)).await;
-        }
-        stopped = plan.max_failures.is_some_and(|max| failures > max);
+    let rollout = plan.rollout.clone();
+    let deadline = plan.deadline.map(|d| Instant::now() + d);
+    let servers = hosts.len();
+    let runs = Runs {
+        connector,
+        hosts,
+        command: Arc::new(command),
+        issued_at: Arc::new(Mutex::new(time::now())),
+        plan: Arc::new(plan),
+        deadline,
+        tx: tx.clone(),
+    };
+    let stop = rollout::drive(servers, rollout, deadline, &runs).await;
+    if let Some(stop) = stop {
+        let _ = tx.send(Event::Stopped(stop)).await;
     }
 }
 
-fn done(host: usize, outcome: Outcome, duration: Duration) -> Event {
-    Event::Done(HostResult {
-        host,
-        outcome,
-        duration,
-    })
+/// The servers of a fan-out as the rollout runs them.
+struct Runs {
+    connector: Connector,
+    hosts: Vec<Host>,
+    command: Arc<Command>,
+    /// The issue time servers share; refreshed by the first to start after it aged.
+    issued_at: Arc<Mutex<u64>>,
+    plan: Arc<Plan>,
+    deadline: Option<Instant>,
+    tx: mpsc::Sender<Event>,
+}
+
+impl Runs {
+    fn job(&self, host: usize, command: &Arc<Command>, tx: Option<mpsc::Sender<Event>>) -> Job {
+        Job {
+            connector: self.connector.clone(),
+            host: self.hosts[host].clone(),
+            index: host,
+            command: Arc::clone(command),
+            issued_at: Arc::clone(&self.issued_at),
+            plan: Arc::clone(&self.plan),
+            tx,
+        }
+    }
+}
+
+impl rollout::Servers for Runs {
+    fn run(&self, host: usize) -> impl std::future::Future<Output = HostResult> + Send {
+        self.job(host, &self.command, Some(self.tx.clone()))
+            .run(self.deadline)
+    }
+
+    /// The check on each server given, as many at once as the run allows; its output is
+    /// not shown, only the servers where it failed.
+    fn check(&self, hosts: Vec<usize>) -> impl std::future::Future<Output = Vec<usize>> + Send {
+        let check = self.plan.check.clone().map(Arc::new);
+        let jobs: Vec<Job> = match &check {
+            Some(check) => hosts.iter().map(|&h| self.job(h, check, None)).collect(),
+            None => Vec::new(),
+        };
+        let (parallel, deadline) = (self.plan.rollout.parallel.max(1), self.deadline);
+        async move {
+            let runs = futures::stream::iter(jobs.into_iter().map(|j| j.run(deadline)));
+            let results: Vec<HostResult> = runs.buffer_unordered(parallel).collect().await;
+            let mut failed: Vec<usize> = results
+                .into_iter()
+                .filter(|r| !r.outcome.succeeded())
+                .map(|r| r.host)
+                .collect();
+            failed.sort_unstable();
+            failed
+        }
+    }
+
+    fn checks(&self) -> bool {
+        self.plan.check.is_some()
+    }
+
+    fn done(&self, result: HostResult) -> impl std::future::Future<Output = ()> + Send {
+        let tx = self.tx.clone();
+        async move {
+            let _ = tx.send(Event::Done(result)).await;
+        }
+    }
 }
 
 /// One server's part.
@@ -220,7 +270,8 @@ struct Job {
     /// The issue time servers share; refreshed by the first to start after it aged.
     issued_at: Arc<Mutex<u64>>,
     plan: Arc<Plan>,
-    tx: mpsc::Sender<Event>,
+    /// Where its output goes (none: dropped, for a check).
+    tx: Option<mpsc::Sender<Event>>,
 }
 
 impl Job {
@@ -230,7 +281,7 @@ impl Job {
             Some(d) if began >= d => {
                 return HostResult {
                     host: self.index,
-                    outcome: Outcome::NotStarted,
+                    outcome: Outcome::NotStarted(NotStarted::Deadline),
                     duration: Duration::ZERO,
                 }
             }
@@ -287,20 +338,24 @@ impl Job {
 /// that sends without end, cannot fill the client's memory.
 const EVENTS: usize = 256;
 
-/// Passes a server's output on, waiting while the reader is behind.
+/// Passes a server's output on, waiting while the reader is behind (or drops it, for
+/// a check).
 struct Forward {
-    tx: mpsc::Sender<Event>,
+    tx: Option<mpsc::Sender<Event>>,
     host: usize,
 }
 
 impl AnswerSink for Forward {
     async fn output(&mut self, output: Output) -> Flow {
+        let Some(tx) = &self.tx else {
+            return Flow::Go;
+        };
         let event = Event::Output {
             host: self.host,
             output,
         };
         // No one reads the events any more: the run is over for this server too.
-        match self.tx.send(event).await {
+        match tx.send(event).await {
             Ok(()) => Flow::Go,
             Err(_) => Flow::Stop,
         }
