@@ -170,7 +170,7 @@ fn from_base64url(text: &str) -> Option<Vec<u8>> {
             c => c,
         })
         .collect();
-    while standard.len() % 4 != 0 {
+    while !standard.len().is_multiple_of(4) {
         standard.push('=');
     }
     openssl::base64::decode_block(&standard).ok()

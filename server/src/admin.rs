@@ -190,8 +190,9 @@ pub fn zone_key(
     Ok(ExitCode::SUCCESS)
 }
 
-/// `ZONE` or `ZONE:ROLE` from `--zone`.
-fn zone_and_role(text: &str, role: &Ident) -> anyhow::Result<(Ident, Ident)> {
+/// `ZONE[@GEN][:ROLE]` from `--zone`: the zone, its generation (else `generation`) and
+/// its role (else `role`). The generation is the digits after the zone's last `@`.
+fn zone_entry(text: &str, role: &Ident, generation: u64) -> anyhow::Result<(Ident, u64, Ident)> {
     let (zone, role) = match text.split_once(':') {
         Some((zone, role)) => (
             zone,
@@ -199,8 +200,23 @@ fn zone_and_role(text: &str, role: &Ident) -> anyhow::Result<(Ident, Ident)> {
         ),
         None => (text, role.clone()),
     };
+    let (zone, generation) = match zone.rsplit_once('@') {
+        Some((name, digits))
+            if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) =>
+        {
+            let generation = digits
+                .parse()
+                .with_context(|| format!("--zone {text}: the generation"))?;
+            (name, generation)
+        }
+        _ => (zone, generation),
+    };
+    if generation == 0 {
+        anyhow::bail!("--zone {text}: generations count from 1");
+    }
     Ok((
         Ident::new(zone).with_context(|| format!("--zone {text}: the zone"))?,
+        generation,
         role,
     ))
 }
@@ -220,10 +236,25 @@ pub fn provision(opts: &ProvisionOpts) -> anyhow::Result<ExitCode> {
         name: opts.name.clone(),
         epoch: opts.epoch,
     };
-    let mut zones = BTreeMap::new();
+    let (mut zones, address) = match opts.update {
+        true => {
+            let old = Credential::load(&opts.out)
+                .with_context(|| format!("--update: reading {}", opts.out.display()))?;
+            if old.name != opts.name {
+                anyhow::bail!(
+                    "--update: {} is {}'s credential, not {}'s",
+                    opts.out.display(),
+                    old.name,
+                    opts.name
+                );
+            }
+            (old.zones, opts.address.clone().or(old.address))
+        }
+        false => (BTreeMap::new(), opts.address.clone()),
+    };
     for text in &opts.zones {
-        let (zone, role) = zone_and_role(text, &opts.role)?;
-        let zone_key = root.zone_key(&zone, opts.generation);
+        let (zone, generation, role) = zone_entry(text, &opts.role, opts.generation)?;
+        let zone_key = root.zone_key(&zone, generation);
         let grant = Grant {
             role,
             epoch: opts.epoch,
@@ -231,7 +262,7 @@ pub fn provision(opts: &ProvisionOpts) -> anyhow::Result<ExitCode> {
             servers: opts.servers.clone(),
         };
         let entry = ZoneEntry {
-            generation: opts.generation,
+            generation,
             tag: zone_key.tag_key().sign(&opts.name, &grant),
             psk: zone_key.psk(&identity),
             identity_key: zone_key.identity_key(),
@@ -241,14 +272,14 @@ pub fn provision(opts: &ProvisionOpts) -> anyhow::Result<ExitCode> {
     }
     let cred = Credential {
         name: opts.name.clone(),
-        address: opts.address.clone(),
+        address,
         zones,
     };
-    cred.save(&opts.out, opts.force)?;
+    cred.save(&opts.out, opts.force || opts.update)?;
     let summary: Vec<String> = cred
         .zones
         .iter()
-        .map(|(z, e)| format!("{z} as {}", e.grant.role))
+        .map(|(z, e)| format!("{z}@{} as {}", e.generation, e.grant.role))
         .collect();
     eprintln!(
         "wrote credential for {identity} ({}) to {} (mode 0600)",

@@ -149,13 +149,17 @@ pub struct ProvisionOpts {
     /// The role in every zone without a role of its own.
     #[arg(long)]
     pub role: Ident,
-    /// A zone the client may reach, ZONE or ZONE:ROLE for a role of its own there
-    /// (repeat for several).
-    #[arg(long = "zone", required = true)]
+    /// A zone the client may reach: ZONE, with @GENERATION for a zone key generation of
+    /// its own and :ROLE for a role of its own there (web@2:reader; repeat for several).
+    #[arg(long = "zone", required = true, value_name = "ZONE[@GEN][:ROLE]")]
     pub zones: Vec<String>,
-    /// The zone keys' generation to provision for.
+    /// The zone keys' generation for every zone that names none.
     #[arg(long, default_value_t = 1)]
     pub generation: u64,
+    /// Change these zones' entries in the existing credential file and keep its other
+    /// zones as they are (rotating one zone leaves the others working).
+    #[arg(long, conflicts_with = "force")]
+    pub update: bool,
     /// Where to write the credential.
     #[arg(long)]
     pub out: PathBuf,

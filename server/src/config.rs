@@ -47,6 +47,8 @@ pub struct Config {
     pub dhe: bool,
     pub server_id: Ident,
     pub log_format: LogFormat,
+    /// Where audit events go besides stderr.
+    pub log_sinks: Vec<crate::logsink::SinkSpec>,
     pub limits: Limits,
     /// Lowest key epoch still accepted, per client name; names not listed: 0.
     pub min_epoch: BTreeMap<Ident, u64>,
@@ -195,6 +197,14 @@ settings! {
         /// Log format [default: text].
         #[arg(long, value_enum)]
         log_format: LogFormat => Restart,
+        /// Also send every audit event to: journald (the journal's native fields,
+        /// CMDCHAN_ID and the others; journald:SOCKET for another socket),
+        /// syslog:udp://HOST:PORT or syslog:unix:///dev/log (RFC 5424 with structured
+        /// data). Repeat for several. A sink that is slow or gone drops events (the audit
+        /// file has them all) and never holds a request.
+        #[arg(long = "log-sink")]
+        #[serde(default)]
+        log_sink: Vec<crate::logsink::SinkSpec> => Restart,
         /// Accept the DHE-PSK suites (ffdhe3072) besides ECDHE-PSK. Off by default: a DHE
         /// key generation costs the server ~9 ms of CPU for any ClientHello, before the
         /// client proves anything.
@@ -404,6 +414,7 @@ impl Config {
             dhe: o.dhe.unwrap_or(false),
             server_id,
             log_format: o.log_format.unwrap_or_default(),
+            log_sinks: o.log_sink.unwrap_or_default(),
             limits,
             min_epoch: o.min_epoch,
             revoked: o.revoked,

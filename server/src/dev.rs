@@ -73,6 +73,7 @@ fn demo(root: &Path, out: &Path, listen: SocketAddr) -> anyhow::Result<Provision
         servers: vec![],
         address: Some(format!("{DEV_SERVER_ID}:{}", listen.port())),
         force: false,
+        update: false,
         expired_ok: false,
     })
 }

@@ -15,6 +15,7 @@ pub mod gate;
 pub mod handshake;
 pub mod jobs;
 pub mod latency;
+pub mod logsink;
 pub mod metrics;
 pub mod notice;
 pub mod outcome;

@@ -6,8 +6,10 @@ use std::process::ExitCode;
 use clap::FromArgMatches;
 use tracing_subscriber::EnvFilter;
 
+use anyhow::Context;
 use cmdchan_server::cli::{Command, LogFormat, Opts};
 use cmdchan_server::config::Config;
+use cmdchan_server::logsink::{Sink, SinkLayer, SinkSpec};
 use cmdchan_server::{admin, dev};
 
 fn main() -> ExitCode {
@@ -63,7 +65,7 @@ fn run(opts: Opts) -> anyhow::Result<ExitCode> {
         Command::Check(opts) => return Ok(check(&opts)),
         Command::Dev(d) => (dev::prepare(&d)?, None),
     };
-    init_logging(config.log_format);
+    init_logging(config.log_format, &config.log_sinks)?;
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(cmdchan_server::serve(config, reload_from))?;
     Ok(ExitCode::SUCCESS)
@@ -91,15 +93,34 @@ fn check(opts: &cmdchan_server::cli::ServeOpts) -> ExitCode {
     }
 }
 
-/// Logs go to stderr; `RUST_LOG` refines the level (default `info`).
-fn init_logging(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+/// Logs go to stderr; `RUST_LOG` refines the level (default `info`). Audit events also
+/// go to the sinks, at every level; with the journal among them, its native entries
+/// stand for the stderr lines (which the journal would hold twice).
+fn init_logging(format: LogFormat, sinks: &[SinkSpec]) -> anyhow::Result<()> {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::Layer;
+    let mut filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    if sinks.iter().any(|s| matches!(s, SinkSpec::Journal(_))) {
+        filter = filter.add_directive("cmdchan::audit=off".parse()?);
+    }
+    let opened = sinks
+        .iter()
+        .map(|spec| {
+            Sink::open(spec.clone()).with_context(|| format!("opening the log sink {spec}"))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let fmt = tracing_subscriber::fmt::layer()
         .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
-    }
+    let fmt = match format {
+        LogFormat::Text => fmt.with_filter(filter).boxed(),
+        LogFormat::Json => fmt.json().with_filter(filter).boxed(),
+    };
+    // Only audit events reach the sinks: other callsites stay off for them.
+    let audit_only = tracing_subscriber::filter::Targets::new()
+        .with_target("cmdchan::audit", tracing::Level::TRACE);
+    let sinks = (!opened.is_empty()).then(|| SinkLayer::new(opened).with_filter(audit_only));
+    tracing_subscriber::registry().with(fmt).with(sinks).init();
+    Ok(())
 }

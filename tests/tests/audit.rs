@@ -414,3 +414,112 @@ fn a_refused_request_is_recorded_with_its_values_and_its_secrets_hashed() {
     let (code, report) = verify(&env, &log, None);
     assert_eq!(code, Some(0), "{report}");
 }
+
+/// One journal entry from the native protocol: `KEY=VALUE` lines, or a key, a newline,
+/// a u64 length and the value's bytes.
+fn journal_fields(datagram: &[u8]) -> std::collections::BTreeMap<String, String> {
+    let mut fields = std::collections::BTreeMap::new();
+    let mut rest = datagram;
+    while let Some(end) = rest.iter().position(|&b| b == b'\n' || b == b'=') {
+        let key = String::from_utf8_lossy(&rest[..end]).into_owned();
+        if rest[end] == b'=' {
+            let line_end = rest[end..].iter().position(|&b| b == b'\n').unwrap() + end;
+            fields.insert(
+                key,
+                String::from_utf8_lossy(&rest[end + 1..line_end]).into_owned(),
+            );
+            rest = &rest[line_end + 1..];
+        } else {
+            let len = u64::from_le_bytes(rest[end + 1..end + 9].try_into().unwrap()) as usize;
+            let value = &rest[end + 9..end + 9 + len];
+            fields.insert(key, String::from_utf8_lossy(value).into_owned());
+            rest = &rest[end + 9 + len + 1..];
+        }
+    }
+    fields
+}
+
+/// The audit events reach the journal (native fields: `journalctl CMDCHAN_ID=…` finds a
+/// run) and syslog (RFC 5424, structured data); once both sinks are gone, requests go on
+/// as fast and the audit file still has every one.
+#[test]
+fn audit_events_reach_the_journal_and_syslog_and_a_sink_that_is_gone_holds_nothing_up() {
+    use std::os::unix::net::UnixDatagram;
+    let env = TestEnv::new();
+    let log = env.path("audit.log");
+    let journal_path = env.path("journal.socket");
+    let journal = UnixDatagram::bind(&journal_path).unwrap();
+    let syslog = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    for socket in [
+        journal.set_read_timeout(Some(std::time::Duration::from_secs(5))),
+        syslog.set_read_timeout(Some(std::time::Duration::from_secs(5))),
+    ] {
+        socket.unwrap();
+    }
+    env.script("login.sh", "echo \"welcome $1\"");
+    let dir = env.dir.path().to_str().unwrap();
+    let policy = env.write("policy.toml", &POLICY.replace("{dir}", dir));
+    let journal_sink = format!("journald:{}", journal_path.display());
+    let syslog_sink = format!("syslog:udp://{}", syslog.local_addr().unwrap());
+    let server = env.start(&[
+        "--policy",
+        policy.to_str().unwrap(),
+        "--audit-log",
+        log.to_str().unwrap(),
+        "--log-sink",
+        &journal_sink,
+        "--log-sink",
+        &syslog_sink,
+    ]);
+    let cred = env.provision("alice", "ops", &[]);
+    assert_eq!(
+        env.cmdchan(&server, &cred, &["ping"]).status.code(),
+        Some(0)
+    );
+    let recs = records_when(&log, 2);
+    let ping = recs.iter().find(|r| r["command"] == "ping").unwrap();
+
+    let mut buf = vec![0u8; 65536];
+    let n = journal.recv(&mut buf).unwrap();
+    let entry = journal_fields(&buf[..n]);
+    assert_eq!(
+        entry["CMDCHAN_ID"],
+        ping["id"].as_str().unwrap(),
+        "{entry:?}"
+    );
+    assert_eq!(entry["CMDCHAN_CLIENT"], "alice");
+    assert_eq!(entry["CMDCHAN_OUTCOME"], "ok");
+    assert_eq!(entry["SYSLOG_IDENTIFIER"], "cmdchan-server");
+    let n = syslog.recv(&mut buf).unwrap();
+    let line = String::from_utf8_lossy(&buf[..n]).into_owned();
+    let (head, rest) = line
+        .split_once(" [cmdchan@32473 ")
+        .expect("structured data");
+    let fields: Vec<&str> = head.split(' ').collect();
+    assert_eq!(
+        (fields[0], fields[3], fields[5]),
+        ("<39>1", "cmdchan-server", "audit"),
+        "{line}"
+    );
+    assert!(
+        rest.contains(&format!("id=\"{}\"", ping["id"].as_str().unwrap())),
+        "{line}"
+    );
+    assert!(rest.contains("command=\"ping\""), "{line}");
+
+    // Both sinks gone: requests go on, the audit file has every one of them.
+    drop(journal);
+    std::fs::remove_file(&journal_path).unwrap();
+    drop(syslog);
+    let began = std::time::Instant::now();
+    for _ in 0..30 {
+        assert_eq!(
+            env.cmdchan(&server, &cred, &["ping"]).status.code(),
+            Some(0)
+        );
+    }
+    assert!(began.elapsed() < std::time::Duration::from_secs(20));
+    let recs = records_when(&log, 32);
+    assert_eq!(recs.iter().filter(|r| r["command"] == "ping").count(), 31);
+    assert!(server.wait_for_log("takes no events"), "{}", server.log());
+}

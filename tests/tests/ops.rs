@@ -235,6 +235,25 @@ fn build_packages() -> (String, String) {
     (debs[1].trim().to_owned(), debs[0].trim().to_owned())
 }
 
+/// What a Debian user would run on the packages: lintian, not one error or warning
+/// (the overrides shipped say why the configuration files are 0600).
+#[test]
+fn lintian_finds_nothing_in_either_package() {
+    let (client, server) = packages();
+    let out = run(cmdchan_tests::system("lintian")
+        .args(["--tag-display-limit", "0"])
+        .args([&client, &server]));
+    let said: Vec<String> = (text(&out.stdout) + &text(&out.stderr))
+        .lines()
+        .filter(|l| l.starts_with("E:") || l.starts_with("W:"))
+        .map(str::to_owned)
+        .collect();
+    assert!(
+        said.is_empty() && out.status.success(),
+        "lintian: {said:#?}"
+    );
+}
+
 fn listing(deb: &str) -> String {
     text(&run(cmdchan_tests::system("dpkg-deb").args(["-c", deb])).stdout)
 }
@@ -352,7 +371,7 @@ fn purging_the_server_package_removes_its_keys_and_state_and_keeps_the_audit_tra
     }
     let prerm = std::fs::read_to_string(control.join("prerm")).unwrap();
     assert!(
-        prerm.contains("systemctl stop cmdchan-server.service"),
+        prerm.contains("deb-systemd-invoke stop cmdchan-server.service"),
         "{prerm}"
     );
 

@@ -477,3 +477,73 @@ fn a_zone_key_rotates_through_two_generations() {
         "generation 1 is retired"
     );
 }
+
+/// Rotating one zone: the web zone moves to generation 2 and its servers drop
+/// generation 1, while the db zone stays on 1 — and the one credential file, updated
+/// for web alone, keeps working with both.
+#[test]
+fn one_zone_rotates_while_another_keeps_working_with_the_same_credential_file() {
+    let env = TestEnv::new();
+    let db = zone_server(&env, "db", 1, &[]);
+    let cred = env.provision("alice", "ops", &["--zone", "web", "--zone", "db:reader"]);
+    let web1 = zone_server(&env, "web", 1, &[]);
+    assert_eq!(
+        text(&env.cmdchan(&web1, &cred, &["--zone", "web", "ping"]).stdout),
+        "pong\n"
+    );
+    drop(web1);
+
+    // The web servers move to generation 2 alone; the old credential no longer opens them.
+    let web2 = zone_server(&env, "web", 2, &[]);
+    let stale = env.cmdchan(&web2, &cred, &["--zone", "web", "ping"]);
+    assert_eq!(stale.status.code(), Some(69), "{}", text(&stale.stderr));
+
+    let out = env.admin(&[
+        "provision",
+        "--root",
+        env.root.to_str().unwrap(),
+        "--name",
+        "alice",
+        "--role",
+        "ops",
+        "--zone",
+        "web@2",
+        "--update",
+        "--out",
+        cred.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("db@1 as reader, web@2 as ops"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(
+        text(&env.cmdchan(&web2, &cred, &["--zone", "web", "ping"]).stdout),
+        "pong\n"
+    );
+    let whoami = env.cmdchan(&db, &cred, &["--zone", "db", "--json", "whoami"]);
+    assert_eq!(
+        json(&whoami)["reply"]["role"],
+        "reader",
+        "the db entry kept as it was"
+    );
+
+    let other = env.admin(&[
+        "provision",
+        "--root",
+        env.root.to_str().unwrap(),
+        "--name",
+        "bob",
+        "--role",
+        "ops",
+        "--zone",
+        "web@2",
+        "--update",
+        "--out",
+        cred.to_str().unwrap(),
+    ]);
+    assert!(
+        !other.status.success() && text(&other.stderr).contains("is alice's credential, not bob's")
+    );
+}

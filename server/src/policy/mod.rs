@@ -110,7 +110,7 @@ impl Secrets<'_> {
             Secrets::Of(params) => params
                 .iter()
                 .find(|p| p.name == name)
-                .map_or(true, |p| p.secret),
+                .is_none_or(|p| p.secret),
         }
     }
 }
