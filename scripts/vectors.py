@@ -209,6 +209,37 @@ def print_wire_vectors():
     print("jobs frame      ", frame(varint(1) + cid + varint(0) + varint(7) + varint(1) + job).hex())
     print("job id          ", job_id(b"\xaa" * 16, "db1").hex())
 
+# ---- Signed revocation lists (PROTOCOL.md §5.7): the seed from the root; Ed25519 needs
+# the `cryptography` package (the rest of this file needs nothing outside the stdlib) ----
+
+def revocation_seed(root: bytes) -> bytes:
+    return hkdf_expand(hkdf_extract(b"cmdchan/v2", root), b(b"cmdchan/v3/revocation-key"))
+
+def revocation_list(version, issued_at, names, min_epochs, retired) -> bytes:
+    return (varint(version) + varint(issued_at) + pvec_str(names)
+            + varint(len(min_epochs)) + b"".join(pstr(n) + varint(e) for n, e in min_epochs)
+            + varint(len(retired)) + b"".join(pstr(z) + varint(g) for z, g in retired))
+
+def print_revocation_vectors():
+    seed = revocation_seed(bytes(range(32)))
+    print("revocation seed ", seed.hex())
+    body = revocation_list(1, 1893456000, ["mallory"], [("alice", 2)], [("prod", 1)])
+    print("list            ", body.hex())
+    try:
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+        from cryptography.hazmat.primitives import serialization
+    except ImportError:
+        print("(the public key and signature need: pip install cryptography)")
+        return
+    key = Ed25519PrivateKey.from_private_bytes(seed)
+    public = key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    print("revocation key  ", public.hex())
+    signature = key.sign(b"cmdchan/v3/revocations" + body)
+    print("signature       ", signature.hex())
+    text = base64.urlsafe_b64encode(body + signature).decode().rstrip("=")
+    print("text            ", "cmdchan-revocations:" + text)
+
 if __name__ == "__main__":
     print_key_vectors()
+    print_revocation_vectors()
     print_wire_vectors()

@@ -141,12 +141,57 @@ pub fn main(servers: usize, rounds: usize) -> anyhow::Result<ExitCode> {
         "a fan-out job status costs the client {job_status:.2}× a fan-out ping per server (medians; at most {JOB_STATUS}) — {}",
         if status_met { "met" } else { "MISSED" }
     );
-    let met = met && status_met;
+    let revoked_in = revoke(&runtime, &tools, &keys, &connector, &hosts)?;
+    let revoke_met = revoked_in.as_secs_f64() < REVOKE_IN;
+    println!(
+        "a signed revocation list reaches {servers} servers and is in force on all of them in {:.0} ms (under {:.0} ms) — {}",
+        revoked_in.as_secs_f64() * 1e3,
+        REVOKE_IN * 1e3,
+        if revoke_met { "met" } else { "MISSED" }
+    );
+    let met = met && status_met && revoke_met;
     Ok(if met {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// Target: a revocation pushed with a fan-out is in force on every server within this
+/// many seconds.
+const REVOKE_IN: f64 = 5.0;
+
+/// Signs a revocation list on the admin side and pushes it to every server: the time
+/// until the last server has applied it (each answers only once it has).
+fn revoke(
+    runtime: &tokio::runtime::Runtime,
+    tools: &Tools,
+    keys: &Keys,
+    connector: &Connector,
+    hosts: &[Host],
+) -> anyhow::Result<Duration> {
+    let list = keys.dir.path().join("revocations.list");
+    let status = Command::new(&tools.server)
+        .args(["admin", "revoke", "--root"])
+        .arg(keys.dir.path().join("root.key"))
+        .args(["--name", "nobody", "--out"])
+        .arg(&list)
+        .status()?;
+    if !status.success() {
+        bail!("admin revoke failed");
+    }
+    let text = std::fs::read_to_string(&list)?.trim().to_owned();
+    let push = fanout::Command::new("revocations.push", vec![text])?;
+    let started = Instant::now();
+    let failures = runtime.block_on(run(connector.clone(), hosts.to_vec(), push));
+    let took = started.elapsed();
+    if failures > 0 {
+        bail!(
+            "{failures} of {} servers did not take the revocation list",
+            hosts.len()
+        );
+    }
+    Ok(took)
 }
 
 /// A credential for any server of zone bench, role fleet.

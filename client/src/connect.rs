@@ -29,10 +29,12 @@ pub(crate) async fn open(
             addr: addr.to_owned(),
             after: opts.timeout,
         })??;
+    let server_list = tls::server_list_version(stream.ssl());
     let (read, write) = tokio::io::split(stream);
     Ok(Channel {
         reader: FramedRead::new(read, MsgCodec::new(opts.max_frame)),
         writer: Some(FramedWrite::new(write, MsgCodec::new(opts.max_frame))),
+        server_list,
     })
 }
 

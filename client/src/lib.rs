@@ -70,6 +70,9 @@ pub struct Options {
     pub max_frame: usize,
     /// Reconnects [`Client::run_with_retry`] may make after a lost connection.
     pub retries: u32,
+    /// The newest signed revocation list this client knows (its text form): given to a
+    /// server whose handshake names an older one, or none, before anything else.
+    pub revocations: Option<Arc<KnownList>>,
     /// Wait before the first retry; doubled for each next one.
     pub retry_backoff: Duration,
 }
@@ -84,6 +87,7 @@ impl Default for Options {
             max_frame: DEFAULT_MAX_FRAME,
             retries: 3,
             retry_backoff: Duration::from_millis(200),
+            revocations: None,
         }
     }
 }
@@ -99,6 +103,8 @@ struct Channel {
     /// `None` while a stdin pump has it, or after one was cut short (the connection is
     /// then done for: a request on it reconnects).
     writer: Option<Writer>,
+    /// The revocation list version the server's handshake named (none: it keeps none).
+    server_list: Option<u64>,
 }
 
 impl std::fmt::Debug for Channel {
@@ -146,7 +152,7 @@ impl Connector {
         let addr = inventory::address(given, None).map_err(|_| Error::BadAddress(given.into()))?;
         let target = target(&entry.grant, &addr, opts.target.clone())?;
         let channel = connect::open(&self.ctx, &zone, &addr, &opts).await?;
-        Ok(Client {
+        let mut client = Client {
             channel,
             connector: self.clone(),
             zone,
@@ -155,7 +161,9 @@ impl Connector {
             addr,
             opts,
             input: None,
-        })
+        };
+        client.give_revocations().await?;
+        Ok(client)
     }
 }
 
@@ -200,6 +208,29 @@ impl Client {
     /// read from it unless the server says the program takes stdin.
     pub fn set_input(&mut self, input: Input) {
         self.input = Some(input);
+    }
+
+    /// Gives the server the revocation list this client knows if its handshake named an
+    /// older one (or none): a server that was down when the list was pushed learns it
+    /// from the next client that reaches it. Its answer does not matter here (a server
+    /// that cannot check lists refuses it); only a lost connection is an error.
+    async fn give_revocations(&mut self) -> Result<(), Error> {
+        let Some(known) = self.opts.revocations.clone() else {
+            return Ok(());
+        };
+        if self.channel.server_list.is_some_and(|v| v >= known.version) {
+            return Ok(());
+        }
+        let request = self.request("revocations.push", std::slice::from_ref(&known.text))?;
+        match self.answer(&request, &mut Each(|_: &Output| {})).await {
+            Err(e) if e.is_connection_lost() => Err(e),
+            _ => Ok(()),
+        }
+    }
+
+    /// The revocation list version the server's handshake named (none: it keeps none).
+    pub fn server_revocations(&self) -> Option<u64> {
+        self.channel.server_list
     }
 
     /// The zone this client speaks in (the server's).
@@ -359,6 +390,26 @@ impl Client {
             let mut stream = stream;
             let _ = stream.shutdown().await;
         }
+    }
+}
+
+/// A signed revocation list a client carries: its version and its text form.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KnownList {
+    pub version: u64,
+    pub text: String,
+}
+
+impl KnownList {
+    /// Reads a list's text form (not checked: a client has no key to check it with; the
+    /// servers do).
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let signed =
+            cmdchan_common::revocation::SignedList::from_text(text).map_err(|e| e.to_string())?;
+        Ok(Self {
+            version: signed.list.version,
+            text: signed.to_text(),
+        })
     }
 }
 

@@ -101,9 +101,24 @@ impl RootKey {
         let mut key = [0u8; KEY_LEN];
         // 32 bytes is far below HKDF-SHA256's limit of 255 * 32, so expand cannot fail.
         let _ = Hkdf::<Sha256>::new(Some(SALT), &self.0).expand(&info, &mut key);
-        ZoneKey::new(zone.clone(), generation, key)
+        let mut zone_key = ZoneKey::new(zone.clone(), generation, key);
+        zone_key.revocation_key = crate::revocation::public_key(&self.revocation_seed()).ok();
+        zone_key
+    }
+
+    /// The seed of the Ed25519 key that signs revocation lists, which only the root's
+    /// holder has: `HKDF-Expand(PRK_root, bytes("cmdchan/v3/revocation-key"), 32)`. Its
+    /// public half goes to every server with its zone key.
+    pub fn revocation_seed(&self) -> Zeroizing<[u8; KEY_LEN]> {
+        let info = Canonical::new().bytes(REVOCATION_LABEL).finish();
+        let mut seed = Zeroizing::new([0u8; KEY_LEN]);
+        let _ = Hkdf::<Sha256>::new(Some(SALT), &self.0).expand(&info, seed.as_mut_slice());
+        seed
     }
 }
+
+/// The label of the revocation key's derivation.
+const REVOCATION_LABEL: &[u8] = b"cmdchan/v3/revocation-key";
 
 impl fmt::Debug for RootKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -119,6 +134,10 @@ pub struct ZoneKey {
     pub zone: Ident,
     #[zeroize(skip)]
     pub generation: u64,
+    /// The public key revocation lists are signed with (none in a zone key file made
+    /// before there were signed lists).
+    #[zeroize(skip)]
+    pub revocation_key: Option<[u8; 32]>,
     key: [u8; KEY_LEN],
     prk: [u8; KEY_LEN],
 }
@@ -127,6 +146,7 @@ impl ZoneKey {
     pub fn new(zone: Ident, generation: u64, key: [u8; KEY_LEN]) -> Self {
         let (prk, _) = Hkdf::<Sha256>::extract(Some(SALT), &key);
         Self {
+            revocation_key: None,
             zone,
             generation,
             key,

@@ -11,6 +11,7 @@ pub mod ident;
 pub mod keyfile;
 pub mod keys;
 pub mod protocol;
+pub mod revocation;
 pub mod sealed;
 pub mod sync;
 pub mod tag;

@@ -18,7 +18,7 @@ pub const VERSION_LINE: &str = concat!(env!("CARGO_PKG_VERSION"), " (protocol 3)
 /// The commands every server has (PROTOCOL.md §5.4): each one's name, the kind of its
 /// reply, and whether output comes before it (a job's). None of them takes stdin, and a
 /// client holds a server to the rest.
-pub const BUILTINS: [(&str, ReplyKind, bool); 10] = [
+pub const BUILTINS: [(&str, ReplyKind, bool); 12] = [
     ("ping", ReplyKind::Pong, false),
     ("whoami", ReplyKind::Whoami, false),
     ("echo", ReplyKind::Echo, false),
@@ -29,6 +29,8 @@ pub const BUILTINS: [(&str, ReplyKind, bool); 10] = [
     ("job.wait", ReplyKind::Jobs, false),
     ("job.output", ReplyKind::Jobs, true),
     ("job.attach", ReplyKind::Jobs, true),
+    ("revocations.status", ReplyKind::Revocations, false),
+    ("revocations.push", ReplyKind::Revocations, false),
 ];
 
 /// The most job IDs one `job.status` asks about: its answer fits the default frame
@@ -46,6 +48,7 @@ pub enum ReplyKind {
     Describe,
     Job,
     Jobs,
+    Revocations,
 }
 
 impl Reply {
@@ -59,6 +62,7 @@ impl Reply {
             Reply::Describe(_) => ReplyKind::Describe,
             Reply::Job(_) => ReplyKind::Job,
             Reply::Jobs(_) => ReplyKind::Jobs,
+            Reply::Revocations(_) => ReplyKind::Revocations,
         }
     }
 }
@@ -268,6 +272,19 @@ pub enum Reply {
     /// Jobs as the server knows them (`job.*`); `job.output` and `job.attach` send the
     /// job's output before it.
     Jobs(Vec<JobInfo>),
+    /// The revocation list the server keeps (`revocations.*`).
+    Revocations(ListState),
+}
+
+/// The signed revocation list a server keeps, and what a push did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListState {
+    /// Its version (0: the server keeps none).
+    pub version: u64,
+    /// Unix seconds it was signed at (0: none).
+    pub issued_at: u64,
+    /// This request put it in force (a push of a newer list).
+    pub applied: bool,
 }
 
 /// A job: a program run detached from its connection, its result kept on the server.
@@ -397,9 +414,13 @@ pub enum ErrorCode {
     Replay,
     Reused,
     StdinOpen,
+    /// A revocation list no newer than the one the server keeps.
+    Outdated,
     UnknownCommand,
     Forbidden,
     BadArguments,
+    /// A revocation list whose signature does not verify.
+    BadSignature,
     Internal,
     StoreUnavailable,
     Busy,
@@ -410,7 +431,7 @@ pub enum ErrorCode {
 }
 
 /// Code numbers and names, in one table; PROTOCOL.md §6 lists the same.
-const CODES: [(ErrorCode, u16, &str); 21] = [
+const CODES: [(ErrorCode, u16, &str); 23] = [
     (ErrorCode::Malformed, 1, "malformed"),
     (ErrorCode::UnsupportedVersion, 2, "unsupported version"),
     (ErrorCode::TooLarge, 3, "too large"),
@@ -423,9 +444,11 @@ const CODES: [(ErrorCode, u16, &str); 21] = [
     (ErrorCode::Replay, 16, "replay"),
     (ErrorCode::Reused, 17, "reused id"),
     (ErrorCode::StdinOpen, 18, "stdin open"),
+    (ErrorCode::Outdated, 19, "outdated"),
     (ErrorCode::UnknownCommand, 20, "unknown command"),
     (ErrorCode::Forbidden, 21, "forbidden"),
     (ErrorCode::BadArguments, 22, "bad arguments"),
+    (ErrorCode::BadSignature, 23, "bad signature"),
     (ErrorCode::Internal, 30, "internal"),
     (ErrorCode::StoreUnavailable, 31, "store unavailable"),
     (ErrorCode::Busy, 32, "busy"),

@@ -143,7 +143,7 @@ fn aad(zone: &Ident, generation: u64) -> Vec<u8> {
         .finish()
 }
 
-fn base64url(raw: &[u8]) -> String {
+pub(crate) fn base64url(raw: &[u8]) -> String {
     openssl::base64::encode_block(raw)
         .chars()
         .filter(|&c| c != '=')
@@ -155,7 +155,7 @@ fn base64url(raw: &[u8]) -> String {
         .collect()
 }
 
-fn from_base64url(text: &str) -> Option<Vec<u8>> {
+pub(crate) fn from_base64url(text: &str) -> Option<Vec<u8>> {
     if !text
         .bytes()
         .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')

@@ -145,6 +145,8 @@ fn open<'k>(
 struct ZoneCheck {
     meant: Ident,
     refused: Option<ZoneError>,
+    /// The version of the revocation list the server's hint names, if it names one.
+    list_version: Option<u64>,
 }
 
 /// Builds a client's context for `cred`, once for all its connections. Each
@@ -168,7 +170,9 @@ pub fn client_builder(cred: Arc<Credential>) -> Result<SslContextBuilder, ErrorS
             let Some(check) = ssl.ex_data_mut(index) else {
                 return Ok(0);
             };
-            let (zone, entry) = match pick(&cred, &check.meant, hint) {
+            let (named, version) = split_hint(hint.unwrap_or_default());
+            check.list_version = version;
+            let (zone, entry) = match pick(&cred, &check.meant, Some(named)) {
                 Ok(found) => found,
                 Err(e) => {
                     check.refused = Some(e);
@@ -187,6 +191,37 @@ pub fn client_builder(cred: Arc<Credential>) -> Result<SslContextBuilder, ErrorS
         .unwrap_or(Ok(0))
     });
     Ok(b)
+}
+
+/// A server's identity hint: `ZONE`, or `ZONE rv=N` when it keeps revocation list
+/// version N (a space is in no identifier).
+pub fn split_hint(hint: &[u8]) -> (&[u8], Option<u64>) {
+    let Some(space) = hint.iter().position(|&b| b == b' ') else {
+        return (hint, None);
+    };
+    let version = std::str::from_utf8(&hint[space + 1..])
+        .ok()
+        .and_then(|rest| rest.strip_prefix("rv="))
+        .and_then(|n| n.parse().ok());
+    (&hint[..space], version)
+}
+
+/// The hint of a server of `zone` that keeps revocation list `version` (none: 0).
+pub fn hint(zone: &Ident, version: u64) -> String {
+    match version {
+        0 => zone.to_string(),
+        v => format!("{zone} rv={v}"),
+    }
+}
+
+/// Sets one server connection's hint to name its zone and revocation list `version`.
+pub fn set_hint(ssl: &mut SslRef, zone: &Ident, version: u64) -> Result<(), ErrorStack> {
+    cmdchan_tls_hint::set_ssl_psk_identity_hint(ssl, &hint(zone, version))
+}
+
+/// The revocation list version the server's hint named on this connection.
+pub fn server_list_version(ssl: &SslRef) -> Option<u64> {
+    ssl.ex_data(zone_index().ok()?)?.list_version
 }
 
 /// The entry of the zone `meant`, if the server's hint names that zone or none.
@@ -212,6 +247,7 @@ pub fn client_ssl(ctx: &SslContext, zone: &Ident) -> Result<Ssl, ErrorStack> {
     let check = ZoneCheck {
         meant: zone.clone(),
         refused: None,
+        list_version: None,
     };
     ssl.set_ex_data(zone_index()?, check);
     Ok(ssl)

@@ -6,6 +6,7 @@
 //! zone = "prod"
 //! generation = 1
 //! key = "HEX"
+//! revocation_key = "HEX"   # the public key signed revocation lists are checked with
 //! ```
 
 use std::path::Path;
@@ -26,6 +27,9 @@ struct ZoneKeyToml {
     zone: Ident,
     generation: u64,
     key: String,
+    /// The public key revocation lists are signed with (hex).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    revocation_key: Option<String>,
 }
 
 impl Drop for ZoneKeyToml {
@@ -82,7 +86,15 @@ pub fn parse(text: &str) -> Result<ZoneKey, String> {
             bytes.len()
         )
     })?;
-    Ok(ZoneKey::new(file.zone.clone(), file.generation, key))
+    let mut zone_key = ZoneKey::new(file.zone.clone(), file.generation, key);
+    if let Some(text) = &file.revocation_key {
+        let bytes = hex::decode(text.trim())
+            .map_err(|_| "holds a revocation_key that is not hexadecimal")?;
+        let public = <[u8; 32]>::try_from(bytes.as_slice())
+            .map_err(|_| "holds a revocation_key that is not 32 bytes")?;
+        zone_key.revocation_key = Some(public);
+    }
+    Ok(zone_key)
 }
 
 /// Writes a zone key file (mode 0600).
@@ -91,6 +103,7 @@ pub fn save(key: &ZoneKey, path: &Path, replace: bool) -> Result<(), KeyFileErro
         zone: key.zone.clone(),
         generation: key.generation,
         key: key.to_hex().to_string(),
+        revocation_key: key.revocation_key.map(hex::encode),
     };
     let body = Zeroizing::new(toml::to_string(&file).unwrap_or_default());
     let mut text = Zeroizing::new(String::with_capacity(body.len() + 80));

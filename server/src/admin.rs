@@ -12,6 +12,7 @@ use cmdchan_common::credential::{Credential, ZoneEntry};
 use cmdchan_common::ident::{Ident, PskIdentity};
 use cmdchan_common::keys::{AuditKey, RootKey};
 use cmdchan_common::protocol::Grant;
+use cmdchan_common::revocation::{RevocationList, SignedList};
 use cmdchan_common::{sealed, time, zonekey};
 
 use crate::audit::{
@@ -43,6 +44,17 @@ pub fn run(cmd: AdminCommand) -> anyhow::Result<ExitCode> {
             zone_key,
         } => inspect(&credential, zone_key.as_deref()),
         AdminCommand::SpoolOutput { spool, id } => spool_output(&spool, &id),
+        AdminCommand::Revoke {
+            root,
+            from,
+            names,
+            min_epochs,
+            retired,
+            out,
+        } => revoke(&root, from.as_deref(), names, &min_epochs, &retired, &out),
+        AdminCommand::ShowRevocations { list, zone_key } => {
+            show_revocations(&list, zone_key.as_deref())
+        }
         AdminCommand::AuditVerify {
             path,
             zone_key,
@@ -162,6 +174,135 @@ fn spool_output(spool: &Path, id: &str) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `admin revoke`: the previous list's entries and these, signed, version + 1.
+fn revoke(
+    root: &Path,
+    from: Option<&Path>,
+    names: Vec<Ident>,
+    min_epochs: &[String],
+    retired: &[String],
+    out: &Path,
+) -> anyhow::Result<ExitCode> {
+    let root = zonekey::load_root(root)?;
+    let mut list = match from {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            let signed = SignedList::from_text(&text)
+                .map_err(|e| anyhow::anyhow!("{} {e}", path.display()))?;
+            let key = cmdchan_common::revocation::public_key(&root.revocation_seed())?;
+            signed
+                .verify(&key)
+                .map_err(|e| anyhow::anyhow!("{} {e}", path.display()))?;
+            signed.list
+        }
+        None => RevocationList::default(),
+    };
+    list.version += 1;
+    list.issued_at = time::now();
+    list.names.extend(names);
+    for text in min_epochs {
+        let (name, epoch) = text
+            .split_once('=')
+            .with_context(|| format!("--min-epoch {text}: NAME=EPOCH"))?;
+        let epoch = epoch
+            .parse()
+            .with_context(|| format!("--min-epoch {text}: the epoch"))?;
+        list.min_epochs.push((
+            Ident::new(name).with_context(|| format!("--min-epoch {text}"))?,
+            epoch,
+        ));
+    }
+    for text in retired {
+        let (zone, generation) = text
+            .rsplit_once('@')
+            .with_context(|| format!("--retire {text}: ZONE@GEN"))?;
+        let generation = generation
+            .parse()
+            .with_context(|| format!("--retire {text}: the generation"))?;
+        list.retired.push((
+            Ident::new(zone).with_context(|| format!("--retire {text}"))?,
+            generation,
+        ));
+    }
+    let signed = list.sign(&root.revocation_seed())?;
+    std::fs::write(out, format!("{}\n", signed.to_text()))
+        .with_context(|| format!("writing {}", out.display()))?;
+    eprintln!(
+        "wrote revocation list version {} to {} ({} names, {} minimum epochs, {} retired generations): push it with cmdchan revocations push {} --on …",
+        signed.list.version,
+        out.display(),
+        signed.list.names.len(),
+        signed.list.min_epochs.len(),
+        signed.list.retired.len(),
+        out.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `admin show-revocations`: what a list says, and with a zone key whether it verifies.
+fn show_revocations(path: &Path, zone_key: Option<&Path>) -> anyhow::Result<ExitCode> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let signed =
+        SignedList::from_text(&text).map_err(|e| anyhow::anyhow!("{} {e}", path.display()))?;
+    let l = &signed.list;
+    println!("version:   {}", l.version);
+    println!("issued at: {}", time::rfc3339(l.issued_at));
+    let names: Vec<&str> = l.names.iter().map(Ident::as_str).collect();
+    println!(
+        "revoked:   {}",
+        if names.is_empty() {
+            "-".into()
+        } else {
+            names.join(", ")
+        }
+    );
+    let epochs: Vec<String> = l
+        .min_epochs
+        .iter()
+        .map(|(n, e)| format!("{n}={e}"))
+        .collect();
+    println!(
+        "epochs:    {}",
+        if epochs.is_empty() {
+            "-".into()
+        } else {
+            epochs.join(", ")
+        }
+    );
+    let gens: Vec<String> = l.retired.iter().map(|(z, g)| format!("{z}@{g}")).collect();
+    println!(
+        "retired:   {}",
+        if gens.is_empty() {
+            "-".into()
+        } else {
+            gens.join(", ")
+        }
+    );
+    let Some(zone_key) = zone_key else {
+        return Ok(ExitCode::SUCCESS);
+    };
+    let key = zonekey::load(zone_key)?;
+    let Some(public) = key.revocation_key else {
+        println!(
+            "NOT CHECKED: {} names no revocation key",
+            zone_key.display()
+        );
+        return Ok(ExitCode::FAILURE);
+    };
+    match signed.verify(&public) {
+        Ok(_) => {
+            println!("signature: valid for zone {}", key.zone);
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            println!("signature: INVALID: the list {e}");
+            Ok(ExitCode::FAILURE)
+        }
+    }
 }
 
 pub fn init(path: &Path, force: bool) -> anyhow::Result<ExitCode> {

@@ -105,6 +105,17 @@ pub enum Refusal {
     /// The request came before the previous request's program had the end of its
     /// stdin; that stdin was ended there.
     StdinOpen,
+    /// A revocation list no newer than the one this server keeps.
+    OutdatedList {
+        offered: u64,
+        kept: u64,
+    },
+    /// A revocation list whose signature does not verify (why, in words).
+    BadSignature(String),
+    /// This server cannot check revocation lists: its zone key file names no key.
+    NoRevocationKey,
+    /// The newer list could not be kept (it is not applied).
+    ListNotKept(String),
 }
 
 /// A request that passed every check but the command ID.
@@ -471,6 +482,9 @@ impl Refusal {
             Refusal::Reused => ErrorCode::Reused,
             Refusal::StoreUnavailable(_) => ErrorCode::StoreUnavailable,
             Refusal::StdinOpen => ErrorCode::StdinOpen,
+            Refusal::OutdatedList { .. } => ErrorCode::Outdated,
+            Refusal::BadSignature(_) => ErrorCode::BadSignature,
+            Refusal::NoRevocationKey | Refusal::ListNotKept(_) => ErrorCode::Internal,
         }
     }
 
@@ -514,6 +528,9 @@ impl Refusal {
                 | Refusal::RateLimited { .. }
                 | Refusal::StoreUnavailable(_)
                 | Refusal::StdinOpen
+                | Refusal::OutdatedList { .. }
+                | Refusal::NoRevocationKey
+                | Refusal::ListNotKept(_)
         )
     }
 }
@@ -545,6 +562,10 @@ impl fmt::Display for Refusal {
             Refusal::Reused => f.write_str("this client already used this command ID for a different request; use a fresh ID for each request"),
             Refusal::StoreUnavailable(why) => write!(f, "the replay store cannot take the command ID ({why}); try again later"),
             Refusal::StdinOpen => f.write_str("this request came before the end of the previous program's stdin (InputEnd); that stdin was ended there, and nothing of this request ran"),
+            Refusal::OutdatedList { offered, kept } => write!(f, "this revocation list is version {offered}; this server keeps version {kept}, and takes only newer ones"),
+            Refusal::BadSignature(why) => write!(f, "the revocation list {why}"),
+            Refusal::NoRevocationKey => f.write_str("this server cannot check revocation lists: its zone key file names no revocation key; re-issue it with cmdchan-server admin zone-key"),
+            Refusal::ListNotKept(why) => write!(f, "the revocation list could not be kept ({why}); it is not applied"),
         }
     }
 }

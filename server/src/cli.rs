@@ -71,6 +71,35 @@ pub enum AdminCommand {
         #[arg(long)]
         force: bool,
     },
+    /// Sign a revocation list with the root's revocation key: the names, key epochs and
+    /// zone key generations no server may accept any more, the previous list's entries
+    /// kept, its version one higher. Push it with `cmdchan revocations push FILE --on …`.
+    Revoke {
+        #[arg(long)]
+        root: PathBuf,
+        /// The list this one follows (its entries are kept; its version + 1).
+        #[arg(long)]
+        from: Option<PathBuf>,
+        /// A client name to refuse whatever its key epoch (repeat for several).
+        #[arg(long = "name", value_name = "NAME")]
+        names: Vec<Ident>,
+        /// A client's lowest key epoch still accepted, NAME=EPOCH (repeat for several).
+        #[arg(long = "min-epoch", value_name = "NAME=EPOCH")]
+        min_epochs: Vec<String>,
+        /// A zone key generation no longer accepted, ZONE@GEN (repeat for several).
+        #[arg(long = "retire", value_name = "ZONE@GEN")]
+        retired: Vec<String>,
+        /// Where to write the signed list.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Show a signed revocation list; with --zone-key, check its signature as that zone's
+    /// servers do.
+    ShowRevocations {
+        list: PathBuf,
+        #[arg(long = "zone-key")]
+        zone_key: Option<PathBuf>,
+    },
     /// Write the key of one zone (and generation) for its servers (TOML, mode 0600).
     ZoneKey {
         #[arg(long)]

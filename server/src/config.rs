@@ -39,6 +39,8 @@ pub struct Config {
     pub replay_store: StoreSpec,
     /// The jobs' results.
     pub job_store: PathBuf,
+    /// The newest signed revocation list this server was given.
+    pub revocation_list: PathBuf,
     /// Flush the replay log to disk after every write.
     pub replay_fsync: bool,
     /// How programs' processes are tracked.
@@ -174,6 +176,11 @@ settings! {
         /// file:DIR, else jobs/ in the state directory].
         #[arg(long)]
         job_store: PathBuf => Restart,
+        /// Where the newest signed revocation list this server was given is kept
+        /// [default: DIR.revocations beside a replay store in file:DIR, else revocations
+        /// in the state directory].
+        #[arg(long)]
+        revocation_list: PathBuf => Restart,
         /// Where command IDs are remembered: file:DIR (survives restarts), a redis:// URL
         /// (shared by processes that answer as one server ID; rediss:// for TLS, credentials
         /// in the URL: prefer the config file, which others cannot read, to this flag, which
@@ -405,9 +412,10 @@ impl Config {
             policy: o.policy,
             audit_log: o.audit_log,
             metrics: o.metrics,
-            job_store: o
-                .job_store
-                .unwrap_or_else(|| crate::jobs::Jobs::default_dir(&replay_store)),
+            job_store: o.job_store.unwrap_or_else(|| replay_store.beside("jobs")),
+            revocation_list: o
+                .revocation_list
+                .unwrap_or_else(|| replay_store.beside("revocations")),
             replay_store,
             replay_fsync: o.replay_fsync.unwrap_or(false),
             process_tracking: o.process_tracking.unwrap_or_default(),

@@ -38,9 +38,17 @@ impl std::fmt::Debug for Proven {
 
 /// Runs the server's side of the handshake; `None` if it failed (logged and counted).
 pub async fn accept(tcp: TcpStream, peer: SocketAddr, shared: &Shared) -> Option<Proven> {
-    let ssl = Ssl::new(&shared.tls)
+    let mut ssl = Ssl::new(&shared.tls)
         .inspect_err(|e| warn!(%peer, error = %e, "cannot set up TLS"))
         .ok()?;
+    // The hint names the revocation list this server keeps: a client that holds a newer
+    // one gives it (PROTOCOL.md §3.6).
+    let version = shared.kept.version();
+    if version > 0 {
+        if let Err(e) = tls::set_hint(&mut ssl, &shared.zone, version) {
+            warn!(%peer, error = %e, "cannot set the identity hint");
+        }
+    }
     let mut stream = SslStream::new(ssl, Uniform::new(tcp)).ok()?;
     let limit = shared.settings().limits.handshake_timeout;
     match timeout(limit, Pin::new(&mut stream).accept()).await {

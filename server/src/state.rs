@@ -8,14 +8,16 @@ use std::sync::{Arc, RwLock};
 use anyhow::Context;
 use openssl::ssl::SslContext;
 use tokio::sync::Semaphore;
+use tracing::info;
 
 use cmdchan_common::frame::FrameBudget;
 use cmdchan_common::ident::{Ident, PskIdentity};
 use cmdchan_common::keys::{TagKey, ZoneKey};
+use cmdchan_common::protocol::ListState;
 use cmdchan_common::zonekey;
 use cmdchan_common::{time, tls};
 
-use crate::admit::Rules;
+use crate::admit::{Refusal, Rules};
 use crate::audit::{Audit, JobEnded};
 use crate::config::{Config, Limits};
 use crate::exec::Tracking;
@@ -26,6 +28,7 @@ use crate::notice::Notices;
 use crate::policy::Policy;
 use crate::rate::RateLimiter;
 use crate::replay::{Store, StoreOptions};
+use crate::revoke::kept::{Kept, Pushed};
 use crate::revoke::{Reason, Revocations};
 use cmdchan_common::sync;
 
@@ -49,6 +52,8 @@ pub struct Shared {
     pub metrics: Arc<Metrics>,
     /// Jobs started on this server and their results.
     pub jobs: Arc<Jobs>,
+    /// The newest signed revocation list this server was given.
+    pub kept: Kept,
     /// How programs' processes are tracked (and stopped).
     pub tracking: Tracking,
     /// Memory for partly read large frames, shared by every connection.
@@ -85,6 +90,8 @@ impl Settings {
         let revocations = Revocations {
             min_epoch: config.min_epoch.clone(),
             names: config.revoked.clone(),
+            // The signed list is the server's to add (see `Shared::replace`).
+            list: None,
         };
         Ok(Self {
             limits: config.limits.clone(),
@@ -112,7 +119,9 @@ impl Shared {
     pub async fn load(config: &Config) -> anyhow::Result<Self> {
         let keys = load_zone_keys(&config.zone_keys)?;
         let zone = keys[0].zone.clone();
-        let settings = Settings::load(config)?;
+        let mut settings = Settings::load(config)?;
+        let kept = Kept::open(&config.revocation_list, revocation_key(&keys)?)?;
+        settings.revocations.list = kept.list();
         // The chain's key comes from the first zone key given: retiring that generation
         // starts a new chain, so rotate the audit file then.
         let audit_key = keys[0].audit_key();
@@ -173,6 +182,7 @@ impl Shared {
             executions: Arc::new(Semaphore::new(config.limits.max_executions)),
             audit: Arc::new(audit),
             jobs: Arc::new(jobs),
+            kept,
             gate: Gate::new(config.limits.clone()),
             limiter: RateLimiter::default(),
             settings,
@@ -187,10 +197,40 @@ impl Shared {
 
     /// Puts new settings in force for every request and handshake from now on, tells
     /// open connections (they close if now revoked), and reopens the audit file.
-    pub fn replace(&self, settings: Settings) -> std::io::Result<()> {
+    pub fn replace(&self, mut settings: Settings) -> std::io::Result<()> {
+        settings.revocations.list = self.kept.list();
         *sync::write(&self.settings) = Arc::new(settings);
         self.notices.reloaded();
         self.audit.reopen()
+    }
+
+    /// `revocations.push`: a newer signed list is kept, then in force for every request
+    /// and handshake, and open connections of clients it revokes close (as on reload).
+    pub fn push_revocations(&self, text: &str) -> Result<ListState, Refusal> {
+        match self.kept.push(text)? {
+            Pushed::Already => Ok(self.kept.state(false)),
+            Pushed::Applied(list) => {
+                let current = self.settings();
+                let settings = Settings {
+                    limits: current.limits.clone(),
+                    policy: current.policy.clone(),
+                    revocations: Revocations {
+                        list: Some(Arc::clone(&list)),
+                        ..current.revocations.clone()
+                    },
+                };
+                *sync::write(&self.settings) = Arc::new(settings);
+                self.notices.reloaded();
+                info!(
+                    version = list.list.version,
+                    names = list.list.names.len(),
+                    retired = list.list.retired.len(),
+                    "revocation list version {} applied",
+                    list.list.version
+                );
+                Ok(self.kept.state(true))
+            }
+        }
     }
 
     /// The rules for a client whose key is of zone key `generation` (the server holds
@@ -246,4 +286,18 @@ pub fn load_zone_keys(paths: &[PathBuf]) -> anyhow::Result<Vec<ZoneKey>> {
         anyhow::bail!("two zone keys of the same generation: give each generation once");
     }
     Ok(keys)
+}
+
+/// The revocation key every zone key file given names: one, the same in each (they come
+/// from one root), or none at all.
+fn revocation_key(keys: &[ZoneKey]) -> anyhow::Result<Option<[u8; 32]>> {
+    let named: std::collections::BTreeSet<[u8; 32]> =
+        keys.iter().filter_map(|k| k.revocation_key).collect();
+    match named.len() {
+        0 => Ok(None),
+        1 => Ok(named.into_iter().next()),
+        _ => anyhow::bail!(
+            "the zone key files name different revocation keys: they come from different roots"
+        ),
+    }
 }

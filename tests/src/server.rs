@@ -23,6 +23,10 @@ pub fn cmdchan_as(server: &Server, server_id: &str, cred: &Path, args: &[&str]) 
 /// to add its arguments and plumbing to.
 pub fn cmdchan_command(server: &Server, server_id: &str, cred: &Path) -> Command {
     let mut cmd = Command::new(bin("cmdchan"));
+    // The revocation list a client keeps is its test's, not the machine user's.
+    if let Some(dir) = cred.parent() {
+        cmd.env("XDG_CACHE_HOME", dir.join("cache"));
+    }
     cmd.arg("--cred").arg(cred).args([
         "--server",
         &server.addr.to_string(),

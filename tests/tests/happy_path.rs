@@ -52,7 +52,9 @@ fn provisioned_client_runs_every_builtin_through_the_cli() {
             "job.list",
             "job.wait",
             "job.output",
-            "job.attach"
+            "job.attach",
+            "revocations.status",
+            "revocations.push"
         ]
     );
 }

@@ -151,7 +151,7 @@ fn the_examples_walkthrough_runs_as_written() {
     let said = text(&out.stdout) + &text(&out.stderr);
     assert!(out.status.success(), "{said}");
     for expected in [
-        "restart-service  restart a systemd service",
+        "restart-service     restart a systemd service",
         "this role may use only: nginx, php8.2-fpm",
         "Filesystem",
         "refused (forbidden): role web-operator: this role may not use service = \"apache2\"",

@@ -25,5 +25,6 @@ mod jobs;
 mod limits;
 mod once;
 mod ops;
+mod revocations;
 mod scripting;
 mod zones;

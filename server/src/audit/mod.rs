@@ -27,7 +27,7 @@ use tracing::{debug, error, info, warn};
 
 use cmdchan_common::ident::{printable, printable_str, Ident, PskIdentity};
 use cmdchan_common::keys::AuditKey;
-use cmdchan_common::protocol::{CommandId, ExitInfo, JobInfo, JobState, Request};
+use cmdchan_common::protocol::{CommandId, ExitInfo, JobInfo, JobState, Reply, Request};
 
 use crate::admit::{Action, Admitted, Refusal};
 use crate::outcome::Outcome;
@@ -181,6 +181,11 @@ impl Audit {
             }
             if let Some(job) = job_read(cmd) {
                 r.job = Some(job);
+            }
+            if let Outcome::Answered(Reply::Revocations(state)) = done {
+                if state.applied {
+                    r.reason = Some(format!("revocation list version {} applied", state.version));
+                }
             }
             r
         });

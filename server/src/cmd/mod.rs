@@ -7,19 +7,29 @@ mod describe;
 mod echo;
 mod jobs;
 mod ping;
+mod revocations;
 mod whoami;
 
 use cmdchan_common::protocol::Reply;
 
-use crate::admit::Admitted;
-use crate::jobs::Jobs;
+use crate::admit::{Admitted, Refusal};
 use crate::policy::{Builtin, Policy};
+use crate::state::Shared;
+
+/// What a built-in's handler made of a request.
+#[derive(Debug)]
+pub enum Handled {
+    Answered(Reply),
+    Refused(Refusal),
+    /// It follows a job over time (`Builtin::follows`): the connection's to run.
+    Connection,
+}
 
 /// Runs a built-in that answers at once; only an [`Admitted`] request can reach a
-/// handler. Those that follow a job over time (`Builtin::follows`) are the connection's:
-/// `None`.
-pub fn run(builtin: Builtin, cmd: &Admitted<'_>, policy: &Policy, jobs: &Jobs) -> Option<Reply> {
-    Some(match builtin {
+/// handler.
+pub fn run(builtin: Builtin, cmd: &Admitted<'_>, policy: &Policy, shared: &Shared) -> Handled {
+    let jobs = &shared.jobs;
+    Handled::Answered(match builtin {
         Builtin::Ping => ping::run(),
         Builtin::Whoami => whoami::run(cmd),
         Builtin::Echo => echo::run(cmd),
@@ -27,6 +37,11 @@ pub fn run(builtin: Builtin, cmd: &Admitted<'_>, policy: &Policy, jobs: &Jobs) -
         Builtin::Describe => describe::run(cmd, policy),
         Builtin::JobStatus => jobs::status(cmd, policy, jobs),
         Builtin::JobList => jobs::list(cmd, policy, jobs),
-        Builtin::JobWait | Builtin::JobOutput | Builtin::JobAttach => return None,
+        Builtin::RevocationsStatus => revocations::status(shared),
+        Builtin::RevocationsPush => match revocations::push(cmd, shared) {
+            Ok(reply) => reply,
+            Err(refusal) => return Handled::Refused(refusal),
+        },
+        Builtin::JobWait | Builtin::JobOutput | Builtin::JobAttach => return Handled::Connection,
     })
 }

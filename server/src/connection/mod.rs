@@ -45,6 +45,13 @@ pub async fn serve(tcp: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
         return;
     };
     let settings = shared.settings();
+    if settings
+        .revocations
+        .retired(&shared.zone, proven.generation)
+    {
+        warn!(client = %proven.key, %peer, "closing the connection: generation {} of zone {}'s key is retired (revocation list)", proven.generation, shared.zone);
+        return;
+    }
     let codec = MsgCodec::with_budget(settings.limits.max_frame, shared.frames.clone());
     let (key, peer) = (Arc::new(proven.key), Peer::new(peer));
     let idle_timeout = settings.limits.idle_timeout;
@@ -186,6 +193,14 @@ impl Connection {
         }
         self.settings = shared.settings();
         self.wire.idle_timeout = self.settings.limits.idle_timeout;
+        if self
+            .settings
+            .revocations
+            .retired(&shared.zone, self.generation)
+        {
+            warn!(client = %self.key, peer = %self.peer, "closing the connection: its zone key generation {} is retired", self.generation);
+            return true;
+        }
         match self.settings.revoked(&self.key) {
             Some(why) => {
                 warn!(client = %self.key, peer = %self.peer, "closing the connection: {why} (reloaded)");
@@ -363,11 +378,15 @@ fn follows(cmd: &Admitted<'_>) -> bool {
 /// Runs a built-in that answers at once. Every request gets an answer, also one whose
 /// reply (a long `commands` list) is larger than `max_frame`.
 fn builtin(b: Builtin, cmd: &Admitted<'_>, settings: &Settings, shared: &Shared) -> Outcome {
-    let Some(reply) = cmd::run(b, cmd, &settings.policy, &shared.jobs) else {
-        return Outcome::Refused(Refusal::BadArguments(format!(
-            "{} follows a job and is not answered at once",
-            b.name()
-        )));
+    let reply = match cmd::run(b, cmd, &settings.policy, shared) {
+        cmd::Handled::Answered(reply) => reply,
+        cmd::Handled::Refused(refusal) => return Outcome::Refused(refusal),
+        cmd::Handled::Connection => {
+            return Outcome::Refused(Refusal::BadArguments(format!(
+                "{} follows a job and is not answered at once",
+                b.name()
+            )))
+        }
     };
     if matches!(reply, Reply::Pong) {
         return Outcome::Answered(reply);

@@ -8,7 +8,7 @@ mod runner;
 pub mod store;
 
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Mutex;
 
 use tokio::sync::watch;
@@ -40,24 +40,6 @@ impl Jobs {
             store: Mutex::new(Store::open(dir, bounds, now)?),
             changed,
         })
-    }
-
-    /// The default directory, beside the replay store's: `DIR.jobs` for a replay store
-    /// in `DIR`, else `jobs` in the default state directory.
-    pub fn default_dir(replay: &crate::replay::StoreSpec) -> PathBuf {
-        use crate::replay::StoreSpec;
-        let dir = match replay {
-            StoreSpec::File(dir) => dir.clone(),
-            _ => match StoreSpec::default_file() {
-                StoreSpec::File(dir) => dir.with_file_name("jobs"),
-                _ => PathBuf::from("/var/lib/cmdchan/jobs"),
-            },
-        };
-        let mut name = dir.file_name().unwrap_or_default().to_os_string();
-        if matches!(replay, StoreSpec::File(_)) {
-            name.push(".jobs");
-        }
-        dir.with_file_name(name)
     }
 
     /// The jobs a stopped server left running, found lost at open (once).

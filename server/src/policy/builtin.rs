@@ -66,6 +66,8 @@ builtins! {
     JobWait => "job.wait", Always, "wait for a job to end and show how it did (argument: its ID)";
     JobOutput => "job.output", Always, "send a job's kept output (arguments: its ID, and a byte offset)";
     JobAttach => "job.attach", Always, "follow a job's output as it comes, from a byte offset, until it ends";
+    RevocationsStatus => "revocations.status", Always, "show the version of the signed revocation list this server keeps";
+    RevocationsPush => "revocations.push", Always, "give this server a newer signed revocation list (argument: the list's text)";
 }
 
 impl Builtin {
@@ -108,6 +110,11 @@ impl Builtin {
                     .map(|_| ())
                     .map_err(|_| format!("{offset:?} is not a byte offset"))
             }
+            (Builtin::RevocationsPush, [_]) => Ok(()),
+            (Builtin::RevocationsPush, _) => Err(format!(
+                "revocations.push takes one argument, the list's text; got {}",
+                args.len()
+            )),
             (Builtin::JobWait | Builtin::JobOutput | Builtin::JobAttach, _) => Err(format!(
                 "{} takes a job ID{}",
                 self.name(),

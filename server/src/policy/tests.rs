@@ -56,7 +56,9 @@ fn default_policy_allows_only_the_built_ins_to_every_role() {
             "job.list",
             "job.wait",
             "job.output",
-            "job.attach"
+            "job.attach",
+            "revocations.status",
+            "revocations.push"
         ]
     );
 }
@@ -64,12 +66,13 @@ fn default_policy_allows_only_the_built_ins_to_every_role() {
 #[test]
 fn roles_get_the_default_plus_their_own() {
     let p = Policy::parse(POLICY).expect("parse");
-    // Every role may follow its own jobs, whatever the policy says.
+    // Every role may follow its own jobs and carry revocation lists, whatever the
+    // policy says.
     let names = |r: &str| {
         p.commands_for(&role(r))
             .into_iter()
             .map(|c| c.name)
-            .filter(|n| !n.starts_with("job."))
+            .filter(|n| !n.starts_with("job.") && !n.starts_with("revocations."))
             .collect::<Vec<_>>()
     };
     assert_eq!(names("web"), ["ping", "commands", "describe", "restart"]);

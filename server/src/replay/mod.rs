@@ -178,6 +178,22 @@ pub fn redact(text: &str) -> String {
 }
 
 impl StoreSpec {
+    /// Where a server keeps more state beside this store's: `DIR.NAME` for a store in
+    /// `file:DIR`, else `NAME` in the default state directory.
+    pub fn beside(&self, name: &str) -> PathBuf {
+        match self {
+            StoreSpec::File(dir) => {
+                let mut file = dir.file_name().unwrap_or_default().to_os_string();
+                file.push(format!(".{name}"));
+                dir.with_file_name(file)
+            }
+            _ => match StoreSpec::default_file() {
+                StoreSpec::File(dir) => dir.with_file_name(name),
+                _ => PathBuf::from("/var/lib/cmdchan").join(name),
+            },
+        }
+    }
+
     pub fn parse(text: &str) -> Result<Self, String> {
         let redis = [
             "redis://",

@@ -163,6 +163,7 @@ impl Exit {
     fn of_code(code: ErrorCode) -> Exit {
         match code {
             ErrorCode::BadTag
+            | ErrorCode::BadSignature
             | ErrorCode::Revoked
             | ErrorCode::Expired
             | ErrorCode::WrongServer => Exit::Auth,
@@ -172,6 +173,7 @@ impl Exit {
             ErrorCode::Replay
             | ErrorCode::Reused
             | ErrorCode::Stale
+            | ErrorCode::Outdated
             | ErrorCode::BadCounter
             | ErrorCode::Duplicate => Exit::Replay,
             ErrorCode::Malformed

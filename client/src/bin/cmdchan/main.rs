@@ -11,6 +11,7 @@ mod keep;
 mod manual;
 mod print;
 mod report;
+mod revocations;
 mod terminal;
 
 use std::ffi::OsString;
@@ -100,6 +101,12 @@ enum Cmd {
     Job {
         #[command(subcommand)]
         action: job::JobCmd,
+    },
+    /// Signed revocation lists (from cmdchan-server admin revoke): push one to servers,
+    /// or show the version a server keeps.
+    Revocations {
+        #[command(subcommand)]
+        action: revocations::RevocationsCmd,
     },
     /// Run a remote command, also one named like a command of the client's.
     Run {
@@ -239,6 +246,10 @@ fn main() -> ExitCode {
             let args = words.collect();
             block_on(run(opts, Remote::Command(command, args)))
         }
+        Cmd::Revocations { ref action } => match action.remote() {
+            Ok((command, args)) => block_on(run(opts, Remote::Command(command, args))),
+            Err(e) => local(mode, LocalCode::Usage, &e, Exit::Usage).into(),
+        },
         Cmd::Job { ref action } => {
             if opts.detach {
                 let message = "--detach starts a job; `job` commands look at jobs";
@@ -353,6 +364,7 @@ async fn run_one(opts: Opts, mode: Mode, cred: Credential, remote: Remote) -> Ex
         timeout: opts.to.connect_timeout,
         answer_timeout: opts.answer_timeout,
         retries: opts.retries,
+        revocations: carried(&remote),
         ..Options::default()
     };
     let mut report = mode.report(opts.fail_truncated, opts.max_output);
@@ -423,6 +435,7 @@ async fn run_many(opts: Opts, mode: Mode, cred: Credential, remote: Remote) -> E
         timeout: opts.to.connect_timeout,
         answer_timeout: opts.answer_timeout,
         retries: opts.retries,
+        revocations: carried(&remote),
         ..Options::default()
     };
     let (command, per_server) = match fleet_command(&opts, remote) {
@@ -437,6 +450,15 @@ async fn run_many(opts: Opts, mode: Mode, cred: Credential, remote: Remote) -> E
         max_output: opts.max_output,
     };
     fleet::run(&opts.fleet, cred, hosts, run).await
+}
+
+/// The revocation list this client carries to servers that name an older one — not when
+/// the command is itself a push (the list goes once).
+fn carried(remote: &Remote) -> Option<std::sync::Arc<cmdchan::KnownList>> {
+    match remote {
+        Remote::Command(command, _) if command == "revocations.push" => None,
+        _ => revocations::known(),
+    }
 }
 
 /// The command of a fan-out, and the limit of each server's run if it is not the usual

@@ -200,6 +200,14 @@ pub fn reply_text(reply: &Reply) -> String {
         Reply::Describe(c) => describe_text(c),
         Reply::Exit(_) => String::new(),
         Reply::Job(job) => format!("{}\n", hex::encode(job.id)),
+        Reply::Revocations(state) => match state.version {
+            0 => "no revocation list\n".into(),
+            v => format!(
+                "revocation list version {v}, signed {}{}\n",
+                time::rfc3339(state.issued_at),
+                if state.applied { ", applied now" } else { "" }
+            ),
+        },
         Reply::Jobs(list) => jobs::jobs_text(list),
     }
 }
@@ -305,6 +313,11 @@ pub fn reply_json(reply: &Reply) -> Value {
         Reply::Describe(c) => command_json(c),
         Reply::Exit(info) => json!({ "exit": exit_json(info) }),
         Reply::Job(job) => json!({ "job": jobs::job_json(job) }),
+        Reply::Revocations(state) => json!({ "revocations": {
+            "version": state.version,
+            "issued_at": (state.issued_at != 0).then(|| time::rfc3339(state.issued_at)),
+            "applied": state.applied,
+        } }),
         Reply::Jobs(list) => json!({ "jobs": list.iter().map(jobs::job_json).collect::<Vec<_>>() }),
     }
 }
