@@ -157,13 +157,17 @@ def frame(body: bytes) -> bytes:   # u32be(len) || version 3 || postcard body
 def zigzag(n: int) -> bytes:        # signed integers: zigzag, then varint
     return varint((n << 1) ^ (n >> 63))
 
+def pgrant(role, epoch, expires, servers) -> bytes:
+    return pstr(role) + varint(epoch) + popt_u64(expires) + pvec_str(servers)
+
 def request(counter, cid, issued_at, target, role, epoch, expires, servers, tag_, command, args,
-            params, detach=False, run=None) -> bytes:
-    grant = pstr(role) + varint(epoch) + popt_u64(expires) + pvec_str(servers)
+            params, detach=False, run=None, approval=None) -> bytes:
+    grant = pgrant(role, epoch, expires, servers)
     named = varint(len(params)) + b"".join(pstr(k) + pstr(v) for k, v in params)
     run_ = b"\x00" if run is None else b"\x01" + run      # Option<[u8; 16]>
+    approval_ = b"\x00" if approval is None else b"\x01" + approval   # Option<Approval>
     return (varint(counter) + cid + varint(issued_at) + pstr(target) + grant + tag_
-            + pstr(command) + pvec_str(args) + named + bytes([detach]) + run_)
+            + pstr(command) + pvec_str(args) + named + bytes([detach]) + run_ + approval_)
 
 def job_id(run: bytes, server: str) -> bytes:    # a fan-out run's job on one server
     return hashlib.sha256(b"cmdchan/v3/job" + run + server.encode()).digest()[:16]
@@ -208,6 +212,43 @@ def print_wire_vectors():
            + b"\x01" + b"\xaa" * 16)
     print("jobs frame      ", frame(varint(1) + cid + varint(0) + varint(7) + varint(1) + job).hex())
     print("job id          ", job_id(b"\xaa" * 16, "db1").hex())
+    # A request with an approval (§5.8): bob (role lead, epoch 2, generation 1) approved
+    # alice's restart-service nginx --arg now=true on web1 and web2.
+    servers, expires = ["web1", "web2"], 1893456000
+    bob = ("bob", "lead", 2, None, [])
+    approver = (pstr("bob") + varint(1) + pgrant("lead", 2, None, []) + tag(zkey, "prod", *bob)
+                + approval_tag(zkey, "prod", "alice", "bob", 2, b"\x11" * 16, "restart-service",
+                               ["nginx"], [("now", "true")], False, servers, expires))
+    approval = pvec_str(servers) + varint(expires) + varint(1) + approver
+    alice = ("alice", "operator", 0, None, [])
+    approved = request(1, b"\x11" * 16, 1893455990, "web1", "operator", 0, None, [],
+                       tag(zkey, "prod", *alice), "restart-service", ["nginx"], [("now", "true")],
+                       approval=approval)
+    print("approved frame  ", frame(varint(0) + approved).hex())
+
+# ---- Approvals (PROTOCOL.md §5.8): an approver's key from its PSK, a tag over the request ----
+
+def approval_bytes(zone, requester, approver, cid, command, args, params, detach, servers, expires):
+    return (b(b"cmdchan/v3/approval") + b(zone.encode()) + b(requester.encode())
+            + b(approver.encode()) + b(cid) + b(command.encode()) + lst(args)
+            + lst([k for k, _ in params]) + lst([v for _, v in params]) + u64(int(detach))
+            + lst(servers) + u64(expires))
+
+def approval_key(zkey, zone, approver, epoch) -> bytes:
+    info = b(b"cmdchan/v3/approval-key") + b(zone.encode()) + b(approver.encode())
+    return hkdf_expand(hkdf_extract(b"cmdchan/v2", psk(zkey, zone, approver, epoch)), info)
+
+def approval_tag(zkey, zone, requester, approver, epoch, *approved) -> bytes:
+    msg = approval_bytes(zone, requester, approver, *approved)
+    return hmac.new(approval_key(zkey, zone, approver, epoch), msg, hashlib.sha256).digest()
+
+def print_approval_vectors():
+    zkey = zone_key(bytes(range(32)), "prod", 1)
+    approved = (b"\x11" * 16, "restart-service", ["nginx"], [("now", "true")], False,
+                ["web1", "web2"], 1893456000)
+    print("approval key    ", approval_key(zkey, "prod", "bob", 2).hex())
+    print("approval bytes  ", approval_bytes("prod", "alice", "bob", *approved).hex())
+    print("approval tag    ", approval_tag(zkey, "prod", "alice", "bob", 2, *approved).hex())
 
 # ---- Signed revocation lists (PROTOCOL.md §5.7): the seed from the root; Ed25519 needs
 # the `cryptography` package (the rest of this file needs nothing outside the stdlib) ----
@@ -242,4 +283,5 @@ def print_revocation_vectors():
 if __name__ == "__main__":
     print_key_vectors()
     print_revocation_vectors()
+    print_approval_vectors()
     print_wire_vectors()

@@ -30,7 +30,7 @@ pub struct CeilingOpts {
 pub fn ceiling(opts: CeilingOpts) -> anyhow::Result<()> {
     let key = zonekey::load(&opts.zone_key).context("reading the zone key")?;
     let ctx = Arc::new(tls::server_context(
-        vec![key],
+        vec![key.into()],
         tls::FFDHE3072_PEM,
         true,
         |_| None,

@@ -448,6 +448,7 @@ impl Pinger {
                 params: Vec::new(),
                 detach: false,
                 run: None,
+                approval: None,
             }),
             codec: MsgCodec::new(DEFAULT_MAX_FRAME),
             answered: 0,

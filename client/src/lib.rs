@@ -35,6 +35,7 @@ pub use cmdchan_common::protocol::{
 };
 
 mod answer;
+pub mod approval;
 mod connect;
 mod error;
 pub mod fanout;
@@ -337,6 +338,7 @@ impl Client {
             params: Vec::new(),
             detach: false,
             run: None,
+            approval: None,
         })
     }
 

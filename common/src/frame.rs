@@ -334,6 +334,7 @@ mod tests {
             params: vec![],
             detach: false,
             run: None,
+            approval: None,
         };
         let tail = Request {
             counter: 2,
@@ -345,17 +346,18 @@ mod tests {
             }],
             detach: true,
             run: Some([0xaa; 16]),
+            approval: None,
             ..request.clone()
         };
         assert_eq!(
             frame_hex(&ClientMsg::Request(request)),
-            "00000064030001000102030405060708090a0b0c0d0e0ff6b0ef860703646231086f70657261746f72070180b1ef86070203646231\
-             036462320b88f747797b56dcb0fc125170581bc8a825415bc371b601c97cf0fcf221224a046563686f0202686902c3bc000000"
+            "00000065030001000102030405060708090a0b0c0d0e0ff6b0ef860703646231086f70657261746f72070180b1ef86070203646231\
+             036462320b88f747797b56dcb0fc125170581bc8a825415bc371b601c97cf0fcf221224a046563686f0202686902c3bc00000000"
         );
-        assert_eq!(frame_hex(&ClientMsg::Request(tail)), "0000008b030002000102030405060708090a0b0c0d0e0ff6b0ef860703646231086f70657261746f72070180b1ef86070203646231\
+        assert_eq!(frame_hex(&ClientMsg::Request(tail)), "0000008c030002000102030405060708090a0b0c0d0e0ff6b0ef860703646231086f70657261746f72070180b1ef86070203646231\
              036462320b88f747797b56dcb0fc125170581bc8a825415bc371b601c97cf0fcf221224a087461696c2d6c6f67010f2f7661722f\
              6c6f672f7379736c6f6701056c696e6573023130\
-             0101aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa");
+             0101aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa00");
         let input = ClientMsg::Input(Input {
             counter: 1,
             data: b"hi\n".to_vec(),

@@ -3,6 +3,7 @@
 //! Nothing here opens a socket or reads the clock on its own; the edges (server, client)
 //! do the I/O and pass time in, so every check here is deterministic and testable.
 
+pub mod approval;
 pub mod assets;
 pub mod credential;
 pub mod encode;

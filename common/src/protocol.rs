@@ -7,6 +7,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use crate::approval::Approval;
 use crate::ident::Ident;
 
 /// The protocol version this build speaks; the first byte of every frame's payload.
@@ -137,6 +138,8 @@ pub struct Request {
     /// The fan-out run this request is part of (one random ID for all its servers), for
     /// the audit trail; none for a request to one server.
     pub run: Option<CommandId>,
+    /// Co-signatures that let a command which needs approvals run (PROTOCOL.md §5.8).
+    pub approval: Option<Approval>,
 }
 
 /// A frame from client to server: a request, or a running program's stdin.
@@ -421,6 +424,18 @@ pub enum ErrorCode {
     BadArguments,
     /// A revocation list whose signature does not verify.
     BadSignature,
+    /// The command needs more approvals, from distinct approvers, than the request has.
+    ApprovalRequired,
+    /// An approval does not verify for this exact request in this zone.
+    BadApproval,
+    /// The requester approved their own request.
+    SelfApproval,
+    /// An approver whose role may not approve this command (or whose grant does not
+    /// cover this server).
+    ApproverNotAllowed,
+    ApprovalExpired,
+    /// An approver whose key is revoked or whose grant has expired.
+    ApproverRevoked,
     Internal,
     StoreUnavailable,
     Busy,
@@ -431,7 +446,7 @@ pub enum ErrorCode {
 }
 
 /// Code numbers and names, in one table; PROTOCOL.md §6 lists the same.
-const CODES: [(ErrorCode, u16, &str); 23] = [
+const CODES: [(ErrorCode, u16, &str); 29] = [
     (ErrorCode::Malformed, 1, "malformed"),
     (ErrorCode::UnsupportedVersion, 2, "unsupported version"),
     (ErrorCode::TooLarge, 3, "too large"),
@@ -449,6 +464,12 @@ const CODES: [(ErrorCode, u16, &str); 23] = [
     (ErrorCode::Forbidden, 21, "forbidden"),
     (ErrorCode::BadArguments, 22, "bad arguments"),
     (ErrorCode::BadSignature, 23, "bad signature"),
+    (ErrorCode::ApprovalRequired, 24, "approval required"),
+    (ErrorCode::BadApproval, 25, "bad approval"),
+    (ErrorCode::SelfApproval, 26, "self approval"),
+    (ErrorCode::ApproverNotAllowed, 27, "approver not allowed"),
+    (ErrorCode::ApprovalExpired, 28, "approval expired"),
+    (ErrorCode::ApproverRevoked, 29, "approver revoked"),
     (ErrorCode::Internal, 30, "internal"),
     (ErrorCode::StoreUnavailable, 31, "store unavailable"),
     (ErrorCode::Busy, 32, "busy"),

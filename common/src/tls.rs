@@ -65,7 +65,7 @@ pub enum Offered {
 /// (with the ffdhe3072 group in `dh_pem`); otherwise only ECDHE-PSK (see
 /// [`ECDHE_ONLY`]).
 pub fn server_context<F>(
-    keys: Vec<ZoneKey>,
+    keys: Vec<Arc<ZoneKey>>,
     dh_pem: &[u8],
     dhe: bool,
     refuse: F,
@@ -85,7 +85,7 @@ where
     if let Some(key) = keys.first() {
         cmdchan_tls_hint::set_psk_identity_hint(&mut b, key.zone.as_str())?;
     }
-    let keyring: Vec<(ZoneKey, IdentityKey)> = keys
+    let keyring: Vec<(Arc<ZoneKey>, IdentityKey)> = keys
         .into_iter()
         .map(|k| {
             let identity = k.identity_key();
@@ -127,7 +127,7 @@ where
 
 /// Opens a sealed identity with the key of the generation it names.
 fn open<'k>(
-    keyring: &'k [(ZoneKey, IdentityKey)],
+    keyring: &'k [(Arc<ZoneKey>, IdentityKey)],
     offered: &[u8],
 ) -> Result<(&'k ZoneKey, PskIdentity), IdentityError> {
     let generation = sealed::generation_of(offered).ok_or(IdentityError::NotSealed)?;

@@ -8,13 +8,15 @@
 //! Admission decides; it never runs anything. [`check`] is pure: time and the session
 //! are arguments.
 
+use std::collections::BTreeMap;
 use std::fmt;
 
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
+use cmdchan_common::approval::Approval;
 use cmdchan_common::ident::{printable, Ident, PskIdentity};
-use cmdchan_common::keys::TagKey;
+use cmdchan_common::keys::{TagKey, ZoneKey};
 use cmdchan_common::protocol::{ErrorCode, Failure, Grant, Param, Request};
 
 use std::sync::Arc;
@@ -31,6 +33,10 @@ use crate::revoke::{Revocations, Revoked};
 #[derive(Debug)]
 pub struct Rules<'a> {
     pub tag_key: &'a TagKey,
+    /// This server's zone, and its zone key of each generation it holds (approvals are
+    /// checked under the approver's generation).
+    pub zone: &'a Ident,
+    pub zone_keys: &'a BTreeMap<u64, Arc<ZoneKey>>,
     pub server_id: &'a Ident,
     /// Freshness window in seconds: `|issued_at - now| <= window` passes.
     pub window: u64,
@@ -116,6 +122,32 @@ pub enum Refusal {
     NoRevocationKey,
     /// The newer list could not be kept (it is not applied).
     ListNotKept(String),
+    /// Fewer distinct approvers than the command's policy asks for.
+    ApprovalRequired {
+        needed: usize,
+        have: usize,
+    },
+    /// An approval that does not verify (why, in words).
+    BadApproval {
+        approver: Ident,
+        why: &'static str,
+    },
+    SelfApproval,
+    ApproverNotAllowed {
+        approver: Ident,
+        role: Ident,
+        command: String,
+    },
+    ApprovalExpired {
+        at: u64,
+    },
+    ApproverRevoked {
+        approver: Ident,
+    },
+    /// The approval does not name this server.
+    NotApprovedHere {
+        server: Ident,
+    },
 }
 
 /// A request that passed every check but the command ID.
@@ -140,6 +172,8 @@ pub struct Admitted<'a> {
     digest: u64,
     /// A program's claim on its command ID, which its outcome finishes.
     ticket: Option<Ticket>,
+    /// Who approved it, or that an emergency role ran it without approvals.
+    approvals: Approvals,
 }
 
 /// What an admitted request does.
@@ -223,6 +257,16 @@ pub fn check<'a>(
         });
     }
     let action = authorize(req, &grant.role, rules.policy)?;
+    let approvals = match &action {
+        Action::Run(program, _) => approve::check(req, &key.name, program, rules, now)?,
+        Action::Builtin(b) if req.approval.is_some() => {
+            return Err(Refusal::BadArguments(format!(
+                "{} is a built-in: it needs no approvals",
+                b.name()
+            )))
+        }
+        Action::Builtin(_) => Approvals::None,
+    };
     let fresh_until = req.issued_at.saturating_add(rules.window);
     let admitted = Admitted {
         request: req,
@@ -233,6 +277,7 @@ pub fn check<'a>(
         slots: Vec::new(),
         digest: digest(&key.name, req),
         ticket: None,
+        approvals,
     };
     Ok(Checked { admitted })
 }
@@ -261,6 +306,7 @@ struct Digested<'a> {
     params: &'a [Param],
     detach: bool,
     run: &'a Option<[u8; 16]>,
+    approval: &'a Option<Approval>,
 }
 
 /// `digest = first 8 bytes of SHA-256(bytes(client) || postcard(request without its
@@ -277,6 +323,7 @@ pub fn digest(client: &Ident, req: &Request) -> u64 {
         params: &req.params,
         detach: req.detach,
         run: &req.run,
+        approval: &req.approval,
     };
     let mut hash = Sha256::new();
     hash.update((client.as_str().len() as u32).to_be_bytes());
@@ -398,7 +445,7 @@ impl<'a> Checked<'a> {
         };
         let record = Record {
             id: a.request.id,
-            until: a.fresh_until,
+            until: a.approvals.keep_until(a.request, a.fresh_until),
             entry: Entry {
                 client: a.client.to_string(),
                 digest: a.digest,
@@ -449,6 +496,10 @@ impl Admitted<'_> {
     pub fn args(&self) -> &[String] {
         &self.request.args
     }
+    /// Who approved it, or that an emergency role ran it without approvals.
+    pub fn approvals(&self) -> &Approvals {
+        &self.approvals
+    }
     /// The request's digest, bound to its command ID.
     pub fn digest(&self) -> u64 {
         self.digest
@@ -471,7 +522,9 @@ impl Refusal {
             Refusal::EpochMismatch { .. } | Refusal::BadTag => ErrorCode::BadTag,
             Refusal::Revoked { .. } | Refusal::NameRevoked => ErrorCode::Revoked,
             Refusal::Expired { .. } => ErrorCode::Expired,
-            Refusal::NotGranted { .. } | Refusal::WrongTarget { .. } => ErrorCode::WrongServer,
+            Refusal::NotGranted { .. }
+            | Refusal::WrongTarget { .. }
+            | Refusal::NotApprovedHere { .. } => ErrorCode::WrongServer,
             Refusal::Stale { .. } => ErrorCode::Stale,
             Refusal::UnknownCommand(_) => ErrorCode::UnknownCommand,
             Refusal::BadArguments(_) => ErrorCode::BadArguments,
@@ -485,6 +538,12 @@ impl Refusal {
             Refusal::OutdatedList { .. } => ErrorCode::Outdated,
             Refusal::BadSignature(_) => ErrorCode::BadSignature,
             Refusal::NoRevocationKey | Refusal::ListNotKept(_) => ErrorCode::Internal,
+            Refusal::ApprovalRequired { .. } => ErrorCode::ApprovalRequired,
+            Refusal::BadApproval { .. } => ErrorCode::BadApproval,
+            Refusal::SelfApproval => ErrorCode::SelfApproval,
+            Refusal::ApproverNotAllowed { .. } => ErrorCode::ApproverNotAllowed,
+            Refusal::ApprovalExpired { .. } => ErrorCode::ApprovalExpired,
+            Refusal::ApproverRevoked { .. } => ErrorCode::ApproverRevoked,
         }
     }
 
@@ -531,6 +590,8 @@ impl Refusal {
                 | Refusal::OutdatedList { .. }
                 | Refusal::NoRevocationKey
                 | Refusal::ListNotKept(_)
+                | Refusal::ApprovalRequired { .. }
+                | Refusal::ApprovalExpired { .. }
         )
     }
 }
@@ -566,11 +627,20 @@ impl fmt::Display for Refusal {
             Refusal::BadSignature(why) => write!(f, "the revocation list {why}"),
             Refusal::NoRevocationKey => f.write_str("this server cannot check revocation lists: its zone key file names no revocation key; re-issue it with cmdchan-server admin zone-key"),
             Refusal::ListNotKept(why) => write!(f, "the revocation list could not be kept ({why}); it is not applied"),
+            Refusal::ApprovalRequired { needed, have } => write!(f, "this command needs approvals from {needed} other people ({have} valid); prepare it with cmdchan approval request and have it signed"),
+            Refusal::BadApproval { approver, why } => write!(f, "the approval by {approver} {why}"),
+            Refusal::SelfApproval => f.write_str("the requester approved their own request; approvals must come from other people"),
+            Refusal::ApproverNotAllowed { approver, role, command } => write!(f, "{approver} (role {role}) may not approve {command} on this server"),
+            Refusal::ApprovalExpired { at } => write!(f, "the approval expired at {}", cmdchan_common::time::rfc3339(*at)),
+            Refusal::ApproverRevoked { approver } => write!(f, "the approver {approver} is revoked or their grant has expired"),
+            Refusal::NotApprovedHere { server } => write!(f, "the approval does not name this server ({server})"),
         }
     }
 }
 
+mod approve;
 mod fixture;
+pub use approve::Approvals;
 pub use fixture::Fixture;
 
 #[cfg(test)]

@@ -16,6 +16,7 @@ use cmdchan_common::ident::PskIdentity;
 use cmdchan_common::tls::{self, Offered};
 
 use crate::alerts::Uniform;
+use crate::metrics::Metrics;
 use crate::state::Shared;
 
 /// A connection whose client proved its key.
@@ -59,9 +60,7 @@ pub async fn accept(tcp: TcpStream, peer: SocketAddr, shared: &Shared) -> Option
             None
         }
         Ok(Err(e)) => {
-            shared
-                .metrics
-                .count_handshake(handshake_failed(stream.ssl(), peer, &e));
+            handshake_failed(stream.ssl(), peer, &e, &shared.metrics);
             // A client that closed without a word (a TCP health check) is not an attack.
             if e.ssl_error().is_some() || tls::offered(stream.ssl()).is_some() {
                 penalize(shared, peer);
@@ -97,25 +96,29 @@ fn penalize(shared: &Shared, peer: SocketAddr) {
     }
 }
 
-/// Logs why a handshake failed, telling apart what the client is never told; returns
-/// the reason as a metric label.
-fn handshake_failed(ssl: &SslRef, peer: SocketAddr, err: &openssl::ssl::Error) -> &'static str {
-    match tls::offered(ssl) {
+/// Counts a failed handshake under its reason, then logs why it failed, telling apart
+/// what the client is never told (counted first: whoever reads the log line finds it
+/// in the metrics too).
+fn handshake_failed(ssl: &SslRef, peer: SocketAddr, err: &openssl::ssl::Error, metrics: &Metrics) {
+    let offered = tls::offered(ssl);
+    metrics.count_handshake(match offered {
+        Some(Offered::Identity { .. }) => "key_mismatch",
+        Some(Offered::Refused { .. }) => "revoked",
+        Some(Offered::Invalid { .. }) => "unknown_identity",
+        None => "no_common_suite",
+    });
+    match offered {
         Some(Offered::Identity { identity: key, .. }) => {
             warn!(client = %key, %peer, "handshake failed: key mismatch (the client holds another key for this name and epoch): {err}");
-            "key_mismatch"
         }
         Some(Offered::Refused { identity, why }) => {
             warn!(client = %identity, %peer, "handshake refused: {why}");
-            "revoked"
         }
         Some(Offered::Invalid { shown, why }) => {
             warn!(%peer, identity = %shown, "handshake failed: unknown identity ({why})");
-            "unknown_identity"
         }
         None => {
             warn!(%peer, "handshake failed before any key was chosen (no shared TLS version or cipher suite, or not TLS at all): {err}");
-            "no_common_suite"
         }
     }
 }

@@ -41,6 +41,9 @@ pub struct Shared {
     pub zone: Ident,
     /// The tag key of each generation of the zone key the server holds.
     pub tag_keys: BTreeMap<u64, TagKey>,
+    /// Each generation of the zone key the server holds (approvals are checked under
+    /// their approver's).
+    pub zone_keys: BTreeMap<u64, Arc<ZoneKey>>,
     pub server_id: Ident,
     pub replay: Store,
     /// Slots for programs running at once (`max_executions`, fixed at start-up).
@@ -146,6 +149,8 @@ impl Shared {
             audit.job_ended(&JobEnded::lost(lost));
         }
         let tag_keys = keys.iter().map(|k| (k.generation, k.tag_key())).collect();
+        let keys: Vec<Arc<ZoneKey>> = keys.into_iter().map(Arc::new).collect();
+        let zone_keys = keys.iter().map(|k| (k.generation, k.clone())).collect();
         let settings = Arc::new(RwLock::new(Arc::new(settings)));
         let current = settings.clone();
         let refuse = move |id: &PskIdentity| read(&current).revoked(id);
@@ -173,6 +178,7 @@ impl Shared {
         Ok(Self {
             zone,
             tag_keys,
+            zone_keys,
             tracking,
             frames: FrameBudget::new(config.limits.max_frame_memory),
             tls,
@@ -249,6 +255,8 @@ impl Shared {
             .unwrap_or_else(|| unreachable!("a server holds at least one zone key"));
         Rules {
             tag_key,
+            zone: &self.zone,
+            zone_keys: &self.zone_keys,
             server_id: &self.server_id,
             window: settings.limits.freshness_window.as_secs(),
             revocations: &settings.revocations,

@@ -54,7 +54,7 @@ proptest! {
     ) {
         let f = fixture();
         let grant = Grant { role: Ident::new(role).expect("valid"), epoch, expires, servers: vec![] };
-        let req = Request { counter, id: [1; 16], issued_at, target: f.server.clone(), grant, tag, command, args, params: vec![], detach: false, run: None };
+        let req = Request { counter, id: [1; 16], issued_at, target: f.server.clone(), grant, tag, command, args, params: vec![], detach: false, run: None, approval: None };
         let verdict = check(&req, 1, &f.key, &f.rules(), 1_800_000_000);
         prop_assert!(verdict.is_err());
         if counter == 1 && epoch == 0 {

@@ -56,7 +56,8 @@ impl Hostile {
         answer: impl Fn(&cmdchan::Request) -> Answers + Send + Sync + 'static,
     ) -> Hostile {
         let key = cmdchan_common::zonekey::load(&env.zone_key).unwrap();
-        let ctx = tls::server_context(vec![key], tls::FFDHE3072_PEM, false, |_| None).unwrap();
+        let ctx =
+            tls::server_context(vec![key.into()], tls::FFDHE3072_PEM, false, |_| None).unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let received = Arc::new(Mutex::new(Vec::new()));

@@ -140,6 +140,7 @@ fn request(entry: &cmdchan::ZoneEntry, counter: u64, command: &str) -> cmdchan::
         params: vec![],
         detach: false,
         run: None,
+        approval: None,
     })
 }
 

@@ -7,6 +7,7 @@
     reason = "in a test, a panic is the failure report"
 )]
 
+mod approvals;
 mod attacks;
 mod audit;
 mod authz;

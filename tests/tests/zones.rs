@@ -398,6 +398,7 @@ fn stunnel_completes_a_handshake_with_what_admin_psk_prints() {
         params: vec![],
         detach: false,
         run: None,
+        approval: None,
     };
     let mut frame = bytes::BytesMut::new();
     use tokio_util::codec::{Decoder, Encoder};

@@ -126,6 +126,9 @@ pub struct Command {
     pub run: CommandId,
     /// How many leading arguments are run IDs (`job status RUN --on …`).
     pub run_ids: usize,
+    /// An approved request (`--approval FILE`): every server gets its command ID and
+    /// approvals, as approved.
+    pub approved: Option<std::sync::Arc<crate::approval::ApprovalFile>>,
 }
 
 impl Command {
@@ -141,6 +144,7 @@ impl Command {
             detach: false,
             run,
             run_ids: 0,
+            approved: None,
         })
     }
 
@@ -322,6 +326,9 @@ impl Job {
         if self.command.detach {
             request.detach = true;
             request.id = protocol::job_id(&self.command.run, &self.host.name);
+        }
+        if let Some(approved) = &self.command.approved {
+            approved.apply(&mut request);
         }
         let mut forward = Forward {
             tx: self.tx,

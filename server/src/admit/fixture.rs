@@ -2,6 +2,7 @@
 //! `test` (its key all 0x42), server `db1`, client `alice` at epoch 0. Defined once, so a
 //! new rule is given to every one of them by the compiler, the fuzzer's included.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use tokio::sync::Semaphore;
@@ -19,6 +20,8 @@ use crate::revoke::Revocations;
 #[derive(Debug)]
 pub struct Fixture {
     pub tag_key: TagKey,
+    pub zone: Ident,
+    pub zone_keys: BTreeMap<u64, Arc<ZoneKey>>,
     pub server: Ident,
     pub revocations: Revocations,
     pub policy: Policy,
@@ -36,6 +39,8 @@ impl Fixture {
         let zone = ZoneKey::new(ident("test"), 1, [0x42; 32]);
         Self {
             tag_key: zone.tag_key(),
+            zone: zone.zone.clone(),
+            zone_keys: BTreeMap::from([(1, Arc::new(zone))]),
             server: ident("db1"),
             revocations: Revocations::default(),
             policy,
@@ -54,6 +59,8 @@ impl Fixture {
     pub fn rules(&self) -> Rules<'_> {
         Rules {
             tag_key: &self.tag_key,
+            zone: &self.zone,
+            zone_keys: &self.zone_keys,
             server_id: &self.server,
             window: 60,
             revocations: &self.revocations,
@@ -81,6 +88,7 @@ impl Fixture {
             params: vec![],
             detach: false,
             run: None,
+            approval: None,
         }
     }
 }

@@ -29,7 +29,7 @@ use cmdchan_common::ident::{printable, printable_str, Ident, PskIdentity};
 use cmdchan_common::keys::AuditKey;
 use cmdchan_common::protocol::{CommandId, ExitInfo, JobInfo, JobState, Reply, Request};
 
-use crate::admit::{Action, Admitted, Refusal};
+use crate::admit::{Action, Admitted, Approvals, Refusal};
 use crate::outcome::Outcome;
 use crate::policy::{Invocation, Secrets};
 use crate::run::Printed;
@@ -96,8 +96,26 @@ impl Audit {
         let Some(file) = &self.file else {
             return Ok(());
         };
-        let mut r = Record::new(&self.server, key, peer, cmd.request(), "started");
+        let emergency = *cmd.approvals() == Approvals::Emergency;
+        let outcome = if emergency { "emergency" } else { "started" };
+        let mut r = Record::new(&self.server, key, peer, cmd.request(), outcome);
         r.params = Some(self.params(inv));
+        r.approved(cmd.approvals());
+        if emergency {
+            let role = &cmd.grant().role;
+            warn!(
+                target: TARGET,
+                client = %key,
+                %role,
+                command = cmd.command(),
+                id = %hex::encode(cmd.request().id),
+                "emergency: a command that needs approvals runs without them"
+            );
+            r.reason = Some(format!(
+                "role {role} runs {} without the approvals its policy asks for (emergency)",
+                cmd.command()
+            ));
+        }
         file.append(&r, true)
     }
 
@@ -173,6 +191,7 @@ impl Audit {
             if let Action::Run(_, inv) = cmd.action() {
                 r.params = Some(self.params(inv));
             }
+            r.approved(cmd.approvals());
             r.exit = Some(exit);
             r.duration_ms = Some(took.as_millis() as u64);
             r.output_bytes = Some(output);
@@ -429,6 +448,8 @@ impl Audit {
         self.write(true, || {
             let info = &job.info;
             let mut r = Record {
+                approvers: None,
+                emergency: None,
                 args: None,
                 client: &job.client,
                 command: printable_str(&job.command),
@@ -483,6 +504,9 @@ impl std::fmt::Display for Peer {
 /// fields are left out.
 #[derive(Debug, Serialize)]
 pub struct Record<'a> {
+    /// Who approved the command (`NAME (ROLE)`), if it needed approvals.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    approvers: Option<Vec<String>>,
     /// A refused request's positional values, as sent.
     #[serde(skip_serializing_if = "Option::is_none")]
     args: Option<Vec<String>>,
@@ -490,6 +514,9 @@ pub struct Record<'a> {
     command: Cow<'a, str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     duration_ms: Option<u64>,
+    /// Run by an emergency role without the approvals its policy asks for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    emergency: Option<bool>,
     epoch: u64,
     /// Present (a status or null) on outcome records only.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -537,6 +564,8 @@ impl<'a> Record<'a> {
         outcome: &'a str,
     ) -> Self {
         Self {
+            approvers: None,
+            emergency: None,
             args: None,
             client: key.name.as_str(),
             command: printable_str(&req.command),
@@ -563,9 +592,23 @@ impl<'a> Record<'a> {
 }
 
 impl<'a> Record<'a> {
+    /// Names the approvers of an approved command, or marks an emergency run.
+    fn approved(&mut self, approvals: &Approvals) {
+        match approvals {
+            Approvals::None => {}
+            Approvals::By(by) => {
+                let named = by.iter().map(|(name, role)| format!("{name} ({role})"));
+                self.approvers = Some(named.collect());
+            }
+            Approvals::Emergency => self.emergency = Some(true),
+        }
+    }
+
     /// A summary of refusals counted in one second.
     fn summary(server: &'a Ident, s: &'a flood::Summary) -> Self {
         Self {
+            approvers: None,
+            emergency: None,
             args: None,
             client: s.client.as_str(),
             command: Cow::Borrowed(""),

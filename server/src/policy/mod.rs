@@ -61,6 +61,8 @@ struct Role {
     restrict: BTreeMap<String, Restrictions>,
     /// Its `job.*` commands see every client's jobs, not only its own.
     all_jobs: bool,
+    /// It may run commands that need approvals without them (audited loudly).
+    emergency: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -82,6 +84,10 @@ struct RoleToml {
     /// Whose jobs `job.*` shows: `own` (the default) or `all`.
     #[serde(default)]
     jobs: Jobs,
+    /// Runs commands that need approvals without them, each run audited as an
+    /// emergency: for the on-call role, not for daily use.
+    #[serde(default)]
+    emergency: bool,
 }
 
 /// Which values of a request are secret (see [`Policy::secrets`]).
@@ -166,6 +172,9 @@ impl Policy {
             if !d.restrict.is_empty() {
                 bail!("[default] cannot restrict parameters; restrict them per role");
             }
+            if d.emergency {
+                bail!("[default] cannot be an emergency role; name the role that is");
+            }
             policy.default = policy.role(d).context("[default]")?.commands;
         }
         for (name, r) in file.roles {
@@ -212,6 +221,7 @@ impl Policy {
             commands: r.commands.into_iter().collect(),
             restrict,
             all_jobs: r.jobs == Jobs::All,
+            emergency: r.emergency,
         })
     }
 
@@ -253,6 +263,11 @@ impl Policy {
     /// Whether `role` reads every client's jobs (`jobs = "all"`), not only its own.
     pub fn reads_all_jobs(&self, role: &Ident) -> bool {
         self.roles.get(role).is_some_and(|r| r.all_jobs)
+    }
+
+    /// Whether `role` may run a command that needs approvals without them.
+    pub fn is_emergency(&self, role: &Ident) -> bool {
+        self.roles.get(role).is_some_and(|r| r.emergency)
     }
 
     /// The values `role` is limited to for `command`'s parameters, if any.

@@ -10,6 +10,7 @@ use tokio::sync::Semaphore;
 
 use serde::Deserialize;
 
+use cmdchan_common::ident::Ident;
 use cmdchan_common::protocol::{CommandInfo, Param};
 
 use super::param::{ParamSpec, ParamToml};
@@ -44,6 +45,12 @@ pub struct ProgramToml {
     #[serde(default)]
     stdin: bool,
     stdin_limit: Option<u64>,
+    /// Distinct approvers a request needs before it runs (PROTOCOL.md §5.8).
+    #[serde(default)]
+    approvals: usize,
+    /// The roles whose members may approve it.
+    #[serde(default)]
+    approvers: Vec<Ident>,
 }
 
 /// What the audit trail keeps of a program's output: always the SHA-256 of each
@@ -79,6 +86,9 @@ pub struct Program {
     /// The client's stdin goes to the program, up to this many bytes; `None`: the
     /// program's stdin is empty (/dev/null) and the client does not read its own.
     pub stdin: Option<u64>,
+    /// How many distinct approvers must co-sign a request, of which roles.
+    pub approvals: usize,
+    pub approvers: Vec<Ident>,
 }
 
 #[derive(Debug, Clone)]
@@ -126,7 +136,18 @@ impl Program {
             Some(t) => humantime::parse_duration(t).map_err(|e| format!("timeout {t:?}: {e}"))?,
             None => DEFAULT_TIMEOUT,
         };
+        if p.approvals > 0 && p.approvers.is_empty() {
+            return Err(format!(
+                "approvals = {} needs approvers = [roles that may approve it]",
+                p.approvals
+            ));
+        }
+        if p.approvals == 0 && !p.approvers.is_empty() {
+            return Err("approvers needs approvals = N (how many must approve)".into());
+        }
         Ok(Self {
+            approvals: p.approvals,
+            approvers: p.approvers,
             name: name.to_owned(),
             description: p.description,
             path: p.program,

@@ -167,9 +167,15 @@ impl Exit {
             | ErrorCode::Revoked
             | ErrorCode::Expired
             | ErrorCode::WrongServer => Exit::Auth,
-            ErrorCode::Forbidden | ErrorCode::UnknownCommand | ErrorCode::BadArguments => {
-                Exit::Policy
-            }
+            ErrorCode::Forbidden
+            | ErrorCode::UnknownCommand
+            | ErrorCode::BadArguments
+            | ErrorCode::ApprovalRequired
+            | ErrorCode::BadApproval
+            | ErrorCode::SelfApproval
+            | ErrorCode::ApproverNotAllowed
+            | ErrorCode::ApprovalExpired
+            | ErrorCode::ApproverRevoked => Exit::Policy,
             ErrorCode::Replay
             | ErrorCode::Reused
             | ErrorCode::Stale

@@ -2,6 +2,7 @@
 //! result. The command line is here; what is shown is `report`'s (one server) and
 //! `fleet`'s (many), written through `print`.
 
+mod approval;
 mod complete;
 mod doctor;
 mod exit;
@@ -37,14 +38,14 @@ use crate::report::{Failed, Mode, Report};
 /// error; 74 output truncated (with --fail-truncated); 75 temporary, retry later (busy,
 /// store unavailable); 76 protocol error; 77 refused: authentication (bad tag, revoked,
 /// expired, wrong server); 78 credential file problem; 79 refused: replay or stale; 80
-/// refused: policy (forbidden, unknown command, bad arguments); 141 stdout was closed
+/// refused: policy (forbidden, unknown command, bad arguments, approvals); 141 stdout was closed
 /// (`cmdchan … | head`). With --nagios: 0–3 only.
 #[derive(Debug, Parser)]
 #[command(
     name = "cmdchan",
     version = cmdchan_common::protocol::VERSION_LINE,
     subcommand_value_name = "COMMAND",
-    override_usage = "cmdchan [OPTIONS] COMMAND [ARG]...\n       cmdchan [OPTIONS] --on SELECTOR COMMAND [ARG]...\n       cmdchan [OPTIONS] job {status ID...|wait ID|output ID|attach ID|list}\n       cmdchan [OPTIONS] {doctor|hosts|generate DIR|run COMMAND [ARG]...}",
+    override_usage = "cmdchan [OPTIONS] COMMAND [ARG]...\n       cmdchan [OPTIONS] --on SELECTOR COMMAND [ARG]...\n       cmdchan [OPTIONS] job {status ID...|wait ID|output ID|attach ID|list}\n       cmdchan [OPTIONS] approval {request --out FILE COMMAND [ARG]...|show FILE|sign FILE}\n       cmdchan [OPTIONS] --approval FILE\n       cmdchan [OPTIONS] {doctor|hosts|generate DIR|run COMMAND [ARG]...}",
     subcommand_help_heading = "Commands of the client itself (anything else is a remote command)"
 )]
 struct Opts {
@@ -81,10 +82,14 @@ struct Opts {
     /// A named parameter, NAME=VALUE (repeat for several).
     #[arg(long = "arg", global = true, value_name = "NAME=VALUE", value_parser = parse_param)]
     params: Vec<Param>,
+    /// Run the request approved in FILE (see `cmdchan approval`): its command, arguments
+    /// and ID, on its servers (or those --on or --server picks), with its approvals.
+    #[arg(long, value_name = "FILE")]
+    approval: Option<PathBuf>,
     #[command(flatten)]
     fleet: fleet::FleetArgs,
     #[command(subcommand)]
-    command: Cmd,
+    command: Option<Cmd>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -101,6 +106,12 @@ enum Cmd {
     Job {
         #[command(subcommand)]
         action: job::JobCmd,
+    },
+    /// Approvals by co-signature: prepare a request, show it, approve it. Run it with
+    /// `cmdchan --approval FILE`.
+    Approval {
+        #[command(subcommand)]
+        action: approval::ApprovalCmd,
     },
     /// Signed revocation lists (from cmdchan-server admin revoke): push one to servers,
     /// or show the version a server keeps.
@@ -198,7 +209,40 @@ fn main() -> ExitCode {
     if let Err(e) = opts.to.resolve(&opts.fleet) {
         return local(mode, LocalCode::Usage, &e, Exit::Usage).into();
     }
-    match opts.command {
+    let command = match (opts.command.take(), opts.approval.clone()) {
+        (None, Some(path)) => return approved(opts, mode, path),
+        (Some(_), Some(_)) => {
+            let message = "--approval runs the command its file names; leave out the command";
+            return local(mode, LocalCode::Usage, message, Exit::Usage).into();
+        }
+        (None, None) => {
+            let e = Opts::command().error(
+                clap::error::ErrorKind::MissingSubcommand,
+                "name the command to run (or --approval FILE)",
+            );
+            return usage(&e);
+        }
+        (Some(command), None) => command,
+    };
+    match command {
+        Cmd::Approval { ref action } => {
+            let cx = approval::Context {
+                cred: opts.to.cred.as_ref(),
+                zone: opts.to.zone.clone(),
+                server_id: opts.to.server_id.clone(),
+                server: opts.to.server.as_deref(),
+                fleet: &opts.fleet,
+                params: &opts.params,
+                detach: opts.detach,
+            };
+            match action.run(cx) {
+                Ok(said) => {
+                    print!("{said}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => local(mode, LocalCode::Usage, &e, Exit::Usage).into(),
+            }
+        }
         Cmd::Generate { ref dir } => generate(dir),
         Cmd::Hosts => match fleet::hosts(&opts.fleet) {
             Ok(()) => ExitCode::SUCCESS,
@@ -321,11 +365,36 @@ fn block_on(work: impl std::future::Future<Output = Exit>) -> ExitCode {
     exit.into()
 }
 
-/// What is asked of the server: a command, or a `job` command.
+/// What is asked of the server: a command, a `job` command, or an approved request.
 #[derive(Debug)]
 enum Remote {
     Command(String, Vec<String>),
     Job(job::JobCmd),
+    Approved(std::sync::Arc<cmdchan::approval::ApprovalFile>),
+}
+
+/// `--approval FILE`: the approved request on the servers it names (one: as --server;
+/// several: as --on them all), unless --server or --on picks.
+fn approved(mut opts: Opts, mode: Mode, path: PathBuf) -> ExitCode {
+    let file = match approval::load(&path) {
+        Ok(file) => file,
+        Err(e) => return local(mode, LocalCode::Usage, &e, Exit::Usage).into(),
+    };
+    if opts.to.server.is_none() && opts.fleet.on.is_empty() {
+        let names: Vec<&str> = file.servers.iter().map(Ident::as_str).collect();
+        match names.as_slice() {
+            [one] => opts.to.server = Some((*one).to_owned()),
+            many => match many.join(",").parse() {
+                Ok(selector) => opts.fleet.on.push(selector),
+                Err(e) => return local(mode, LocalCode::Usage, &e.to_string(), Exit::Usage).into(),
+            },
+        }
+        if let Err(e) = opts.to.resolve(&opts.fleet) {
+            return local(mode, LocalCode::Usage, &e, Exit::Usage).into();
+        }
+    }
+    opts.to.zone = opts.to.zone.take().or(Some(file.zone.clone()));
+    block_on(run(opts, Remote::Approved(std::sync::Arc::new(file))))
 }
 
 async fn run(opts: Opts, remote: Remote) -> Exit {
@@ -338,6 +407,11 @@ async fn run(opts: Opts, remote: Remote) -> Exit {
         Ok(cred) => cred,
         Err(e) => return local(mode, LocalCode::Credential, &e.to_string(), Exit::Config),
     };
+    if let Remote::Approved(file) = &remote {
+        if let Err(e) = file.runnable_by(&cred.name) {
+            return local(mode, LocalCode::Usage, &e.to_string(), Exit::Usage);
+        }
+    }
     if !opts.fleet.on.is_empty() {
         return run_many(opts, mode, cred, remote).await;
     }
@@ -372,8 +446,9 @@ async fn run_one(opts: Opts, mode: Mode, cred: Credential, remote: Remote) -> Ex
         Ok(client) => client,
         Err(e) => return report.failed(&Failed::of(&e)),
     };
-    let (command, args) = match remote {
-        Remote::Command(command, args) => (command, args),
+    let (command, args, approved) = match remote {
+        Remote::Command(command, args) => (command, args, None),
+        Remote::Approved(file) => (file.command.clone(), file.args.clone(), Some(file)),
         Remote::Job(action) => {
             let exit = action
                 .one(&mut client, &mut *report, opts.fleet.deadline)
@@ -388,6 +463,9 @@ async fn run_one(opts: Opts, mode: Mode, cred: Credential, remote: Remote) -> Ex
     };
     request.params = opts.params;
     request.detach = opts.detach;
+    if let Some(file) = approved {
+        file.apply(&mut request);
+    }
     // Read only if the server says the program takes stdin (ssh's -n pitfall avoided).
     client.set_input(Box::new(tokio::io::stdin()));
     let result = client.deliver(&mut request, &mut Shown(&mut *report)).await;
@@ -475,6 +553,15 @@ fn fleet_command(
             // Read only if a server says its program takes stdin; then once, for all.
             let stdin = Box::new(tokio::io::stdin());
             command.stdin = Some(SharedInput::new(stdin, cmdchan::input::SHARED_LIMIT));
+            Ok((command, None))
+        }
+        Remote::Approved(file) => {
+            let mut command = cmdchan::fanout::Command::new(&file.command, file.args.clone())?;
+            let stdin = Box::new(tokio::io::stdin());
+            command.stdin = Some(SharedInput::new(stdin, cmdchan::input::SHARED_LIMIT));
+            command.params = file.params.clone();
+            command.detach = file.detach;
+            command.approved = Some(file);
             Ok((command, None))
         }
         Remote::Job(action) => {

@@ -27,6 +27,11 @@ remote command health; the first failure stops it, and the summary says where an
 .B id=$(cmdchan \-s db1 \-\-detach backup); cmdchan \-s db1 job wait $id
 Start a long job, then wait for it (exit: its status).
 .TP
+.B cmdchan approval request \-\-on @db \-\-out f.toml failover; cmdchan \-\-approval f.toml
+A command whose policy needs approvals: prepare it, have each approver run
+.B cmdchan approval sign f.toml
+with their own credential, then run it on the servers it names.
+.TP
 .B cmdchan \-\-inventory exec:./ec2.py\e \-\-list \-\-on @tag_web hosts
 The servers an Ansible dynamic inventory script lists.
 "#;
