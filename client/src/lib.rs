@@ -38,10 +38,12 @@ mod answer;
 pub mod approval;
 mod connect;
 mod error;
+pub mod exit;
 pub mod fanout;
 pub mod input;
 pub mod inventory;
 mod jobs;
+pub mod json;
 
 use answer::Each;
 pub use answer::{AnswerSink, Flow};

@@ -5,7 +5,7 @@
 mod approval;
 mod complete;
 mod doctor;
-mod exit;
+use cmdchan::exit;
 mod fleet;
 mod job;
 mod keep;

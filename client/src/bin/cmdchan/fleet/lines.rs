@@ -4,15 +4,12 @@
 
 use serde_json::{json, Value};
 
-use cmdchan::fanout::Outcome;
-use cmdchan::{Reply, Stream};
+use cmdchan::Stream;
 
-use super::verdict::{exit_code, Class, Summary};
+use super::verdict::{Class, Summary};
 use super::{Done, Show};
-use crate::exit::{Exit, LocalCode};
 use crate::keep;
 use crate::print::{self, Closed};
-use crate::report::{exit_json, reply_json, text_or_base64, Failed};
 
 #[derive(Debug)]
 pub struct JsonLines {
@@ -31,43 +28,15 @@ impl JsonLines {
             self.kept.get(done.host, Stream::Stdout),
             self.kept.get(done.host, Stream::Stderr),
         );
-        let (stdout, stdout_encoding) = text_or_base64(&out.data);
-        let (stderr, stderr_encoding) = text_or_base64(&err.data);
-        let mut line = json!({
-            "server": done.name,
-            "address": done.address,
-            "ok": done.outcome.succeeded(),
-            "exit": exit_code(done.outcome),
-            "stdout": stdout,
-            "stdout_encoding": stdout_encoding,
-            "stderr": stderr,
-            "stderr_encoding": stderr_encoding,
-            "stdout_cut": out.cut(),
-            "stderr_cut": err.cut(),
-            "duration_ms": u64::try_from(done.duration.as_millis()).unwrap_or(u64::MAX),
-        });
-        let failed = match done.outcome {
-            Outcome::Ran(Reply::Exit(info)) => {
-                line["program"] = exit_json(info);
-                return line;
-            }
-            Outcome::Ran(reply) => {
-                line["reply"] = reply_json(reply);
-                return line;
-            }
-            Outcome::Failed(e) => Failed::of(e),
-            Outcome::TimedOut => Failed::local(LocalCode::Timeout, done.status, Exit::Timeout),
-            Outcome::NotStarted(_) => {
-                Failed::local(LocalCode::NotStarted, done.status, Exit::Timeout)
-            }
-        };
-        // A fan-out's error objects carry no retry time: the client retried already.
-        line["error"] = Failed {
-            retry_after_ms: None,
-            ..failed
-        }
-        .json();
-        line
+        let printed = cmdchan::json::printed_json(&out.data, out.cut(), &err.data, err.cut());
+        cmdchan::json::host_json(
+            done.name,
+            done.address,
+            done.outcome,
+            printed,
+            done.duration,
+            done.status,
+        )
     }
 }
 

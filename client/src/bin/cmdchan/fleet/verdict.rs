@@ -123,16 +123,6 @@ pub fn status_text(outcome: &Outcome, per_server: Duration) -> String {
     }
 }
 
-/// The exit status one server's outcome would have given a single `cmdchan`.
-pub fn exit_code(outcome: &Outcome) -> Option<u8> {
-    match outcome {
-        Outcome::Ran(Reply::Exit(info)) => Some(Exit::of_program(info).code()),
-        Outcome::Ran(_) => Some(0),
-        Outcome::Failed(e) => Some(Exit::of(e).code()),
-        Outcome::TimedOut | Outcome::NotStarted(_) => None,
-    }
-}
-
 /// The run in classes: which servers ended how.
 #[derive(Debug)]
 pub struct Summary {

@@ -1,8 +1,7 @@
 //! Jobs as the client shows them: a job's state in words, one line per job for people,
 //! an object per job for programs, and the exit status a job's end gives `job wait`.
 
-use serde_json::{json, Value};
-
+pub use cmdchan::json::job_json;
 use cmdchan::{JobInfo, JobState};
 use cmdchan_common::time;
 
@@ -44,43 +43,6 @@ pub fn jobs_text(jobs: &[JobInfo]) -> String {
             )
         })
         .collect()
-}
-
-pub fn job_json(j: &JobInfo) -> Value {
-    let (code, signal) = match j.state {
-        JobState::Exited(code) => (Some(code), None),
-        JobState::Signalled(signal) => (None, Some(signal)),
-        _ => (None, None),
-    };
-    let ended = j.state != JobState::Running && j.ended_at != 0;
-    json!({
-        "id": hex::encode(j.id),
-        "state": state_key(j.state),
-        "code": code,
-        "signal": signal,
-        "client": j.client,
-        "command": j.command,
-        "started_at": (j.started_at != 0).then(|| time::rfc3339(j.started_at)),
-        "ended_at": (j.ended_at != 0).then(|| time::rfc3339(j.ended_at)),
-        "output_bytes": j.output_bytes,
-        "kept_bytes": j.kept_bytes,
-        "stdout_sha256": ended.then(|| hex::encode(j.stdout_sha256)),
-        "stderr_sha256": ended.then(|| hex::encode(j.stderr_sha256)),
-        "run": j.run.map(hex::encode),
-    })
-}
-
-/// The state's name in JSON.
-fn state_key(state: JobState) -> &'static str {
-    match state {
-        JobState::Running => "running",
-        JobState::Exited(_) => "exited",
-        JobState::Signalled(_) => "signalled",
-        JobState::TimedOut => "timed_out",
-        JobState::Lost => "lost",
-        JobState::Expired => "expired",
-        JobState::Unknown => "unknown",
-    }
 }
 
 /// What `job wait` and `job attach` exit with: the job's own status as a program's

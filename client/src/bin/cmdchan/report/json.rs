@@ -6,7 +6,7 @@ use serde_json::{json, Value};
 
 use cmdchan::{JobInfo, Output, Reply, Stream};
 
-use super::{exit_json, jobs, reply_exit, reply_json, text_or_base64, Failed, Report};
+use super::{exit_json, jobs, reply_exit, reply_json, Failed, Report};
 use crate::exit::Exit;
 use crate::keep;
 use crate::print::{self, Closed};
@@ -38,20 +38,11 @@ impl Json {
             self.kept.get(0, Stream::Stdout),
             self.kept.get(0, Stream::Stderr),
         );
-        let (stdout, out_encoding) = text_or_base64(&out.data);
-        let (stderr, err_encoding) = text_or_base64(&err.data);
-        json!({
-            "stdout": stdout,
-            "stdout_encoding": out_encoding,
-            "stdout_cut": out.cut(),
-            "stderr": stderr,
-            "stderr_encoding": err_encoding,
-            "stderr_cut": err.cut(),
-        })
+        cmdchan::json::printed_json(&out.data, out.cut(), &err.data, err.cut())
     }
 
     fn line(&self, exit: Exit, reply: Value) -> Exit {
-        let line = json!({ "ok": true, "exit": exit.code(), "reply": reply });
+        let line = cmdchan::json::ok_json(exit, reply);
         match print::out_line(&line.to_string()) {
             Ok(()) => exit,
             Err(Closed) => Exit::StdoutClosed,

@@ -8,7 +8,7 @@ mod json;
 mod nagios;
 mod text;
 
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use cmdchan::{CommandInfo, Error, ExitInfo, JobInfo, Output, ParamInfo, ParamKind, Reply};
 use cmdchan_common::time;
@@ -17,6 +17,7 @@ use crate::exit::{Exit, LocalCode};
 use crate::print::Closed;
 use crate::terminal;
 
+pub use cmdchan::json::{exit_json, reply_exit, reply_json};
 pub use json::Json;
 pub use nagios::Nagios;
 pub use text::Text;
@@ -123,22 +124,9 @@ impl Failed {
         }
     }
 
-    /// The JSON error object, the one place it is made.
+    /// The JSON error object (made by the library, as for its other users).
     pub fn json(&self) -> Value {
-        let mut error =
-            json!({ "code": self.code, "number": self.number, "message": self.message });
-        if let Some(retry) = self.retry_after_ms {
-            error["retry_after_ms"] = json!(retry);
-        }
-        error
-    }
-}
-
-/// Output as JSON text: the text itself if it is UTF-8, else base64, and which.
-pub fn text_or_base64(bytes: &[u8]) -> (String, &'static str) {
-    match std::str::from_utf8(bytes) {
-        Ok(text) => (text.to_owned(), "utf-8"),
-        Err(_) => (openssl::base64::encode_block(bytes), "base64"),
+        cmdchan::json::error_json(self.code, self.number, &self.message, self.retry_after_ms)
     }
 }
 
@@ -247,86 +235,4 @@ fn param_text(p: &ParamInfo) -> String {
         parts.push(p.description.clone());
     }
     parts.join("; ")
-}
-
-pub fn exit_json(info: &ExitInfo) -> Value {
-    json!({
-        "code": info.code,
-        "signal": info.signal,
-        "timed_out": info.timed_out,
-        "duration_ms": info.duration_ms,
-        "output_bytes": info.output_bytes,
-        "truncated": info.truncated,
-        "stdin_truncated": info.stdin_truncated,
-    })
-}
-
-fn command_json(c: &CommandInfo) -> Value {
-    let params: Vec<Value> = c
-        .params
-        .iter()
-        .map(|p| {
-            json!({
-                "name": p.name,
-                "kind": kind_json(&p.kind),
-                "required": p.required,
-                "default": p.default,
-                "allowed": p.allowed,
-                "secret": p.secret,
-                "description": p.description,
-            })
-        })
-        .collect();
-    json!({ "name": c.name, "description": c.description, "params": params })
-}
-
-fn kind_json(kind: &ParamKind) -> Value {
-    match kind {
-        ParamKind::String {
-            regex,
-            max_len,
-            allow_dash,
-            allow_newline,
-        } => {
-            json!({ "type": "string", "regex": regex, "max_len": max_len, "allow_dash": allow_dash, "allow_newline": allow_newline })
-        }
-        ParamKind::Integer { min, max } => json!({ "type": "integer", "min": min, "max": max }),
-        ParamKind::OneOf(values) => json!({ "type": "one-of", "values": values }),
-        ParamKind::Flag => json!({ "type": "flag" }),
-    }
-}
-
-/// A reply as JSON (a program's exit with its output is the JSON report's own).
-pub fn reply_json(reply: &Reply) -> Value {
-    match reply {
-        Reply::Pong => json!("pong"),
-        Reply::Echo(args) => json!({ "args": args }),
-        Reply::Whoami(w) => json!({
-            "name": w.name.as_str(),
-            "role": w.grant.role.as_str(),
-            "epoch": w.grant.epoch,
-            "expires": w.grant.expires.map(time::rfc3339),
-            "servers": w.grant.servers.iter().map(|s| s.as_str()).collect::<Vec<_>>(),
-            "server": w.server.as_str(),
-        }),
-        Reply::Commands(list) => json!(list.iter().map(command_json).collect::<Vec<_>>()),
-        Reply::Describe(c) => command_json(c),
-        Reply::Exit(info) => json!({ "exit": exit_json(info) }),
-        Reply::Job(job) => json!({ "job": jobs::job_json(job) }),
-        Reply::Revocations(state) => json!({ "revocations": {
-            "version": state.version,
-            "issued_at": (state.issued_at != 0).then(|| time::rfc3339(state.issued_at)),
-            "applied": state.applied,
-        } }),
-        Reply::Jobs(list) => json!({ "jobs": list.iter().map(jobs::job_json).collect::<Vec<_>>() }),
-    }
-}
-
-/// The exit status of a reply, `--fail-truncated` taken into account.
-pub fn reply_exit(reply: &Reply, fail_truncated: bool) -> Exit {
-    match reply {
-        Reply::Exit(info) if info.truncated && fail_truncated => Exit::Truncated,
-        Reply::Exit(info) => Exit::of_program(info),
-        _ => Exit::Ok,
-    }
 }

@@ -5,7 +5,7 @@
 
 use std::process::ExitCode;
 
-use cmdchan::{Error, ErrorCode, ExitInfo, ZoneError};
+use crate::{Error, ErrorCode, ExitInfo, ZoneError};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Exit {
