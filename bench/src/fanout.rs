@@ -27,7 +27,7 @@ const HANDSHAKES: usize = 200;
 /// the runs' noise).
 const JOB_STATUS: f64 = 1.10;
 
-pub fn main(servers: usize, rounds: usize) -> anyhow::Result<ExitCode> {
+pub fn main(servers: usize, rounds: usize, python: Option<&Path>) -> anyhow::Result<ExitCode> {
     let tools = Tools::find()?;
     let keys = Keys::provision(&tools)?;
     let policy = keys.dir.path().join("policy.toml");
@@ -141,6 +141,13 @@ pub fn main(servers: usize, rounds: usize) -> anyhow::Result<ExitCode> {
         "a fan-out job status costs the client {job_status:.2}× a fan-out ping per server (medians; at most {JOB_STATUS}) — {}",
         if status_met { "met" } else { "MISSED" }
     );
+    let python_met = match python {
+        Some(python) => python_against_cli(python, &tools, &keys, &cred_path, &hosts, rounds)?,
+        None => {
+            println!("the Python package's fan-out: not measured (give --python PATH)");
+            true
+        }
+    };
     let revoked_in = revoke(&runtime, &tools, &keys, &connector, &hosts)?;
     let revoke_met = revoked_in.as_secs_f64() < REVOKE_IN;
     println!(
@@ -149,12 +156,82 @@ pub fn main(servers: usize, rounds: usize) -> anyhow::Result<ExitCode> {
         REVOKE_IN * 1e3,
         if revoke_met { "met" } else { "MISSED" }
     );
-    let met = met && status_met && revoke_met;
+    let met = met && status_met && revoke_met && python_met;
     Ok(if met {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// Target: the Python package's fan-out takes at most this many times the wall time of
+/// the `cmdchan` command's, whole processes both (the interpreter's start included).
+const PYTHON: f64 = 1.2;
+
+/// A fan-out `ping` to every server by `cmdchan --on '*'` and by the Python package,
+/// paired round by round; whether the Python's median wall time is within [`PYTHON`]
+/// of the command's.
+fn python_against_cli(
+    python: &Path,
+    tools: &Tools,
+    keys: &Keys,
+    cred: &Path,
+    hosts: &[Host],
+    rounds: usize,
+) -> anyhow::Result<bool> {
+    let inventory = keys.dir.path().join("inventory.toml");
+    let listed: String = hosts
+        .iter()
+        .map(|h| format!("[servers.{}]\naddress = \"{}\"\n", h.name, h.address))
+        .collect();
+    std::fs::write(&inventory, listed)?;
+    let client = tools.server.with_file_name("cmdchan");
+    let script = "import sys, cmdchan\n\
+        c = cmdchan.Client(sys.argv[1], inventory=[sys.argv[2]])\n\
+        ok = sum(1 for s in c.fanout('*', 'ping') if s.ok)\n\
+        sys.exit(0 if ok == int(sys.argv[3]) else 1)\n";
+    let time = |cmd: &mut Command| -> anyhow::Result<f64> {
+        let started = Instant::now();
+        let out = cmd.output()?;
+        if !out.status.success() {
+            bail!("{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        Ok(started.elapsed().as_secs_f64())
+    };
+    let (mut cli, mut py) = (Vec::new(), Vec::new());
+    for _ in 0..rounds.max(3) {
+        cli.push(time(
+            Command::new(&client)
+                .arg("--cred")
+                .arg(cred)
+                .arg("--inventory")
+                .arg(&inventory)
+                .args(["--on", "*", "ping"])
+                .env("XDG_CACHE_HOME", keys.dir.path()),
+        )?);
+        py.push(time(
+            Command::new(python)
+                .args(["-c", script])
+                .arg(cred)
+                .arg(&inventory)
+                .arg(hosts.len().to_string()),
+        )?);
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let (cli, py) = (median(&mut cli), median(&mut py));
+    let met = py <= PYTHON * cli;
+    println!(
+        "a fan-out ping to {} servers from Python takes {:.0} ms, the cmdchan command {:.0} ms: {:.2}× (medians, whole processes; at most {PYTHON}×) — {}",
+        hosts.len(),
+        py * 1e3,
+        cli * 1e3,
+        py / cli,
+        if met { "met" } else { "MISSED" }
+    );
+    Ok(met)
 }
 
 /// Target: a revocation pushed with a fan-out is in force on every server within this

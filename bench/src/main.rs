@@ -52,6 +52,10 @@ enum Cmd {
         /// Runs of each command (ping, a program).
         #[arg(long, default_value_t = 3)]
         rounds: usize,
+        /// A Python with the cmdchan package installed (pip install ./python): its
+        /// fan-out `ping` is timed beside the `cmdchan` command's, whole processes both.
+        #[arg(long)]
+        python: Option<std::path::PathBuf>,
     },
     /// The job store at scale (files and bytes of many results, a server's start on
     /// them, `job status` of many IDs) and the CPU the output digests cost.
@@ -73,7 +77,11 @@ fn main() -> ExitCode {
         Some(Cmd::Ceiling(o)) => echo::ceiling(o).map(|()| ExitCode::SUCCESS),
         Some(Cmd::Echo) => echo::plain().map(|()| ExitCode::SUCCESS),
         Some(Cmd::Steady { seconds }) => run::steady(seconds),
-        Some(Cmd::Fanout { servers, rounds }) => fanout::main(servers, rounds),
+        Some(Cmd::Fanout {
+            servers,
+            rounds,
+            python,
+        }) => fanout::main(servers, rounds, python.as_deref()),
         Some(Cmd::Jobs { results, asked }) => jobs::main(results, asked),
     };
     result.unwrap_or_else(|e| {

@@ -29,6 +29,7 @@ mod selector;
 mod source;
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 
 use serde::Deserialize;
 
@@ -354,6 +355,29 @@ fn is_label_key(key: &str) -> bool {
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
 }
+
+/// The inventory the sources `--inventory` (or the environment) names, merged, else
+/// the user's.
+pub fn load(sources: &[Source]) -> Result<Inventory, String> {
+    if sources.is_empty() {
+        return Source::File(default_path()?).load();
+    }
+    let mut merged = Inventory::default();
+    for source in sources {
+        merged.merge(source.load()?)?;
+    }
+    Ok(merged)
+}
+
+/// `~/.config/cmdchan/inventory.toml` (or under `$XDG_CONFIG_HOME`).
+pub fn default_path() -> Result<PathBuf, String> {
+    let config = std::env::var_os("XDG_CONFIG_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config")))
+        .ok_or("no inventory: pass --inventory FILE or set CMDCHAN_INVENTORY")?;
+    Ok(config.join("cmdchan/inventory.toml"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -126,27 +126,12 @@ impl Batch {
     }
 }
 
-/// The inventory the sources `--inventory` (or the environment) names, merged, else
-/// the user's.
+/// The inventory the sources give (merged), or the default file.
 pub fn inventory(sources: &[Source]) -> Result<Inventory, String> {
-    if sources.is_empty() {
-        return Source::File(default_inventory()?).load();
-    }
-    let mut merged = Inventory::default();
-    for source in sources {
-        merged.merge(source.load()?)?;
-    }
-    Ok(merged)
+    cmdchan::inventory::load(sources)
 }
 
-/// `~/.config/cmdchan/inventory.toml` (or under `$XDG_CONFIG_HOME`).
-pub fn default_inventory() -> Result<PathBuf, String> {
-    let config = std::env::var_os("XDG_CONFIG_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config")))
-        .ok_or("no inventory: pass --inventory FILE or set CMDCHAN_INVENTORY")?;
-    Ok(config.join("cmdchan/inventory.toml"))
-}
+pub use cmdchan::inventory::default_path as default_inventory;
 
 /// The servers the selectors pick; none is a usage error.
 pub fn select(args: &FleetArgs) -> Result<Vec<Host>, String> {
