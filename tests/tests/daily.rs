@@ -358,3 +358,110 @@ fn the_summary_splits_statuses_says_one_server_in_the_singular_and_doctor_takes_
         "{report}"
     );
 }
+
+/// A DNS server (dnsmasq, on a loopback port of its own) with SRV records for two
+/// servers; stopped when dropped.
+struct Dns {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl Dns {
+    fn serve(records: &[String]) -> Dns {
+        let port = cmdchan_tests::free_port();
+        let mut cmd = cmdchan_tests::system("dnsmasq");
+        cmd.args([
+            "--keep-in-foreground",
+            "--conf-file=/dev/null",
+            "--no-resolv",
+            "--no-hosts",
+            "--pid-file=",
+            "--listen-address=127.0.0.1",
+            "--bind-interfaces",
+            "--user=root",
+        ])
+        .arg(format!("--port={port}"))
+        .args(records)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+        let child = cmd.spawn().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "dnsmasq did not start on {port}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Dns { child, port }
+    }
+}
+
+impl Drop for Dns {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn servers_come_from_dns_srv_records_and_a_failing_lookup_names_its_source() {
+    let env = TestEnv::new();
+    let policy = env.write(
+        "policy.toml",
+        "[roles.ops]\ncommands = [\"ping\", \"whoami\"]\n",
+    );
+    let web1 = env.fleet_member("web1.test.example", &policy, &[]);
+    let web2 = env.fleet_member("web2.test.example", &policy, &[]);
+    let cred = env.provision("alice", "ops", &[]);
+    let dns = Dns::serve(&[
+        "--host-record=web1.test.example,127.0.0.1".into(),
+        "--host-record=web2.test.example,127.0.0.1".into(),
+        format!(
+            "--srv-host=_cmdchan._tcp.test.example,web1.test.example,{},10,5",
+            web1.addr.port()
+        ),
+        format!(
+            "--srv-host=_cmdchan._tcp.test.example,web2.test.example,{},20,5",
+            web2.addr.port()
+        ),
+    ]);
+    let source = format!("srv:_cmdchan._tcp.test.example@127.0.0.1:{}", dns.port);
+    let cmdchan = |source: &str, args: &[&str]| {
+        run(Command::new(bin("cmdchan"))
+            .arg("--cred")
+            .arg(&cred)
+            .args(["--inventory", source])
+            .args(args))
+    };
+    let hosts = cmdchan(&source, &["hosts"]);
+    assert_eq!(
+        text(&hosts.stdout),
+        format!(
+            "web1.test.example 127.0.0.1:{} from={source}\nweb2.test.example 127.0.0.1:{} from={source}\n",
+            web1.addr.port(),
+            web2.addr.port()
+        )
+    );
+    let pinged = cmdchan(&source, &["--on", "*", "whoami"]);
+    assert_eq!(pinged.status.code(), Some(0), "{}", text(&pinged.stderr));
+    assert!(text(&pinged.stdout).contains("server:  web2.test.example"));
+    let one = cmdchan(&source, &["-s", "web1.test.example", "ping"]);
+    assert_eq!(text(&one.stdout), "pong\n", "{}", text(&one.stderr));
+
+    // A name without records, and a name server that does not answer: errors that name
+    // the source, and no server is asked.
+    let none = format!("srv:_none._tcp.test.example@127.0.0.1:{}", dns.port);
+    let missing = cmdchan(&none, &["--on", "*", "ping"]);
+    assert_eq!(missing.status.code(), Some(64));
+    assert!(
+        text(&missing.stderr).contains(&format!("inventory {none}:")),
+        "{}",
+        text(&missing.stderr)
+    );
+    drop(dns);
+    let silent = cmdchan(&source, &["hosts"]);
+    assert_eq!(silent.status.code(), Some(64));
+    assert!(
+        text(&silent.stderr).contains("no answer within 5s"),
+        "{}",
+        text(&silent.stderr)
+    );
+}

@@ -27,6 +27,7 @@
 mod ansible;
 mod selector;
 mod source;
+pub mod srv;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -112,6 +113,18 @@ impl Inventory {
     /// Parses an inventory in TOML; the error names the table or field at fault.
     pub fn parse(text: &str) -> Result<Self, String> {
         Self::parse_from(text, "")
+    }
+
+    /// An inventory of these servers alone; two of one name are an error.
+    fn of_hosts(hosts: Vec<Host>) -> Result<Self, String> {
+        let mut inventory = Self::default();
+        for host in hosts {
+            if inventory.hosts.contains_key(&host.name) {
+                return Err(format!("two servers are named {}", host.name));
+            }
+            inventory.hosts.insert(host.name.clone(), host);
+        }
+        Ok(inventory)
     }
 
     /// Parses Ansible's dynamic inventory JSON (see `ansible`), its servers marked as

@@ -36,14 +36,14 @@ pub struct FleetArgs {
     #[arg(long, global = true, value_name = "SELECTOR",
           add = clap_complete::engine::ArgValueCompleter::new(crate::complete::on))]
     pub on: Vec<Selector>,
-    /// The inventory: a TOML file, or exec:COMMAND whose output is TOML or Ansible's
-    /// --list JSON; repeat to merge several [default: $CMDCHAN_INVENTORY, then
-    /// ~/.config/cmdchan/inventory.toml].
+    /// The inventory: a TOML file, srv:NAME[@IP:PORT] (DNS SRV records), or exec:COMMAND
+    /// whose output is TOML or Ansible's --list JSON; repeat to merge several [default:
+    /// $CMDCHAN_INVENTORY, then ~/.config/cmdchan/inventory.toml].
     #[arg(
         long,
         global = true,
         env = "CMDCHAN_INVENTORY",
-        value_name = "FILE|exec:COMMAND"
+        value_name = "FILE|srv:NAME|exec:COMMAND"
     )]
     pub inventory: Vec<Source>,
     /// With --on: servers worked on at once.
