@@ -13,6 +13,7 @@ mod load;
 mod measure;
 mod report;
 mod run;
+mod spawn;
 
 use std::process::ExitCode;
 
@@ -57,6 +58,14 @@ enum Cmd {
         #[arg(long)]
         python: Option<std::path::PathBuf>,
     },
+    /// Server CPU per program run (/bin/true, a new connection each) against a bare
+    /// fork-and-exec server (socat), each in a cpuacct cgroup of its own.
+    Spawn {
+        #[arg(long, default_value_t = 300)]
+        runs: usize,
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+    },
     /// The job store at scale (files and bytes of many results, a server's start on
     /// them, `job status` of many IDs) and the CPU the output digests cost.
     Jobs {
@@ -83,6 +92,7 @@ fn main() -> ExitCode {
             python,
         }) => fanout::main(servers, rounds, python.as_deref()),
         Some(Cmd::Jobs { results, asked }) => jobs::main(results, asked),
+        Some(Cmd::Spawn { runs, rounds }) => spawn::main(runs, rounds),
     };
     result.unwrap_or_else(|e| {
         eprintln!("cmdchan-bench: {e:#}");

@@ -4,8 +4,8 @@
 //! names its zone there (and the version of its revocation list); a TLS 1.2
 //! (EC)DHE-PSK ServerKeyExchange carries it to the client, which picks that zone's key.
 //!
-//! This is the workspace's only unsafe code, kept to these two calls in a crate of its
-//! own.
+//! Unsafe code, kept to these two calls in a crate of its own (cgroup-exec holds the
+//! workspace's only other unsafe block).
 
 use std::ffi::{c_char, c_int, CString};
 

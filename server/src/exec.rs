@@ -4,8 +4,8 @@
 //!
 //! Tracking, chosen at start ([`Tracking::init`]):
 //! - **cgroup** (cgroup v2 writable: systemd with `Delegate=yes`, or root): each run gets
-//!   a cgroup of its own, which the program joins before it execs (through the server
-//!   binary as a small helper, so no process of the run ever starts outside it).
+//!   a cgroup of its own, which the program joins between fork and exec
+//!   (`cmdchan_cgroup_exec`), so no process of the run ever starts outside it.
 //!   Stopping signals every process in it, whatever session or group it moved to.
 //! - **subreaper** (otherwise): the server is a child subreaper, so processes a program
 //!   leaves behind become the server's children instead of init's; each run's processes
@@ -17,9 +17,8 @@
 //! left running then is stopped too.
 
 use std::collections::BTreeSet;
-use std::ffi::OsString;
 use std::io;
-use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -39,17 +38,15 @@ use cmdchan_common::sync;
 /// Bytes read from a pipe at a time: one output frame at most.
 pub const CHUNK: usize = 16 * 1024;
 
-/// The first argument that makes `cmdchan-server` the run helper (see [`helper`]).
-pub const HELPER: &str = "__run-program";
-
 /// The environment variable that marks a run's processes in subreaper mode.
 const MARK: &str = "CMDCHAN_RUN";
 
 /// How the server keeps track of the processes its programs start.
 #[derive(Debug)]
 pub enum Tracking {
-    /// Each run in a cgroup under this directory (removed when the server stops).
-    Cgroup(PathBuf),
+    /// Each run in a cgroup of its own under `runs` (removed when the server stops),
+    /// which the program joins between fork and exec.
+    Cgroup { runs: PathBuf },
     /// The server is a child subreaper; runs are marked in their environment.
     Subreaper,
 }
@@ -81,9 +78,9 @@ impl Tracking {
             return Ok(Tracking::Subreaper);
         }
         match own_cgroup().and_then(|dir| runs_dir(&dir)) {
-            Ok(dir) => {
-                info!(cgroup = %dir.display(), "programs run in cgroups of their own");
-                Ok(Tracking::Cgroup(dir))
+            Ok(runs) => {
+                info!(cgroup = %runs.display(), "programs run in cgroups of their own");
+                Ok(Tracking::Cgroup { runs })
             }
             Err(e) if choice == TrackingChoice::Auto => {
                 info!(error = %e, "no writable cgroup v2; tracking programs' processes as a child subreaper");
@@ -96,15 +93,15 @@ impl Tracking {
     /// Stops every process of every run (the drain ran out), and removes the cgroups.
     pub fn stop_all(&self) {
         match self {
-            Tracking::Cgroup(dir) => {
-                for run in subdirs(dir) {
+            Tracking::Cgroup { runs, .. } => {
+                for run in subdirs(runs) {
                     kill_cgroup(&run);
                 }
                 // Waits, as a finished run's removal does, for the kernel to empty each.
-                for run in subdirs(dir) {
+                for run in subdirs(runs) {
                     Place::Cgroup(run).remove();
                 }
-                let _ = std::fs::remove_dir(dir);
+                let _ = std::fs::remove_dir(runs);
             }
             Tracking::Subreaper => {
                 let prefix = format!("{}.", std::process::id());
@@ -146,21 +143,26 @@ enum Place {
 /// its processes tracked as `tracking` says.
 pub fn spawn(program: &Program, argv: &[String], tracking: &Tracking) -> io::Result<Running> {
     let n = RUNS.fetch_add(1, Ordering::Relaxed);
-    let mut cmd = Command::new("/proc/self/exe");
-    cmd.arg(HELPER);
+    let mut cmd = Command::new(&program.path);
+    cmd.args(argv);
+    // As root, the standard library also clears the supplementary groups.
+    if let Some((uid, gid)) = program.run_as {
+        cmd.gid(gid).uid(uid);
+    }
     let place = match tracking {
-        Tracking::Cgroup(dir) => {
-            let run = dir.join(format!("run-{n}"));
+        Tracking::Cgroup { runs } => {
+            let run = runs.join(format!("run-{n}"));
             std::fs::create_dir(&run)?;
-            cmd.arg("--cgroup").arg(run.join("cgroup.procs"));
+            let procs = std::fs::OpenOptions::new()
+                .write(true)
+                .open(run.join("cgroup.procs"))
+                .inspect_err(|_| Place::Cgroup(run.clone()).remove())?;
+            // In it from its first instruction: a program cannot fork before it is.
+            cmdchan_cgroup_exec::join_before_exec(&mut cmd, procs);
             Place::Cgroup(run)
         }
         Tracking::Subreaper => Place::Marked(format!("{}.{n}", std::process::id())),
     };
-    if let Some((uid, gid)) = program.run_as {
-        cmd.args(["--uid", &uid.to_string(), "--gid", &gid.to_string()]);
-    }
-    cmd.arg("--").arg(&program.path).args(argv);
     cmd.env_clear().envs(&program.env);
     if let Place::Marked(mark) = &place {
         cmd.env(MARK, mark);
@@ -323,59 +325,6 @@ async fn read<R: AsyncReadExt + Unpin>(pipe: &mut Option<R>, buf: &mut [u8]) -> 
 /// (exit code, signal) of a finished program.
 pub fn outcome(status: ExitStatus) -> (Option<i32>, Option<i32>) {
     (status.code(), status.signal())
-}
-
-/// The run helper: `cmdchan-server __run-program [--cgroup PROCS] [--uid U --gid G] --
-/// PROGRAM ARGS…`. It joins the run's cgroup, drops to the program's user and group
-/// (clearing supplementary groups), and execs the program, so the program is in its
-/// cgroup from its first instruction. Returns only on failure, with the exit status.
-pub fn helper(args: &[OsString]) -> i32 {
-    let mut args = args.iter();
-    let (mut procs, mut uid, mut gid) = (None, None, None);
-    let program = loop {
-        match args.next().and_then(|a| a.to_str()) {
-            Some("--cgroup") => procs = args.next(),
-            Some("--uid") => uid = args.next().and_then(|a| a.to_str()?.parse().ok()),
-            Some("--gid") => gid = args.next().and_then(|a| a.to_str()?.parse().ok()),
-            Some("--") => break args.next(),
-            _ => return fail("bad helper arguments", 127),
-        }
-    };
-    let Some(program) = program else {
-        return fail("no program to run", 127);
-    };
-    if let Some(procs) = procs {
-        // "0" moves the writing process itself.
-        if let Err(e) = std::fs::write(procs, "0") {
-            return fail(&format!("cannot join the run's cgroup: {e}"), 126);
-        }
-    }
-    if let (Some(uid), Some(gid)) = (uid, gid) {
-        let dropped = nix::unistd::setgroups(&[])
-            .and_then(|()| nix::unistd::setgid(nix::unistd::Gid::from_raw(gid)))
-            .and_then(|()| nix::unistd::setuid(nix::unistd::Uid::from_raw(uid)));
-        if let Err(e) = dropped {
-            return fail(
-                &format!("cannot switch to user {uid} group {gid}: {e}"),
-                126,
-            );
-        }
-    }
-    let e = std::process::Command::new(program).args(args).exec();
-    let status = if e.kind() == io::ErrorKind::NotFound {
-        127
-    } else {
-        126
-    };
-    fail(
-        &format!("cannot run {}: {e}", Path::new(program).display()),
-        status,
-    )
-}
-
-fn fail(why: &str, status: i32) -> i32 {
-    eprintln!("cmdchan-server: {why}");
-    status
 }
 
 /// The server's own cgroup v2 directory: the cgroup2 mount point joined with the path

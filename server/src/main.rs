@@ -13,15 +13,6 @@ use cmdchan_server::logsink::{Sink, SinkLayer, SinkSpec};
 use cmdchan_server::{admin, dev};
 
 fn main() -> ExitCode {
-    // The run helper (see `exec::helper`): before clap, and before any thread starts.
-    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
-    if args
-        .get(1)
-        .is_some_and(|a| a == cmdchan_server::exec::HELPER)
-    {
-        let status = cmdchan_server::exec::helper(&args[2..]);
-        return ExitCode::from(u8::try_from(status).unwrap_or(127));
-    }
     let parsed = cmdchan_server::cli::command()
         .try_get_matches()
         .and_then(|matches| Opts::from_arg_matches(&matches));

@@ -509,3 +509,21 @@ async fn output_streams_while_the_program_runs() {
         "{reply:?}"
     );
 }
+
+/// With cgroup tracking a program is in its run's cgroup from its first instruction (it
+/// joins between fork and exec, with no helper exec'd first), whatever user it runs as.
+#[test]
+fn a_program_starts_inside_its_runs_cgroup() {
+    let env = TestEnv::new();
+    let policy = "[roles.ops]\ncommands = [\"where\"]\n[commands.where]\nprogram = \"/bin/cat\"\nargs = [\"/proc/self/cgroup\"]\n";
+    let (server, cred) = setup(&env, policy, "ops", &["--process-tracking", "cgroup"]);
+    let out = env.cmdchan(&server, &cred, &["where"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let own = format!("/cmdchan-{}/run-", server.pid());
+    let unified = text(&out.stdout)
+        .lines()
+        .find(|l| l.starts_with("0::"))
+        .map(str::to_owned)
+        .unwrap_or_default();
+    assert!(unified.contains(&own), "{unified:?} is not under {own:?}");
+}
