@@ -185,9 +185,8 @@ impl ApprovalFile {
     }
 
     /// The request and its approvals in plain words, for a person to review. Every
-    /// value is shown escaped: the file may come from anyone.
+    /// value is shown quoted and escaped (see [`shown`]): the file may come from anyone.
     pub fn describe(&self) -> String {
-        let shown = |s: &str| format!("{s:?}");
         let mut out = format!(
             "{} asks to run, in zone {}:\n  {}",
             self.requester,
@@ -276,6 +275,23 @@ impl ApprovalFile {
              # sign it with `cmdchan approval sign FILE`, run it with `cmdchan --approval FILE`.\n{body}"
         )
     }
+}
+
+/// A value as a reviewer must see it: quoted, its control characters escaped, and so
+/// are the marks that reorder or hide text on screen (bidirectional overrides and
+/// isolates, zero-width characters), so that what an approver reads is what runs.
+pub fn shown(value: &str) -> String {
+    format!("{value:?}")
+        .chars()
+        .map(|c| match c {
+            '\u{061c}'
+            | '\u{200b}'..='\u{200f}'
+            | '\u{202a}'..='\u{202e}'
+            | '\u{2060}'..='\u{2069}'
+            | '\u{feff}' => format!("\\u{{{:x}}}", u32::from(c)),
+            c => c.to_string(),
+        })
+        .collect()
 }
 
 fn read_bounded(path: &Path) -> std::io::Result<String> {
@@ -408,4 +424,21 @@ impl FileToml {
 
 fn hex32(text: &str) -> Option<[u8; 32]> {
     hex::decode(text).ok().and_then(|b| b.try_into().ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::shown;
+
+    /// "Trojan source" in a request: a right-to-left override makes `rm -rf /tmp/x`
+    /// look like something else on screen. The reviewer sees the mark, not its effect.
+    #[test]
+    fn a_direction_override_in_a_request_is_shown_not_obeyed() {
+        let value = "/tmp/\u{202e}x\u{202c}\u{200b}\u{1b}[2J";
+        let seen = shown(value);
+        assert_eq!(seen, "\"/tmp/\\u{202e}x\\u{202c}\\u{200b}\\u{1b}[2J\"");
+        assert!(!seen
+            .chars()
+            .any(|c| c.is_control() || ('\u{2000}'..='\u{206f}').contains(&c)));
+    }
 }
