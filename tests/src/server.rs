@@ -36,6 +36,18 @@ pub fn cmdchan_command(server: &Server, server_id: &str, cred: &Path) -> Command
     cmd
 }
 
+/// Runs the `cmdchan` binary with `cred` and the servers of `inventory`; the client's
+/// cache (the revocation list it keeps) is the credential's own, beside it.
+pub fn cmdchan_in(inventory: &Path, cred: &Path, args: &[&str]) -> Output {
+    run(Command::new(bin("cmdchan"))
+        .env("XDG_CACHE_HOME", cred.with_extension("cache"))
+        .arg("--cred")
+        .arg(cred)
+        .arg("--inventory")
+        .arg(inventory)
+        .args(args))
+}
+
 /// The refusal code of a call, if the server refused it.
 pub fn refusal(result: &Result<cmdchan::Reply, cmdchan::Error>) -> Option<cmdchan::ErrorCode> {
     match result {

@@ -5,12 +5,12 @@
 //! without approvals, audited loudly.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
 use cmdchan::approval::ApprovalFile;
 use cmdchan_common::approval::{ApprovalKey, Approver};
 use cmdchan_common::credential::Credential;
-use cmdchan_tests::{bin, lines_in, run, text, Server, TestEnv};
+use cmdchan_tests::{lines_in, text, Server, TestEnv};
 use serde_json::Value;
 
 const POLICY: &str = r#"
@@ -81,13 +81,7 @@ impl Fleet {
     }
 
     fn cmdchan(&self, cred: &Path, args: &[&str]) -> Output {
-        run(Command::new(bin("cmdchan"))
-            .env("XDG_CACHE_HOME", cred.with_extension("cache"))
-            .arg("--cred")
-            .arg(cred)
-            .arg("--inventory")
-            .arg(&self.inventory)
-            .args(args))
+        cmdchan_tests::cmdchan_in(&self.inventory, cred, args)
     }
 
     /// `restart nginx` on s1 and s2, prepared by `cred`, written to `name`.

@@ -5,9 +5,9 @@
 //! during the push learns the list from the next client that reaches it.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
-use cmdchan_tests::{bin, run, text, Server, TestEnv};
+use cmdchan_tests::{text, Server, TestEnv};
 
 const POLICY: &str = "[roles.ops]\ncommands = [\"ping\", \"whoami\"]\n";
 
@@ -54,13 +54,7 @@ impl Fleet {
 
     /// `cmdchan` as the client whose credential is `cred`, with a cache of its own.
     fn cmdchan(&self, cred: &Path, args: &[&str]) -> Output {
-        run(Command::new(bin("cmdchan"))
-            .env("XDG_CACHE_HOME", cred.with_extension("cache"))
-            .arg("--cred")
-            .arg(cred)
-            .arg("--inventory")
-            .arg(&self.inventory)
-            .args(args))
+        cmdchan_tests::cmdchan_in(&self.inventory, cred, args)
     }
 
     fn revoke(&self, args: &[&str], out: &str) -> PathBuf {
