@@ -16,41 +16,18 @@
 
 use hkdf::Hkdf;
 use hmac::{Hmac, KeyInit, Mac};
-use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 use zeroize::ZeroizeOnDrop;
 
 use crate::encode::Canonical;
 use crate::ident::Ident;
 use crate::keys::{Psk, KEY_LEN};
-use crate::protocol::{CommandId, Grant, Param};
+pub use crate::protocol::{Approval, Approver};
+use crate::protocol::{CommandId, Param};
 
 const SALT: &[u8] = b"cmdchan/v2";
 const KEY_LABEL: &[u8] = b"cmdchan/v3/approval-key";
 const APPROVAL_LABEL: &[u8] = b"cmdchan/v3/approval";
-
-/// The approvals a request carries (`Request::approval`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Approval {
-    /// Every server the approval lets the request run on (at least one).
-    pub servers: Vec<Ident>,
-    /// Unix second from which the approval is void.
-    pub expires: u64,
-    pub approvers: Vec<Approver>,
-}
-
-/// One approver's co-signature, with the grant that proves the approver's role.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Approver {
-    pub name: Ident,
-    /// The generation of the zone key the approver's credential entry was made from.
-    pub generation: u64,
-    /// The approver's grant in the zone and its key-use tag (PROTOCOL.md §3.3).
-    pub grant: Grant,
-    pub grant_tag: [u8; 32],
-    /// The approval tag over the approved bytes.
-    pub tag: [u8; 32],
-}
 
 /// What an approver approves: everything of the request but the counter, the issue time
 /// (set when it runs) and the requester's own grant.
@@ -186,7 +163,7 @@ mod tests {
     #[test]
     fn an_approved_request_frame_matches_protocol_md_vector() {
         use crate::frame::MsgCodec;
-        use crate::protocol::{ClientMsg, Request};
+        use crate::protocol::{ClientMsg, Grant, Request};
         use tokio_util::codec::Encoder;
         let zone = vector_zone();
         let (args, params, servers) = fields();

@@ -5,6 +5,7 @@
 
 pub mod approval;
 pub mod assets;
+pub mod base64url;
 pub mod credential;
 pub mod encode;
 pub mod frame;

@@ -7,7 +7,6 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::approval::Approval;
 use crate::ident::Ident;
 
 /// The protocol version this build speaks; the first byte of every frame's payload.
@@ -140,6 +139,30 @@ pub struct Request {
     pub run: Option<CommandId>,
     /// Co-signatures that let a command which needs approvals run (PROTOCOL.md §5.8).
     pub approval: Option<Approval>,
+}
+
+/// The approvals a request carries (`Request::approval`; PROTOCOL.md §5.8, the tags in
+/// `approval`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Approval {
+    /// Every server the approval lets the request run on (at least one).
+    pub servers: Vec<Ident>,
+    /// Unix second from which the approval is void.
+    pub expires: u64,
+    pub approvers: Vec<Approver>,
+}
+
+/// One approver's co-signature, with the grant that proves the approver's role.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Approver {
+    pub name: Ident,
+    /// The generation of the zone key the approver's credential entry was made from.
+    pub generation: u64,
+    /// The approver's grant in the zone and its key-use tag (PROTOCOL.md §3.3).
+    pub grant: Grant,
+    pub grant_tag: [u8; 32],
+    /// The approval tag over the approved bytes.
+    pub tag: [u8; 32],
 }
 
 /// A frame from client to server: a request, or a running program's stdin.

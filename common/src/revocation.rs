@@ -127,7 +127,7 @@ impl SignedList {
     /// `cmdchan-revocations:BASE64URL`, one line.
     pub fn to_text(&self) -> String {
         let bytes = postcard::to_stdvec(self).unwrap_or_default();
-        format!("{PREFIX}{}", crate::sealed::base64url(&bytes))
+        format!("{PREFIX}{}", crate::base64url::encode(&bytes))
     }
 
     /// Reads the text form (surrounding white space ignored); the signature is not
@@ -140,7 +140,7 @@ impl SignedList {
             )));
         }
         let body = text.strip_prefix(PREFIX).ok_or(ListError::NotAList)?;
-        let bytes = crate::sealed::from_base64url(body)
+        let bytes = crate::base64url::decode(body)
             .ok_or_else(|| ListError::Malformed("not base64url".into()))?;
         let (signed, rest): (SignedList, _) =
             postcard::take_from_bytes(&bytes).map_err(|e| ListError::Malformed(e.to_string()))?;

@@ -14,6 +14,7 @@
 
 use openssl::symm::{decrypt_aead, encrypt_aead, Cipher};
 
+use crate::base64url;
 use crate::encode::Canonical;
 use crate::ident::{Ident, IdentityError, PskIdentity, MAX_IDENT_LEN};
 use crate::keys::{IdentityKey, Label};
@@ -71,7 +72,7 @@ fn seal_plaintext(
     raw.extend_from_slice(&nonce);
     raw.extend_from_slice(&sealed);
     raw.extend_from_slice(&tag);
-    format!("{PREFIX}{generation}.{}", base64url(&raw))
+    format!("{PREFIX}{generation}.{}", base64url::encode(&raw))
 }
 
 /// The generation an identity says it was sealed for, if it is one of ours at all.
@@ -100,7 +101,7 @@ pub fn open(
         .and_then(|t| t.split_once('.'))
         .map(|(_, body)| body)
         .ok_or(IdentityError::NotSealed)?;
-    let raw = from_base64url(body).ok_or(IdentityError::NotSealed)?;
+    let raw = base64url::decode(body).ok_or(IdentityError::NotSealed)?;
     if raw.len() != NONCE + PLAINTEXT + TAG {
         return Err(IdentityError::NotSealed);
     }
@@ -141,39 +142,6 @@ fn aad(zone: &Ident, generation: u64) -> Vec<u8> {
         .bytes(zone.as_str().as_bytes())
         .u64(generation)
         .finish()
-}
-
-pub(crate) fn base64url(raw: &[u8]) -> String {
-    openssl::base64::encode_block(raw)
-        .chars()
-        .filter(|&c| c != '=')
-        .map(|c| match c {
-            '+' => '-',
-            '/' => '_',
-            c => c,
-        })
-        .collect()
-}
-
-pub(crate) fn from_base64url(text: &str) -> Option<Vec<u8>> {
-    if !text
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-    {
-        return None;
-    }
-    let mut standard: String = text
-        .chars()
-        .map(|c| match c {
-            '-' => '+',
-            '_' => '/',
-            c => c,
-        })
-        .collect();
-    while !standard.len().is_multiple_of(4) {
-        standard.push('=');
-    }
-    openssl::base64::decode_block(&standard).ok()
 }
 
 #[cfg(test)]

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use cmdchan_common::protocol::ListState;
-use cmdchan_common::revocation::{ListError, RevocationList, SignedList};
+use cmdchan_common::revocation::{ListError, SignedList};
 use cmdchan_common::sync;
 
 use crate::admit::Refusal;
@@ -113,11 +113,6 @@ impl Kept {
     }
 }
 
-/// The list itself, for the checks.
-pub fn list_of(signed: &Option<Arc<SignedList>>) -> Option<&RevocationList> {
-    signed.as_deref().map(|s| &s.list)
-}
-
 /// Writes `bytes` to a new file beside `path`, syncs it, renames it over `path` and syncs
 /// the directory: a crash leaves the old list or the new one, never half of either.
 fn write_durably(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
@@ -144,6 +139,7 @@ fn write_durably(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 mod tests {
     use super::*;
     use cmdchan_common::ident::Ident;
+    use cmdchan_common::revocation::RevocationList;
 
     fn signed(version: u64, names: &[&str], seed: &[u8; 32]) -> String {
         let list = RevocationList {

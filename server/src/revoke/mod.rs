@@ -11,7 +11,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use cmdchan_common::ident::{Ident, PskIdentity};
-use cmdchan_common::revocation::SignedList;
+use cmdchan_common::revocation::{RevocationList, SignedList};
 
 #[derive(Debug, Clone, Default)]
 pub struct Revocations {
@@ -32,7 +32,7 @@ pub enum Revoked {
 
 impl Revocations {
     pub fn check(&self, id: &PskIdentity) -> Result<(), Revoked> {
-        let list = kept::list_of(&self.list);
+        let list = list_of(&self.list);
         let listed = list.is_some_and(|l| l.names.binary_search(&id.name).is_ok());
         if listed || self.names.contains(&id.name) {
             return Err(Revoked::Name);
@@ -65,7 +65,7 @@ impl Revocations {
 impl Revocations {
     /// Whether the signed list retires generation `generation` of zone `zone`'s key.
     pub fn retired(&self, zone: &Ident, generation: u64) -> bool {
-        kept::list_of(&self.list)
+        list_of(&self.list)
             .is_some_and(|l| l.retired.binary_search(&(zone.clone(), generation)).is_ok())
     }
 }
@@ -85,4 +85,9 @@ impl fmt::Display for Reason<'_> {
             ),
         }
     }
+}
+
+/// The list itself, for the checks.
+fn list_of(signed: &Option<Arc<SignedList>>) -> Option<&RevocationList> {
+    signed.as_deref().map(|s| &s.list)
 }

@@ -84,7 +84,7 @@ pub fn in_remote_command(cmd: &clap::Command, words: &[String], index: usize) ->
 fn inventory() -> Option<Inventory> {
     let source = match std::env::var("CMDCHAN_INVENTORY") {
         Ok(text) => text.parse::<Source>().ok()?,
-        Err(_) => Source::File(crate::fleet::default_inventory().ok()?),
+        Err(_) => Source::File(cmdchan::inventory::default_path().ok()?),
     };
     source.load().ok()
 }
