@@ -35,6 +35,9 @@ use cmdchan_common::ident::Ident;
 use cmdchan_common::protocol::{CommandId, Grant, Param, Request};
 use cmdchan_common::time;
 
+/// The longest an approval may be valid (servers refuse longer ones).
+const MAX_LIFETIME: u64 = 7 * 24 * 3600;
+
 /// Largest approval file read: a request and its approvers fit in far less.
 const MAX_FILE: u64 = 1 << 20;
 
@@ -90,6 +93,11 @@ impl ApprovalFile {
         if p.servers.is_empty() {
             return Err(ApprovalError::Refused(
                 "an approval names the servers it is for: give --server or --on".into(),
+            ));
+        }
+        if p.expires > time::now().saturating_add(MAX_LIFETIME) {
+            return Err(ApprovalError::Refused(
+                "an approval is valid for 7 days at most (servers refuse a longer one)".into(),
             ));
         }
         let mut id = [0u8; 16];
@@ -214,14 +222,18 @@ impl ApprovalFile {
             time::rfc3339(self.expires)
         ));
         match self.approvals.len() {
-            0 => out.push_str("approved by: nobody yet\n"),
+            0 => out.push_str("approvals: none yet\n"),
+            // Only a server can check them; here they are what the file says.
             _ => {
                 let by: Vec<String> = self
                     .approvals
                     .iter()
                     .map(|a| format!("{} (role {})", a.name, a.grant.role))
                     .collect();
-                out.push_str(&format!("approved by: {}\n", by.join(", ")));
+                out.push_str(&format!(
+                    "approvals the file carries (not checked here; every server checks them): {}\n",
+                    by.join(", ")
+                ));
             }
         }
         out

@@ -123,6 +123,11 @@ impl Shared {
         let keys = load_zone_keys(&config.zone_keys)?;
         let zone = keys[0].zone.clone();
         let mut settings = Settings::load(config)?;
+        if settings.policy.asks_for_approvals()
+            && matches!(config.replay_store, crate::replay::StoreSpec::Memory)
+        {
+            tracing::warn!("the policy asks for approvals, and the replay store is in memory: an approval is single-use only while the store keeps its command ID, and this one forgets them when the server restarts; use the file or Redis store");
+        }
         let kept = Kept::open(&config.revocation_list, revocation_key(&keys)?)?;
         settings.revocations.list = kept.list();
         // The chain's key comes from the first zone key given: retiring that generation

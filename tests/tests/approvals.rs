@@ -96,7 +96,7 @@ impl Fleet {
     }
 
     fn sign(&self, file: &Path, cred: &Path) -> Output {
-        self.cmdchan(cred, &["approval", "sign", file.to_str().unwrap()])
+        self.cmdchan(cred, &["approval", "sign", "--yes", file.to_str().unwrap()])
     }
 
     fn signed(&self, file: &Path, creds: &[&Path]) {
@@ -198,7 +198,15 @@ fn a_request_approved_by_two_runs_once_on_its_servers_and_names_its_approvers() 
         "{said}"
     );
     assert!(said.contains("on 2 servers: s1, s2"), "{said}");
-    assert!(said.contains("approved by: nobody yet"), "{said}");
+    assert!(said.contains("approvals: none yet"), "{said}");
+    // Without a terminal to ask on, sign signs only with --yes.
+    let unasked = fleet.cmdchan(&bob, &["approval", "sign", file.to_str().unwrap()]);
+    assert_eq!(unasked.status.code(), Some(64), "{}", text(&unasked.stdout));
+    assert!(
+        text(&unasked.stderr).contains("no terminal to ask on"),
+        "{}",
+        text(&unasked.stderr)
+    );
 
     let unapproved = fleet.cmdchan(&alice, &["--json", "--server", "s1", "restart", "nginx"]);
     let reply: Value = serde_json::from_slice(&unapproved.stdout).unwrap();
@@ -339,7 +347,7 @@ fn every_tampered_or_void_approval_is_refused_with_its_own_code_and_nothing_runs
     fleet.refused(
         &alice,
         &env.write("twice.toml", &twice),
-        "approval required",
+        "bad approval",
         "the same approver twice",
     );
 

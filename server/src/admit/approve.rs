@@ -13,7 +13,11 @@ use cmdchan_common::ident::{Ident, PskIdentity};
 use cmdchan_common::protocol::Request;
 
 use super::{Refusal, Rules};
-use crate::policy::Program;
+use crate::policy::{Program, MAX_APPROVERS};
+
+/// The longest an approval may be valid: the server keeps a used approval's command ID
+/// until it expires, and a request approved for weeks is not a two-person decision.
+const MAX_LIFETIME: u64 = 7 * 24 * 3600;
 
 /// How an admitted program came to be allowed to run, as far as approvals go.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -64,6 +68,18 @@ pub fn check(
             at: approval.expires,
         });
     }
+    if approval.expires > now.saturating_add(MAX_LIFETIME) {
+        return Err(Refusal::BadApproval {
+            approver: requester.clone(),
+            why: "is valid for longer than 7 days; prepare it with a shorter expiry",
+        });
+    }
+    if approval.approvers.len() > MAX_APPROVERS {
+        return Err(Refusal::BadApproval {
+            approver: requester.clone(),
+            why: "carries more than 32 approvals",
+        });
+    }
     if !approval.servers.contains(rules.server_id) {
         return Err(Refusal::NotApprovedHere {
             server: rules.server_id.clone(),
@@ -81,15 +97,21 @@ pub fn check(
         expires: approval.expires,
     };
     let mut by = Vec::with_capacity(approval.approvers.len());
+    let mut seen = BTreeSet::new();
     for approver in &approval.approvers {
+        if !seen.insert(&approver.name) {
+            return Err(Refusal::BadApproval {
+                approver: approver.name.clone(),
+                why: "appears twice; each approver signs once",
+            });
+        }
         one(approver, &approved, program, rules, now)?;
         by.push((approver.name.clone(), approver.grant.role.clone()));
     }
-    let distinct: BTreeSet<&Ident> = by.iter().map(|(name, _)| name).collect();
-    if distinct.len() < program.approvals {
+    if by.len() < program.approvals {
         return Err(Refusal::ApprovalRequired {
             needed: program.approvals,
-            have: distinct.len(),
+            have: by.len(),
         });
     }
     Ok(Approvals::By(by))

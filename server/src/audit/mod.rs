@@ -85,7 +85,9 @@ impl Audit {
         self.spool.as_ref().map_or(Ok(()), spool::Spool::reopen)
     }
 
-    /// Records that a program is about to run; an error means it must not run.
+    /// Records that a program is about to run; an error means it must not run. An
+    /// emergency run (no approvals, by an emergency role) is logged at WARN whether or
+    /// not there is an audit file.
     pub fn started(
         &self,
         cmd: &Admitted<'_>,
@@ -93,24 +95,27 @@ impl Audit {
         peer: &Peer,
         inv: &Invocation,
     ) -> io::Result<()> {
+        let emergency = *cmd.approvals() == Approvals::Emergency;
+        let role = &cmd.grant().role;
+        if emergency {
+            warn!(
+                target: TARGET,
+                client = %key,
+                %role,
+                %peer,
+                command = cmd.command(),
+                id = %hex::encode(cmd.request().id),
+                "emergency: a command that needs approvals runs without them"
+            );
+        }
         let Some(file) = &self.file else {
             return Ok(());
         };
-        let emergency = *cmd.approvals() == Approvals::Emergency;
         let outcome = if emergency { "emergency" } else { "started" };
         let mut r = Record::new(&self.server, key, peer, cmd.request(), outcome);
         r.params = Some(self.params(inv));
         r.approved(cmd.approvals());
         if emergency {
-            let role = &cmd.grant().role;
-            warn!(
-                target: TARGET,
-                client = %key,
-                %role,
-                command = cmd.command(),
-                id = %hex::encode(cmd.request().id),
-                "emergency: a command that needs approvals runs without them"
-            );
             r.reason = Some(format!(
                 "role {role} runs {} without the approvals its policy asks for (emergency)",
                 cmd.command()

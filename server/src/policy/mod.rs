@@ -36,7 +36,7 @@ use serde::Deserialize;
 use cmdchan_common::ident::Ident;
 use cmdchan_common::protocol::CommandInfo;
 
-pub use program::{BindError, Invocation, Program};
+pub use program::{BindError, Invocation, Program, MAX_APPROVERS};
 
 /// A command by name: a built-in or a program from the policy.
 #[derive(Debug, Clone, Copy)]
@@ -263,6 +263,11 @@ impl Policy {
     /// Whether `role` reads every client's jobs (`jobs = "all"`), not only its own.
     pub fn reads_all_jobs(&self, role: &Ident) -> bool {
         self.roles.get(role).is_some_and(|r| r.all_jobs)
+    }
+
+    /// Whether any command needs approvals.
+    pub fn asks_for_approvals(&self) -> bool {
+        self.programs.values().any(|p| p.approvals > 0)
     }
 
     /// Whether `role` may run a command that needs approvals without them.

@@ -18,6 +18,8 @@ use super::param::{ParamSpec, ParamToml};
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
 const DEFAULT_OUTPUT_LIMIT: u64 = 1 << 20;
 const DEFAULT_STDIN_LIMIT: u64 = 1 << 20;
+/// The most approvers a request may carry (and a command may ask for).
+pub const MAX_APPROVERS: usize = 32;
 
 /// `[commands.NAME]` as the policy file writes it.
 #[derive(Debug, Deserialize)]
@@ -144,6 +146,16 @@ impl Program {
         }
         if p.approvals == 0 && !p.approvers.is_empty() {
             return Err("approvers needs approvals = N (how many must approve)".into());
+        }
+        // An approval covers the request, not what the requester pipes in later.
+        if p.approvals > 0 && p.stdin {
+            return Err("approvals and stdin = true cannot go together: an approval covers the command and its arguments, not the stdin sent when it runs".into());
+        }
+        if p.approvals > MAX_APPROVERS {
+            return Err(format!(
+                "approvals = {} is more than {MAX_APPROVERS}",
+                p.approvals
+            ));
         }
         Ok(Self {
             approvals: p.approvals,

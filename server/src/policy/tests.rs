@@ -271,3 +271,13 @@ fn describe_never_shows_a_secret_default_or_allowed_value() {
     let shown = format!("{:?}", p.commands_for(&role("limited")));
     assert!(!shown.contains("s3cr3t-token"), "{shown}");
 }
+
+#[test]
+fn a_command_that_needs_approvals_cannot_take_stdin() {
+    let text = "[commands.apply]\nprogram = \"/bin/cat\"\nstdin = true\napprovals = 1\napprovers = [\"lead\"]\n";
+    let err = Policy::parse(text).expect_err("refused").to_string();
+    assert!(
+        err.contains("approvals and stdin = true cannot go together"),
+        "{err}"
+    );
+}

@@ -33,11 +33,11 @@ pub enum ApprovalCmd {
     },
     /// Show a request and who approved it, in plain words.
     Show { file: PathBuf },
-    /// Approve the request in FILE with this credential (--cred): it is shown first,
-    /// and on a terminal you are asked to confirm.
+    /// Approve the request in FILE with this credential (--cred): it is shown and you
+    /// are asked to confirm, on a terminal; without one, only with --yes.
     Sign {
         file: PathBuf,
-        /// Sign without asking.
+        /// Sign without asking (after reading it with `cmdchan approval show FILE`).
         #[arg(long)]
         yes: bool,
     },
@@ -91,8 +91,13 @@ impl ApprovalCmd {
                 let cred = credential(cx.cred)?;
                 let mut file = load(path)?;
                 let shown = file.describe();
-                if !yes && std::io::stdin().is_terminal() && !confirm(&shown, &cred.name)? {
-                    return Err("not signed".into());
+                if !yes {
+                    if !std::io::stdin().is_terminal() {
+                        return Err("approval sign asks before it signs, and there is no terminal to ask on: read the request with `cmdchan approval show FILE`, then sign with --yes".into());
+                    }
+                    if !confirm(&shown, &cred.name)? {
+                        return Err("not signed".into());
+                    }
                 }
                 file.sign(&cred, cmdchan_common::time::now())
                     .map_err(|e| e.to_string())?;
