@@ -285,7 +285,7 @@ fn revoke(
 }
 
 /// A credential for any server of zone bench, role fleet.
-fn provision(tools: &Tools, keys: &Keys) -> anyhow::Result<std::path::PathBuf> {
+pub(crate) fn provision(tools: &Tools, keys: &Keys) -> anyhow::Result<std::path::PathBuf> {
     let out = keys.dir.path().join("fleet.cred");
     let root = keys.dir.path().join("root.key");
     let status = Command::new(&tools.server)
@@ -332,7 +332,7 @@ async fn run(connector: Connector, hosts: Vec<Host>, command: fanout::Command) -
 }
 
 /// CPU time (user + system, every thread) this process spends in `work`, in seconds.
-fn cpu_of<T>(work: impl FnOnce() -> anyhow::Result<T>) -> anyhow::Result<(f64, T)> {
+pub(crate) fn cpu_of<T>(work: impl FnOnce() -> anyhow::Result<T>) -> anyhow::Result<(f64, T)> {
     let before = self_cpu()?;
     let value = work()?;
     Ok((self_cpu()? - before, value))

@@ -10,6 +10,7 @@ mod echo;
 mod fanout;
 mod jobs;
 mod load;
+mod many;
 mod measure;
 mod report;
 mod run;
@@ -66,6 +67,20 @@ enum Cmd {
         #[arg(long, default_value_t = 3)]
         rounds: usize,
     },
+    /// The cmdchan command against many simulated servers (real TLS-PSK handshakes and
+    /// requests): wall time, client CPU per server, peak memory, JSON Lines per second.
+    Many {
+        #[arg(long, default_value_t = 10_000)]
+        servers: usize,
+        #[arg(long, default_value_t = 512)]
+        parallel: usize,
+        /// Simulator processes.
+        #[arg(long, default_value_t = 4)]
+        processes: usize,
+    },
+    /// One simulator process of `many` (started by it).
+    #[command(hide = true)]
+    Simulate(many::SimulateOpts),
     /// The job store at scale (files and bytes of many results, a server's start on
     /// them, `job status` of many IDs) and the CPU the output digests cost.
     Jobs {
@@ -93,6 +108,12 @@ fn main() -> ExitCode {
         }) => fanout::main(servers, rounds, python.as_deref()),
         Some(Cmd::Jobs { results, asked }) => jobs::main(results, asked),
         Some(Cmd::Spawn { runs, rounds }) => spawn::main(runs, rounds),
+        Some(Cmd::Many {
+            servers,
+            parallel,
+            processes,
+        }) => many::main(servers, parallel, processes),
+        Some(Cmd::Simulate(o)) => many::simulate(o).map(|()| ExitCode::SUCCESS),
     };
     result.unwrap_or_else(|e| {
         eprintln!("cmdchan-bench: {e:#}");

@@ -114,6 +114,15 @@ pub fn main(runs: usize, rounds: usize) -> anyhow::Result<ExitCode> {
         contender.stop();
         account.remove();
     }
+    match sshd(keys.dir.path(), runs.min(30))? {
+        Some(each) => println!(
+            "sshd beside them (OpenSSH, key authentication, ForceCommand /bin/true, its default key exchange; {} runs): {:.0} µs of server CPU per run, {:.1}× the fork-and-exec server's",
+            runs.min(30),
+            each * 1e6,
+            each / base
+        ),
+        None => println!("sshd: not installed (apt-get install openssh-server), so not measured beside them"),
+    }
     Ok(if met {
         ExitCode::SUCCESS
     } else {
@@ -257,4 +266,80 @@ fn wait_for(addr: SocketAddr) -> anyhow::Result<()> {
         std::thread::sleep(Duration::from_millis(20));
     }
     Ok(())
+}
+
+/// sshd's CPU per `/bin/true` run (each a new connection, key authentication), in a
+/// cpuacct cgroup of its own; none if sshd is not installed.
+fn sshd(dir: &Path, runs: usize) -> anyhow::Result<Option<f64>> {
+    let sshd = Path::new("/usr/sbin/sshd");
+    if !sshd.is_file() {
+        return Ok(None);
+    }
+    let keygen = |path: &Path| -> anyhow::Result<()> {
+        let status = Command::new(which("ssh-keygen")?)
+            .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+            .arg(path)
+            .status()?;
+        if !status.success() {
+            bail!("ssh-keygen failed");
+        }
+        Ok(())
+    };
+    let (host, user) = (dir.join("ssh_host"), dir.join("ssh_user"));
+    keygen(&host)?;
+    keygen(&user)?;
+    std::fs::copy(dir.join("ssh_user.pub"), dir.join("authorized_keys"))?;
+    // The privilege separation directory sshd insists on.
+    std::fs::create_dir_all("/run/sshd")?;
+    let port = free_port()?;
+    let config = dir.join("sshd_config");
+    std::fs::write(
+        &config,
+        format!(
+            "Port {port}\nListenAddress 127.0.0.1\nHostKey {}\nAuthorizedKeysFile {}\nPidFile {}\n\
+             PermitRootLogin yes\nStrictModes no\nUsePAM no\nForceCommand /bin/true\nLogLevel QUIET\n",
+            host.display(),
+            dir.join("authorized_keys").display(),
+            dir.join("sshd.pid").display()
+        ),
+    )?;
+    let mut child = Command::new(sshd)
+        .arg("-D")
+        .arg("-f")
+        .arg(&config)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let account = Account::of(child.id(), "sshd")?;
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let measured = (|| {
+        wait_for(addr)?;
+        let ssh = which("ssh")?;
+        let before = account.cpu()?;
+        for _ in 0..runs {
+            let status = Command::new(&ssh)
+                .args(["-q", "-T", "-i"])
+                .arg(&user)
+                .args(["-p", &port.to_string()])
+                .args(["-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no"])
+                .args([
+                    "-o",
+                    "UserKnownHostsFile=/dev/null",
+                    "root@127.0.0.1",
+                    "true",
+                ])
+                .stdin(Stdio::null())
+                .status()?;
+            if !status.success() {
+                bail!("ssh to the bench's sshd failed ({status})");
+            }
+        }
+        std::thread::sleep(Duration::from_millis(200));
+        Ok((account.cpu()? - before) / runs as f64)
+    })();
+    let _ = child.kill();
+    let _ = child.wait();
+    account.remove();
+    measured.map(Some)
 }
