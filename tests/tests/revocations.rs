@@ -296,3 +296,86 @@ fn a_server_down_during_the_push_keeps_its_list_and_learns_the_newer_one_from_th
     let after = fleet.cmdchan(&bob, &["--on", "s1", "--retries", "0", "ping"]);
     assert_eq!(after.status.code(), Some(4), "{}", text(&after.stderr));
 }
+
+/// A list that cannot be kept (its disk is full) is refused and not applied: a server
+/// never enforces a list it would forget at its next start. Once there is room, the
+/// same push is taken, and the list holds across a restart.
+#[test]
+fn a_list_pushed_onto_a_full_disk_is_refused_and_not_applied_until_it_can_be_kept() {
+    let env = TestEnv::new();
+    let policy = env.write("policy.toml", POLICY);
+    let disk = cmdchan_tests::Tmpfs::mount(env.path("disk"), "256k");
+    let list_path = disk.dir.join("revocations.list");
+    let extra = ["--revocation-list", list_path.to_str().unwrap()];
+    let server = env.fleet_member("s1", &policy, &extra);
+    let inventory = env.write(
+        "inventory.toml",
+        &format!("[servers.s1]\naddress = \"{}\"\n", server.addr),
+    );
+    let alice = env.provision("alice", "ops", &[]);
+    let mallory = env.provision("mallory", "ops", &[]);
+    let list = env.path("v1.list");
+    env.admin_ok(&[
+        "revoke",
+        "--root",
+        env.root.to_str().unwrap(),
+        "--name",
+        "mallory",
+        "--out",
+        list.to_str().unwrap(),
+    ]);
+    let push = || {
+        cmdchan_tests::cmdchan_in(
+            &inventory,
+            &alice,
+            &[
+                "--json",
+                "-s",
+                "s1",
+                "revocations",
+                "push",
+                list.to_str().unwrap(),
+            ],
+        )
+    };
+    let ping = |cred: &Path| {
+        cmdchan_tests::cmdchan_in(&inventory, cred, &["-s", "s1", "--retries", "0", "ping"])
+    };
+
+    disk.fill();
+    let refused: serde_json::Value = serde_json::from_slice(&push().stdout).unwrap();
+    assert_eq!(refused["error"]["code"], "internal", "{refused}");
+    let message = refused["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("could not be kept") && message.contains("not applied"),
+        "{message}"
+    );
+    assert_eq!(
+        ping(&mallory).status.code(),
+        Some(0),
+        "not applied: mallory still gets in"
+    );
+    assert!(!list_path.exists(), "no half-written list in its place");
+
+    disk.free();
+    let taken: serde_json::Value = serde_json::from_slice(&push().stdout).unwrap();
+    assert_eq!(taken["reply"]["revocations"]["applied"], true, "{taken}");
+    assert_eq!(
+        ping(&mallory).status.code(),
+        Some(69),
+        "applied: mallory is refused"
+    );
+
+    server.kill();
+    let server = env.fleet_member("s1", &policy, &extra);
+    let inventory = env.write(
+        "inventory.toml",
+        &format!("[servers.s1]\naddress = \"{}\"\n", server.addr),
+    );
+    let after = cmdchan_tests::cmdchan_in(
+        &inventory,
+        &mallory,
+        &["-s", "s1", "--retries", "0", "ping"],
+    );
+    assert_eq!(after.status.code(), Some(69), "kept across the restart");
+}
