@@ -465,3 +465,28 @@ fn servers_come_from_dns_srv_records_and_a_failing_lookup_names_its_source() {
         text(&silent.stderr)
     );
 }
+
+/// An SRV answer too large for UDP comes truncated; the client asks again over TCP and
+/// gets every server, not the ones that fitted.
+#[test]
+fn an_srv_answer_too_large_for_udp_is_read_again_over_tcp() {
+    let records: Vec<String> = (0..60)
+        .map(|i| {
+            format!(
+                "--srv-host=_cmdchan._tcp.many.example,host{i:02}.many.example,{},10,5",
+                7000 + i
+            )
+        })
+        .collect();
+    let dns = Dns::serve(&records);
+    let source = format!("srv:_cmdchan._tcp.many.example@127.0.0.1:{}", dns.port);
+    let hosts = run(Command::new(bin("cmdchan")).args(["--inventory", &source, "hosts"]));
+    assert_eq!(hosts.status.code(), Some(0), "{}", text(&hosts.stderr));
+    assert_eq!(
+        text(&hosts.stdout).lines().count(),
+        60,
+        "{}",
+        text(&hosts.stdout)
+    );
+    assert!(text(&hosts.stdout).contains("host59.many.example host59.many.example:7059"));
+}
