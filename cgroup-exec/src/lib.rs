@@ -14,6 +14,11 @@ use std::os::fd::AsRawFd;
 /// Makes the program `cmd` starts join the cgroup whose `cgroup.procs` is `procs`
 /// (opened for writing) before it execs. If the write fails the spawn fails with its
 /// error, and nothing runs.
+///
+/// The standard library runs this hook after it has dropped to the command's user and
+/// group; the write still succeeds because cgroup v2 checks a write to `cgroup.procs`
+/// against the credentials of whoever opened the file (the server, here), not of the
+/// writer (Linux 5.16 and later; Debian 12 ships 6.1).
 pub fn join_before_exec(cmd: &mut tokio::process::Command, procs: File) {
     #[allow(
         unsafe_code,
