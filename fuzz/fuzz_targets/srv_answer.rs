@@ -6,11 +6,11 @@
 use cmdchan::inventory::srv;
 use libfuzzer_sys::fuzz_target;
 
+/// The question the fuzzed answers answer: `_cmdchan._tcp.x`, ID 0x1234.
+const QUERY: &[u8] = b"\x12\x34\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00\x08_cmdchan\x04_tcp\x01x\x00\x00\x21\x00\x01";
+
 fuzz_target!(|answer: &[u8]| {
-    let id = answer
-        .get(..2)
-        .map_or(0, |b| u16::from_be_bytes([b[0], b[1]]));
-    if let Ok(records) = srv::parse(answer, id) {
+    if let Ok(records) = srv::parse(answer, QUERY) {
         for r in records {
             assert!(r
                 .target

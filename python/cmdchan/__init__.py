@@ -99,6 +99,9 @@ class UsageError(Error, ValueError):
 _UNREACHABLE = {"cannot connect", "handshake failed", "refused before tls", "not tls", "no tls reply", "wrong zone"}
 
 
+_USAGE = {"usage", "credential", "no address", "no zone key", "stdin"}
+
+
 def _error(obj: Dict[str, Any]) -> Error:
     error = obj.get("error", {})
     number, code = error.get("number", 0), error.get("code", "")
@@ -112,7 +115,9 @@ def _error(obj: Dict[str, Any]) -> Error:
         return ConnectionLost(obj)
     if code == "protocol error":
         return ProtocolError(obj)
-    return UsageError(obj)
+    if code in _USAGE:
+        return UsageError(obj)
+    return Error(obj)  # "not started", "tls setup", and codes of a newer client
 
 
 def _text(obj: Dict[str, Any], stream: str) -> bytes:
@@ -271,22 +276,43 @@ def _params(params: Params) -> List[Tuple[str, str]]:
     return [(k, text(v)) for k, v in (params or {}).items()]
 
 
-def _stdin(stdin: Stdin) -> Tuple[Optional[bytes], Optional[str]]:
-    """Bytes are sent as they are; a path or a file with a descriptor is read as it is
-    sent (a pipe included, without holding it all); another file object is read whole."""
-    if stdin is None:
-        return None, None
-    if isinstance(stdin, (bytes, bytearray, memoryview)):
-        return bytes(stdin), None
-    if isinstance(stdin, str):
-        return stdin.encode(), None
-    if isinstance(stdin, os.PathLike):
-        return None, os.fspath(stdin)
-    try:
-        fd = stdin.fileno()
-    except (AttributeError, OSError, ValueError):
-        return stdin.read(), None
-    return None, f"/proc/self/fd/{fd}"
+class _Stdin:
+    """What a call sends as stdin. Bytes are sent as they are; a path, or a file with a
+    descriptor, is opened by the call itself (through a duplicate of the descriptor,
+    closed once the call has it) and read as it is sent, a pipe included, without
+    holding it all; a regular file from its current position. Another file object is
+    read whole first. Use it as a context manager around the native call."""
+
+    def __init__(self, stdin: Stdin):
+        self.data: Optional[bytes] = None
+        self.path: Optional[str] = None
+        self.offset: Optional[int] = None
+        self._dup: Optional[int] = None
+        if stdin is None:
+            return
+        if isinstance(stdin, (bytes, bytearray, memoryview)):
+            self.data = bytes(stdin)
+        elif isinstance(stdin, str):
+            self.data = stdin.encode()
+        elif isinstance(stdin, os.PathLike):
+            self.path = os.fspath(stdin)
+        else:
+            try:
+                fd = stdin.fileno()
+            except (AttributeError, OSError, ValueError):
+                self.data = stdin.read()
+                return
+            if getattr(stdin, "seekable", lambda: False)():
+                self.offset = stdin.tell()
+            self._dup = os.dup(fd)
+            self.path = f"/proc/self/fd/{self._dup}"
+
+    def __enter__(self) -> "_Stdin":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._dup is not None:
+            os.close(self._dup)
 
 
 class Client:
@@ -314,7 +340,10 @@ class Client:
                 os.fspath(credential), zone, list(inventory), connect_timeout, answer_timeout, retries, max_output
             )
         except ValueError as e:
-            raise UsageError({"exit": 78, "error": {"code": "credential", "number": 101, "message": str(e)}}) from None
+            message = str(e)
+            if message.startswith("credential"):
+                raise UsageError({"exit": 78, "error": {"code": "credential", "number": 101, "message": message}}) from None
+            raise _usage(e) from None
 
     @property
     def name(self) -> str:
@@ -334,10 +363,13 @@ class Client:
         """Runs ``command`` with ``args`` (and named ``params``) on one server: a name of
         the inventory, or ``HOST[:PORT]``. A program's non-zero exit is a result; a
         refusal or a failure to reach the server raises :class:`Error`."""
-        data, path = _stdin(stdin)
-        return _result(
-            _call(self._native.run, address, command, list(args), _params(params), server_id, data, path, detach, None)
-        )
+        with _Stdin(stdin) as s:
+            return _result(
+                _call(
+                    self._native.run, address, command, list(args), _params(params), server_id,
+                    s.data, s.path, s.offset, detach, None,
+                )
+            )
 
     async def run_async(self, address: Optional[str], command: str, *args: str, **options: Any) -> Result:
         """:meth:`run` for asyncio: it waits in a thread, without the GIL."""
@@ -355,10 +387,13 @@ class Client:
         stdin: Stdin = None,
     ) -> Stream:
         """As :meth:`run`, with the output given as it arrives."""
-        data, path = _stdin(stdin)
-        return Stream(
-            _call(self._native.stream, address, command, list(args), _params(params), server_id, data, path, None)
-        )
+        with _Stdin(stdin) as s:
+            return Stream(
+                _call(
+                    self._native.stream, address, command, list(args), _params(params), server_id,
+                    s.data, s.path, s.offset, None,
+                )
+            )
 
     def fanout(
         self,
@@ -378,15 +413,15 @@ class Client:
         means every selector must match), ``parallel`` at once, in batches, stopping as
         ``canary`` and ``max_failures`` (``3`` or ``"10%"``) say."""
         selectors = [selector] if isinstance(selector, str) else list(selector)
-        data, path = _stdin(stdin)
         failures = None if max_failures is None else str(max_failures)
-        return FanOut(
-            _call(
-                self._native.fanout,
-                selectors, command, list(args), _params(params), data, path,
-                parallel, batch, canary, failures, deadline, per_server, None,
+        with _Stdin(stdin) as s:
+            return FanOut(
+                _call(
+                    self._native.fanout,
+                    selectors, command, list(args), _params(params), s.data, s.path, s.offset,
+                    parallel, batch, canary, failures, deadline, per_server, None,
+                )
             )
-        )
 
     # Jobs, as `cmdchan job …` has them.
 
@@ -414,10 +449,13 @@ class Client:
     ) -> Result:
         """Runs the request approved in the file on one server (by default the one it
         names, if it names one)."""
-        data, path = _stdin(stdin)
-        return _result(
-            _call(self._native.run, address, "", [], [], server_id, data, path, False, os.fspath(approval))
-        )
+        with _Stdin(stdin) as s:
+            return _result(
+                _call(
+                    self._native.run, address, "", [], [], server_id, s.data, s.path, s.offset,
+                    False, os.fspath(approval),
+                )
+            )
 
     def fanout_approved(self, approval: Union[str, "os.PathLike[str]"], selector: Union[str, Sequence[str]], **options: Any) -> FanOut:
         """Runs the request approved in the file on every server the selector picks."""
@@ -425,7 +463,7 @@ class Client:
         return FanOut(
             _call(
                 self._native.fanout,
-                selectors, "", [], [], None, None,
+                selectors, "", [], [], None, None, None,
                 options.get("parallel", 32), options.get("batch"), options.get("canary"),
                 None if options.get("max_failures") is None else str(options["max_failures"]),
                 options.get("deadline"), options.get("per_server", 60.0), os.fspath(approval),

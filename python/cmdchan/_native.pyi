@@ -26,6 +26,7 @@ class Native:
         server_id: Optional[str] = ...,
         stdin: Optional[bytes] = ...,
         stdin_path: Optional[str] = ...,
+        stdin_offset: Optional[int] = ...,
         detach: bool = ...,
         approval: Optional[str] = ...,
     ) -> Dict[str, Any]: ...
@@ -38,6 +39,7 @@ class Native:
         server_id: Optional[str] = ...,
         stdin: Optional[bytes] = ...,
         stdin_path: Optional[str] = ...,
+        stdin_offset: Optional[int] = ...,
         approval: Optional[str] = ...,
     ) -> Streamed: ...
     def fanout(
@@ -48,6 +50,7 @@ class Native:
         params: List[Tuple[str, str]],
         stdin: Optional[bytes] = ...,
         stdin_path: Optional[str] = ...,
+        stdin_offset: Optional[int] = ...,
         parallel: int = ...,
         batch: Optional[int] = ...,
         canary: Optional[int] = ...,

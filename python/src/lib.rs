@@ -27,19 +27,49 @@ use cmdchan::{
 /// handshakes are CPU-bound, and a second worker on a small machine only contends with
 /// the Python thread that reads the results.
 fn runtime() -> PyResult<&'static tokio::runtime::Runtime> {
-    static RUNTIME: OnceLock<Result<tokio::runtime::Runtime, String>> = OnceLock::new();
-    RUNTIME
-        .get_or_init(|| {
-            tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(1)
-                .thread_name("cmdchan")
-                .enable_all()
-                .build()
-                .map_err(|e| e.to_string())
-        })
+    static RUNTIME: OnceLock<(u32, Result<tokio::runtime::Runtime, String>)> = OnceLock::new();
+    let (pid, runtime) = RUNTIME.get_or_init(|| {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("cmdchan")
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string());
+        (std::process::id(), runtime)
+    });
+    // A forked child has the runtime's memory but not its thread: nothing would run.
+    if *pid != std::process::id() {
+        return Err(PyRuntimeError::new_err(
+            "cmdchan was used before this process forked, and its threads did not come along: use it only in the child (multiprocessing's spawn start method), or create clients after forking",
+        ));
+    }
+    runtime
         .as_ref()
         .map_err(|e| PyRuntimeError::new_err(format!("cannot start the cmdchan runtime: {e}")))
 }
+
+/// Runs `fut` to its end on the runtime without the GIL, looking for signals (Ctrl-C)
+/// every 200 ms: an interrupt drops the call, which closes its connection (the server
+/// then stops the program, as for any client that left).
+fn wait<F>(py: Python<'_>, fut: F) -> PyResult<F::Output>
+where
+    F: std::future::Future + Send,
+    F::Output: Send,
+{
+    let rt = runtime()?;
+    let mut fut = Box::pin(fut);
+    loop {
+        let slice =
+            py.detach(|| rt.block_on(async { tokio::time::timeout(SLICE, fut.as_mut()).await }));
+        match slice {
+            Ok(out) => return Ok(out),
+            Err(_) => py.check_signals()?,
+        }
+    }
+}
+
+/// How long a wait goes before it looks for signals.
+const SLICE: Duration = Duration::from_millis(200);
 
 /// A client: one credential (its TLS context built once), the inventory sources, and
 /// the settings every call uses.
@@ -64,23 +94,40 @@ struct Call {
     approval: Option<Arc<ApprovalFile>>,
 }
 
-/// A program's stdin: none, bytes, or a file the caller opened (read as it is sent).
-#[derive(Clone)]
+/// A program's stdin: none, bytes, or a file opened when the call is made (read as it
+/// is sent).
 enum Stdin {
     None,
-    Bytes(Arc<Vec<u8>>),
-    Path(PathBuf),
+    Bytes(Vec<u8>),
+    File(std::fs::File),
 }
 
 impl Stdin {
-    async fn open(&self) -> Result<Option<cmdchan::Input>, Error> {
-        Ok(match self {
+    /// `data`, or the file at `path` (the caller's open file, by /proc/self/fd) from
+    /// byte `offset` (a regular file's current position), opened now: the caller may
+    /// close its own descriptor as soon as the call returns.
+    fn of(data: Option<Vec<u8>>, path: Option<PathBuf>, offset: Option<u64>) -> PyResult<Stdin> {
+        use std::io::{Seek, SeekFrom};
+        let Some(path) = path.filter(|_| data.is_none()) else {
+            return Ok(data.map_or(Stdin::None, Stdin::Bytes));
+        };
+        let opened = std::fs::File::open(&path).and_then(|mut file| {
+            if let Some(offset) = offset {
+                file.seek(SeekFrom::Start(offset))?;
+            }
+            Ok(file)
+        });
+        opened
+            .map(Stdin::File)
+            .map_err(|e| PyValueError::new_err(format!("stdin cannot be read: {e}")))
+    }
+
+    fn input(self) -> Option<cmdchan::Input> {
+        match self {
             Stdin::None => None,
-            Stdin::Bytes(b) => Some(Box::new(std::io::Cursor::new(b.as_ref().clone()))),
-            Stdin::Path(p) => Some(Box::new(
-                tokio::fs::File::open(p).await.map_err(Error::Input)?,
-            )),
-        })
+            Stdin::Bytes(b) => Some(Box::new(std::io::Cursor::new(b))),
+            Stdin::File(f) => Some(Box::new(tokio::fs::File::from_std(f))),
+        }
     }
 }
 
@@ -93,14 +140,6 @@ fn params_of(params: Vec<(String, String)>) -> Vec<Param> {
         .into_iter()
         .map(|(name, value)| Param { name, value })
         .collect()
-}
-
-fn stdin_of(data: Option<Vec<u8>>, path: Option<PathBuf>) -> Stdin {
-    match (data, path) {
-        (Some(b), _) => Stdin::Bytes(Arc::new(b)),
-        (None, Some(p)) => Stdin::Path(p),
-        (None, None) => Stdin::None,
-    }
 }
 
 fn approval_of(path: Option<PathBuf>, cred: &Credential) -> PyResult<Option<Arc<ApprovalFile>>> {
@@ -238,7 +277,7 @@ impl Native {
             .connector
             .connect(call.address.as_deref(), options)
             .await?;
-        if let Some(input) = call.stdin.open().await? {
+        if let Some(input) = call.stdin.input() {
             client.set_input(input);
         }
         let mut request = client.request(&call.command, &call.args)?;
@@ -306,7 +345,7 @@ impl Native {
     }
 
     /// One command on one server; its `--json` object as text.
-    #[pyo3(signature = (address, command, args, params, server_id=None, stdin=None, stdin_path=None, detach=false, approval=None))]
+    #[pyo3(signature = (address, command, args, params, server_id=None, stdin=None, stdin_path=None, stdin_offset=None, detach=false, approval=None))]
     #[allow(
         clippy::too_many_arguments,
         reason = "the Python keyword arguments, one each"
@@ -321,19 +360,31 @@ impl Native {
         server_id: Option<String>,
         stdin: Option<Vec<u8>>,
         stdin_path: Option<PathBuf>,
+        stdin_offset: Option<u64>,
         detach: bool,
         approval: Option<PathBuf>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let call = self.prepare(
-            address, command, args, params, server_id, stdin, stdin_path, detach, approval,
-        )?;
-        let rt = runtime()?;
-        let value = py.detach(|| rt.block_on(self.call(call, None)));
+        // Resolving a name may run an inventory command or ask DNS: without the GIL.
+        let call = py.detach(|| {
+            self.prepare(
+                address,
+                command,
+                args,
+                params,
+                server_id,
+                stdin,
+                stdin_path,
+                stdin_offset,
+                detach,
+                approval,
+            )
+        })?;
+        let value = wait(py, self.call(call, None))?;
         to_python(py, &value)
     }
 
     /// As `run`, its output given as it comes (`Streamed.next`).
-    #[pyo3(signature = (address, command, args, params, server_id=None, stdin=None, stdin_path=None, approval=None))]
+    #[pyo3(signature = (address, command, args, params, server_id=None, stdin=None, stdin_path=None, stdin_offset=None, approval=None))]
     #[allow(
         clippy::too_many_arguments,
         reason = "the Python keyword arguments, one each"
@@ -348,35 +399,57 @@ impl Native {
         server_id: Option<String>,
         stdin: Option<Vec<u8>>,
         stdin_path: Option<PathBuf>,
+        stdin_offset: Option<u64>,
         approval: Option<PathBuf>,
     ) -> PyResult<Streamed> {
-        let call = slf.get().prepare(
-            address, command, args, params, server_id, stdin, stdin_path, false, approval,
-        )?;
+        let native = slf.get();
+        let call = py.detach(|| {
+            native.prepare(
+                address,
+                command,
+                args,
+                params,
+                server_id,
+                stdin,
+                stdin_path,
+                stdin_offset,
+                false,
+                approval,
+            )
+        })?;
         let (tx, rx) = mpsc::channel(64);
         let native = slf.clone_ref(py);
         runtime()?.spawn(async move {
-            let json = native.get().call(call, Some(tx.clone())).await;
-            let _ = tx.send(Item::Done(json)).await;
+            // A Stream dropped before its end ends the call: its connection closes, and
+            // the server stops the program, even one that prints nothing.
+            let abandoned = tx.clone();
+            tokio::select! {
+                json = native.get().call(call, Some(tx.clone())) => {
+                    let _ = tx.send(Item::Done(json)).await;
+                }
+                () = abandoned.closed() => {}
+            }
         });
         Ok(Streamed { rx: Mutex::new(rx) })
     }
 
     /// One command on every server the selectors pick from the inventory; each
     /// server's object as it finishes, then the summary (`FanOut.next`).
-    #[pyo3(signature = (selectors, command, args, params, stdin=None, stdin_path=None, parallel=32, batch=None, canary=None, max_failures=None, deadline=None, per_server=60.0, approval=None))]
+    #[pyo3(signature = (selectors, command, args, params, stdin=None, stdin_path=None, stdin_offset=None, parallel=32, batch=None, canary=None, max_failures=None, deadline=None, per_server=60.0, approval=None))]
     #[allow(
         clippy::too_many_arguments,
         reason = "the Python keyword arguments, one each"
     )]
     fn fanout(
         &self,
+        py: Python<'_>,
         selectors: Vec<String>,
         command: String,
         args: Vec<String>,
         params: Vec<(String, String)>,
         stdin: Option<Vec<u8>>,
         stdin_path: Option<PathBuf>,
+        stdin_offset: Option<u64>,
         parallel: usize,
         batch: Option<usize>,
         canary: Option<usize>,
@@ -389,8 +462,8 @@ impl Native {
             .iter()
             .map(|s| s.parse::<Selector>().map_err(PyValueError::new_err))
             .collect::<PyResult<Vec<_>>>()?;
-        let hosts = cmdchan::inventory::load(&self.inventory)
-            .and_then(|i| i.select(&selectors))
+        let hosts = py
+            .detach(|| cmdchan::inventory::load(&self.inventory).and_then(|i| i.select(&selectors)))
             .map_err(PyValueError::new_err)?;
         if hosts.is_empty() {
             return Err(PyValueError::new_err(
@@ -407,17 +480,14 @@ impl Native {
             cmd.params = file.params.clone();
             cmd.detach = file.detach;
         }
+        let approval_zone = approval.as_ref().map(|f| f.zone.clone());
         cmd.approved = approval;
-        let input: Option<cmdchan::Input> = match stdin_of(stdin, stdin_path) {
-            Stdin::None => None,
-            Stdin::Bytes(b) => Some(Box::new(std::io::Cursor::new(b.as_ref().clone()))),
-            Stdin::Path(p) => Some(Box::new(
-                std::fs::File::open(&p)
-                    .map(tokio::fs::File::from_std)
-                    .map_err(|e| PyValueError::new_err(format!("{}: {e}", p.display())))?,
-            )),
-        };
-        cmd.stdin = input.map(|i| SharedInput::new(i, cmdchan::input::SHARED_LIMIT));
+        let input = Stdin::of(stdin, stdin_path, stdin_offset)?;
+        let rt = runtime()?;
+        // The file becomes a tokio file inside the runtime, which reads it.
+        cmd.stdin = rt
+            .block_on(async { input.input() })
+            .map(|i| SharedInput::new(i, cmdchan::input::SHARED_LIMIT));
         let seconds = |s: f64| {
             Duration::try_from_secs_f64(s)
                 .map_err(|_| PyValueError::new_err(format!("{s} is not a duration in seconds")))
@@ -433,7 +503,10 @@ impl Native {
             per_server: seconds(per_server)?,
             deadline: deadline.map(seconds).transpose()?,
             check: None,
-            options: self.options.clone(),
+            options: Options {
+                zone: self.options.zone.clone().or(approval_zone),
+                ..self.options.clone()
+            },
         };
         let (tx, rx) = mpsc::channel(64);
         let connector = self.connector.clone();
@@ -490,6 +563,7 @@ impl Native {
         server_id: Option<String>,
         stdin: Option<Vec<u8>>,
         stdin_path: Option<PathBuf>,
+        stdin_offset: Option<u64>,
         detach: bool,
         approval: Option<PathBuf>,
     ) -> PyResult<Call> {
@@ -499,6 +573,7 @@ impl Native {
             _ => None,
         });
         let (address, server_id, zone) = self.resolve(address.or(only), server_id)?;
+        let zone = zone.or_else(|| approval.as_ref().map(|f| f.zone.clone()));
         Ok(Call {
             address,
             server_id,
@@ -506,7 +581,7 @@ impl Native {
             command,
             args,
             params: params_of(params),
-            stdin: stdin_of(stdin, stdin_path),
+            stdin: Stdin::of(stdin, stdin_path, stdin_offset)?,
             detach,
             approval,
         })
@@ -601,6 +676,24 @@ impl Summary {
     }
 }
 
+/// The next item of `rx` (none at its end), waiting without the GIL and looking for
+/// signals between slices.
+fn recv(py: Python<'_>, rx: &Mutex<mpsc::Receiver<Item>>) -> PyResult<Option<Item>> {
+    let rt = runtime()?;
+    let mut rx = rx
+        .lock()
+        .map_err(|_| PyRuntimeError::new_err("a previous read of this result failed"))?;
+    loop {
+        let receiver = &mut *rx;
+        let got =
+            py.detach(|| rt.block_on(async { tokio::time::timeout(SLICE, receiver.recv()).await }));
+        match got {
+            Ok(item) => return Ok(item),
+            Err(_) => py.check_signals()?,
+        }
+    }
+}
+
 /// A running call's output, then its result.
 #[pyclass(module = "cmdchan._native")]
 struct Streamed {
@@ -612,7 +705,7 @@ impl Streamed {
     /// `("stdout"|"stderr", bytes)` as output comes, then `("result", dict)`, then None.
     /// Waits without the GIL.
     fn next<'py>(&self, py: Python<'py>) -> PyResult<Option<(&'static str, Bound<'py, PyAny>)>> {
-        let item = py.detach(|| self.rx.lock().map_or(None, |mut rx| rx.blocking_recv()));
+        let item = recv(py, &self.rx)?;
         item.map(|item| {
             Ok(match item {
                 Item::Output(Stream::Stdout, data) => {
@@ -639,16 +732,13 @@ impl FanOut {
     /// The next server's object (or, last, the summary); None at the end. Waits
     /// without the GIL.
     fn next<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyAny>>> {
-        let value = py.detach(|| {
-            let mut rx = self.rx.lock().ok()?;
-            loop {
-                match rx.blocking_recv()? {
-                    Item::Done(value) => return Some(value),
-                    Item::Output(..) => continue,
-                }
+        loop {
+            match recv(py, &self.rx)? {
+                Some(Item::Done(value)) => return to_python(py, &value).map(Some),
+                Some(Item::Output(..)) => continue,
+                None => return Ok(None),
             }
-        });
-        value.map(|v| to_python(py, &v)).transpose()
+        }
     }
 }
 

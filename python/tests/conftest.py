@@ -16,7 +16,7 @@ BIN = pathlib.Path(os.environ.get("CMDCHAN_BIN", ROOT / "target" / "debug"))
 
 POLICY = """
 [roles.ops]
-commands = ["hello", "slow", "count", "cat", "backup", "restart", "whoami"]
+commands = ["hello", "slow", "count", "cat", "backup", "restart", "whoami", "quiet"]
 [roles.lead]
 commands = ["ping"]
 [commands.hello]
@@ -25,6 +25,8 @@ program = "{dir}/hello.sh"
 program = "{dir}/slow.sh"
 [commands.count]
 program = "{dir}/count.sh"
+[commands.quiet]
+program = "{dir}/quiet.sh"
 [commands.cat]
 program = "/bin/cat"
 stdin = true
@@ -42,6 +44,7 @@ SCRIPTS = {
     "slow.sh": "for i in 1 2 3; do echo $i; sleep 0.4; done",
     "count.sh": 'echo x >> "$(dirname "$0")/runs"; echo counted',
     "backup.sh": "sleep 0.5; echo backed up",
+    "quiet.sh": 'sleep 2; echo done >> "$(dirname "$0")/quiet-ran"',
 }
 
 

@@ -66,6 +66,27 @@ def test_stdin_from_bytes_and_from_a_pipe(env):
     assert result.stdout == b"from a pipe\n" * 1000
 
 
+def test_a_file_object_is_sent_from_where_it_was_read_to(env):
+    server = env.server("s1")
+    client = cmdchan.Client(env.cred("alice", "ops"))
+    path = env.dir / "input.txt"
+    path.write_bytes(b"first\nsecond\nthird\n")
+    with open(path, "rb") as fh:
+        fh.readline()
+        result = client.run(server.address, "cat", server_id="s1", stdin=fh)
+    assert result.stdout == b"second\nthird\n"
+
+
+def test_a_stream_dropped_before_its_end_stops_a_quiet_program(env):
+    server = env.server("s1")
+    client = cmdchan.Client(env.cred("alice", "ops"))
+    stream = client.stream(server.address, "quiet", server_id="s1")
+    time.sleep(0.5)
+    del stream
+    time.sleep(2.5)
+    assert not (env.dir / "quiet-ran").exists(), "the program was stopped with its connection"
+
+
 def test_a_refusal_is_an_exception_with_the_cli_code_and_exit(env):
     server = env.server("s1")
     client = cmdchan.Client(env.cred("alice", "ops"))

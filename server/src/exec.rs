@@ -367,7 +367,8 @@ fn runs_dir(own: &Path) -> io::Result<PathBuf> {
     }
     let dir = own.join(format!("cmdchan-{}", std::process::id()));
     std::fs::create_dir(&dir)?;
-    // Proves a process can be moved in (the helper will do just that).
+    // Proves a run's cgroup can be made (each program joins its own between fork and
+    // exec).
     let probe = dir.join("probe");
     std::fs::create_dir(&probe)?;
     std::fs::remove_dir(&probe)?;

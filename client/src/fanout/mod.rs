@@ -293,12 +293,31 @@ impl Job {
             None => self.plan.per_server,
         };
         let index = self.index;
+        // Nobody reads the results any more (a program's caller stopped reading): no
+        // server starts, and a running one is dropped like one past its limit.
+        let gone = self.tx.clone();
+        let abandoned = async move {
+            match gone {
+                Some(tx) => tx.closed().await,
+                None => std::future::pending().await,
+            }
+        };
+        if self.tx.as_ref().is_some_and(mpsc::Sender::is_closed) {
+            return HostResult {
+                host: index,
+                outcome: Outcome::Failed(Error::Stopped),
+                duration: Duration::ZERO,
+            };
+        }
         // Dropping the run at the limit closes its connection: the server stops the
         // program as for any lost client (SIGTERM, then SIGKILL).
-        let outcome = match tokio::time::timeout(limit, self.exchange()).await {
-            Ok(Ok(reply)) => Outcome::Ran(reply),
-            Ok(Err(e)) => Outcome::Failed(e),
-            Err(_) => Outcome::TimedOut,
+        let outcome = tokio::select! {
+            run = tokio::time::timeout(limit, self.exchange()) => match run {
+                Ok(Ok(reply)) => Outcome::Ran(reply),
+                Ok(Err(e)) => Outcome::Failed(e),
+                Err(_) => Outcome::TimedOut,
+            },
+            () = abandoned => Outcome::Failed(Error::Stopped),
         };
         HostResult {
             host: index,

@@ -37,9 +37,9 @@ pub fn lookup(name: &str, server: Option<SocketAddr>) -> Result<Vec<Record>, Str
     let query = query(name, random_id())?;
     let mut last = String::from("no name server to ask");
     for server in servers {
-        match ask(&query, server) {
-            Ok(answer) => {
-                let mut records = parse(&answer, u16::from_be_bytes([query[0], query[1]]))?;
+        let answered = ask(&query, server).and_then(|answer| parse(&answer, &query));
+        match answered {
+            Ok(mut records) => {
                 records.sort_by(|a, b| (a.priority, b.weight).cmp(&(b.priority, a.weight)));
                 return Ok(records);
             }
@@ -126,16 +126,23 @@ fn ask(query: &[u8], server: SocketAddr) -> Result<Vec<u8>, String> {
     Ok(answer)
 }
 
-/// The SRV records of an answer to query `id`, each with its target's address if an A
-/// or AAAA record in the answer gives it.
-pub fn parse(answer: &[u8], id: u16) -> Result<Vec<Record>, String> {
+/// The SRV records an answer to `query` gives for the name asked (from its answer
+/// section), each with its target's address if an A or AAAA record in the answer gives
+/// it. An answer to another ID or another question is refused.
+pub fn parse(answer: &[u8], query: &[u8]) -> Result<Vec<Record>, String> {
     let mut r = Reader {
         bytes: answer,
         at: 0,
     };
-    if r.u16()? != id {
+    let mut q = Reader {
+        bytes: query,
+        at: 0,
+    };
+    if r.u16()? != q.u16()? {
         return Err("the answer is to another query".into());
     }
+    q.skip(10)?;
+    let asked = q.name()?;
     let flags = r.u16()?;
     if flags & 0x8000 == 0 {
         return Err("the name server sent a query, not an answer".into());
@@ -148,24 +155,34 @@ pub fn parse(answer: &[u8], id: u16) -> Result<Vec<Record>, String> {
         code => return Err(format!("the name server answered with error {code}")),
     }
     let (questions, answers, authority, additional) = (r.u16()?, r.u16()?, r.u16()?, r.u16()?);
-    for _ in 0..questions {
-        r.name()?;
-        r.skip(4)?;
+    if questions != 1 {
+        return Err("the answer does not repeat the one question asked".into());
+    }
+    let question = r.name()?;
+    let (kind, class) = (r.u16()?, r.u16()?);
+    if !question.eq_ignore_ascii_case(&asked) || kind != TYPE_SRV || class != 1 {
+        return Err(format!(
+            "the answer is about {question:?}, not the name asked"
+        ));
     }
     let mut records = Vec::new();
     let mut addresses = Vec::new();
     let all = u32::from(answers) + u32::from(authority) + u32::from(additional);
-    for _ in 0..all {
+    for index in 0..all {
         let owner = r.name()?;
-        let (kind, _class, _ttl, len) = (r.u16()?, r.u16()?, r.u32()?, r.u16()?);
+        let (kind, class, _ttl, len) = (r.u16()?, r.u16()?, r.u32()?, r.u16()?);
         let end = r.at + usize::from(len);
         if end > answer.len() {
             return Err("a record runs past the end of the answer".into());
         }
+        let in_answer = index < u32::from(answers);
         match kind {
-            TYPE_SRV => {
+            TYPE_SRV if in_answer && class == 1 && owner.eq_ignore_ascii_case(&asked) => {
                 let (priority, weight, port) = (r.u16()?, r.u16()?, r.u16()?);
-                let target = r.name()?;
+                let target = r.name()?.to_ascii_lowercase();
+                if r.at > end {
+                    return Err("an SRV record runs past its own length".into());
+                }
                 records.push(Record {
                     priority,
                     weight,
@@ -174,11 +191,11 @@ pub fn parse(answer: &[u8], id: u16) -> Result<Vec<Record>, String> {
                     address: None,
                 });
             }
-            TYPE_A if len == 4 => {
+            TYPE_A if len == 4 && class == 1 => {
                 let b = r.take(4)?;
                 addresses.push((owner, IpAddr::from([b[0], b[1], b[2], b[3]])));
             }
-            TYPE_AAAA if len == 16 => {
+            TYPE_AAAA if len == 16 && class == 1 => {
                 let b: [u8; 16] = r.take(16)?.try_into().map_err(|_| "short address")?;
                 addresses.push((owner, IpAddr::from(b)));
             }
@@ -306,7 +323,11 @@ mod tests {
 
     #[test]
     fn srv_records_and_their_addresses_read_from_an_answer() {
-        let records = parse(&answer(), 0x1234).expect("parses");
+        let records = parse(
+            &answer(),
+            &query("_cmdchan._tcp.x", 0x1234).expect("a name"),
+        )
+        .expect("parses");
         assert_eq!(records.len(), 2);
         assert_eq!(records[0].target, "web1.x");
         assert_eq!(
@@ -324,13 +345,19 @@ mod tests {
     #[test]
     fn a_cut_answer_a_forward_pointer_or_another_id_is_an_error() {
         let whole = answer();
+        let asked = query("_cmdchan._tcp.x", 0x1234).expect("a name");
         for cut in 0..whole.len() {
-            assert!(parse(&whole[..cut], 0x1234).is_err(), "cut at {cut}");
+            assert!(parse(&whole[..cut], &asked).is_err(), "cut at {cut}");
         }
-        assert!(parse(&whole, 0x4321).is_err());
+        assert!(parse(&whole, &query("_cmdchan._tcp.x", 0x4321).expect("a name")).is_err());
+        let other = query("_cmdchan._tcp.y", 0x1234).expect("a name");
+        assert!(
+            parse(&whole, &other).is_err(),
+            "an answer to another question"
+        );
         let mut forward = whole.clone();
         forward[12 + 21 + 1] = 0xff; // the first record's owner points past itself
-        assert!(parse(&forward, 0x1234).is_err());
+        assert!(parse(&forward, &asked).is_err());
     }
 
     #[test]
