@@ -423,3 +423,30 @@ fn an_emergency_role_runs_without_approvals_and_the_audit_says_so_loudly() {
         "{started}"
     );
 }
+
+/// Without an audit file the journal is the only record: an emergency run is still
+/// logged at WARN, naming the role and the command.
+#[test]
+fn an_emergency_run_is_logged_at_warn_also_without_an_audit_file() {
+    let env = TestEnv::new();
+    env.script(
+        "restart.sh",
+        "echo \"$1\" >> \"$(dirname \"$0\")/runs\"; echo restarted \"$1\"",
+    );
+    let dir = env.dir.path().to_str().unwrap();
+    let policy = env.write("policy.toml", &POLICY.replace("{dir}", dir));
+    let server = env.start(&["--policy", policy.to_str().unwrap()]);
+    let oscar = env.provision("oscar", "oncall", &[]);
+    let ran = env.cmdchan(&server, &oscar, &["restart", "nginx"]);
+    assert_eq!(ran.status.code(), Some(0), "{}", text(&ran.stderr));
+    assert!(
+        server.wait_for_log("emergency: a command that needs approvals runs without them"),
+        "{}",
+        server.log()
+    );
+    let line = server.log_lines("emergency:").join("\n");
+    assert!(
+        line.contains("WARN") && line.contains("oncall") && line.contains("restart"),
+        "{line}"
+    );
+}
