@@ -206,3 +206,20 @@ def test_the_example_rollout_runs_as_written(env):
     assert out.returncode == 0, out.stderr
     assert sorted(out.stdout.splitlines())[0].startswith("ok1: ok")
     assert env.runs() == 2
+
+
+def test_a_child_forked_after_a_call_is_told_instead_of_hanging(env):
+    server = env.server("s1")
+    client = cmdchan.Client(env.cred("alice", "ops"))
+    assert client.run(server.address, "whoami", server_id="s1").ok
+    pid = os.fork()
+    if pid == 0:
+        try:
+            client.run(server.address, "whoami", server_id="s1")
+        except RuntimeError as e:
+            os._exit(0 if "forked" in str(e) else 2)
+        except BaseException:
+            os._exit(3)
+        os._exit(1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
