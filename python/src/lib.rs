@@ -679,19 +679,10 @@ impl Summary {
 /// The next item of `rx` (none at its end), waiting without the GIL and looking for
 /// signals between slices.
 fn recv(py: Python<'_>, rx: &Mutex<mpsc::Receiver<Item>>) -> PyResult<Option<Item>> {
-    let rt = runtime()?;
     let mut rx = rx
         .lock()
         .map_err(|_| PyRuntimeError::new_err("a previous read of this result failed"))?;
-    loop {
-        let receiver = &mut *rx;
-        let got =
-            py.detach(|| rt.block_on(async { tokio::time::timeout(SLICE, receiver.recv()).await }));
-        match got {
-            Ok(item) => return Ok(item),
-            Err(_) => py.check_signals()?,
-        }
-    }
+    wait(py, rx.recv())
 }
 
 /// A running call's output, then its result.

@@ -99,6 +99,22 @@ impl TestEnv {
         text(&out.stdout)
     }
 
+    /// Signs a revocation list with this environment's root (`admin revoke` with `args`:
+    /// `--name`, `--min-epoch`, `--retire`, `--from`) into `out` in the scratch directory.
+    pub fn revoke(&self, args: &[&str], out: &str) -> PathBuf {
+        let path = self.path(out);
+        let mut all = vec![
+            "revoke",
+            "--root",
+            self.root.to_str().unwrap(),
+            "--out",
+            path.to_str().unwrap(),
+        ];
+        all.extend(args);
+        self.admin_ok(&all);
+        path
+    }
+
     /// Provisions `name` with `role` in zone [`ZONE`] (plus `extra` flags, such as more
     /// `--zone`s) into `NAME.cred`.
     pub fn provision(&self, name: &str, role: &str, extra: &[&str]) -> PathBuf {

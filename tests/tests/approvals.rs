@@ -46,6 +46,16 @@ type = "string"
 required = true
 "#;
 
+/// The policy in `env`, with the script its programs run (it counts runs in `runs`).
+fn policy(env: &TestEnv) -> PathBuf {
+    env.script(
+        "restart.sh",
+        "echo \"$1\" >> \"$(dirname \"$0\")/runs\"; echo restarted \"$1\"",
+    );
+    let dir = env.dir.path().to_str().unwrap();
+    env.write("policy.toml", &POLICY.replace("{dir}", dir))
+}
+
 struct Fleet {
     env: TestEnv,
     _servers: Vec<Server>,
@@ -55,12 +65,7 @@ struct Fleet {
 impl Fleet {
     fn start() -> Fleet {
         let env = TestEnv::new();
-        env.script(
-            "restart.sh",
-            "echo \"$1\" >> \"$(dirname \"$0\")/runs\"; echo restarted \"$1\"",
-        );
-        let dir = env.dir.path().to_str().unwrap();
-        let policy = env.write("policy.toml", &POLICY.replace("{dir}", dir));
+        let policy = policy(&env);
         let mut servers = Vec::new();
         let mut inventory = String::new();
         for name in ["s1", "s2", "s3"] {
@@ -384,16 +389,7 @@ fn every_tampered_or_void_approval_is_refused_with_its_own_code_and_nothing_runs
     // A revoked approver (a signed list pushed to the servers).
     let revoked = fleet.prepare(&alice, "revoked.toml", &[]);
     fleet.signed(&revoked, &[&erin, &carol]);
-    let list = env.path("v1.list");
-    env.admin_ok(&[
-        "revoke",
-        "--root",
-        env.root.to_str().unwrap(),
-        "--name",
-        "erin",
-        "--out",
-        list.to_str().unwrap(),
-    ]);
+    let list = env.revoke(&["--name", "erin"], "v1.list");
     let pushed = fleet.cmdchan(
         &bob,
         &["--on", "*", "revocations", "push", list.to_str().unwrap()],
@@ -429,12 +425,7 @@ fn an_emergency_role_runs_without_approvals_and_the_audit_says_so_loudly() {
 #[test]
 fn an_emergency_run_is_logged_at_warn_also_without_an_audit_file() {
     let env = TestEnv::new();
-    env.script(
-        "restart.sh",
-        "echo \"$1\" >> \"$(dirname \"$0\")/runs\"; echo restarted \"$1\"",
-    );
-    let dir = env.dir.path().to_str().unwrap();
-    let policy = env.write("policy.toml", &POLICY.replace("{dir}", dir));
+    let policy = policy(&env);
     let server = env.start(&["--policy", policy.to_str().unwrap()]);
     let oscar = env.provision("oscar", "oncall", &[]);
     let ran = env.cmdchan(&server, &oscar, &["restart", "nginx"]);

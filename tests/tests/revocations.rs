@@ -58,17 +58,7 @@ impl Fleet {
     }
 
     fn revoke(&self, args: &[&str], out: &str) -> PathBuf {
-        let path = self.env.path(out);
-        let mut all = vec![
-            "revoke",
-            "--root",
-            self.env.root.to_str().unwrap(),
-            "--out",
-            path.to_str().unwrap(),
-        ];
-        all.extend(args);
-        self.env.admin_ok(&all);
-        path
+        self.env.revoke(args, out)
     }
 }
 
@@ -150,16 +140,7 @@ fn a_signed_list_pushed_with_on_revokes_everywhere_and_older_or_forged_lists_are
         "{row}"
     );
     let other = TestEnv::new();
-    let forged = other.path("forged.list");
-    other.admin_ok(&[
-        "revoke",
-        "--root",
-        other.root.to_str().unwrap(),
-        "--out",
-        forged.to_str().unwrap(),
-        "--name",
-        "alice",
-    ]);
+    let forged = other.revoke(&["--name", "alice"], "forged.list");
     let mut text_forged = std::fs::read_to_string(&forged).unwrap();
     text_forged = text_forged.replace('\n', "");
     let forged_here = fleet.env.write("forged.list", &text_forged);
@@ -314,16 +295,7 @@ fn a_list_pushed_onto_a_full_disk_is_refused_and_not_applied_until_it_can_be_kep
     );
     let alice = env.provision("alice", "ops", &[]);
     let mallory = env.provision("mallory", "ops", &[]);
-    let list = env.path("v1.list");
-    env.admin_ok(&[
-        "revoke",
-        "--root",
-        env.root.to_str().unwrap(),
-        "--name",
-        "mallory",
-        "--out",
-        list.to_str().unwrap(),
-    ]);
+    let list = env.revoke(&["--name", "mallory"], "v1.list");
     let push = || {
         cmdchan_tests::cmdchan_in(
             &inventory,
