@@ -336,6 +336,25 @@ pub struct JobInfo {
     pub run: Option<CommandId>,
 }
 
+impl JobInfo {
+    /// What is said of an ID no job is known by (or not to this client).
+    pub fn unknown(id: CommandId) -> Self {
+        Self {
+            id,
+            state: JobState::Unknown,
+            client: String::new(),
+            command: String::new(),
+            started_at: 0,
+            ended_at: 0,
+            output_bytes: 0,
+            kept_bytes: 0,
+            stdout_sha256: [0; 32],
+            stderr_sha256: [0; 32],
+            run: None,
+        }
+    }
+}
+
 /// Where a job is: exactly one of these.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum JobState {

@@ -108,6 +108,8 @@ pub enum Refusal {
     /// This client used the command ID before, for a different request.
     Reused,
     StoreUnavailable(String),
+    /// The jobs' store (the pool's Redis) cannot answer for a job now.
+    JobsUnavailable(String),
     /// The request came before the previous request's program had the end of its
     /// stdin; that stdin was ended there.
     StdinOpen,
@@ -533,7 +535,9 @@ impl Refusal {
             Refusal::RateLimited { .. } => ErrorCode::RateLimited,
             Refusal::Replay => ErrorCode::Replay,
             Refusal::Reused => ErrorCode::Reused,
-            Refusal::StoreUnavailable(_) => ErrorCode::StoreUnavailable,
+            Refusal::StoreUnavailable(_) | Refusal::JobsUnavailable(_) => {
+                ErrorCode::StoreUnavailable
+            }
             Refusal::StdinOpen => ErrorCode::StdinOpen,
             Refusal::OutdatedList { .. } => ErrorCode::Outdated,
             Refusal::BadSignature(_) => ErrorCode::BadSignature,
@@ -573,7 +577,11 @@ impl Refusal {
     /// Whether an operator should look at it (logged at WARN): a security event, or a
     /// store that cannot take IDs (nothing runs until it can).
     pub fn is_warning(&self) -> bool {
-        self.is_security_event() || matches!(self, Refusal::StoreUnavailable(_))
+        self.is_security_event()
+            || matches!(
+                self,
+                Refusal::StoreUnavailable(_) | Refusal::JobsUnavailable(_)
+            )
     }
 
     /// Whether this is a strike against the connection: not a mistake, a server's own
@@ -586,6 +594,7 @@ impl Refusal {
                 | Refusal::Busy(_)
                 | Refusal::RateLimited { .. }
                 | Refusal::StoreUnavailable(_)
+                | Refusal::JobsUnavailable(_)
                 | Refusal::StdinOpen
                 | Refusal::OutdatedList { .. }
                 | Refusal::NoRevocationKey
@@ -622,6 +631,7 @@ impl fmt::Display for Refusal {
             Refusal::Replay => f.write_str("this command ID was already used"),
             Refusal::Reused => f.write_str("this client already used this command ID for a different request; use a fresh ID for each request"),
             Refusal::StoreUnavailable(why) => write!(f, "the replay store cannot take the command ID ({why}); try again later"),
+            Refusal::JobsUnavailable(why) => write!(f, "the job store cannot answer ({why}); try again later"),
             Refusal::StdinOpen => f.write_str("this request came before the end of the previous program's stdin (InputEnd); that stdin was ended there, and nothing of this request ran"),
             Refusal::OutdatedList { offered, kept } => write!(f, "this revocation list is version {offered}; this server keeps version {kept}, and takes only newer ones"),
             Refusal::BadSignature(why) => write!(f, "the revocation list {why}"),

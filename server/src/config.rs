@@ -38,7 +38,7 @@ pub struct Config {
     /// Where command IDs are remembered.
     pub replay_store: StoreSpec,
     /// The jobs' results.
-    pub job_store: PathBuf,
+    pub job_store: crate::jobs::Place,
     /// The newest signed revocation list this server was given.
     pub revocation_list: PathBuf,
     /// Flush the replay log to disk after every write.
@@ -172,8 +172,9 @@ settings! {
         /// Hash-chained audit file (JSON lines), appended to; reopened on SIGHUP.
         #[arg(long)]
         audit_log: PathBuf => Restart,
-        /// Directory of the jobs' results [default: DIR.jobs beside a replay store in
-        /// file:DIR, else jobs/ in the state directory].
+        /// Directory of the jobs' results [default: with a redis:// replay store, that
+        /// Redis, shared by the pool; DIR.jobs beside a replay store in file:DIR; else
+        /// jobs/ in the state directory].
         #[arg(long)]
         job_store: PathBuf => Restart,
         /// Where the newest signed revocation list this server was given is kept
@@ -412,7 +413,11 @@ impl Config {
             policy: o.policy,
             audit_log: o.audit_log,
             metrics: o.metrics,
-            job_store: o.job_store.unwrap_or_else(|| replay_store.beside("jobs")),
+            job_store: match (o.job_store, &replay_store) {
+                (Some(dir), _) => crate::jobs::Place::Dir(dir),
+                (None, StoreSpec::Redis(url)) => crate::jobs::Place::Redis(url.clone()),
+                (None, _) => crate::jobs::Place::Dir(replay_store.beside("jobs")),
+            },
             revocation_list: o
                 .revocation_list
                 .unwrap_or_else(|| replay_store.beside("revocations")),

@@ -21,6 +21,7 @@ pub mod notice;
 pub mod outcome;
 pub mod policy;
 pub mod rate;
+pub mod redis_link;
 pub mod replay;
 pub mod revoke;
 pub mod run;

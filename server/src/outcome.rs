@@ -172,12 +172,17 @@ impl Iterator for Bodies {
     }
 }
 
+/// Whether a retry of this entry runs its built-in again (it has no effect).
+pub fn reruns(entry: &Entry) -> bool {
+    matches!(entry.state, State::Done(Answer::Builtin))
+}
+
 /// The answer to a retry of a claimed ID, from what the store has of it: the kept
-/// answer, a built-in run again (`rerun`: it has no effect), or why not.
-pub fn retried(entry: Entry, rerun: Option<impl FnOnce() -> Outcome>) -> Retry {
+/// answer, a built-in run again (`rerun`, when [`reruns`]), or why not.
+pub fn retried(entry: Entry, rerun: Option<Outcome>) -> Retry {
     match (entry.state, rerun) {
         (State::Done(Answer::Kept(bodies)), _) => Retry::Kept(bodies),
-        (State::Done(Answer::Builtin), Some(rerun)) => Retry::Builtin(Box::new(rerun())),
+        (State::Done(Answer::Builtin), Some(rerun)) => Retry::Builtin(Box::new(rerun)),
         (State::Running, _) => Retry::InProgress,
         (State::Done(Answer::Interrupted), _) => Retry::Interrupted,
         _ => Retry::Dropped,

@@ -12,6 +12,7 @@ use tracing::{info, warn};
 
 use cmdchan_common::time;
 
+use crate::audit::JobEnded;
 use crate::connection;
 use crate::gate::Turned;
 use crate::metrics::ResultLabel;
@@ -24,14 +25,29 @@ pub async fn run(listener: TcpListener, shared: Arc<Shared>, shutdown: impl Futu
     let tracker = TaskTracker::new();
     // Upkeep, once a second: reap what programs left behind, write refusal summaries,
     // drop jobs' results past their retention (whole files).
+    // In a pool sharing its jobs in Redis, this also renews the process's lease and
+    // records the jobs of processes gone quiet as lost.
     let upkeep = shared.clone();
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
+        let mut failing = false;
         loop {
             tick.tick().await;
             crate::exec::reap_orphans();
             upkeep.audit.flush(time::now());
-            upkeep.jobs.maintain(time::now());
+            match upkeep.jobs.maintain(time::now()).await {
+                Ok(lost) => {
+                    failing = false;
+                    for info in lost {
+                        upkeep.audit.job_ended(&JobEnded::lost(info));
+                    }
+                }
+                Err(e) if !failing => {
+                    failing = true;
+                    warn!(error = %e, "cannot keep up the job store; retrying every second");
+                }
+                Err(_) => {}
+            }
         }
     });
     let mut turned_away = Throttle::default();

@@ -148,8 +148,13 @@ impl Shared {
             per_job: config.limits.job_output_cap,
             total: config.limits.job_store_cap,
         };
-        let jobs = Jobs::open(&config.job_store, bounds, cmdchan_common::time::now())
-            .with_context(|| format!("opening the job store {}", config.job_store.display()))?;
+        let jobs = Jobs::open(
+            &config.job_store,
+            config.server_id.as_str(),
+            bounds,
+            cmdchan_common::time::now(),
+        )
+        .with_context(|| format!("opening the job store {:?}", config.job_store))?;
         for lost in jobs.take_lost() {
             audit.job_ended(&JobEnded::lost(lost));
         }

@@ -194,11 +194,13 @@ impl TestEnv {
                 &format!("file:{}", self.path("replay").display()),
             ]);
         }
-        if !extra.contains(&"--job-store") && !extra.contains(&"--config") {
+        let store = extra.iter().skip_while(|a| **a != "--replay-store").nth(1);
+        // A pool on one Redis keeps its jobs there (the server's default).
+        let in_redis = store.is_some_and(|s| s.starts_with("redis"));
+        if !extra.contains(&"--job-store") && !extra.contains(&"--config") && !in_redis {
             // One directory per environment, as a restart finds its jobs again; a server
-            // whose command IDs are not in the environment's files (in memory, or a
-            // pool's on one Redis) gets one of its own.
-            let store = extra.iter().skip_while(|a| **a != "--replay-store").nth(1);
+            // whose command IDs are not in the environment's files (in memory) gets one
+            // of its own.
             let shared = store.is_some_and(|s| !s.starts_with("file:"));
             let dir = match shared {
                 true => self.path(&format!(

@@ -2,7 +2,8 @@
 //! `cmdchan job …` finds it again — after the client left, after a reload, after the
 //! server was killed (lost), past its retention (expired) — for its owner only unless a
 //! role may read every client's, following it live across a dropped connection, and
-//! with the digests of what it printed in the audit trail.
+//! with the digests of what it printed in the audit trail; and in a pool of processes
+//! sharing a real Redis, found, followed and declared lost by any of them.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -10,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use cmdchan_tests::{bin, eventually, run, text, CutProxy, Server, TestEnv, SERVER_ID};
+use cmdchan_tests::{bin, eventually, run, text, CutProxy, Redis, Server, TestEnv, SERVER_ID};
 
 const POLICY: &str = r#"
 [roles.ops]
@@ -491,4 +492,165 @@ fn the_spool_of_full_output_verifies_against_the_chain_and_an_edit_of_it_is_caug
     assert!(cut.contains("the spool holds no output of run"), "{cut}");
     assert!(cut.contains("an entry cut short"), "{cut}");
     drop(server);
+}
+
+/// A pool on one Redis: `a` runs the jobs, `b` answers for them.
+fn pool(redis: &Redis, extra: &[&str]) -> (Jobs, Server, Server) {
+    pool_on(&redis.url(), extra)
+}
+
+fn pool_on(url: &str, extra: &[&str]) -> (Jobs, Server, Server) {
+    let mut args = vec!["--replay-store", url];
+    args.extend_from_slice(extra);
+    let (jobs, a) = Jobs::new(&args);
+    let log_b = jobs.env.path("audit-b.log");
+    let log_a = jobs.env.path("audit.log");
+    let args_b: Vec<String> = jobs
+        .args
+        .iter()
+        .map(|arg| match arg == log_a.to_str().unwrap() {
+            true => log_b.to_str().unwrap().to_owned(),
+            false => arg.clone(),
+        })
+        .collect();
+    let b = jobs
+        .env
+        .start(&args_b.iter().map(String::as_str).collect::<Vec<_>>());
+    (jobs, a, b)
+}
+
+#[test]
+fn in_a_pool_on_redis_any_process_follows_reads_and_finds_lost_the_jobs_of_another() {
+    let redis = Redis::start();
+    let (jobs, a, b) = pool(&redis, &["--result-retention", "8s"]);
+    let id = jobs.detach(&a, "chatty");
+    assert_eq!(jobs.status(&b, &jobs.alice, &id)["state"], "running");
+    let attached = jobs.cmdchan(&b, &jobs.alice, &["job", "attach", &id]);
+    let expected: String = (1..=40).map(|i| format!("line {i}\n")).collect();
+    assert_eq!(
+        text(&attached.stdout),
+        expected,
+        "{}",
+        text(&attached.stderr)
+    );
+    assert_eq!(attached.status.code(), Some(0));
+    let status = jobs.status(&b, &jobs.alice, &id);
+    assert_eq!(status["state"], "exited", "{status}");
+    assert_eq!(status["stdout_sha256"], sha256(expected.as_bytes()));
+    let tail = jobs.cmdchan(&b, &jobs.alice, &["job", "output", &id, "--offset", "8"]);
+    assert_eq!(text(&tail.stdout), expected[8..]);
+    let bob = jobs.env.provision("bob", "ops", &[]);
+    assert_eq!(
+        jobs.status(&b, &bob, &id)["state"],
+        "unknown",
+        "another client's job"
+    );
+
+    let forever = jobs.detach(&a, "forever");
+    assert_eq!(jobs.status(&b, &jobs.alice, &forever)["state"], "running");
+    a.kill();
+    assert!(
+        eventually(25, || jobs.status(&b, &jobs.alice, &forever)["state"]
+            == "lost"),
+        "a job of a killed process still reads {}",
+        jobs.status(&b, &jobs.alice, &forever)
+    );
+    let waited = jobs.cmdchan(&b, &jobs.alice, &["job", "wait", &forever]);
+    assert_eq!(waited.status.code(), Some(70), "{}", text(&waited.stderr));
+    let audit_b = || -> Vec<Value> {
+        let log = std::fs::read_to_string(jobs.env.path("audit-b.log")).unwrap();
+        log.lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    assert!(
+        eventually(10, || {
+            audit_b()
+                .iter()
+                .any(|r| r["outcome"] == "job: lost" && r["id"] == forever.as_str())
+        }),
+        "the process that found it lost recorded it: {:?}",
+        audit_b()
+    );
+    assert!(
+        eventually(20, || jobs.status(&b, &jobs.alice, &id)["state"]
+            == "expired"),
+        "still kept past its retention: {}",
+        jobs.status(&b, &jobs.alice, &id)
+    );
+    drop(b);
+}
+
+#[test]
+fn in_redis_a_jobs_output_stops_at_its_cap_and_the_oldest_results_make_room_for_new() {
+    let redis = Redis::start();
+    let caps = ["--job-output-cap", "50000", "--job-store-cap", "120000"];
+    let (jobs, a, _b) = pool(&redis, &caps);
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        let id = jobs.detach(&a, "digits");
+        assert!(eventually(10, || jobs.status(&a, &jobs.alice, &id)
+            ["state"]
+            == "exited"));
+        ids.push(id);
+    }
+    assert_eq!(jobs.status(&a, &jobs.alice, &ids[0])["state"], "expired");
+    let seq: String = (1..=20000).map(|i| format!("{i}\n")).collect();
+    for id in &ids[1..] {
+        let status = jobs.status(&a, &jobs.alice, id);
+        assert_eq!(status["kept_bytes"], 50000, "{status}");
+        assert!(
+            status["output_bytes"].as_u64().unwrap() > 100_000,
+            "{status}"
+        );
+        let out = jobs.cmdchan(&a, &jobs.alice, &["job", "output", id]);
+        // The first 50000 bytes as the server read them: stdout and stderr each from
+        // their start (the two pipes are read as they come).
+        let (printed, errors) = (text(&out.stdout), text(&out.stderr));
+        let err_seq: String = (1..=500).map(|i| format!("{i}\n")).collect();
+        assert!(seq.starts_with(&printed) && err_seq.starts_with(&errors));
+        assert_eq!(printed.len() + errors.len(), 50000, "kept up to the cap");
+    }
+}
+
+#[test]
+fn a_job_whose_redis_froze_while_it_ran_keeps_all_its_output_once_and_its_end() {
+    let redis = Redis::start();
+    let (jobs, a, _b) = pool(&redis, &[]);
+    let id = jobs.detach(&a, "chatty");
+    std::thread::sleep(Duration::from_millis(500));
+    redis.freeze();
+    // The job prints and ends while Redis cannot answer.
+    std::thread::sleep(Duration::from_millis(3000));
+    let meanwhile = jobs.cmdchan(&a, &jobs.alice, &["job", "status", &id]);
+    redis.thaw();
+    assert_ne!(meanwhile.status.code(), Some(0), "no state is made up");
+    assert!(
+        eventually(15, || jobs.status(&a, &jobs.alice, &id)["state"]
+            == "exited"),
+        "{}",
+        jobs.status(&a, &jobs.alice, &id)
+    );
+    let expected: String = (1..=40).map(|i| format!("line {i}\n")).collect();
+    let out = jobs.cmdchan(&a, &jobs.alice, &["job", "output", &id]);
+    assert_eq!(text(&out.stdout), expected, "every line once, in order");
+    let status = jobs.status(&a, &jobs.alice, &id);
+    assert_eq!(status["stdout_sha256"], sha256(expected.as_bytes()));
+    assert_eq!(status["kept_bytes"], expected.len());
+}
+
+#[test]
+fn in_a_pool_on_redis_cluster_and_sentinel_a_job_started_on_one_is_followed_on_another() {
+    let cluster = cmdchan_tests::RedisCluster::start();
+    let sentinel = cmdchan_tests::RedisSentinel::start();
+    let expected: String = (1..=40).map(|i| format!("line {i}\n")).collect();
+    for url in [cluster.url(), sentinel.url()] {
+        let (jobs, a, b) = pool_on(&url, &[]);
+        let id = jobs.detach(&a, "chatty");
+        let attached = jobs.cmdchan(&b, &jobs.alice, &["job", "attach", &id]);
+        assert_eq!(text(&attached.stdout), expected, "{}", text(&attached.stderr));
+        let status = jobs.status(&b, &jobs.alice, &id);
+        assert_eq!(status["state"], "exited", "{status}");
+        assert_eq!(status["stdout_sha256"], sha256(expected.as_bytes()));
+    }
 }

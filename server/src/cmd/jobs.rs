@@ -4,11 +4,11 @@
 
 use cmdchan_common::protocol::{self, Reply};
 
-use crate::admit::Admitted;
+use crate::admit::{Admitted, Refusal};
 use crate::jobs::Jobs;
 use crate::policy::Policy;
 
-pub fn status(cmd: &Admitted<'_>, policy: &Policy, jobs: &Jobs) -> Reply {
+pub async fn status(cmd: &Admitted<'_>, policy: &Policy, jobs: &Jobs) -> Result<Reply, Refusal> {
     let all = policy.reads_all_jobs(&cmd.grant().role);
     // Admission checked every argument is a job ID.
     let ids: Vec<_> = cmd
@@ -16,10 +16,16 @@ pub fn status(cmd: &Admitted<'_>, policy: &Policy, jobs: &Jobs) -> Reply {
         .iter()
         .filter_map(|a| protocol::parse_id(a))
         .collect();
-    Reply::Jobs(jobs.infos(&ids, cmd.client().as_str(), all))
+    match jobs.infos(&ids, cmd.client().as_str(), all).await {
+        Ok(infos) => Ok(Reply::Jobs(infos)),
+        Err(e) => Err(Refusal::JobsUnavailable(e.to_string())),
+    }
 }
 
-pub fn list(cmd: &Admitted<'_>, policy: &Policy, jobs: &Jobs) -> Reply {
+pub async fn list(cmd: &Admitted<'_>, policy: &Policy, jobs: &Jobs) -> Result<Reply, Refusal> {
     let all = policy.reads_all_jobs(&cmd.grant().role);
-    Reply::Jobs(jobs.list(cmd.client().as_str(), all))
+    match jobs.list(cmd.client().as_str(), all).await {
+        Ok(infos) => Ok(Reply::Jobs(infos)),
+        Err(e) => Err(Refusal::JobsUnavailable(e.to_string())),
+    }
 }

@@ -27,7 +27,12 @@ pub enum Handled {
 
 /// Runs a built-in that answers at once; only an [`Admitted`] request can reach a
 /// handler.
-pub fn run(builtin: Builtin, cmd: &Admitted<'_>, policy: &Policy, shared: &Shared) -> Handled {
+pub async fn run(
+    builtin: Builtin,
+    cmd: &Admitted<'_>,
+    policy: &Policy,
+    shared: &Shared,
+) -> Handled {
     let jobs = &shared.jobs;
     Handled::Answered(match builtin {
         Builtin::Ping => ping::run(),
@@ -35,8 +40,14 @@ pub fn run(builtin: Builtin, cmd: &Admitted<'_>, policy: &Policy, shared: &Share
         Builtin::Echo => echo::run(cmd),
         Builtin::Commands => commands::run(cmd, policy),
         Builtin::Describe => describe::run(cmd, policy),
-        Builtin::JobStatus => jobs::status(cmd, policy, jobs),
-        Builtin::JobList => jobs::list(cmd, policy, jobs),
+        Builtin::JobStatus => match jobs::status(cmd, policy, jobs).await {
+            Ok(reply) => reply,
+            Err(refusal) => return Handled::Refused(refusal),
+        },
+        Builtin::JobList => match jobs::list(cmd, policy, jobs).await {
+            Ok(reply) => reply,
+            Err(refusal) => return Handled::Refused(refusal),
+        },
         Builtin::RevocationsStatus => revocations::status(shared),
         Builtin::RevocationsPush => match revocations::push(cmd, shared) {
             Ok(reply) => reply,

@@ -15,7 +15,7 @@ use cmdchan_common::protocol::{
 use cmdchan_common::time;
 
 use super::{Connection, Pending};
-use crate::admit::{Action, Admitted};
+use crate::admit::{Action, Admitted, Refusal};
 use crate::audit::JobEnded;
 use crate::exec;
 use crate::jobs::Meta;
@@ -61,14 +61,15 @@ impl Connection {
         // A job reads no stdin: its client does not stay to send it.
         drop(running.take_stdin());
         let req = cmd.request();
+        let meta_started = time::now();
         let meta = Meta {
             id: req.id,
             client: self.key.name.to_string(),
             command: req.command.clone(),
             run: req.run,
-            started_at: time::now(),
+            started_at: meta_started,
         };
-        if let Err(e) = shared.jobs.start(meta) {
+        if let Err(e) = shared.jobs.start(meta).await {
             warn!(client = %self.key, error = %e, "cannot keep a job; stopping it");
             running.signal(nix::sys::signal::Signal::SIGKILL);
             let failed = Outcome::NotStarted {
@@ -79,8 +80,15 @@ impl Connection {
             self.keep(ticket, req, &ran, shared).await;
             return ran.0;
         }
-        let info = shared.jobs.info(&req.id, self.key.name.as_str(), true);
-        let ran = (Outcome::Job(Box::new(info.clone())), Some(Vec::new()));
+        let info = JobInfo {
+            state: JobState::Running,
+            client: self.key.name.to_string(),
+            command: req.command.clone(),
+            started_at: meta_started,
+            run: req.run,
+            ..JobInfo::unknown(req.id)
+        };
+        let ran = (Outcome::Job(Box::new(info)), Some(Vec::new()));
         // Kept before the answer, like any program's: a retry hears this job again.
         if !self.keep(ticket, req, &ran, shared).await {
             running.signal(nix::sys::signal::Signal::SIGKILL);
@@ -145,8 +153,12 @@ impl Connection {
                 .max_frame
                 .saturating_sub(RESPONSE_OVERHEAD),
         );
+        let poll = shared.jobs.poll_every();
         loop {
-            let info = shared.jobs.info(&id, &client, all);
+            let info = match shared.jobs.info(&id, &client, all).await {
+                Ok(info) => info,
+                Err(e) => return Outcome::Refused(Refusal::JobsUnavailable(e.to_string())),
+            };
             let visible = !matches!(info.state, JobState::Unknown | JobState::Expired);
             if streams && visible {
                 match self.send_output(&id, &mut offset, chunk, req, shared).await {
@@ -159,28 +171,14 @@ impl Connection {
                 }
             }
             if !(waits && info.state == JobState::Running) {
-                return Outcome::Answered(Reply::Jobs(vec![
-                    self.last(info, &id, &client, all, shared)
-                ]));
+                return match last(info, &id, &client, all, shared).await {
+                    Ok(info) => Outcome::Answered(Reply::Jobs(vec![info])),
+                    Err(e) => Outcome::Refused(Refusal::JobsUnavailable(e.to_string())),
+                };
             }
-            if !self.until_changed(&mut changed, req).await {
+            if !self.until_changed(&mut changed, poll, req).await {
                 return Outcome::Answered(Reply::Jobs(vec![info]));
             }
-        }
-    }
-
-    /// The job as it is once its output was sent (it may have ended meanwhile).
-    fn last(
-        &self,
-        info: JobInfo,
-        id: &[u8; 16],
-        client: &str,
-        all: bool,
-        shared: &Shared,
-    ) -> JobInfo {
-        match info.state {
-            JobState::Running => shared.jobs.info(id, client, all),
-            _ => info,
         }
     }
 
@@ -195,7 +193,7 @@ impl Connection {
         shared: &Shared,
     ) -> std::io::Result<bool> {
         loop {
-            let pieces = shared.jobs.read(id, *offset, chunk)?;
+            let pieces = shared.jobs.read(id, *offset, chunk).await?;
             if pieces.is_empty() {
                 return Ok(true);
             }
@@ -218,6 +216,7 @@ impl Connection {
     async fn until_changed(
         &mut self,
         changed: &mut tokio::sync::watch::Receiver<u64>,
+        poll: Option<std::time::Duration>,
         req: &Request,
     ) -> bool {
         if !self.wire.flush().await {
@@ -226,6 +225,7 @@ impl Connection {
         loop {
             tokio::select! {
                 seen = changed.changed() => return seen.is_ok(),
+                () = sleep_opt(poll) => return true,
                 () = tokio::time::sleep(ALIVE_EVERY) => {
                     let alive = Response { counter: req.counter, id: req.id, body: Body::Alive(Alive::Running) };
                     if !(self.wire.feed(&alive).await && self.wire.flush().await) {
@@ -244,5 +244,26 @@ impl Connection {
                 },
             }
         }
+    }
+}
+
+/// The job as it is once its output was sent (it may have ended meanwhile).
+async fn last(
+    info: JobInfo,
+    id: &[u8; 16],
+    client: &str,
+    all: bool,
+    shared: &Shared,
+) -> Result<JobInfo, crate::replay::StoreError> {
+    match info.state {
+        JobState::Running => shared.jobs.info(id, client, all).await,
+        _ => Ok(info),
+    }
+}
+
+async fn sleep_opt(every: Option<std::time::Duration>) {
+    match every {
+        Some(every) => tokio::time::sleep(every).await,
+        None => std::future::pending().await,
     }
 }

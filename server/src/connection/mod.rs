@@ -264,8 +264,10 @@ impl Connection {
             }
             Ok(Admission::Retry(entry, cmd)) => {
                 let rerun = match cmd.action() {
-                    Action::Builtin(b) => Some(|| builtin(*b, &cmd, &settings, shared)),
-                    Action::Run(..) => None,
+                    Action::Builtin(b) if outcome::reruns(&entry) => {
+                        Some(builtin(*b, &cmd, &settings, shared).await)
+                    }
+                    _ => None,
                 };
                 let retried = Outcome::Retried(outcome::retried(entry, rerun));
                 (Some(cmd), retried)
@@ -281,7 +283,7 @@ impl Connection {
                         // connection would otherwise hold room for one.
                         Box::pin(self.run_program(&cmd, program, inv, ticket, shared)).await
                     }
-                    (Action::Builtin(b), _) => builtin(*b, &cmd, &settings, shared),
+                    (Action::Builtin(b), _) => builtin(*b, &cmd, &settings, shared).await,
                     (Action::Run(..), None) => unreachable!("a program's claim gives a ticket"),
                 };
                 (Some(cmd), outcome)
@@ -377,8 +379,8 @@ fn follows(cmd: &Admitted<'_>) -> bool {
 
 /// Runs a built-in that answers at once. Every request gets an answer, also one whose
 /// reply (a long `commands` list) is larger than `max_frame`.
-fn builtin(b: Builtin, cmd: &Admitted<'_>, settings: &Settings, shared: &Shared) -> Outcome {
-    let reply = match cmd::run(b, cmd, &settings.policy, shared) {
+async fn builtin(b: Builtin, cmd: &Admitted<'_>, settings: &Settings, shared: &Shared) -> Outcome {
+    let reply = match cmd::run(b, cmd, &settings.policy, shared).await {
         cmd::Handled::Answered(reply) => reply,
         cmd::Handled::Refused(refusal) => return Outcome::Refused(refusal),
         cmd::Handled::Connection => {

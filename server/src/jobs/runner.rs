@@ -2,15 +2,22 @@
 //! (output, timers), its output into the store, its end into the store and the audit
 //! trail. A server that stops while the job runs records it as lost (so does a restart
 //! after kill -9, from the job's live file).
+//!
+//! The store may fail for a while (a full disk, Redis unreachable): output it could not
+//! take waits here, in order, and goes first when it can (up to the per-job cap; past
+//! that nothing more is kept, so what is kept is always where the output starts), and
+//! the end is offered again every second until it is kept, so a job never reads as
+//! running once it ended.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use prometheus_client::metrics::gauge::Gauge;
 use tokio::sync::OwnedSemaphorePermit;
 use tracing::warn;
 
-use cmdchan_common::protocol::{CommandId, JobState};
+use cmdchan_common::protocol::{CommandId, JobState, Stream};
 use cmdchan_common::time;
 
 use super::{End, Jobs};
@@ -50,15 +57,15 @@ pub fn spawn(job: Job) {
 
 async fn drive(mut job: Job) {
     let mut stopping = false;
+    let mut unkept = Unkept::default();
     let status = loop {
         tokio::select! {
             event = job.running.next() => match event {
                 Ok(Event::Output(stream, data)) => {
                     for out in job.run.output(stream, data, Instant::now()) {
-                        if let Err(e) = job.jobs.output(&job.id, out.stream, &out.data) {
-                            warn!(id = %hex::encode(job.id), error = %e, "cannot keep a job's output");
-                        }
+                        unkept.push(out.stream, out.data, job.jobs.per_job());
                     }
+                    unkept.offer(&job.jobs, &job.id).await;
                 }
                 Ok(Event::Exited(status)) => break Some(status),
                 Err(e) => {
@@ -92,11 +99,75 @@ async fn drive(mut job: Job) {
     job.ended.info = info;
     job.ended.printed = printed;
     job.audit.job_ended(&job.ended);
-    if let Err(e) = job.jobs.end(&job.id, end) {
-        warn!(id = %hex::encode(job.id), error = %e, "cannot keep a job's end; it reads as lost after a restart");
-    }
     drop(job.slots);
     job.running_programs.dec();
+    let mut warned = false;
+    loop {
+        unkept.offer(&job.jobs, &job.id).await;
+        let kept = match unkept.is_empty() {
+            true => job.jobs.end(&job.id, end).await,
+            false => Err(std::io::Error::other("its output waits")),
+        };
+        match kept {
+            Ok(()) => return,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                warn!(id = %hex::encode(job.id), error = %e, "a job's end is not kept");
+                return;
+            }
+            Err(e) if !warned => {
+                warned = true;
+                warn!(id = %hex::encode(job.id), error = %e, "cannot keep a job's end yet; trying again every second");
+            }
+            Err(_) => {}
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+/// Output the store could not take yet, in order.
+#[derive(Default)]
+struct Unkept {
+    pieces: VecDeque<(Stream, Vec<u8>)>,
+    bytes: u64,
+    /// Bytes the store took so far.
+    taken: u64,
+    /// Past the per-job cap while waiting: nothing after is kept.
+    full: bool,
+    warned: bool,
+}
+
+impl Unkept {
+    fn push(&mut self, stream: Stream, data: Vec<u8>, cap: u64) {
+        if self.full || data.is_empty() {
+            return;
+        }
+        if self.bytes + data.len() as u64 > cap {
+            self.full = true;
+            return;
+        }
+        self.bytes += data.len() as u64;
+        self.pieces.push_back((stream, data));
+    }
+
+    /// Gives the store what waits, in order, until it fails.
+    async fn offer(&mut self, jobs: &Jobs, id: &CommandId) {
+        while let Some((stream, data)) = self.pieces.front() {
+            if let Err(e) = jobs.output(id, *stream, data, self.taken).await {
+                if !self.warned {
+                    self.warned = true;
+                    warn!(id = %hex::encode(id), error = %e, "cannot keep a job's output yet; it waits");
+                }
+                return;
+            }
+            self.bytes -= data.len() as u64;
+            self.taken += data.len() as u64;
+            self.pieces.pop_front();
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.pieces.is_empty()
+    }
 }
 
 async fn sleep_until_opt(at: Option<Instant>) {

@@ -181,7 +181,8 @@ impl Store {
     }
 
     /// A piece of a running job's output: kept up to the per-job cap (and while the
-    /// total has room), counted whatever.
+    /// total has room), counted once kept or refused for room. A piece the file could
+    /// not take is an error, and is neither kept nor counted (it is offered again).
     pub fn output(&mut self, id: &CommandId, stream: Stream, data: &[u8]) -> io::Result<()> {
         let (per_job, room) = (
             self.bounds.per_job,
@@ -190,7 +191,6 @@ impl Store {
         let Some(job) = self.jobs.get_mut(id) else {
             return Ok(());
         };
-        job.output_bytes += data.len() as u64;
         let Place::Live { file, head, bytes } = &mut job.place else {
             return Ok(());
         };
@@ -198,18 +198,24 @@ impl Store {
             .min(per_job.saturating_sub(job.kept))
             .min(room.saturating_sub(5)) as usize;
         if take == 0 {
+            job.output_bytes += data.len() as u64;
             return Ok(());
-        }
-        if job.kept >= job.marks.last().map_or(0, |m| m.0) + MARK_EVERY {
-            job.marks.push((job.kept, *bytes - *head));
         }
         let mut chunk = Vec::with_capacity(take + 5);
         chunk.push(stream_byte(stream));
         chunk.extend_from_slice(&(take as u32).to_be_bytes());
         chunk.extend_from_slice(&data[..take]);
-        file.write_all(&chunk)?;
+        if let Err(e) = file.write_all(&chunk) {
+            // No half chunk stays behind: the piece is offered again whole.
+            let _ = file.set_len(*bytes);
+            return Err(e);
+        }
+        if job.kept >= job.marks.last().map_or(0, |m| m.0) + MARK_EVERY {
+            job.marks.push((job.kept, *bytes - *head));
+        }
         *bytes += chunk.len() as u64;
         job.kept += take as u64;
+        job.output_bytes += data.len() as u64;
         self.total += chunk.len() as u64;
         Ok(())
     }
@@ -323,19 +329,7 @@ impl Store {
     /// What the store knows of job `id`, as `client` may see it (`None`: another
     /// client's, and `all` is false).
     pub fn info(&self, id: &CommandId, client: &str, all: bool) -> JobInfo {
-        let unknown = JobInfo {
-            id: *id,
-            state: JobState::Unknown,
-            client: String::new(),
-            command: String::new(),
-            started_at: 0,
-            ended_at: 0,
-            output_bytes: 0,
-            kept_bytes: 0,
-            stdout_sha256: [0; 32],
-            stderr_sha256: [0; 32],
-            run: None,
-        };
+        let unknown = JobInfo::unknown(*id);
         let visible = |owner: &str| all || owner == client;
         if let Some(job) = self.jobs.get(id).filter(|j| visible(&j.meta.client)) {
             return job.info();

@@ -38,22 +38,13 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
-use redis::cluster::ClusterClient;
-use redis::cluster_async::ClusterConnection;
-use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
-use redis::sentinel::{SentinelClient, SentinelNodeConnectionInfo, SentinelServerType};
-use redis::{AsyncConnectionConfig, RedisConnectionInfo};
 use tracing::{debug, warn};
 
 use cmdchan_common::protocol::CommandId;
 
-use super::{redact, Claim, Entry, Record, StoreError, StoreOptions};
+use super::{Claim, Entry, Record, StoreError, StoreOptions};
+use crate::redis_link::{Conn, TIMEOUT};
 use cmdchan_common::sync;
-
-/// How long one Redis command or connection attempt may take before the request is
-/// refused as `store unavailable`.
-const TIMEOUT: Duration = Duration::from_secs(1);
 
 const NONCE: usize = 16;
 
@@ -72,25 +63,6 @@ pub struct RedisStore {
     stale: Arc<Stale>,
 }
 
-/// Where Redis is, and the live connection once made.
-struct Conn {
-    target: Target,
-    live: tokio::sync::Mutex<Option<Live>>,
-}
-
-enum Target {
-    Single(redis::Client),
-    Sentinel(tokio::sync::Mutex<SentinelClient>),
-    Cluster(ClusterClient),
-}
-
-#[derive(Clone)]
-enum Live {
-    Single(ConnectionManager),
-    Primary(MultiplexedConnection),
-    Cluster(ClusterConnection),
-}
-
 impl std::fmt::Debug for RedisStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // The URL may hold a password, so only the namespace is shown.
@@ -103,13 +75,9 @@ impl std::fmt::Debug for RedisStore {
 impl RedisStore {
     /// Checks the URL; the connection is made on first use.
     pub fn open(url: &str, opts: &StoreOptions) -> Result<Self, String> {
-        let target = target(url).map_err(|e| redact(&format!("bad Redis URL: {e}")))?;
         let margin = Duration::from_secs(1) + opts.clock_skew;
         Ok(Self {
-            conn: Arc::new(Conn {
-                target,
-                live: tokio::sync::Mutex::new(None),
-            }),
+            conn: Arc::new(Conn::open(url)?),
             prefix: format!("cmdchan:{}:id:", opts.server_id),
             margin_ms: u64::try_from(margin.as_millis()).unwrap_or(u64::MAX),
             replicas: opts.redis_replicas,
@@ -299,159 +267,6 @@ impl RedisStore {
     }
 }
 
-impl Conn {
-    /// Runs `cmd` within [`TIMEOUT`]; in a cluster, a command that names no key goes to
-    /// the primary of `key` (the others route by their own key).
-    async fn query_at<T: redis::FromRedisValue>(
-        &self,
-        cmd: &redis::Cmd,
-        key: &[u8],
-    ) -> Result<T, StoreError> {
-        let live = self.live().await?;
-        let answered = tokio::time::timeout(TIMEOUT, async {
-            match live {
-                Live::Single(mut c) => cmd.query_async(&mut c).await,
-                Live::Primary(mut c) => cmd.query_async(&mut c).await,
-                Live::Cluster(mut c) if !key.is_empty() => {
-                    let route = Route::with_key(key, SlotAddr::Master);
-                    let routing =
-                        RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(route));
-                    let value = c.route_command(cmd.clone(), routing).await?;
-                    redis::from_redis_value(value).map_err(redis::RedisError::from)
-                }
-                Live::Cluster(mut c) => cmd.query_async(&mut c).await,
-            }
-        })
-        .await;
-        let failed = match answered {
-            Ok(Ok(value)) => return Ok(value),
-            Ok(Err(e)) => unavailable(&e),
-            Err(_) => StoreError::Unavailable(format!("Redis did not answer within {TIMEOUT:?}")),
-        };
-        // Through Sentinel, ask again which node is the primary before the next command.
-        if matches!(self.target, Target::Sentinel(_)) {
-            *self.live.lock().await = None;
-        }
-        Err(failed)
-    }
-
-    /// The live connection, made now if there is none.
-    async fn live(&self) -> Result<Live, StoreError> {
-        let mut live = self.live.lock().await;
-        if let Some(conn) = &*live {
-            return Ok(conn.clone());
-        }
-        let made = match tokio::time::timeout(TIMEOUT * 2, self.connect()).await {
-            Ok(Ok(conn)) => conn,
-            Ok(Err(e)) => return Err(self.unreachable(unavailable(&e))),
-            Err(_) => {
-                return Err(
-                    self.unreachable(StoreError::Unavailable("cannot reach Redis in time".into()))
-                )
-            }
-        };
-        *live = Some(made.clone());
-        Ok(made)
-    }
-
-    async fn connect(&self) -> redis::RedisResult<Live> {
-        match &self.target {
-            Target::Single(client) => {
-                let config = ConnectionManagerConfig::new()
-                    .set_connection_timeout(Some(TIMEOUT))
-                    .set_response_timeout(Some(TIMEOUT))
-                    .set_number_of_retries(1)
-                    .set_max_delay(Duration::from_millis(500));
-                let conn = client.get_connection_manager_with_config(config).await?;
-                Ok(Live::Single(conn))
-            }
-            Target::Sentinel(sentinel) => {
-                let config = AsyncConnectionConfig::new()
-                    .set_connection_timeout(Some(TIMEOUT))
-                    .set_response_timeout(Some(TIMEOUT));
-                let mut sentinel = sentinel.lock().await;
-                let conn = sentinel.get_async_connection_with_config(&config).await?;
-                Ok(Live::Primary(conn))
-            }
-            Target::Cluster(client) => Ok(Live::Cluster(client.get_async_connection().await?)),
-        }
-    }
-
-    fn unreachable(&self, e: StoreError) -> StoreError {
-        warn!(error = %e, "the replay store (Redis) cannot be reached; refusing requests until it can");
-        e
-    }
-}
-
-/// Reads a store URL: a single Redis, Sentinel or Cluster (see the module's docs).
-fn target(url: &str) -> redis::RedisResult<Target> {
-    let invalid = |why: &str| {
-        redis::RedisError::from((redis::ErrorKind::InvalidClientConfig, "", why.to_owned()))
-    };
-    let (scheme, rest) = url.split_once("://").ok_or_else(|| invalid("no scheme"))?;
-    if !matches!(scheme, "redis+sentinel" | "redis+cluster") {
-        return Ok(Target::Single(redis::Client::open(url)?));
-    }
-    let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
-    let (userinfo, hosts) = match authority.rsplit_once('@') {
-        Some((userinfo, hosts)) => (Some(userinfo), hosts),
-        None => (None, authority),
-    };
-    let (user, password) = match userinfo.map(|u| u.split_once(':').unwrap_or((u, ""))) {
-        Some((user, password)) => (
-            Some(user).filter(|u| !u.is_empty()),
-            Some(password).filter(|p| !p.is_empty()),
-        ),
-        None => (None, None),
-    };
-    let nodes: Vec<String> = hosts
-        .split(',')
-        .filter(|h| !h.is_empty())
-        .map(|h| format!("redis://{h}"))
-        .collect();
-    if nodes.is_empty() {
-        return Err(invalid("no host:port given"));
-    }
-    if scheme == "redis+cluster" {
-        let mut builder = ClusterClient::builder(nodes)
-            .connection_timeout(TIMEOUT)
-            .response_timeout(TIMEOUT);
-        if let Some(user) = user {
-            builder = builder.username(user);
-        }
-        if let Some(password) = password {
-            builder = builder.password(password);
-        }
-        return Ok(Target::Cluster(builder.build()?));
-    }
-    let mut parts = path.split('/');
-    let service = parts
-        .next()
-        .filter(|s| !s.is_empty())
-        .ok_or_else(|| invalid("no Sentinel service name (…/SERVICE)"))?;
-    let db = match parts.next() {
-        Some(db) => db
-            .parse()
-            .map_err(|_| invalid("the database is not a number"))?,
-        None => 0,
-    };
-    let mut info = RedisConnectionInfo::default().set_db(db);
-    if let Some(user) = user {
-        info = info.set_username(user);
-    }
-    if let Some(password) = password {
-        info = info.set_password(password);
-    }
-    let node = SentinelNodeConnectionInfo::default().set_redis_connection_info(info);
-    let client = SentinelClient::build(
-        nodes,
-        service.to_owned(),
-        Some(node),
-        SentinelServerType::Master,
-    )?;
-    Ok(Target::Sentinel(tokio::sync::Mutex::new(client)))
-}
-
 /// An entry with the nonce of the claim that wrote it.
 struct Stamped {
     nonce: [u8; NONCE],
@@ -474,8 +289,4 @@ fn decode(value: &[u8]) -> Result<Stamped, StoreError> {
     let nonce = nonce.try_into().map_err(|_| unreadable())?;
     let entry = postcard::from_bytes(body).map_err(|_| unreadable())?;
     Ok(Stamped { nonce, entry })
-}
-
-fn unavailable(e: &redis::RedisError) -> StoreError {
-    StoreError::Unavailable(redact(&format!("Redis: {e}")))
 }
