@@ -302,11 +302,13 @@ impl Running {
             .arg(policy)
             .arg("--audit-log")
             .arg(dir.path().join("audit.log"))
-            .arg("--replay-store")
-            .arg(format!("file:{}", dir.path().join("replay").display()))
             .args(["--rate", "10000000", "--burst", "10000000"])
             .args(extra)
             .env_remove("RUST_LOG");
+        if !extra.iter().any(|a| *a == "--replay-store") {
+            cmd.arg("--replay-store")
+                .arg(format!("file:{}", dir.path().join("replay").display()));
+        }
         let mut procs = Vec::new();
         let addr = spawn_listening(cmd, &dir.path().join("server.log"), &mut procs)?;
         Ok(Self {
@@ -324,13 +326,24 @@ impl Running {
 
     /// CPU time (user + system) used so far by every process of this contender, in s.
     pub fn cpu_seconds(&self) -> anyhow::Result<f64> {
+        self.cpu_of(&[11, 12])
+    }
+
+    /// As [`Running::cpu_seconds`], with the children its processes waited for (the
+    /// programs a server ran).
+    pub fn cpu_with_children_seconds(&self) -> anyhow::Result<f64> {
+        self.cpu_of(&[11, 12, 13, 14])
+    }
+
+    /// The sum of these fields of `/proc/PID/stat` (counted after the command name).
+    fn cpu_of(&self, which: &[usize]) -> anyhow::Result<f64> {
         let mut ticks = 0u64;
         for p in &self.procs {
             let stat = fs::read_to_string(format!("/proc/{}/stat", p.id()))?;
             // Fields after the command name, which is in parentheses and may hold spaces.
             let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
             let fields: Vec<&str> = rest.split_whitespace().collect();
-            for i in [11, 12] {
+            for &i in which {
                 ticks += fields.get(i).context("short /proc stat")?.parse::<u64>()?;
             }
         }
@@ -468,6 +481,6 @@ fn check_alive(procs: &mut [Child], log: &Path, deadline: Instant) -> anyhow::Re
 }
 
 /// A loopback port nothing listens on now, for the programs that need one named.
-fn free_port() -> anyhow::Result<u16> {
+pub fn free_port() -> anyhow::Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }

@@ -648,7 +648,12 @@ fn in_a_pool_on_redis_cluster_and_sentinel_a_job_started_on_one_is_followed_on_a
         let (jobs, a, b) = pool_on(&url, &[]);
         let id = jobs.detach(&a, "chatty");
         let attached = jobs.cmdchan(&b, &jobs.alice, &["job", "attach", &id]);
-        assert_eq!(text(&attached.stdout), expected, "{}", text(&attached.stderr));
+        assert_eq!(
+            text(&attached.stdout),
+            expected,
+            "{}",
+            text(&attached.stderr)
+        );
         let status = jobs.status(&b, &jobs.alice, &id);
         assert_eq!(status["state"], "exited", "{status}");
         assert_eq!(status["stdout_sha256"], sha256(expected.as_bytes()));
