@@ -15,7 +15,7 @@ use cmdchan_tests::{bin, eventually, run, text, CutProxy, Redis, Server, TestEnv
 
 const POLICY: &str = r#"
 [roles.ops]
-commands = ["backup", "fail", "killed", "slow", "forever", "chatty", "digits", "attached", "recorded"]
+commands = ["backup", "fail", "killed", "slow", "forever", "quiet", "chatty", "digits", "attached", "recorded"]
 [roles.auditor]
 commands = ["ping"]
 jobs = "all"
@@ -37,6 +37,10 @@ detach = true
 [commands.forever]
 program = "/bin/sleep"
 args = ["20"]
+detach = true
+[commands.quiet]
+program = "/bin/sleep"
+args = ["14"]
 detach = true
 [commands.chatty]
 program = "{dir}/chatty.sh"
@@ -658,4 +662,34 @@ fn in_a_pool_on_redis_cluster_and_sentinel_a_job_started_on_one_is_followed_on_a
         assert_eq!(status["state"], "exited", "{status}");
         assert_eq!(status["stdout_sha256"], sha256(expected.as_bytes()));
     }
+}
+
+#[test]
+fn in_a_pool_a_quiet_job_is_waited_for_past_the_answer_timeout_and_outlives_a_redis_outage_longer_than_a_lease(
+) {
+    let redis = Redis::start();
+    let (jobs, a, b) = pool(&redis, &[]);
+    // One job on each process: whichever sweeps first after the outage could call the
+    // other's lost.
+    let id = jobs.detach(&a, "quiet");
+    let on_b = jobs.detach(&b, "quiet");
+    // Redis stops answering for longer than a lease (10 s): every process's lease
+    // lapses, and none may call the others' jobs lost for it.
+    std::thread::sleep(Duration::from_millis(300));
+    redis.freeze();
+    std::thread::sleep(Duration::from_secs(11));
+    redis.thaw();
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(jobs.status(&b, &jobs.alice, &id)["state"], "running");
+    assert_eq!(jobs.status(&a, &jobs.alice, &on_b)["state"], "running");
+    // Followed from the other process, a sign of life comes every second although the
+    // pool is polled more often: a short answer timeout does not cut the wait.
+    let waited = jobs.cmdchan(
+        &b,
+        &jobs.alice,
+        &["--answer-timeout", "2s", "job", "wait", &id],
+    );
+    assert_eq!(waited.status.code(), Some(0), "{}", text(&waited.stderr));
+    assert_eq!(jobs.status(&b, &jobs.alice, &id)["state"], "exited");
+    drop(a);
 }

@@ -154,6 +154,7 @@ impl Connection {
                 .saturating_sub(RESPONSE_OVERHEAD),
         );
         let poll = shared.jobs.poll_every();
+        let mut alive_at = Instant::now() + ALIVE_EVERY;
         loop {
             let info = match shared.jobs.info(&id, &client, all).await {
                 Ok(info) => info,
@@ -176,7 +177,10 @@ impl Connection {
                     Err(e) => Outcome::Refused(Refusal::JobsUnavailable(e.to_string())),
                 };
             }
-            if !self.until_changed(&mut changed, poll, req).await {
+            if !self
+                .until_changed(&mut changed, poll, &mut alive_at, req)
+                .await
+            {
                 return Outcome::Answered(Reply::Jobs(vec![info]));
             }
         }
@@ -212,11 +216,14 @@ impl Connection {
     }
 
     /// Waits until a job may have changed, sending a sign of life each second and
-    /// noticing a client that leaves; false if it left.
+    /// noticing a client that leaves; false if it left. `alive_at` outlives the call:
+    /// wake-ups (another job's output, a pool's poll) come more often than a second,
+    /// and must not put the sign of life off.
     async fn until_changed(
         &mut self,
         changed: &mut tokio::sync::watch::Receiver<u64>,
         poll: Option<std::time::Duration>,
+        alive_at: &mut Instant,
         req: &Request,
     ) -> bool {
         if !self.wire.flush().await {
@@ -226,7 +233,8 @@ impl Connection {
             tokio::select! {
                 seen = changed.changed() => return seen.is_ok(),
                 () = sleep_opt(poll) => return true,
-                () = tokio::time::sleep(ALIVE_EVERY) => {
+                () = tokio::time::sleep_until((*alive_at).into()) => {
+                    *alive_at = Instant::now() + ALIVE_EVERY;
                     let alive = Response { counter: req.counter, id: req.id, body: Body::Alive(Alive::Running) };
                     if !(self.wire.feed(&alive).await && self.wire.flush().await) {
                         return false;

@@ -45,6 +45,8 @@ local P = ARGV[1]
 local function drop(id, gone_ms)
   local job = P .. 'job:' .. id
   local f = redis.call('HMGET', job, 'client', 'kept')
+  local kept = tonumber(f[2] or '0')
+  redis.call('DECRBY', P .. 'bytes', kept)
   redis.call('DEL', job, P .. 'out:' .. id)
   redis.call('ZREM', P .. 'ended', id)
   redis.call('ZREM', P .. 'all', id)
@@ -52,8 +54,6 @@ local function drop(id, gone_ms)
     redis.call('ZREM', P .. 'by:' .. f[1], id)
     redis.call('SET', P .. 'gone:' .. id, f[1], 'PX', gone_ms)
   end
-  local kept = tonumber(f[2] or '0')
-  redis.call('DECRBY', P .. 'bytes', kept)
   return kept
 end
 local function now_ms()
@@ -63,12 +63,16 @@ end
 if redis.replicate_commands then redis.replicate_commands() end
 ";
 
-/// ARGV: P, id, client, command, run, started, proc, lease ms. 0 if the ID is taken.
+/// ARGV: P, id, client, command, run, started, proc, lease ms. 0 if the ID is taken
+/// (by another process: this one's start offered again after a timeout is taken).
 const START: &str = r"
 local id, proc = ARGV[2], ARGV[7]
 redis.call('ZADD', P .. 'procs', now_ms() + tonumber(ARGV[8]), proc)
 local job = P .. 'job:' .. id
-if redis.call('EXISTS', job) == 1 then return 0 end
+if redis.call('EXISTS', job) == 1 then
+  if redis.call('HGET', job, 'owner') == proc then return 1 end
+  return 0
+end
 redis.call('HSET', job, 'client', ARGV[3], 'command', ARGV[4], 'run', ARGV[5],
   'started', ARGV[6], 'owner', proc, 'bytes', 0, 'kept', 0)
 redis.call('SADD', P .. 'run:' .. proc, id)
@@ -79,7 +83,9 @@ return 1
 
 /// ARGV: P, id, stream, data, bytes printed before it, per-job cap, total cap, gone ms.
 /// The bytes kept of `data` (-1: the job has ended or is gone). A piece offered again
-/// after a timeout that had applied (the job's count already past it) is taken once.
+/// after a timeout that had applied (the job's count already past it) is taken once;
+/// a Redis behind the process (a failover lost pieces it had acknowledged) takes the
+/// piece where the process is, rather than stop the job's output for good.
 const OUTPUT: &str = r"
 local id, data = ARGV[2], ARGV[4]
 local job = P .. 'job:' .. id
@@ -88,7 +94,6 @@ if redis.call('EXISTS', job) == 0 or redis.call('HEXISTS', job, 'state') == 1 th
 end
 local before, seen = tonumber(ARGV[5]), tonumber(redis.call('HGET', job, 'bytes'))
 if seen == before + #data then return 0 end
-if seen ~= before then return redis.error_reply('a job output piece out of order') end
 redis.call('HSET', job, 'bytes', before + #data)
 local kept = tonumber(redis.call('HGET', job, 'kept'))
 local take = math.min(#data, tonumber(ARGV[6]) - kept)
@@ -111,8 +116,15 @@ return take
 /// process's (the pool declared it lost).
 const END: &str = r"
 local id = ARGV[2]
-if redis.call('SREM', P .. 'run:' .. ARGV[3], id) == 0 then return 0 end
-redis.call('HSET', P .. 'job:' .. id, 'state', ARGV[4], 'ended', ARGV[5], 'bytes', ARGV[6],
+local job = P .. 'job:' .. id
+if redis.call('SREM', P .. 'run:' .. ARGV[3], id) == 0 then
+  -- Its own end, offered again after a timeout that applied; else the pool's 'lost'.
+  if redis.call('HGET', job, 'owner') == ARGV[3] and
+     redis.call('HGET', job, 'state') ~= 'lost' and
+     redis.call('HEXISTS', job, 'state') == 1 then return 1 end
+  return 0
+end
+redis.call('HSET', job, 'state', ARGV[4], 'ended', ARGV[5], 'bytes', ARGV[6],
   'dout', ARGV[7], 'derr', ARGV[8])
 redis.call('ZADD', P .. 'ended', now_ms(), id)
 return 1
@@ -121,10 +133,20 @@ return 1
 /// ARGV: P, proc, lease ms, now (unix seconds), retention seconds, gone ms. Renews this
 /// process's lease, declares the jobs of processes whose lease ran out lost, drops
 /// ended jobs past the retention (at most 1000 a call); returns the jobs declared lost.
+/// A sweeper whose own lease ran out too was cut off like the others (Redis frozen,
+/// failing over, the network down): it renews every lease instead, so an outage of
+/// Redis itself loses no running job.
 const SWEEP: &str = r"
 local now = tonumber(ARGV[4])
 local t = now_ms()
-redis.call('ZADD', P .. 'procs', t + tonumber(ARGV[3]), ARGV[2])
+local lease = tonumber(ARGV[3])
+local mine = redis.call('ZSCORE', P .. 'procs', ARGV[2])
+if mine and tonumber(mine) <= t then
+  for _, proc in ipairs(redis.call('ZRANGEBYSCORE', P .. 'procs', '-inf', t)) do
+    redis.call('ZADD', P .. 'procs', t + lease, proc)
+  end
+end
+redis.call('ZADD', P .. 'procs', t + lease, ARGV[2])
 local lost = {}
 for _, proc in ipairs(redis.call('ZRANGEBYSCORE', P .. 'procs', '-inf', t)) do
   local run = P .. 'run:' .. proc
@@ -145,18 +167,15 @@ for _, id in ipairs(old) do drop(id, tonumber(ARGV[6])) end
 return lost
 ";
 
-/// ARGV: P, id…. Per job: its fields (see [`FIELDS`]), the client of a dropped job,
-/// and 1 if its owner's lease still runs.
+/// ARGV: P, id…. Per job: its fields (as `info_of` reads them), then the client of a
+/// dropped job. A job without an end is running until a sweep declares it lost.
 const INFOS: &str = r"
-local t = now_ms()
 local out = {}
 for i = 2, #ARGV do
   local id = ARGV[i]
   local f = redis.call('HMGET', P .. 'job:' .. id, 'client', 'command', 'run', 'started',
     'owner', 'state', 'ended', 'bytes', 'kept', 'dout', 'derr')
-  local lease = f[5] and redis.call('ZSCORE', P .. 'procs', f[5])
   f[12] = redis.call('GET', P .. 'gone:' .. id)
-  f[13] = (lease and tonumber(lease) > t) and 1 or 0
   out[#out + 1] = f
 end
 return out
@@ -188,6 +207,14 @@ while left > 0 do
   end
 end
 return out
+";
+
+/// ARGV: P, id, dout, derr: a lost job's digests, if it is still kept.
+const DIGESTS: &str = r"
+local job = P .. 'job:' .. ARGV[2]
+if redis.call('HGET', job, 'state') ~= 'lost' then return 0 end
+redis.call('HSET', job, 'dout', ARGV[3], 'derr', ARGV[4])
+return 1
 ";
 
 /// ARGV: P, client or "" for all, max. The newest jobs' IDs.
@@ -352,7 +379,11 @@ impl RedisJobs {
         let lost: Vec<String> = self.eval(SWEEP, &args).await?;
         let ids: Vec<CommandId> = lost.iter().filter_map(|h| parse_hex_id(h)).collect();
         for id in &ids {
-            self.digest_lost(id).await?;
+            // Best effort: the job is lost whatever, and its record must reach the
+            // audit trail below.
+            if let Err(e) = self.digest_lost(id).await {
+                tracing::warn!(id = %hex::encode(id), error = %e, "cannot record the digests of a lost job's output");
+            }
         }
         self.infos(&ids, "", true).await
     }
@@ -373,10 +404,8 @@ impl RedisJobs {
             }
         }
         let [out, err] = hashes.map(|h| h.finalize().to_vec());
-        let mut cmd = redis::cmd("HSET");
-        let key = format!("{}job:{}", self.prefix, hex::encode(id));
-        cmd.arg(&key).arg("dout").arg(out).arg("derr").arg(err);
-        let _: i64 = self.conn.query_at(&cmd, self.prefix.as_bytes()).await?;
+        let args = [hex::encode(id).into_bytes(), out, err];
+        let _: i64 = self.eval(DIGESTS, &args).await?;
         Ok(())
     }
 
@@ -472,11 +501,8 @@ fn info_of(id: &CommandId, row: &[Value], client: &str, all: bool) -> Result<Job
     if !visible(&owner) {
         return Ok(info);
     }
-    let lease_runs = matches!(row.get(12), Some(Value::Int(1)));
     info.state = match text(5) {
         Some(state) => state_of(&state).ok_or_else(unreadable)?,
-        // Its process is gone: lost, whether or not a sweep said so yet.
-        None if !lease_runs => JobState::Lost,
         None => JobState::Running,
     };
     info.client = owner;

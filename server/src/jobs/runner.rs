@@ -137,13 +137,18 @@ struct Unkept {
 }
 
 impl Unkept {
-    fn push(&mut self, stream: Stream, data: Vec<u8>, cap: u64) {
+    fn push(&mut self, stream: Stream, mut data: Vec<u8>, cap: u64) {
         if self.full || data.is_empty() {
             return;
         }
-        if self.bytes + data.len() as u64 > cap {
+        let room = cap.saturating_sub(self.bytes);
+        if data.len() as u64 > room {
+            // What fits still waits: the store keeps a job's output from its start.
+            data.truncate(room as usize);
             self.full = true;
-            return;
+            if data.is_empty() {
+                return;
+            }
         }
         self.bytes += data.len() as u64;
         self.pieces.push_back((stream, data));

@@ -271,6 +271,8 @@ impl Store {
             if let Place::Live { bytes, .. } = job.place {
                 self.total = self.total.saturating_sub(bytes);
             }
+            // The end's count is the program's: pieces never offered count too.
+            job.output_bytes = stored.end.output_bytes;
             job.place = Place::Ended {
                 end: stored.end,
                 segment: key,
