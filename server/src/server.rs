@@ -38,9 +38,12 @@ pub async fn run(listener: TcpListener, shared: Arc<Shared>, shutdown: impl Futu
             match upkeep.jobs.maintain(time::now()).await {
                 Ok(lost) => {
                     failing = false;
-                    for info in lost {
-                        upkeep.audit.job_ended(&JobEnded::lost(info));
+                    for info in &lost {
+                        upkeep.audit.job_ended(&JobEnded::lost(info.clone()));
                     }
+                    // Not said: another sweep hands them out again (to this process or
+                    // another) and they are recorded twice rather than never.
+                    let _ = upkeep.jobs.audited(&lost).await;
                 }
                 Err(e) if !failing => {
                     failing = true;

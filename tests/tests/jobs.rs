@@ -544,6 +544,26 @@ fn in_a_pool_on_redis_any_process_follows_reads_and_finds_lost_the_jobs_of_anoth
     let tail = jobs.cmdchan(&b, &jobs.alice, &["job", "output", &id, "--offset", "8"]);
     assert_eq!(text(&tail.stdout), expected[8..]);
     let bob = jobs.env.provision("bob", "ops", &[]);
+    for read in ["output", "attach"] {
+        let out = jobs.cmdchan(&b, &bob, &["job", read, &id]);
+        assert_eq!(out.status.code(), Some(67), "{read}: {}", text(&out.stderr));
+        assert!(
+            out.stdout.is_empty(),
+            "{read} showed another client's output"
+        );
+    }
+    let listed = jobs.cmdchan(&b, &bob, &["--json", "job", "list"]);
+    assert!(
+        !text(&listed.stdout).contains(&id),
+        "{}",
+        text(&listed.stdout)
+    );
+    let listed = jobs.cmdchan(&b, &jobs.alice, &["--json", "job", "list"]);
+    assert!(
+        text(&listed.stdout).contains(&id),
+        "{}",
+        text(&listed.stdout)
+    );
     assert_eq!(
         jobs.status(&b, &bob, &id)["state"],
         "unknown",
@@ -692,4 +712,23 @@ fn in_a_pool_a_quiet_job_is_waited_for_past_the_answer_timeout_and_outlives_a_re
     assert_eq!(waited.status.code(), Some(0), "{}", text(&waited.stderr));
     assert_eq!(jobs.status(&b, &jobs.alice, &id)["state"], "exited");
     drop(a);
+}
+
+#[test]
+fn in_a_pool_a_process_frozen_past_its_lease_has_its_job_lost_and_cannot_take_it_back() {
+    let redis = Redis::start();
+    let (jobs, a, b) = pool(&redis, &[]);
+    let id = jobs.detach(&a, "chatty");
+    a.signal("STOP");
+    assert!(
+        eventually(20, || jobs.status(&b, &jobs.alice, &id)["state"] == "lost"),
+        "{}",
+        jobs.status(&b, &jobs.alice, &id)
+    );
+    a.signal("CONT");
+    // Its program ended meanwhile: the end the process now offers comes after the
+    // pool's verdict and changes nothing.
+    assert!(a.wait_for_log("stays lost"), "{}", a.log());
+    assert_eq!(jobs.status(&b, &jobs.alice, &id)["state"], "lost");
+    assert_eq!(jobs.status(&a, &jobs.alice, &id)["state"], "lost");
 }

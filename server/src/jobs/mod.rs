@@ -12,6 +12,7 @@ mod runner;
 pub mod store;
 
 use std::io;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -29,6 +30,9 @@ use store::Store;
 
 /// The most jobs `job.list` shows.
 pub const LIST_MAX: usize = 1000;
+
+/// Bytes of output all jobs may hold in memory while the store cannot take it.
+const WAITING_MAX: u64 = 64 << 20;
 
 /// How often a follower looks again at a job another process of the pool may run.
 const POLL: Duration = Duration::from_millis(200);
@@ -55,6 +59,8 @@ impl std::fmt::Debug for Place {
 pub struct Jobs {
     backend: Backend,
     per_job: u64,
+    /// Bytes of output held in memory while the store cannot take them, all jobs.
+    waiting: AtomicU64,
     /// Moved on at every output and end here, so followers wake and look again.
     changed: watch::Sender<u64>,
 }
@@ -81,6 +87,7 @@ impl Jobs {
         Ok(Self {
             backend,
             per_job: bounds.per_job,
+            waiting: AtomicU64::new(0),
             changed,
         })
     }
@@ -192,6 +199,25 @@ impl Jobs {
         self.per_job
     }
 
+    /// Takes up to `want` bytes of the budget for output waiting for the store; how
+    /// many it got. Jobs past it keep no more output until the store is back (what
+    /// they kept is still where their output starts).
+    pub fn hold(&self, want: u64) -> u64 {
+        let mut got = 0;
+        let _ = self
+            .waiting
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |held| {
+                got = want.min(WAITING_MAX.saturating_sub(held));
+                Some(held + got)
+            });
+        got
+    }
+
+    /// Gives `bytes` of [`Jobs::hold`]'s budget back.
+    pub fn release(&self, bytes: u64) {
+        self.waiting.fetch_sub(bytes, Ordering::Relaxed);
+    }
+
     /// Wakes when a job of this process writes output or ends.
     pub fn watch(&self) -> watch::Receiver<u64> {
         self.changed.subscribe()
@@ -216,6 +242,18 @@ impl Jobs {
                 Ok(Vec::new())
             }
             Backend::Redis(redis) => redis.sweep(now).await,
+        }
+    }
+
+    /// The lost jobs [`Jobs::maintain`] returned are in the audit trail now (in Redis,
+    /// no other process records them again).
+    pub async fn audited(&self, lost: &[JobInfo]) -> Result<(), StoreError> {
+        match &self.backend {
+            Backend::Files(_) => Ok(()),
+            Backend::Redis(redis) => {
+                let ids: Vec<CommandId> = lost.iter().map(|info| info.id).collect();
+                redis.audited(&ids).await
+            }
         }
     }
 

@@ -18,6 +18,8 @@
 //! P "bytes"       string  output bytes kept, all jobs
 //! P "gone:" ID    string  the client of a job dropped early or past the retention, kept
 //!                         for the retention so its status reads `expired`
+//! P "unaudited"   hash    job declared lost → until when a sweeper holds it (ms; 0:
+//!                         none), until a process wrote its audit record
 //! ```
 //! IDs are in hex. Every change is one Lua script, so two processes never see half of
 //! one. A process renews its lease every second (from the upkeep); a process whose
@@ -50,6 +52,7 @@ local function drop(id, gone_ms)
   redis.call('DEL', job, P .. 'out:' .. id)
   redis.call('ZREM', P .. 'ended', id)
   redis.call('ZREM', P .. 'all', id)
+  redis.call('HDEL', P .. 'unaudited', id)
   if f[1] then
     redis.call('ZREM', P .. 'by:' .. f[1], id)
     redis.call('SET', P .. 'gone:' .. id, f[1], 'PX', gone_ms)
@@ -132,7 +135,9 @@ return 1
 
 /// ARGV: P, proc, lease ms, now (unix seconds), retention seconds, gone ms. Renews this
 /// process's lease, declares the jobs of processes whose lease ran out lost, drops
-/// ended jobs past the retention (at most 1000 a call); returns the jobs declared lost.
+/// ended jobs past the retention (at most 1000 a call); returns up to 100 jobs declared
+/// lost that no process recorded yet, each held by this sweeper for 10 s (one that
+/// dies before its audit record is written leaves them to the next).
 /// A sweeper whose own lease ran out too was cut off like the others (Redis frozen,
 /// failing over, the network down): it renews every lease instead, so an outage of
 /// Redis itself loses no running job.
@@ -147,7 +152,6 @@ if mine and tonumber(mine) <= t then
   end
 end
 redis.call('ZADD', P .. 'procs', t + lease, ARGV[2])
-local lost = {}
 for _, proc in ipairs(redis.call('ZRANGEBYSCORE', P .. 'procs', '-inf', t)) do
   local run = P .. 'run:' .. proc
   for _, id in ipairs(redis.call('SMEMBERS', run)) do
@@ -155,7 +159,7 @@ for _, proc in ipairs(redis.call('ZRANGEBYSCORE', P .. 'procs', '-inf', t)) do
     if redis.call('EXISTS', job) == 1 and redis.call('HEXISTS', job, 'state') == 0 then
       redis.call('HSET', job, 'state', 'lost', 'ended', now)
       redis.call('ZADD', P .. 'ended', t, id)
-      table.insert(lost, id)
+      redis.call('HSET', P .. 'unaudited', id, 0)
     end
   end
   redis.call('DEL', run)
@@ -164,6 +168,14 @@ end
 local old = redis.call('ZRANGEBYSCORE', P .. 'ended', '-inf',
   t - tonumber(ARGV[5]) * 1000, 'LIMIT', 0, 1000)
 for _, id in ipairs(old) do drop(id, tonumber(ARGV[6])) end
+local lost = {}
+local waiting = redis.call('HGETALL', P .. 'unaudited')
+for i = 1, #waiting, 2 do
+  if #lost < 100 and tonumber(waiting[i + 1]) <= t then
+    redis.call('HSET', P .. 'unaudited', waiting[i], t + 10000)
+    lost[#lost + 1] = waiting[i]
+  end
+end
 return lost
 ";
 
@@ -386,6 +398,20 @@ impl RedisJobs {
             }
         }
         self.infos(&ids, "", true).await
+    }
+
+    /// The lost jobs [`RedisJobs::sweep`] returned are in the audit trail now.
+    pub async fn audited(&self, lost: &[CommandId]) -> Result<(), StoreError> {
+        if lost.is_empty() {
+            return Ok(());
+        }
+        let mut cmd = redis::cmd("HDEL");
+        cmd.arg(format!("{}unaudited", self.prefix));
+        for id in lost {
+            cmd.arg(hex::encode(id));
+        }
+        let _: i64 = self.conn.query_at(&cmd, self.prefix.as_bytes()).await?;
+        Ok(())
     }
 
     /// Records the digests of what a lost job printed (as kept).

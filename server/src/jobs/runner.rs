@@ -57,15 +57,15 @@ pub fn spawn(job: Job) {
 
 async fn drive(mut job: Job) {
     let mut stopping = false;
-    let mut unkept = Unkept::default();
+    let mut unkept = Unkept::new(job.jobs.clone());
     let status = loop {
         tokio::select! {
             event = job.running.next() => match event {
                 Ok(Event::Output(stream, data)) => {
                     for out in job.run.output(stream, data, Instant::now()) {
-                        unkept.push(out.stream, out.data, job.jobs.per_job());
+                        unkept.push(out.stream, out.data);
                     }
-                    unkept.offer(&job.jobs, &job.id).await;
+                    unkept.offer(&job.id).await;
                 }
                 Ok(Event::Exited(status)) => break Some(status),
                 Err(e) => {
@@ -103,7 +103,7 @@ async fn drive(mut job: Job) {
     job.running_programs.dec();
     let mut warned = false;
     loop {
-        unkept.offer(&job.jobs, &job.id).await;
+        unkept.offer(&job.id).await;
         let kept = match unkept.is_empty() {
             true => job.jobs.end(&job.id, end).await,
             false => Err(std::io::Error::other("its output waits")),
@@ -124,24 +124,40 @@ async fn drive(mut job: Job) {
     }
 }
 
-/// Output the store could not take yet, in order.
-#[derive(Default)]
+/// Output the store could not take yet, in order, within the per-job cap and the
+/// server's budget for all jobs' waiting output ([`Jobs::hold`]).
 struct Unkept {
+    jobs: Arc<Jobs>,
     pieces: VecDeque<(Stream, Vec<u8>)>,
     bytes: u64,
     /// Bytes the store took so far.
     taken: u64,
-    /// Past the per-job cap while waiting: nothing after is kept.
+    /// Past a cap while waiting: nothing after is kept.
     full: bool,
+    /// After a failure, the store is not asked again before this (the output waits).
+    retry_at: Option<Instant>,
     warned: bool,
 }
 
 impl Unkept {
-    fn push(&mut self, stream: Stream, mut data: Vec<u8>, cap: u64) {
+    fn new(jobs: Arc<Jobs>) -> Self {
+        Self {
+            jobs,
+            pieces: VecDeque::new(),
+            bytes: 0,
+            taken: 0,
+            full: false,
+            retry_at: None,
+            warned: false,
+        }
+    }
+
+    fn push(&mut self, stream: Stream, mut data: Vec<u8>) {
         if self.full || data.is_empty() {
             return;
         }
-        let room = cap.saturating_sub(self.bytes);
+        let per_job = self.jobs.per_job().saturating_sub(self.bytes);
+        let room = self.jobs.hold(per_job.min(data.len() as u64));
         if data.len() as u64 > room {
             // What fits still waits: the store keeps a job's output from its start.
             data.truncate(room as usize);
@@ -154,24 +170,38 @@ impl Unkept {
         self.pieces.push_back((stream, data));
     }
 
-    /// Gives the store what waits, in order, until it fails.
-    async fn offer(&mut self, jobs: &Jobs, id: &CommandId) {
+    /// Gives the store what waits, in order, until it fails (then not again for a
+    /// second: a program's output is not held up by a store that cannot answer).
+    async fn offer(&mut self, id: &CommandId) {
+        if self.retry_at.is_some_and(|at| Instant::now() < at) {
+            return;
+        }
         while let Some((stream, data)) = self.pieces.front() {
-            if let Err(e) = jobs.output(id, *stream, data, self.taken).await {
+            if let Err(e) = self.jobs.output(id, *stream, data, self.taken).await {
+                self.retry_at = Some(Instant::now() + Duration::from_secs(1));
                 if !self.warned {
                     self.warned = true;
                     warn!(id = %hex::encode(id), error = %e, "cannot keep a job's output yet; it waits");
                 }
                 return;
             }
-            self.bytes -= data.len() as u64;
-            self.taken += data.len() as u64;
+            let len = data.len() as u64;
+            self.bytes -= len;
+            self.taken += len;
+            self.jobs.release(len);
             self.pieces.pop_front();
         }
+        self.retry_at = None;
     }
 
     fn is_empty(&self) -> bool {
         self.pieces.is_empty()
+    }
+}
+
+impl Drop for Unkept {
+    fn drop(&mut self) {
+        self.jobs.release(self.bytes);
     }
 }
 

@@ -272,7 +272,7 @@ impl Store {
                 self.total = self.total.saturating_sub(bytes);
             }
             // The end's count is the program's: pieces never offered count too.
-            job.output_bytes = stored.end.output_bytes;
+            job.output_bytes = job.output_bytes.max(stored.end.output_bytes);
             job.place = Place::Ended {
                 end: stored.end,
                 segment: key,
