@@ -40,11 +40,13 @@ pub async fn run(
         Builtin::Echo => echo::run(cmd),
         Builtin::Commands => commands::run(cmd, policy),
         Builtin::Describe => describe::run(cmd, policy),
-        Builtin::JobStatus => match jobs::status(cmd, policy, jobs).await {
+        // Boxed: a read from Redis is a large future, and every idle connection would
+        // otherwise hold room for one.
+        Builtin::JobStatus => match Box::pin(jobs::status(cmd, policy, jobs)).await {
             Ok(reply) => reply,
             Err(refusal) => return Handled::Refused(refusal),
         },
-        Builtin::JobList => match jobs::list(cmd, policy, jobs).await {
+        Builtin::JobList => match Box::pin(jobs::list(cmd, policy, jobs)).await {
             Ok(reply) => reply,
             Err(refusal) => return Handled::Refused(refusal),
         },
