@@ -18,6 +18,23 @@ use crate::gate::Turned;
 use crate::metrics::ResultLabel;
 use crate::state::Shared;
 
+/// Writes the audit records of jobs a pool declared lost. One not said to be recorded
+/// (Redis failing meanwhile) is handed out again by a later sweep: recorded twice
+/// rather than never.
+async fn record_lost(shared: Arc<Shared>, ids: Vec<cmdchan_common::protocol::CommandId>) {
+    let lost = match shared.jobs.record_lost(&ids).await {
+        Ok(lost) => lost,
+        Err(e) => {
+            warn!(error = %e, "cannot read the jobs declared lost; a later sweep tries again");
+            return;
+        }
+    };
+    for info in &lost {
+        shared.audit.job_ended(&JobEnded::lost(info.clone()));
+    }
+    let _ = shared.jobs.audited(&lost).await;
+}
+
 /// Accepts connections until `shutdown` completes, then stops accepting, lets open
 /// connections finish the request they are on, and returns. A connection the gate turns
 /// away is closed at once, before any TLS work.
@@ -38,12 +55,11 @@ pub async fn run(listener: TcpListener, shared: Arc<Shared>, shutdown: impl Futu
             match upkeep.jobs.maintain(time::now()).await {
                 Ok(lost) => {
                     failing = false;
-                    for info in &lost {
-                        upkeep.audit.job_ended(&JobEnded::lost(info.clone()));
+                    if !lost.is_empty() {
+                        // On a task of its own: reading their output for the digests
+                        // must not hold up the next renewal of this process's lease.
+                        tokio::spawn(record_lost(upkeep.clone(), lost));
                     }
-                    // Not said: another sweep hands them out again (to this process or
-                    // another) and they are recorded twice rather than never.
-                    let _ = upkeep.jobs.audited(&lost).await;
                 }
                 Err(e) if !failing => {
                     failing = true;

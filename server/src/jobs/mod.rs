@@ -234,8 +234,8 @@ impl Jobs {
 
     /// Drops results past their retention (from the upkeep, about once a second); in
     /// Redis also renews this process's lease and returns the jobs of processes gone
-    /// quiet, declared lost now, for the audit trail.
-    pub async fn maintain(&self, now: u64) -> Result<Vec<JobInfo>, StoreError> {
+    /// quiet, declared lost, that this process is to record ([`Jobs::record_lost`]).
+    pub async fn maintain(&self, now: u64) -> Result<Vec<CommandId>, StoreError> {
         match &self.backend {
             Backend::Files(store) => {
                 sync::lock(store).drop_expired(now);
@@ -245,8 +245,17 @@ impl Jobs {
         }
     }
 
-    /// The lost jobs [`Jobs::maintain`] returned are in the audit trail now (in Redis,
-    /// no other process records them again).
+    /// The lost jobs [`Jobs::maintain`] returned, as the audit trail records them; once
+    /// recorded, [`Jobs::audited`] says so (until then, another sweep hands them out
+    /// again: recorded twice rather than never).
+    pub async fn record_lost(&self, ids: &[CommandId]) -> Result<Vec<JobInfo>, StoreError> {
+        match &self.backend {
+            Backend::Files(_) => Ok(Vec::new()),
+            Backend::Redis(redis) => redis.lost(ids).await,
+        }
+    }
+
+    /// The lost jobs [`Jobs::record_lost`] returned are in the audit trail now.
     pub async fn audited(&self, lost: &[JobInfo]) -> Result<(), StoreError> {
         match &self.backend {
             Backend::Files(_) => Ok(()),

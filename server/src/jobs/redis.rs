@@ -378,9 +378,10 @@ impl RedisJobs {
     }
 
     /// Renews this process's lease, declares the jobs of processes gone quiet lost, and
-    /// drops results past the retention; the jobs declared lost now, with the digests
-    /// of what they printed, for the audit trail.
-    pub async fn sweep(&self, now: u64) -> Result<Vec<JobInfo>, StoreError> {
+    /// drops results past the retention; the lost jobs this process is to record now
+    /// (see [`RedisJobs::lost`]). Quick: the upkeep that renews the lease must not wait
+    /// for the lost jobs' digests.
+    pub async fn sweep(&self, now: u64) -> Result<Vec<CommandId>, StoreError> {
         let args = [
             self.process.clone().into_bytes(),
             millis(LEASE).into_bytes(),
@@ -389,15 +390,19 @@ impl RedisJobs {
             self.gone_ms().into_bytes(),
         ];
         let lost: Vec<String> = self.eval(SWEEP, &args).await?;
-        let ids: Vec<CommandId> = lost.iter().filter_map(|h| parse_hex_id(h)).collect();
-        for id in &ids {
+        Ok(lost.iter().filter_map(|h| parse_hex_id(h)).collect())
+    }
+
+    /// Lost jobs as the audit trail records them, with the digests of what they printed.
+    pub async fn lost(&self, ids: &[CommandId]) -> Result<Vec<JobInfo>, StoreError> {
+        for id in ids {
             // Best effort: the job is lost whatever, and its record must reach the
-            // audit trail below.
+            // audit trail.
             if let Err(e) = self.digest_lost(id).await {
                 tracing::warn!(id = %hex::encode(id), error = %e, "cannot record the digests of a lost job's output");
             }
         }
-        self.infos(&ids, "", true).await
+        self.infos(ids, "", true).await
     }
 
     /// The lost jobs [`RedisJobs::sweep`] returned are in the audit trail now.
