@@ -231,6 +231,23 @@ impl TestEnv {
         Server::spawn(cmd)
     }
 
+    /// A fleet of `names` on `policy`, each server with its audit file `audit-NAME.log`
+    /// in this environment's directory; and an inventory naming them.
+    pub fn fleet(&self, names: &[&str], policy: &Path) -> (Vec<Server>, PathBuf) {
+        let mut servers = Vec::new();
+        let mut inventory = String::new();
+        for name in names {
+            let log = self.path(&format!("audit-{name}.log"));
+            let server = self.fleet_member(name, policy, &["--audit-log", log.to_str().unwrap()]);
+            inventory.push_str(&format!(
+                "[servers.{name}]\naddress = \"{}\"\n",
+                server.addr
+            ));
+            servers.push(server);
+        }
+        (servers, self.write("inventory.toml", &inventory))
+    }
+
     /// Runs the `cmdchan` binary against `server` with credential `cred`.
     pub fn cmdchan(&self, server: &Server, cred: &Path, args: &[&str]) -> Output {
         cmdchan_as(server, SERVER_ID, cred, args)

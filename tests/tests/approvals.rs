@@ -66,18 +66,7 @@ impl Fleet {
     fn start() -> Fleet {
         let env = TestEnv::new();
         let policy = policy(&env);
-        let mut servers = Vec::new();
-        let mut inventory = String::new();
-        for name in ["s1", "s2", "s3"] {
-            let log = env.path(&format!("audit-{name}.log"));
-            let server = env.fleet_member(name, &policy, &["--audit-log", log.to_str().unwrap()]);
-            inventory.push_str(&format!(
-                "[servers.{name}]\naddress = \"{}\"\n",
-                server.addr
-            ));
-            servers.push(server);
-        }
-        let inventory = env.write("inventory.toml", &inventory);
+        let (servers, inventory) = env.fleet(&["s1", "s2", "s3"], &policy);
         Fleet {
             env,
             _servers: servers,

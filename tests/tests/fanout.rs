@@ -369,17 +369,7 @@ fn stdin_pair(env: &TestEnv) -> (Vec<Server>, PathBuf) {
         "sha.toml",
         "[roles.ops]\ncommands = [\"sha\", \"ping\"]\n[commands.sha]\nprogram = \"/usr/bin/sha256sum\"\nstdin = true\nstdin_limit = 100000000\n",
     );
-    let mut servers = Vec::new();
-    let mut inventory = String::new();
-    for name in ["a1", "a2"] {
-        let server = env.fleet_member(name, &policy, &[]);
-        inventory.push_str(&format!(
-            "[servers.{name}]\naddress = \"{}\"\n",
-            server.addr
-        ));
-        servers.push(server);
-    }
-    (servers, env.write("inventory.toml", &inventory))
+    env.fleet(&["a1", "a2"], &policy)
 }
 
 /// `cmdchan ARGS` with `stdin` written to its stdin (left open if `close` is false).

@@ -393,18 +393,7 @@ fn the_audit_digests_are_the_sha256_of_what_the_client_received() {
 fn a_fan_out_detach_is_one_run_whose_id_finds_every_servers_job() {
     let env = TestEnv::new();
     let policy = scripts(&env);
-    let mut servers = Vec::new();
-    let mut inventory = String::new();
-    for name in ["a1", "a2", "a3"] {
-        let log = env.path(&format!("audit-{name}.log"));
-        let server = env.fleet_member(name, &policy, &["--audit-log", log.to_str().unwrap()]);
-        inventory.push_str(&format!(
-            "[servers.{name}]\naddress = \"{}\"\n",
-            server.addr
-        ));
-        servers.push(server);
-    }
-    let inventory = env.write("inventory.toml", &inventory);
+    let (_servers, inventory) = env.fleet(&["a1", "a2", "a3"], &policy);
     let cred = env.provision("ops", "ops", &[]);
     let cmdchan = |args: &[&str]| {
         run(Command::new(bin("cmdchan"))

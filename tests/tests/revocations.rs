@@ -60,6 +60,12 @@ impl Fleet {
     fn revoke(&self, args: &[&str], out: &str) -> PathBuf {
         self.env.revoke(args, out)
     }
+
+    /// `cmdchan --json --on ON revocations push LIST`.
+    fn push_json(&self, cred: &Path, on: &str, list: &Path) -> Output {
+        let list = list.to_str().unwrap();
+        self.cmdchan(cred, &["--json", "--on", on, "revocations", "push", list])
+    }
 }
 
 #[test]
@@ -118,53 +124,15 @@ fn a_signed_list_pushed_with_on_revokes_everywhere_and_older_or_forged_lists_are
             .code(),
         Some(0)
     );
-    let older = fleet.cmdchan(
-        &alice,
-        &[
-            "--json",
-            "--on",
-            "s1",
-            "revocations",
-            "push",
-            v1.to_str().unwrap(),
-        ],
-    );
-    let row: serde_json::Value =
-        serde_json::from_str(text(&older.stdout).lines().next().unwrap()).unwrap();
-    assert_eq!(
-        (
-            row["error"]["code"].as_str(),
-            row["error"]["number"].as_u64()
-        ),
-        (Some("outdated"), Some(19)),
-        "{row}"
-    );
+    let older = fleet.push_json(&alice, "s1", &v1);
+    assert_eq!(refused_as(&older), (Some("outdated".into()), Some(19)));
     let other = TestEnv::new();
     let forged = other.revoke(&["--name", "alice"], "forged.list");
     let mut text_forged = std::fs::read_to_string(&forged).unwrap();
     text_forged = text_forged.replace('\n', "");
     let forged_here = fleet.env.write("forged.list", &text_forged);
-    let out = fleet.cmdchan(
-        &alice,
-        &[
-            "--json",
-            "--on",
-            "s1",
-            "revocations",
-            "push",
-            forged_here.to_str().unwrap(),
-        ],
-    );
-    let row: serde_json::Value =
-        serde_json::from_str(text(&out.stdout).lines().next().unwrap()).unwrap();
-    assert_eq!(
-        (
-            row["error"]["code"].as_str(),
-            row["error"]["number"].as_u64()
-        ),
-        (Some("bad signature"), Some(23)),
-        "{row}"
-    );
+    let out = fleet.push_json(&alice, "s1", &forged_here);
+    assert_eq!(refused_as(&out), (Some("bad signature".into()), Some(23)));
     assert_eq!(
         fleet.cmdchan(&alice, &["--on", "*", "ping"]).status.code(),
         Some(0),
@@ -350,4 +318,15 @@ fn a_list_pushed_onto_a_full_disk_is_refused_and_not_applied_until_it_can_be_kep
         &["-s", "s1", "--retries", "0", "ping"],
     );
     assert_eq!(after.status.code(), Some(69), "kept across the restart");
+}
+
+/// The refusal's code and number in the first JSON line `cmdchan --json` printed.
+fn refused_as(out: &std::process::Output) -> (Option<String>, Option<u64>) {
+    let row: serde_json::Value = serde_json::from_str(text(&out.stdout).lines().next().unwrap())
+        .unwrap_or_else(|e| panic!("{e}: {}", text(&out.stdout)));
+    let error = &row["error"];
+    (
+        error["code"].as_str().map(str::to_owned),
+        error["number"].as_u64(),
+    )
 }

@@ -33,6 +33,7 @@ use std::time::Duration;
 use cmdchan_common::protocol::{CommandId, JobInfo, JobState, Stream};
 use redis::Value;
 
+use super::store::stream_byte;
 use super::{Bounds, End, Meta};
 use crate::redis_link::Conn;
 use crate::replay::StoreError;
@@ -298,7 +299,7 @@ impl RedisJobs {
     ) -> Result<(), StoreError> {
         let args = [
             hex::encode(id).into_bytes(),
-            stream_arg(stream).into(),
+            vec![b'0' + stream_byte(stream)],
             data.to_vec(),
             before.to_string().into_bytes(),
             self.bounds.per_job.to_string().into_bytes(),
@@ -431,7 +432,7 @@ impl RedisJobs {
             }
             for (stream, data) in pieces {
                 from += data.len() as u64;
-                hashes[usize::from(stream == Stream::Stderr)].update(&data);
+                hashes[usize::from(stream_byte(stream))].update(&data);
             }
         }
         let [out, err] = hashes.map(|h| h.finalize().to_vec());
@@ -465,13 +466,6 @@ impl RedisJobs {
 
 fn millis(d: Duration) -> String {
     d.as_millis().to_string()
-}
-
-fn stream_arg(stream: Stream) -> &'static str {
-    match stream {
-        Stream::Stdout => "0",
-        Stream::Stderr => "1",
-    }
 }
 
 fn stream_of(bytes: &[u8]) -> Option<Stream> {

@@ -559,7 +559,8 @@ impl Job {
     }
 }
 
-fn stream_byte(stream: Stream) -> u8 {
+/// A stream as kept: 0 stdout, 1 stderr (also in Redis, as the digit).
+pub(super) fn stream_byte(stream: Stream) -> u8 {
     match stream {
         Stream::Stdout => 0,
         Stream::Stderr => 1,
