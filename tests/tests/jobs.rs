@@ -721,3 +721,34 @@ fn in_a_pool_a_process_frozen_past_its_lease_has_its_job_lost_and_cannot_take_it
     assert_eq!(jobs.status(&b, &jobs.alice, &id)["state"], "lost");
     assert_eq!(jobs.status(&a, &jobs.alice, &id)["state"], "lost");
 }
+
+#[test]
+fn a_job_whose_store_filled_up_while_it_ran_keeps_all_its_output_once_and_its_end() {
+    let env_dir = tempfile::tempdir().unwrap();
+    let disk = cmdchan_tests::Tmpfs::mount(env_dir.path().join("disk"), "1m");
+    let store = disk.dir.join("jobs");
+    let (jobs, server) = Jobs::new(&["--job-store", store.to_str().unwrap()]);
+    let id = jobs.detach(&server, "chatty");
+    std::thread::sleep(Duration::from_millis(300));
+    disk.fill();
+    // The job prints and ends while its store cannot take a byte.
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_ne!(jobs.status(&server, &jobs.alice, &id)["state"], "exited");
+    disk.free();
+    assert!(
+        eventually(10, || jobs.status(&server, &jobs.alice, &id)["state"]
+            == "exited"),
+        "{}",
+        jobs.status(&server, &jobs.alice, &id)
+    );
+    let expected: String = (1..=40).map(|i| format!("line {i}\n")).collect();
+    let out = jobs.cmdchan(&server, &jobs.alice, &["job", "output", &id]);
+    assert_eq!(text(&out.stdout), expected, "every line once, in order");
+    let status = jobs.status(&server, &jobs.alice, &id);
+    assert_eq!(status["stdout_sha256"], sha256(expected.as_bytes()));
+    // Kept across a restart too: no half chunk was left in the file.
+    drop(server);
+    let server = jobs.start();
+    let out = jobs.cmdchan(&server, &jobs.alice, &["job", "output", &id]);
+    assert_eq!(text(&out.stdout), expected);
+}
