@@ -42,7 +42,7 @@ use tracing::{error, info, warn};
 use cmdchan_common::keys::AuditKey;
 
 use super::stamp::Stamp;
-use crate::batch::{Batched, Sink};
+use crate::batch::{Batched, Records, Sink};
 
 /// The `prev` of a new chain's header.
 pub const GENESIS: [u8; 32] = [0; 32];
@@ -66,10 +66,6 @@ pub struct Chain {
     path: PathBuf,
     out: Batched<Writer>,
 }
-
-/// A record queued for the file: its JSON object without the closing brace.
-#[derive(Debug)]
-pub struct Queued(Vec<u8>);
 
 /// The file and the head of its chain.
 struct Writer {
@@ -136,16 +132,16 @@ impl Chain {
     /// Appends `record`. With `now`, it is in the kernel when this returns and an error
     /// is this record's; otherwise it follows within [`crate::batch::DELAY`].
     pub fn append(&self, record: &impl Serialize, now: bool) -> io::Result<()> {
-        let mut bytes = Vec::with_capacity(512);
-        serde_json::to_writer(&mut bytes, record)?;
-        // An object always ends in `}`; reopen it for the chain's fields.
-        bytes.pop();
+        // Queued is the JSON object without its closing brace, reopened for the
+        // chain's fields.
+        let encode = |buf: &mut Vec<u8>| {
+            serde_json::to_writer(&mut *buf, record)?;
+            buf.pop();
+            Ok(())
+        };
         match now {
-            true => self.out.append_now(Queued(bytes)),
-            false => {
-                self.out.append(Queued(bytes));
-                Ok(())
-            }
+            true => self.out.append_now((), encode),
+            false => self.out.append((), encode),
         }
     }
 
@@ -160,17 +156,17 @@ impl Chain {
 }
 
 impl Sink for Writer {
-    type Item = Queued;
+    type Meta = ();
 
-    fn write_queued(&mut self, batch: Vec<Queued>) {
+    fn write_queued(&mut self, batch: &Records<()>) {
         let count = batch.len() as u64;
-        if let Err(e) = self.write(batch) {
+        if let Err(e) = self.write(batch.iter().map(|((), body)| body)) {
             self.lose(count, &e);
         }
     }
 
-    fn write_now(&mut self, item: Queued) -> io::Result<()> {
-        self.write(vec![item]).inspect_err(|e| self.lose(1, e))
+    fn write_now(&mut self, (): (), body: &[u8]) -> io::Result<()> {
+        self.write([body]).inspect_err(|e| self.lose(1, e))
     }
 
     fn tick(&mut self) {
@@ -240,7 +236,7 @@ impl Writer {
         }
         match header {
             Some(kind) => w.write_header(kind)?,
-            None if w.lost.is_some() => w.write(Vec::new())?,
+            None if w.lost.is_some() => w.write([])?,
             None => {}
         }
         w.checkpoint = (w.seq, Instant::now());
@@ -258,23 +254,24 @@ impl Writer {
         body.pop();
         // The header comes first; a pending gap goes right after it.
         let lost = self.lost.take();
-        self.write(vec![Queued(body)])?;
+        self.write([&body[..]])?;
         self.lost = lost;
         match self.lost.is_some() {
-            true => self.write(Vec::new()),
+            true => self.write([]),
             false => Ok(()),
         }
     }
 
     /// Writes the pending gap record (if any), then `batch`, each line chained from the
     /// one before; the head moves only once the write succeeded.
-    fn write(&mut self, batch: Vec<Queued>) -> io::Result<()> {
+    fn write<'b>(&mut self, bodies: impl IntoIterator<Item = &'b [u8]>) -> io::Result<()> {
         if self.torn {
             self.file.set_len(self.good)?;
             self.torn = false;
         }
         let (mut seq, mut last) = (self.seq, self.last);
-        let mut out = Vec::with_capacity(batch.len() * 400);
+        let bodies = bodies.into_iter();
+        let mut out = Vec::with_capacity(bodies.size_hint().0 * 480);
         if let Some(lost) = &self.lost {
             let gap = Gap {
                 gap: GapInfo {
@@ -289,7 +286,7 @@ impl Writer {
             body.pop();
             (seq, last) = self.chain(&mut out, &body, seq, last);
         }
-        for Queued(body) in &batch {
+        for body in bodies {
             (seq, last) = self.chain(&mut out, body, seq, last);
         }
         if let Err(e) = self.file.write_all(&out) {

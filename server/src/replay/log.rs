@@ -33,7 +33,7 @@ use serde::Serialize;
 use tracing::{error, info, warn};
 
 use super::{Answer, Claim, Record, State, StoreError, StoreOptions, Table};
-use crate::batch::{Batched, Sink};
+use crate::batch::{Batched, Records, Sink};
 
 #[derive(Debug)]
 pub struct LogStore {
@@ -43,12 +43,6 @@ pub struct LogStore {
     slice: u64,
     out: Batched<Segments>,
     _lock: Flock<File>,
-}
-
-/// A record to append: the segment it belongs to and its encoded bytes.
-pub struct Pending {
-    segment: u64,
-    bytes: Vec<u8>,
 }
 
 impl LogStore {
@@ -135,21 +129,14 @@ impl LogStore {
     }
 
     fn write(&self, record: &Record, durable: bool) -> Result<(), StoreError> {
-        let until = record.until;
-        let bytes = encode(record).map_err(|e| self.unavailable(&e))?;
         // The segment's E: `until` rounded up to the slice.
-        let segment = until.div_ceil(self.slice).saturating_mul(self.slice);
-        let pending = Pending { segment, bytes };
+        let segment = record.until.div_ceil(self.slice).saturating_mul(self.slice);
+        let encode = |buf: &mut Vec<u8>| encode(record, buf);
         match durable {
-            true => self
-                .out
-                .append_now(pending)
-                .map_err(|e| self.unavailable(&e)),
-            false => {
-                self.out.append(pending);
-                Ok(())
-            }
+            true => self.out.append_now(segment, encode),
+            false => self.out.append(segment, encode),
         }
+        .map_err(|e| self.unavailable(&e))
     }
 
     fn unavailable(&self, e: &io::Error) -> StoreError {
@@ -176,18 +163,18 @@ struct Segment {
 }
 
 impl Sink for Segments {
-    type Item = Pending;
+    type Meta = u64;
 
-    fn write_queued(&mut self, batch: Vec<Pending>) {
+    fn write_queued(&mut self, batch: &Records<u64>) {
         let count = batch.len() as u64;
         let mut failed = None;
         // Records of one segment go in one write; a batch seldom spans more than two.
         let mut by_segment: BTreeMap<u64, Vec<u8>> = BTreeMap::new();
-        for p in batch {
+        for (segment, bytes) in batch.iter() {
             by_segment
-                .entry(p.segment)
+                .entry(segment)
                 .or_default()
-                .extend_from_slice(&p.bytes);
+                .extend_from_slice(bytes);
         }
         for (segment, bytes) in by_segment {
             if let Err(e) = self.append(segment, &bytes) {
@@ -203,8 +190,8 @@ impl Sink for Segments {
         }
     }
 
-    fn write_now(&mut self, item: Pending) -> io::Result<()> {
-        self.append(item.segment, &item.bytes)
+    fn write_now(&mut self, segment: u64, record: &[u8]) -> io::Result<()> {
+        self.append(segment, record)
     }
 }
 
@@ -363,16 +350,16 @@ pub(crate) fn lock(dir: &Path) -> io::Result<Flock<File>> {
     })
 }
 
-fn encode(record: &impl Serialize) -> io::Result<Vec<u8>> {
+/// Appends `record` framed to `out` (empty).
+fn encode(record: &impl Serialize, out: &mut Vec<u8>) -> io::Result<()> {
     // The length and CRC go in front of the body once it is written: one buffer.
-    let mut out = Vec::with_capacity(96);
     out.extend_from_slice(&[0; 8]);
-    let mut out = postcard::to_extend(record, out).map_err(io::Error::other)?;
+    postcard::to_io(record, &mut *out).map_err(io::Error::other)?;
     let len = u32::try_from(out.len() - 8).map_err(io::Error::other)?;
     let crc = crc32fast::hash(&out[8..]);
     out[..4].copy_from_slice(&len.to_be_bytes());
     out[4..8].copy_from_slice(&crc.to_be_bytes());
-    Ok(out)
+    Ok(())
 }
 
 /// The record at the start of `bytes` and its length, if whole and intact.
