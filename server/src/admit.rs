@@ -205,10 +205,12 @@ pub async fn admit<'a>(
     store: &Store,
     now: u64,
 ) -> Result<Admission<'a>, Refusal> {
-    check(request, expected_counter, key, rules, now)?
-        .reserve(rules.executions)?
-        .claim(store, now)
-        .await
+    let checked = check(request, expected_counter, key, rules, now)?.reserve(rules.executions)?;
+    // Only the store is awaited, with the record and the checked request held once:
+    // this future is room every connection keeps.
+    let (record, program) = checked.record();
+    let claimed = store.claim(&record, now, program).await;
+    checked.claimed(claimed, store, record)
 }
 
 /// The pure checks, in order; the first failure wins.
@@ -433,14 +435,12 @@ impl<'a> Checked<'a> {
         Ok(self)
     }
 
-    /// Claims the command ID until the request could no longer pass freshness. Seen
-    /// before: by this client for this same request it is a retry; by this client for
-    /// another request, a reuse; by anyone else, a replay.
-    ///
-    /// A program's claim says it is running, and is durable before it runs. A built-in
-    /// has no effect: its claim is written in the background, and a retry runs it again.
-    pub async fn claim(self, store: &Store, now: u64) -> Result<Admission<'a>, Refusal> {
-        let mut a = self.admitted;
+    /// The claim of the command ID, until the request could no longer pass freshness,
+    /// and whether it is a program's. A program's claim says it is running, and is
+    /// durable before it runs. A built-in has no effect: its claim is written in the
+    /// background, and a retry runs it again.
+    fn record(&self) -> (Record, bool) {
+        let a = &self.admitted;
         let (state, program) = match a.action {
             Action::Builtin(_) => (State::Done(Answer::Builtin), false),
             Action::Run(..) => (State::Running, true),
@@ -454,7 +454,21 @@ impl<'a> Checked<'a> {
                 state,
             },
         };
-        match store.claim(&record, now, program).await {
+        (record, program)
+    }
+
+    /// What the store said of the claim of `record`. Seen before: by this client for
+    /// this same request it is a retry; by this client for another request, a reuse;
+    /// by anyone else, a replay.
+    fn claimed(
+        self,
+        claimed: Result<Claim, StoreError>,
+        store: &Store,
+        record: Record,
+    ) -> Result<Admission<'a>, Refusal> {
+        let mut a = self.admitted;
+        let program = matches!(a.action, Action::Run(..));
+        match claimed {
             Ok(Claim::Fresh) => {
                 if program {
                     a.ticket = Some(Ticket::new(store.clone(), record));

@@ -26,7 +26,7 @@ use crate::cmd;
 use crate::handshake;
 use crate::metrics::Tally;
 use crate::notice::{Listener, Notice};
-use crate::outcome::{self, Outcome};
+use crate::outcome::{self, Bodies, Outcome};
 use crate::policy::{Builtin, Invocation, Program};
 use crate::replay::Ticket;
 use crate::state::{Settings, Shared};
@@ -124,7 +124,7 @@ impl Connection {
                     None => return,
                 },
             };
-            if !self.answer(next, shared).await {
+            if !self.answer(&next.request, next.early, shared).await {
                 return;
             }
         }
@@ -147,7 +147,7 @@ impl Connection {
     async fn next_message(&mut self, shared: &Shared) -> Option<ClientMsg> {
         if let Some(left) = self.left.take() {
             if let Some(err) = left {
-                self.wire.unreadable(err).await;
+                Box::pin(self.wire.unreadable(err)).await;
             }
             return None;
         }
@@ -178,7 +178,7 @@ impl Connection {
         match next {
             None => None,
             Some(Err(e)) => {
-                self.wire.unreadable(e).await;
+                Box::pin(self.wire.unreadable(e)).await;
                 None
             }
             Some(Ok(message)) => Some(message),
@@ -231,24 +231,33 @@ impl Connection {
 
     /// One request's path: admission (whose last step claims the ID), then what the
     /// request does (a retry's answer, a built-in, or a program), then its one outcome,
-    /// counted, recorded and answered in [`Connection::conclude`]. False ends the
-    /// connection.
-    async fn answer(&mut self, next: Pending, shared: &Shared) -> bool {
-        let Pending {
-            request: req,
-            early,
-        } = next;
+    /// counted and recorded in [`Connection::conclude`], and answered. False ends the
+    /// connection. `req` is borrowed, and the answer sent once nothing but the outcome
+    /// is held: what the future holds across each wait is room every connection keeps.
+    async fn answer(&mut self, req: &Request, early: bool, shared: &Shared) -> bool {
+        let (bodies, ends) = self.decide(req, early, shared).await;
+        for body in bodies {
+            if !self.send(req, body).await {
+                return false;
+            }
+        }
+        !ends
+    }
+
+    /// Everything of [`Connection::answer`] but sending: the answer's bodies, and
+    /// whether the connection ends after them.
+    async fn decide(&mut self, req: &Request, early: bool, shared: &Shared) -> (Bodies, bool) {
         let started = Instant::now();
         let expected = self.next_counter;
         self.next_counter += 1;
         let settings = Arc::clone(&self.settings);
         let mut rules = shared.rules(&settings, self.generation, started);
-        rules.tag_proven = admit::proven(self.proven.as_deref(), &req);
+        rules.tag_proven = admit::proven(self.proven.as_deref(), req);
         rules.stdin_was_open = early;
         // Admitted borrows the identity while running a program needs `&mut self`.
         let key = Arc::clone(&self.key);
         let admission =
-            admit::admit(&req, expected, &key, &rules, &shared.replay, time::now()).await;
+            admit::admit(req, expected, &key, &rules, &shared.replay, time::now()).await;
         if admission.is_ok() && !rules.tag_proven {
             self.proven = Some(Box::new((req.grant.clone(), req.tag)));
         }
@@ -289,20 +298,20 @@ impl Connection {
                 (Some(cmd), outcome)
             }
         };
-        self.conclude(&req, cmd.as_ref(), outcome, started, shared)
-            .await
+        self.conclude(req, cmd.as_ref(), outcome, started, shared)
     }
 
-    /// The end of every request's path: its outcome counted, recorded and answered; a
-    /// refusal may end the connection (see [`Connection::struck`]).
-    async fn conclude(
+    /// The end of every request's path: its outcome counted and recorded; the bodies
+    /// to answer with, and whether a refusal ends the connection (see
+    /// [`Connection::struck`]).
+    fn conclude(
         &mut self,
         req: &Request,
         cmd: Option<&Admitted<'_>>,
         outcome: Outcome,
         started: Instant,
         shared: &Shared,
-    ) -> bool {
+    ) -> (Bodies, bool) {
         let took = started.elapsed();
         let command = match (outcome.admitted(), cmd) {
             (true, Some(cmd)) => cmd.command(),
@@ -322,12 +331,7 @@ impl Connection {
             Outcome::Unkept(_) => true,
             _ => false,
         };
-        for body in outcome.into_bodies() {
-            if !self.send(req, body).await {
-                return false;
-            }
-        }
-        !ends
+        (outcome.into_bodies(), ends)
     }
 
     /// Runs an admitted program once its start is audited, and keeps its outcome on
