@@ -12,9 +12,10 @@
 //! what was lost): it is never reported to an unrelated caller.
 //!
 //! Records are queued as bytes in one buffer ([`Records`]), encoded first into a buffer
-//! of the caller's thread: a record costs no allocation, and no thread frees memory
-//! another thread allocated (a `free` into another thread's malloc arena takes that
-//! arena's lock, which the request threads then wait on).
+//! of the caller's thread, and a batch's buffers are kept for the next: once they have
+//! grown, a record costs no allocation, and no thread frees memory another thread
+//! allocated for it (a `free` into another thread's malloc arena takes that arena's
+//! lock, which the request threads then wait on).
 
 use cmdchan_common::sync;
 use std::cell::RefCell;
@@ -159,10 +160,9 @@ struct Out<S: Sink> {
 impl<S: Sink> Out<S> {
     /// Writes `batch` (if it holds anything) and keeps its buffers for the next one.
     fn write(&mut self, mut batch: Records<S::Meta>) {
-        if batch.is_empty() {
-            return;
+        if !batch.is_empty() {
+            self.sink.write_queued(&batch);
         }
-        self.sink.write_queued(&batch);
         batch.clear();
         self.spare = batch;
     }

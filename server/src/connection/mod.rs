@@ -302,8 +302,9 @@ impl Connection {
     }
 
     /// The end of every request's path: its outcome counted and recorded; the bodies
-    /// to answer with, and whether a refusal ends the connection (see
-    /// [`Connection::struck`]).
+    /// to answer with, and whether the connection ends after them (a refusal that
+    /// closes it or earned its last strike, see [`Connection::struck`], or an outcome
+    /// that could not be kept).
     fn conclude(
         &mut self,
         req: &Request,
