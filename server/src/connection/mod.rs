@@ -135,21 +135,26 @@ impl Connection {
     /// this client's key).
     async fn next_request(&mut self, shared: &Shared) -> Option<Request> {
         loop {
-            match self.next_message(shared).await? {
-                ClientMsg::Request(request) => return Some(request),
+            match self.next_frame(shared).await? {
+                Ok(ClientMsg::Request(request)) => return Some(request),
                 // Stdin for a program that has ended: nothing reads it any more.
-                ClientMsg::Input(_) | ClientMsg::InputEnd(_) => continue,
+                Ok(ClientMsg::Input(_) | ClientMsg::InputEnd(_)) => continue,
+                Err(e) => {
+                    // Boxed: answering a broken frame is rare, and its future would be
+                    // room every connection keeps.
+                    Box::pin(self.wire.unreadable(e)).await;
+                    return None;
+                }
             }
         }
     }
 
-    /// The next frame from the client, or `None` (see [`Connection::next_request`]).
-    async fn next_message(&mut self, shared: &Shared) -> Option<ClientMsg> {
+    /// The next frame from the client, or one it could not send whole; `None` when the
+    /// connection should end (see [`Connection::next_request`]). A request moves up
+    /// through each async caller: this returns the reader's result as it is.
+    async fn next_frame(&mut self, shared: &Shared) -> Read {
         if let Some(left) = self.left.take() {
-            if let Some(err) = left {
-                Box::pin(self.wire.unreadable(err)).await;
-            }
-            return None;
+            return left.map(Err);
         }
         if let Some(notice) = self.notices.check() {
             if self.ends(notice, shared) {
@@ -157,7 +162,7 @@ impl Connection {
             }
         }
         if let Some(next) = self.wire.buffered() {
-            return self.take(next).await;
+            return next;
         }
         self.wire.quiet();
         loop {
@@ -168,20 +173,8 @@ impl Connection {
                         return None;
                     }
                 }
-                next = self.wire.wait() => return self.take(next?).await,
+                next = self.wire.wait() => return next?,
             }
-        }
-    }
-
-    /// What the reader gave: a request, or the end of the connection.
-    async fn take(&mut self, next: Read) -> Option<ClientMsg> {
-        match next {
-            None => None,
-            Some(Err(e)) => {
-                Box::pin(self.wire.unreadable(e)).await;
-                None
-            }
-            Some(Ok(message)) => Some(message),
         }
     }
 
