@@ -208,20 +208,27 @@ impl<D, E: Serialize> Encoder<&E> for MsgCodec<D, E> {
     type Error = FrameError;
 
     fn encode(&mut self, item: &E, dst: &mut BytesMut) -> Result<(), FrameError> {
-        // Room for most messages at once, so the encoder does not grow it step by step.
-        let mut payload = Vec::with_capacity(256);
-        payload.push(VERSION);
-        let payload = postcard::to_extend(item, payload)?;
-        if payload.len() > self.max {
-            return Err(FrameError::TooLarge { max: self.max });
-        }
-        dst.reserve(4 + payload.len());
+        // Written in place behind a length filled in last: no buffer of its own per frame.
+        let start = dst.len();
+        dst.put_u32(0);
+        dst.put_u8(VERSION);
+        let written = postcard::to_io(item, (&mut *dst).writer()).map(drop);
+        let len = dst.len() - start - 4;
         // The length fits in u32: it is at most `max`, itself a `usize` we were given,
-        // and frames over 4 GiB are refused above by any sane `max`.
-        dst.put_u32(
-            u32::try_from(payload.len()).map_err(|_| FrameError::TooLarge { max: self.max })?,
-        );
-        dst.extend_from_slice(&payload);
+        // and frames over 4 GiB are refused here by any sane `max`.
+        let len = match written {
+            Ok(()) if len <= self.max => u32::try_from(len).ok(),
+            Ok(()) => None,
+            Err(e) => {
+                dst.truncate(start);
+                return Err(e.into());
+            }
+        };
+        let Some(len) = len else {
+            dst.truncate(start);
+            return Err(FrameError::TooLarge { max: self.max });
+        };
+        dst[start..start + 4].copy_from_slice(&len.to_be_bytes());
         Ok(())
     }
 }
@@ -248,6 +255,30 @@ mod tests {
         let mut buf = BytesMut::new();
         codec.encode(&sample(), &mut buf).expect("encode");
         assert_eq!(codec.decode(&mut buf).expect("decode"), Some(sample()));
+        assert!(buf.is_empty());
+    }
+
+    #[test]
+    fn a_frame_over_max_is_not_written_and_leaves_the_frames_before_it_whole() {
+        let mut big = Codec::new(DEFAULT_MAX_FRAME);
+        let mut buf = BytesMut::new();
+        big.encode(&sample(), &mut buf).expect("encode");
+        let len = buf.len();
+        let mut small = Codec::new(len - 5);
+        assert!(matches!(
+            small.encode(&sample(), &mut buf),
+            Err(FrameError::TooLarge { .. })
+        ));
+        assert_eq!(buf.len(), len, "nothing of the refused frame stays");
+        small
+            .encode(&sample(), &mut buf)
+            .expect_err("max counts the payload");
+        let mut exact = Codec::new(len - 4);
+        exact
+            .encode(&sample(), &mut buf)
+            .expect("a payload of max bytes");
+        assert_eq!(big.decode(&mut buf).expect("decode"), Some(sample()));
+        assert_eq!(big.decode(&mut buf).expect("decode"), Some(sample()));
         assert!(buf.is_empty());
     }
 
