@@ -260,6 +260,17 @@ pub fn lines_in(env: &TestEnv, name: &str) -> usize {
     std::fs::read_to_string(env.path(name)).map_or(0, |s| s.lines().count())
 }
 
+/// The records of the audit file at `path`, read while the server may be writing it: a
+/// write that crosses a page can be seen half done, so a last line without its newline
+/// is not a record yet. A whole line that is not JSON fails the test.
+pub fn audit_records(path: &Path) -> Vec<serde_json::Value> {
+    let body = std::fs::read_to_string(path).unwrap();
+    body.split_inclusive('\n')
+        .filter(|line| line.ends_with('\n'))
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect()
+}
+
 /// Rewrites one `key = value` line of a credential file (keeping mode 0600).
 pub fn edit_credential(path: &Path, key: &str, value: &str) {
     let body = std::fs::read_to_string(path).unwrap();

@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use cmdchan::{ErrorCode, Reply};
-use cmdchan_tests::{edit_credential, eventually, text, Server, TestEnv};
+use cmdchan_tests::{audit_records, edit_credential, eventually, text, Server, TestEnv};
 use serde_json::Value;
 
 const POLICY: &str = r#"
@@ -40,17 +40,10 @@ fn start(env: &TestEnv, log: &Path) -> Server {
 /// `started` are written within a millisecond of their answer, not before it).
 fn records_when(log: &Path, n: usize) -> Vec<Value> {
     assert!(
-        eventually(10, || records(log).len() >= n),
+        eventually(10, || audit_records(log).len() >= n),
         "the audit file never held {n} records"
     );
-    records(log)
-}
-
-fn records(log: &Path) -> Vec<Value> {
-    let body = std::fs::read_to_string(log).unwrap();
-    body.lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
+    audit_records(log)
 }
 
 fn verify(env: &TestEnv, log: &Path, prev: Option<&str>) -> (Option<i32>, String) {

@@ -111,11 +111,7 @@ impl Jobs {
     }
 
     fn audit(&self) -> Vec<Value> {
-        std::fs::read_to_string(self.env.path("audit.log"))
-            .unwrap()
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect()
+        cmdchan_tests::audit_records(&self.env.path("audit.log"))
     }
 }
 
