@@ -1,10 +1,12 @@
-//! A latency histogram observed with atomic adds. prometheus-client's histogram takes a
-//! mutex per observation, and every request observes two (its own time and its claim's),
-//! from every worker thread.
+//! A latency histogram observed with atomic adds into the observing thread's stripe.
+//! prometheus-client's histogram takes a mutex per observation, and every request
+//! observes two (its own time and its claim's), from every worker thread.
 
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+
+use crate::stripes::{self, Padded, STRIPES};
 use std::time::Duration;
 
 use prometheus_client::encoding::{EncodeMetric, MetricEncoder, NoLabelSet};
@@ -18,7 +20,7 @@ const FIRST_NS: u64 = 100_000;
 
 /// A shared latency histogram; clones observe into the same counts.
 #[derive(Debug, Clone, Default)]
-pub struct Latency(Arc<Counts>);
+pub struct Latency(Arc<[Padded<Counts>; STRIPES]>);
 
 #[derive(Debug, Default)]
 struct Counts {
@@ -32,17 +34,26 @@ impl Latency {
         // Bucket i holds (FIRST · 2^(i-1), FIRST · 2^i]: i is the bit length of
         // ⌈ns / FIRST⌉ - 1.
         let i = 64 - (ns.saturating_sub(1) / FIRST_NS).leading_zeros() as usize;
-        self.0.buckets[i.min(BUCKETS)].fetch_add(1, Ordering::Relaxed);
-        self.0.sum_ns.fetch_add(ns, Ordering::Relaxed);
+        let counts = &self.0[stripes::mine()].0;
+        counts.buckets[i.min(BUCKETS)].fetch_add(1, Ordering::Relaxed);
+        counts.sum_ns.fetch_add(ns, Ordering::Relaxed);
+    }
+
+    /// The stripes' sum of `field`.
+    fn total(&self, field: impl Fn(&Counts) -> &AtomicU64) -> u64 {
+        self.0
+            .iter()
+            .map(|s| field(&s.0).load(Ordering::Relaxed))
+            .sum()
     }
 
     /// (upper bound in seconds, observations in that bucket alone), the last +Inf.
     fn buckets(&self) -> Vec<(f64, u64)> {
         let mut bound = FIRST_NS as f64 / 1e9;
         let mut out = Vec::with_capacity(BUCKETS + 1);
-        for (i, count) in self.0.buckets.iter().enumerate() {
+        for i in 0..=BUCKETS {
             let upper = if i == BUCKETS { f64::INFINITY } else { bound };
-            out.push((upper, count.load(Ordering::Relaxed)));
+            out.push((upper, self.total(|c| &c.buckets[i])));
             bound *= 2.0;
         }
         out
@@ -58,7 +69,7 @@ impl EncodeMetric for Latency {
         let buckets = self.buckets();
         // The count is the buckets' sum, so the two never disagree in one scrape.
         let count = buckets.iter().map(|(_, n)| n).sum();
-        let sum = self.0.sum_ns.load(Ordering::Relaxed) as f64 / 1e9;
+        let sum = self.total(|c| &c.sum_ns) as f64 / 1e9;
         encoder.encode_histogram::<NoLabelSet>(sum, count, &buckets, None)
     }
 

@@ -27,6 +27,7 @@ pub mod revoke;
 pub mod run;
 pub mod server;
 pub mod state;
+pub mod stripes;
 
 use std::sync::Arc;
 

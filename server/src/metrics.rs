@@ -27,6 +27,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tracing::warn;
 
 use crate::latency::Latency;
+use crate::stripes;
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResultLabel {
@@ -50,7 +51,8 @@ pub struct StoreMetrics {
 pub struct Metrics {
     registry: Registry,
     pub handshakes: Family<ResultLabel, Counter>,
-    pub requests: Family<RequestLabels, Counter>,
+    /// Striped: every request adds to one (see [`stripes`]).
+    pub requests: Family<RequestLabels, stripes::Counter>,
     pub refused_connections: Family<ResultLabel, Counter>,
     pub request_seconds: Latency,
     pub store: StoreMetrics,
@@ -121,7 +123,7 @@ impl Metrics {
     }
 
     /// The counter for `command` and `outcome`, created on first use.
-    fn request_counter(&self, command: &str, outcome: &'static str) -> Counter {
+    fn request_counter(&self, command: &str, outcome: &'static str) -> stripes::Counter {
         let labels = RequestLabels {
             command: command.to_owned(),
             outcome,
@@ -143,7 +145,7 @@ impl Metrics {
 /// add, not the family's lock (shared by every connection), a hash and a label copy.
 #[derive(Debug, Default)]
 pub struct Tally {
-    last: Option<Box<(String, &'static str, Counter)>>,
+    last: Option<Box<(String, &'static str, stripes::Counter)>>,
 }
 
 impl Tally {
