@@ -115,6 +115,23 @@ mod tests {
         assert!(a.contains("seconds_count 7"), "{a}");
     }
 
+    /// Observations from threads in different stripes all reach the buckets, the count
+    /// and the sum.
+    #[test]
+    fn observations_from_many_threads_are_all_in_the_histogram() {
+        let h = Latency::default();
+        std::thread::scope(|s| {
+            for _ in 0..2 * STRIPES {
+                s.spawn(|| (0..100).for_each(|_| h.observe(Duration::from_micros(150))));
+            }
+        });
+        let n = 200 * STRIPES as u64;
+        let counts: Vec<u64> = h.buckets().iter().map(|(_, n)| *n).collect();
+        assert_eq!(counts[1], n, "{counts:?}");
+        assert_eq!(counts.iter().sum::<u64>(), n);
+        assert_eq!(h.total(|c| &c.sum_ns), n * 150_000);
+    }
+
     #[test]
     fn each_latency_lands_in_the_smallest_bucket_that_holds_it() {
         let h = Latency::default();

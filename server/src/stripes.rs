@@ -3,10 +3,10 @@
 //!
 //! Why: an atomic that every worker adds to on every request moves its cache line
 //! from core to core each time. The request counter and the two latency histograms
-//! were three such adds per request; in stripes, the pipelined bench needs about 3 %
-//! less server CPU per request (docs/performance.md). Reads (a scrape) are rare and
-//! sum the stripes; a sum taken while others add is a moment's value, as one atomic's
-//! would be.
+//! (a bucket and a sum each) were five such adds per request; in stripes, the bench
+//! measured 1–2 % less server CPU per request on 2 vCPUs (docs/performance.md), more
+//! where more cores share the lines. Reads (a scrape) are rare and sum the stripes; a
+//! sum taken while others add is a moment's value, as one atomic's would be.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -14,7 +14,8 @@ use std::sync::Arc;
 use prometheus_client::encoding::{EncodeMetric, MetricEncoder, NoLabelSet};
 use prometheus_client::metrics::{MetricType, TypedMetric};
 
-/// Slots per striped value: more than the worker threads of most machines this serves.
+/// Slots per striped value. The runtime has a worker per core: on more than 8 cores,
+/// workers share slots (still counted right, with some of the old contention).
 pub const STRIPES: usize = 8;
 
 /// A value alone on its cache lines (two: x86 prefetches lines in adjacent pairs).
