@@ -212,19 +212,14 @@ impl<D, E: Serialize> Encoder<&E> for MsgCodec<D, E> {
         let start = dst.len();
         dst.put_u32(0);
         dst.put_u8(VERSION);
-        let written = postcard::to_io(item, (&mut *dst).writer()).map(drop);
+        if let Err(e) = postcard::to_io(item, (&mut *dst).writer()) {
+            dst.truncate(start);
+            return Err(e.into());
+        }
         let len = dst.len() - start - 4;
         // The length fits in u32: it is at most `max`, itself a `usize` we were given,
         // and frames over 4 GiB are refused here by any sane `max`.
-        let len = match written {
-            Ok(()) if len <= self.max => u32::try_from(len).ok(),
-            Ok(()) => None,
-            Err(e) => {
-                dst.truncate(start);
-                return Err(e.into());
-            }
-        };
-        let Some(len) = len else {
+        let Some(len) = u32::try_from(len).ok().filter(|_| len <= self.max) else {
             dst.truncate(start);
             return Err(FrameError::TooLarge { max: self.max });
         };

@@ -80,9 +80,7 @@ impl EncodeMetric for Latency {
 
 #[cfg(test)]
 mod tests {
-    use prometheus_client::encoding::text::encode;
     use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
-    use prometheus_client::registry::Registry;
 
     use super::*;
 
@@ -95,15 +93,8 @@ mod tests {
             ours.observe(Duration::from_micros(us));
             theirs.observe(us as f64 / 1e6);
         }
-        let text = |register: &dyn Fn(&mut Registry)| {
-            let mut registry = Registry::default();
-            register(&mut registry);
-            let mut out = String::new();
-            encode(&mut out, &registry).expect("encode");
-            out
-        };
-        let a = text(&|r| r.register("seconds", "latency", ours.clone()));
-        let b = text(&|r| r.register("seconds", "latency", theirs.clone()));
+        let a = stripes::exposition("seconds", ours.clone());
+        let b = stripes::exposition("seconds", theirs.clone());
         let without_sum = |t: &str| {
             t.lines()
                 .filter(|l| !l.contains("_sum"))

@@ -60,11 +60,19 @@ impl EncodeMetric for Counter {
     }
 }
 
+/// The text exposition of `metric` alone under `name`, for tests that compare ours with
+/// prometheus-client's own.
+#[cfg(test)]
+pub(crate) fn exposition(name: &str, metric: impl prometheus_client::registry::Metric) -> String {
+    let mut registry = prometheus_client::registry::Registry::default();
+    registry.register(name, name, metric);
+    let mut out = String::new();
+    prometheus_client::encoding::text::encode(&mut out, &registry).expect("encode");
+    out
+}
+
 #[cfg(test)]
 mod tests {
-    use prometheus_client::encoding::text::encode;
-    use prometheus_client::registry::Registry;
-
     use super::*;
 
     #[test]
@@ -90,15 +98,8 @@ mod tests {
             ours.inc();
             theirs.inc();
         }
-        let text = |register: &dyn Fn(&mut Registry)| {
-            let mut registry = Registry::default();
-            register(&mut registry);
-            let mut out = String::new();
-            encode(&mut out, &registry).expect("encode");
-            out
-        };
-        let a = text(&|r| r.register("requests", "requests", ours.clone()));
-        let b = text(&|r| r.register("requests", "requests", theirs.clone()));
+        let a = exposition("requests", ours.clone());
+        let b = exposition("requests", theirs.clone());
         assert_eq!(a, b);
         assert!(a.contains("requests_total 3"), "{a}");
     }
